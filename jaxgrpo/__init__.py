@@ -1,0 +1,8 @@
+"""jaxgrpo: GRPO (and PPO) on gymnax, compiled end to end with JAX."""
+from . import advantages, losses
+from .config import GRPOConfig, PPOConfig
+from .train import TrainState, evaluate, make_train
+
+__all__ = ["GRPOConfig", "PPOConfig", "make_train", "evaluate", "TrainState", "advantages",
+           "losses"]
+__version__ = "0.1.0"

@@ -1,0 +1,239 @@
+"""Configurations: frozen dataclasses, validated when built.
+
+Static fields (anything that changes an array shape or the traced program) live on the
+config. Numbers in the math live in ``config.hparams()``, a dict of float32 scalars that
+``train(key, hparams)`` takes as a traced argument, so ``jax.vmap`` can sweep them with one
+compilation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import jax.numpy as jnp
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
+
+
+def _fail(field_name: str, msg: str):
+    raise ValueError(f"{field_name}: {msg}")
+
+
+def _check_int(cfg, name, low=1):
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        _fail(name, f"must be an int, got {type(v).__name__} {v!r}")
+    if v < low:
+        _fail(name, f"must be >= {low}, got {v}")
+
+
+def _check_float(cfg, name, low=None, high=None, low_open=False):
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        _fail(name, f"must be a number, got {type(v).__name__} {v!r}")
+    if not math.isfinite(v):
+        _fail(name, f"must be finite, got {v}")
+    if low is not None and (v <= low if low_open else v < low):
+        _fail(name, f"must be {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and v > high:
+        _fail(name, f"must be <= {high}, got {v}")
+
+
+def _check_choice(cfg, name, choices):
+    v = getattr(cfg, name)
+    if v not in choices:
+        _fail(name, f"must be one of {list(choices)}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class _BaseConfig:
+    """Fields shared by GRPO and PPO (PureJaxRL's names)."""
+
+    env: str = "CartPole-v1"
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    env_params: Mapping[str, Any] = field(default_factory=dict)
+    total_timesteps: int = 500_000
+    lr: float = 2.5e-4
+    gamma: float = 0.99
+    clip_eps: float = 0.2
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    max_grad_norm: float = 0.5
+    ent_coef: float = 0.01
+    hidden_sizes: tuple = (64, 64)
+    activation: str = "tanh"
+
+    # names of the dynamic (traced) hyperparameters, in hparams() order
+    _HPARAMS: tuple = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        from .envs import validate_env
+
+        if not isinstance(self.env, str):
+            _fail("env", f"must be a gymnax id string, got {self.env!r}")
+        for name in ("env_kwargs", "env_params"):
+            if not isinstance(getattr(self, name), Mapping):
+                _fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        _check_int(self, "total_timesteps")
+        _check_int(self, "update_epochs")
+        _check_int(self, "num_minibatches")
+        _check_float(self, "lr", low=0.0, low_open=True)
+        _check_float(self, "gamma", low=0.0, high=1.0)
+        _check_float(self, "clip_eps", low=0.0, low_open=True)
+        _check_float(self, "max_grad_norm", low=0.0, low_open=True)
+        _check_float(self, "ent_coef", low=0.0)
+        if not self.hidden_sizes or any(
+            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_sizes
+        ):
+            _fail("hidden_sizes", f"must be a non-empty tuple of positive ints, got {self.hidden_sizes!r}")
+        _check_choice(self, "activation", ACTIVATIONS)
+        validate_env(self.env, dict(self.env_kwargs), dict(self.env_params))
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (validated again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self) if f.init}
+        if unknown:
+            raise ValueError(f"{sorted(unknown)[0]}: unknown field of {type(self).__name__}")
+        return dataclasses.replace(self, **changes)
+
+    def hparams(self) -> dict:
+        """Defaults of the dynamic hyperparameters: ``{name: float32 scalar}``."""
+        return {k: jnp.asarray(getattr(self, k), jnp.float32) for k in self._HPARAMS}
+
+    @property
+    def algo(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class GRPOConfig(_BaseConfig):
+    """Group Relative Policy Optimization on gymnax environments.
+
+    One iteration: ``num_groups`` start states, ``group_size`` episodes from each (same reset key,
+    so bitwise-identical starts), advantages normalized within each group, then
+    ``update_epochs`` x ``num_minibatches`` clipped-surrogate steps with a KL penalty to the
+    reference policy. Training stops when the next iteration could pass ``total_timesteps``
+    valid env steps, or after ``num_iterations`` iterations (default: derived from the budget);
+    metrics of the iterations not run are NaN.
+    """
+
+    lr: float = 3e-3
+    gamma: float = 0.99
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    ent_coef: float = 0.0
+    group_size: int = 8
+    num_groups: int = 4
+    beta: float = 0.0
+    kl_estimator: str = "k3"
+    clip_eps_high: float | None = None
+    loss_type: str = "grpo"
+    scale_rewards: str = "group"
+    baseline: str = "mean"
+    supervision: str = "outcome"
+    ref_sync_every: int = 0
+    ref_mixup_alpha: float = 1.0
+    adv_eps: float = 1e-4
+    num_iterations: int | None = None
+    chunk_size: int = 512
+
+    _HPARAMS: tuple = field(
+        default=("lr", "gamma", "clip_eps", "clip_eps_high", "beta", "ent_coef",
+                 "max_grad_norm", "ref_mixup_alpha"),
+        init=False, repr=False, compare=False,
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_int(self, "group_size")
+        _check_int(self, "num_groups")
+        _check_float(self, "beta", low=0.0)
+        _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
+        if self.clip_eps_high is None:
+            object.__setattr__(self, "clip_eps_high", float(self.clip_eps))
+        _check_float(self, "clip_eps_high", low=0.0, low_open=True)
+        _check_choice(self, "loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
+        _check_choice(self, "scale_rewards", ("group", "batch", "none"))
+        _check_choice(self, "baseline", ("mean", "loo"))
+        _check_choice(self, "supervision", ("outcome", "process"))
+        _check_int(self, "ref_sync_every", low=0)
+        _check_float(self, "ref_mixup_alpha", low=0.0, high=1.0)
+        _check_float(self, "adv_eps", low=0.0)
+        _check_int(self, "chunk_size")
+        if self.num_iterations is not None:
+            _check_int(self, "num_iterations")
+        if self.total_timesteps < self.episodes_per_iteration * self.max_episode_steps:
+            _fail("total_timesteps", f"{self.total_timesteps} is below one iteration's worst case "
+                  f"(num_groups * group_size * max_episode_steps = "
+                  f"{self.episodes_per_iteration * self.max_episode_steps})")
+
+    @property
+    def algo(self) -> str:
+        return "grpo"
+
+    @property
+    def episodes_per_iteration(self) -> int:
+        return self.num_groups * self.group_size
+
+    @property
+    def max_episode_steps(self) -> int:
+        from .envs import max_episode_steps
+        return max_episode_steps(self)
+
+    @property
+    def iterations(self) -> int:
+        """Length of the training scan (and of every metric)."""
+        if self.num_iterations is not None:
+            return self.num_iterations
+        # Episodes are shorter than the time limit; budget for an average of a tenth of it.
+        per_iter = self.episodes_per_iteration * max(1, self.max_episode_steps // 10)
+        return max(1, -(-self.total_timesteps // per_iter))
+
+
+@dataclass(frozen=True)
+class PPOConfig(_BaseConfig):
+    """PPO with GAE (PureJaxRL's CartPole defaults), bootstrapping truncated episodes
+    from the value of ``info["final_observation"]``."""
+
+    num_envs: int = 4
+    num_steps: int = 128
+    gae_lambda: float = 0.95
+    vf_coef: float = 0.5
+    anneal_lr: bool = True
+
+    _HPARAMS: tuple = field(
+        default=("lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm"),
+        init=False, repr=False, compare=False,
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_int(self, "num_envs")
+        _check_int(self, "num_steps")
+        _check_float(self, "gae_lambda", low=0.0, high=1.0)
+        _check_float(self, "vf_coef", low=0.0)
+        if not isinstance(self.anneal_lr, bool):
+            _fail("anneal_lr", f"must be a bool, got {self.anneal_lr!r}")
+        if (self.num_envs * self.num_steps) % self.num_minibatches:
+            _fail("num_minibatches", f"must divide num_envs * num_steps = {self.num_envs * self.num_steps}")
+        if self.total_timesteps < self.num_envs * self.num_steps:
+            _fail("total_timesteps", f"must be >= num_envs * num_steps = {self.num_envs * self.num_steps}")
+
+    @property
+    def algo(self) -> str:
+        return "ppo"
+
+    @property
+    def iterations(self) -> int:
+        return self.total_timesteps // (self.num_envs * self.num_steps)
+
+
+def config_class(algo: str):
+    """``"grpo"`` -> GRPOConfig, ``"ppo"`` -> PPOConfig."""
+    try:
+        return {"grpo": GRPOConfig, "ppo": PPOConfig}[algo]
+    except KeyError:
+        raise ValueError(f"algo: must be 'grpo' or 'ppo', got {algo!r}") from None

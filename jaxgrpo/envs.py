@@ -1,0 +1,81 @@
+"""gymnax environments: construction, validation and action-space facts."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import gymnax
+import jax.numpy as jnp
+from gymnax.environments import spaces
+
+
+class ActionSpec(NamedTuple):
+    discrete: bool
+    n: int              # number of actions (discrete) or action dimension (continuous)
+    low: float | None   # continuous bounds (scalars), None when discrete
+    high: float | None
+
+
+def validate_env(env_id: str, env_kwargs: dict, env_params: dict) -> None:
+    """Raise ``ValueError`` naming the field if the env id, kwargs or params are wrong."""
+    if env_id not in gymnax.registered_envs:
+        close = [e for e in gymnax.registered_envs if env_id.lower().split("-")[0] in e.lower()]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"env: unknown gymnax environment {env_id!r}{hint}; "
+                         f"known: {', '.join(gymnax.registered_envs)}")
+    _make(env_id, tuple(sorted(env_kwargs.items())), tuple(sorted(env_params.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _make(env_id, kwargs_items, params_items):
+    try:
+        env, params = gymnax.make(env_id, **dict(kwargs_items))
+    except TypeError as e:
+        raise ValueError(f"env_kwargs: {env_id} does not accept {dict(kwargs_items)}: {e}") from None
+    names = {f.name for f in dataclasses.fields(params)}
+    for k, v in params_items:
+        if k not in names:
+            raise ValueError(f"env_params: {env_id} has no parameter {k!r}; it has {sorted(names)}")
+        old = getattr(params, k)
+        if isinstance(old, (int, float, bool)) and not isinstance(v, (int, float, bool)):
+            raise ValueError(f"env_params: {k} must be a number, got {v!r}")
+    params = params.replace(**dict(params_items))
+    if not isinstance(params.max_steps_in_episode, int) or params.max_steps_in_episode < 1:
+        raise ValueError(f"env_params: max_steps_in_episode must be a positive int, "
+                         f"got {params.max_steps_in_episode!r}")
+    return env, params
+
+
+def make_env(config):
+    """``(env, env_params)`` for a config; env_params has the config's overrides applied."""
+    return _make(config.env, tuple(sorted(config.env_kwargs.items())),
+                 tuple(sorted(config.env_params.items())))
+
+
+def max_episode_steps(config) -> int:
+    """The time limit, which bounds every episode (and the GRPO rollout buffer)."""
+    return int(make_env(config)[1].max_steps_in_episode)
+
+
+def action_spec(env, env_params) -> ActionSpec:
+    space = env.action_space(env_params)
+    if isinstance(space, spaces.Discrete):
+        return ActionSpec(True, int(space.n), None, None)
+    if isinstance(space, spaces.Box):
+        shape = space.shape or (1,)
+        return ActionSpec(False, int(jnp.prod(jnp.array(shape))), float(jnp.min(space.low)),
+                          float(jnp.max(space.high)))
+    raise ValueError(f"env: action space {type(space).__name__} is not supported")
+
+
+def obs_shape(env, env_params) -> tuple:
+    return tuple(env.observation_space(env_params).shape)
+
+
+def env_action(spec: ActionSpec, action):
+    """What the env receives: continuous samples are clipped to the bounds."""
+    if spec.discrete:
+        return action
+    a = jnp.clip(action, spec.low, spec.high)
+    return a

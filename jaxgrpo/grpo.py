@@ -1,0 +1,83 @@
+"""GRPO: same-start episode groups, group-relative advantages, clipped surrogate + KL to a
+reference policy. Collect with ``rollout.collect_episodes``; score and loss here."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .advantages import episode_returns, group_normalize, group_stats, reverse_discounted_cumsum
+from .losses import clipped_surrogate, kl_estimate
+from .rollout import Rollout
+
+
+def loss_weights(mask, loss_type, horizon):
+    """Per-step weights [T, N] whose weighted sum of per-step losses is the aggregated loss.
+
+    grpo: mean over each episode's steps, then over episodes; bnpo/dapo: mean over all valid
+    steps; dr_grpo: sum over steps / (num episodes * horizon), horizon = the env's time limit.
+    """
+    m = mask.astype(jnp.float32)
+    ep_len = jnp.sum(m, axis=0)
+    n_ep = jnp.maximum(jnp.sum(ep_len > 0), 1)
+    if loss_type == "grpo":
+        return m / jnp.maximum(ep_len, 1.0) / n_ep
+    if loss_type in ("bnpo", "dapo"):
+        return m / jnp.maximum(jnp.sum(m), 1.0)
+    if loss_type == "dr_grpo":
+        return m / (n_ep * horizon)
+    raise ValueError(f"loss_type: unknown {loss_type!r}")
+
+
+def advantages(config, rollout: Rollout, gamma):
+    """Group-relative advantages [T, N] (0 on masked steps) and metrics.
+
+    outcome: each episode's discounted return is normalized within its group; every step of
+    the episode gets it. process: every step reward is normalized over all steps of its group;
+    a step's advantage is the (gamma-discounted) sum of normalized rewards to the episode end.
+    """
+    T, N = rollout.mask.shape
+    G = config.num_groups
+    kw = dict(scale=config.scale_rewards, baseline=config.baseline, eps=config.adv_eps)
+    ep_mask = jnp.any(rollout.mask, axis=0)
+    returns = episode_returns(rollout.reward, rollout.mask, gamma)
+    if config.supervision == "outcome":
+        adv_ep = group_normalize(returns, rollout.group_id, G, mask=ep_mask, **kw)
+        adv = jnp.where(rollout.mask, adv_ep[None, :], 0.0)
+        std, zero = group_stats(returns, rollout.group_id, G, ep_mask)
+    else:
+        gid = jnp.broadcast_to(rollout.group_id[None, :], (T, N)).ravel()
+        r = group_normalize(rollout.reward.ravel(), gid, G, mask=rollout.mask.ravel(), **kw)
+        adv = reverse_discounted_cumsum(r.reshape(T, N), gamma, rollout.mask)
+        std, zero = group_stats(rollout.reward.ravel(), gid, G, rollout.mask.ravel())
+    metrics = {"reward_std": jnp.mean(std), "frac_zero_std_groups": jnp.mean(zero),
+               "adv_abs": jnp.sum(jnp.abs(adv)) / jnp.maximum(jnp.sum(rollout.mask), 1)}
+    return adv, metrics
+
+
+def score(config, policy, params, rollout: Rollout, hp):
+    """-> (batch of flat [T*N] samples, weight [T*N], mask [T*N], metrics)."""
+    adv, metrics = advantages(config, rollout, hp["gamma"])
+    weight = loss_weights(rollout.mask, config.loss_type, rollout.mask.shape[0])
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
+    batch = {"obs": flat(rollout.obs), "action": flat(rollout.action),
+             "logp": flat(rollout.logp), "adv": flat(adv)}
+    return batch, flat(weight), flat(rollout.mask), metrics
+
+
+def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
+    """Per-sample: clipped surrogate + beta * KL(pi || pi_ref) - ent_coef * entropy."""
+    dist = policy.dist(params, chunk["obs"])
+    logp = dist.log_prob(chunk["action"])
+    entropy = dist.entropy()
+    pg, clipped = clipped_surrogate(logp, chunk["logp"], chunk["adv"], hp["clip_eps"],
+                                    hp["clip_eps_high"])
+    ref_logp = jax.lax.stop_gradient(policy.dist(ref_params, chunk["obs"]).log_prob(chunk["action"]))
+    kl = kl_estimate(logp, ref_logp, config.kl_estimator)
+    per_sample = pg + hp["beta"] * kl - hp["ent_coef"] * entropy
+    m = mask.astype(jnp.float32)
+    log_ratio = logp - chunk["logp"]
+    s = lambda x: jnp.sum(x * m)
+    aux = {"count": jnp.sum(m), "loss": s(per_sample), "pg_loss": s(pg), "kl": s(kl),
+           "entropy": s(entropy), "clip_frac": s(clipped),
+           "approx_kl": s(jnp.expm1(log_ratio) - log_ratio)}
+    return jnp.sum(weight * per_sample * m), aux

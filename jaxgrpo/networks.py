@@ -1,0 +1,98 @@
+"""Policies (actor) and critics: flax MLPs, a small CNN torso for image observations.
+
+Discrete actions: distrax Categorical. Continuous: diagonal Gaussian with a state-independent
+log-std; samples are clipped to the action bounds by the env wrapper, log-probs are of the
+unclipped sample.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .envs import ActionSpec
+
+_ACT = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
+
+
+class Torso(nn.Module):
+    """obs: [B, *obs_shape] -> features [B, hidden_sizes[-1]]. Image obs ([H, W, C]) go through
+    a small conv layer first; anything else is flattened."""
+
+    hidden_sizes: Sequence[int]
+    activation: str
+    image: bool
+
+    @nn.compact
+    def __call__(self, obs):
+        act = _ACT[self.activation]
+        x = obs.astype(jnp.float32)
+        if self.image:
+            x = nn.relu(nn.Conv(16, (3, 3), padding="VALID")(x))
+        x = x.reshape(x.shape[0], -1)
+        for h in self.hidden_sizes:
+            x = act(nn.Dense(h, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
+        return x
+
+
+class Actor(nn.Module):
+    spec: ActionSpec
+    hidden_sizes: Sequence[int]
+    activation: str
+    image: bool
+
+    @nn.compact
+    def __call__(self, obs):
+        x = Torso(self.hidden_sizes, self.activation, self.image)(obs)
+        out = nn.Dense(self.spec.n, kernel_init=nn.initializers.orthogonal(0.01))(x)
+        if self.spec.discrete:
+            return out, None
+        log_std = self.param("log_std", nn.initializers.zeros, (self.spec.n,))
+        return out, log_std
+
+
+class Critic(nn.Module):
+    hidden_sizes: Sequence[int]
+    activation: str
+    image: bool
+
+    @nn.compact
+    def __call__(self, obs):
+        x = Torso(self.hidden_sizes, self.activation, self.image)(obs)
+        return nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(x)[:, 0]
+
+
+class Policy:
+    """The actor (and, for PPO, the critic) of a config, as pure functions of params.
+
+    params: ``{"actor": ..., "critic": ...}`` (critic only when ``with_critic``).
+    """
+
+    def __init__(self, config, spec: ActionSpec, obs_shape: tuple, with_critic: bool):
+        image = len(obs_shape) == 3
+        self.spec, self.obs_shape, self.with_critic = spec, obs_shape, with_critic
+        self.actor = Actor(spec, config.hidden_sizes, config.activation, image)
+        self.critic = Critic(config.hidden_sizes, config.activation, image)
+
+    def init(self, key):
+        k1, k2 = jax.random.split(key)
+        dummy = jnp.zeros((1, *self.obs_shape), jnp.float32)
+        params = {"actor": self.actor.init(k1, dummy)}
+        if self.with_critic:
+            params["critic"] = self.critic.init(k2, dummy)
+        return params
+
+    def dist(self, params, obs):
+        """obs: [B, *obs_shape] -> a batch-B distrax distribution over actions."""
+        out, log_std = self.actor.apply(params["actor"], obs)
+        if self.spec.discrete:
+            return distrax.Categorical(logits=out)
+        return distrax.MultivariateNormalDiag(out, jnp.exp(log_std) * jnp.ones_like(out))
+
+    def value(self, params, obs):
+        """obs: [B, *obs_shape] -> values [B]."""
+        return self.critic.apply(params["critic"], obs)

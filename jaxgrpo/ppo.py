@@ -1,0 +1,49 @@
+"""PPO baseline (PureJaxRL-equivalent): GAE, clipped value loss, per-minibatch advantage
+normalization, entropy bonus. Truncated steps bootstrap from the value of
+``info["final_observation"]``. Collect with ``rollout.collect_segments``."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .advantages import gae
+from .losses import clipped_surrogate, clipped_value_loss
+from .rollout import Rollout
+
+
+def score(config, policy, params, rollout: Rollout, hp):
+    """-> (batch of flat [T*N] samples, weight [T*N], mask [T*N], metrics)."""
+    T, N = rollout.mask.shape
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
+    values = policy.value(params, flat(rollout.obs)).reshape(T, N)
+    next_values = policy.value(params, flat(rollout.next_obs)).reshape(T, N)
+    done = rollout.terminated | rollout.truncated
+    adv, ret = gae(rollout.reward, values, next_values, rollout.terminated.astype(jnp.float32),
+                   done, hp["gamma"], hp["gae_lambda"])
+    batch = {"obs": flat(rollout.obs), "action": flat(rollout.action), "logp": flat(rollout.logp),
+             "adv": flat(adv), "value": flat(values), "ret": flat(ret)}
+    weight = jnp.full((T * N,), 1.0 / (T * N))
+    return batch, weight, flat(rollout.mask), {"adv_abs": jnp.mean(jnp.abs(adv))}
+
+
+def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
+    """Per-sample: clipped surrogate (advantages normalized over the minibatch)
+    + vf_coef * clipped value loss - ent_coef * entropy."""
+    m = mask.astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(m), 1.0)
+    adv = chunk["adv"]
+    mean = jnp.sum(adv * m) / n
+    std = jnp.sqrt(jnp.sum(m * (adv - mean) ** 2) / n)
+    adv = (adv - mean) / (std + 1e-8)
+    dist = policy.dist(params, chunk["obs"])
+    logp = dist.log_prob(chunk["action"])
+    entropy = dist.entropy()
+    pg, clipped = clipped_surrogate(logp, chunk["logp"], adv, hp["clip_eps"], hp["clip_eps"])
+    value = policy.value(params, chunk["obs"])
+    vl = clipped_value_loss(value, chunk["value"], chunk["ret"], hp["clip_eps"])
+    per_sample = pg + hp["vf_coef"] * vl - hp["ent_coef"] * entropy
+    log_ratio = logp - chunk["logp"]
+    s = lambda x: jnp.sum(x * m)
+    aux = {"count": jnp.sum(m), "loss": s(per_sample), "pg_loss": s(pg), "value_loss": s(vl),
+           "entropy": s(entropy), "clip_frac": s(clipped),
+           "approx_kl": s(jnp.expm1(log_ratio) - log_ratio)}
+    return jnp.sum(weight * per_sample * m), aux

@@ -1,0 +1,154 @@
+"""``make_train(config) -> train(key, hparams=None) -> (TrainState, metrics)``.
+
+One iteration is collect -> score -> learn; the whole run is one ``lax.scan`` over
+iterations, jittable and vmappable over keys and hparams.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import grpo, ppo
+from .envs import action_spec, make_env, obs_shape
+from .networks import Policy
+from .rollout import collect_episodes, collect_segments, reset_segments
+from .update import learn
+
+
+class TrainState(NamedTuple):
+    """params: ``{"actor", ["critic"]}``; ref_params: the reference actor (GRPO) or None;
+    env_carry: PPO's env state between iterations (None for GRPO); env_steps: valid env steps so
+    far; iteration: iterations run so far."""
+
+    params: Any
+    opt_state: Any
+    ref_params: Any
+    key: jax.Array
+    iteration: jax.Array
+    env_steps: jax.Array
+    env_carry: Any
+
+
+def make_policy(config) -> Policy:
+    env, env_params = make_env(config)
+    return Policy(config, action_spec(env, env_params), obs_shape(env, env_params),
+                  with_critic=config.algo == "ppo")
+
+
+def resolve_hparams(config, hparams=None) -> dict:
+    """The config's defaults overridden by ``hparams`` (any subset); unknown names raise."""
+    hp = config.hparams()
+    if hparams is not None:
+        unknown = set(hparams) - set(hp)
+        if unknown:
+            raise ValueError(f"hparams: {sorted(unknown)[0]!r} is not a dynamic hyperparameter of "
+                             f"{type(config).__name__}; those are {sorted(hp)}")
+        hp.update({k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()})
+    return hp
+
+
+def make_train(config):
+    """Build the pure training function for a GRPOConfig or PPOConfig.
+
+    Returns ``train(key, hparams=None) -> (TrainState, metrics)``; every entry of ``metrics``
+    has shape ``[config.iterations]`` (one row per iteration; NaN for GRPO iterations skipped
+    because the env-step budget was spent).
+    """
+    env, env_params = make_env(config)
+    policy = make_policy(config)
+    is_grpo = config.algo == "grpo"
+    algo = grpo if is_grpo else ppo
+    n_iter = config.iterations
+    if is_grpo:
+        horizon = int(env_params.max_steps_in_episode)
+        worst_case = config.episodes_per_iteration * horizon
+        chunk = config.chunk_size
+    else:
+        batch_size = config.num_envs * config.num_steps
+        chunk = batch_size // config.num_minibatches
+
+    def optimizer(hp):
+        lr = hp["lr"]
+        if not is_grpo and config.anneal_lr:
+            per_iter = config.update_epochs * config.num_minibatches
+            lr = lambda count: hp["lr"] * (1.0 - (count // per_iter) / n_iter)
+        return optax.chain(optax.clip_by_global_norm(hp["max_grad_norm"]),
+                           optax.adam(lr, eps=1e-5))
+
+    def init(key, hp) -> TrainState:
+        key, k_init, k_env = jax.random.split(key, 3)
+        params = policy.init(k_init)
+        carry = None if is_grpo else reset_segments(env, env_params, k_env, config.num_envs)
+        return TrainState(params, optimizer(hp).init(params), params if is_grpo else None, key,
+                          jnp.int32(0), jnp.float32(0), carry)
+
+    def iteration(state: TrainState, hp):
+        key, k_col, k_learn = jax.random.split(state.key, 3)
+        if is_grpo:
+            active = state.env_steps + worst_case <= config.total_timesteps
+            rollout, stats = collect_episodes(policy, env, env_params, state.params, k_col,
+                                              config.num_groups, config.group_size, active=active)
+            carry = None
+        else:
+            active = jnp.bool_(True)
+            rollout, stats, carry = collect_segments(policy, env, env_params, state.params, k_col,
+                                                     state.env_carry, config.num_steps)
+        batch, weight, mask, score_metrics = algo.score(config, policy, state.params, rollout, hp)
+        loss_fn = lambda p, c, w, m: algo.loss(config, policy, p, state.ref_params, c, w, m, hp)
+        params, opt_state, learn_metrics = learn(
+            loss_fn, state.params, state.opt_state, optimizer(hp), batch, weight, mask, k_learn,
+            epochs=config.update_epochs, num_minibatches=config.num_minibatches, chunk=chunk)
+        ref = state.ref_params
+        if is_grpo and config.ref_sync_every > 0:
+            sync = (state.iteration + 1) % config.ref_sync_every == 0
+            a = jnp.where(sync, hp["ref_mixup_alpha"], 0.0)
+            ref = jax.tree.map(lambda p, r: a * p + (1.0 - a) * r, params, ref)
+        valid = jnp.sum(mask).astype(jnp.float32)
+        env_steps = state.env_steps + valid
+        nan_if_idle = lambda x: jnp.where(active, x, jnp.nan)
+        metrics = {
+            "episode_return": stats.return_sum / stats.count,
+            "episode_length": stats.length_sum / stats.count,
+            "valid_frac": valid / jnp.maximum(stats.sim_steps, 1.0),
+            **jax.tree.map(nan_if_idle, {**score_metrics, **learn_metrics}),
+            "env_steps": env_steps,
+        }
+        new = TrainState(params, opt_state, ref, key, state.iteration + active.astype(jnp.int32),
+                         env_steps, carry)
+        return new, metrics
+
+    def train(key, hparams=None):
+        hp = resolve_hparams(config, hparams)
+        state = init(key, hp)
+        return jax.lax.scan(lambda s, _: iteration(s, hp), state, None, length=n_iter)
+
+    return train
+
+
+def evaluate(config, train_state, key, num_episodes=100, greedy=False):
+    """Mean undiscounted return of ``num_episodes`` episodes of the trained policy.
+
+    ``train_state`` may carry leading batch axes (e.g. from ``vmap`` over seeds): the result
+    then has those axes, ``[num_seeds]`` for a seed-vmapped run. greedy: take the mode of the
+    action distribution instead of sampling.
+    """
+    env, env_params = make_env(config)
+    policy = make_policy(config)
+    params = train_state.params if isinstance(train_state, TrainState) else train_state
+    ref = jax.eval_shape(policy.init, jax.random.key(0))
+    extra = jax.tree.leaves(params)[0].ndim - jax.tree.leaves(ref)[0].ndim
+
+    def one(p, k):
+        _, stats = collect_episodes(policy, env, env_params, p, k, num_episodes, 1, greedy=greedy)
+        return stats.return_sum / stats.count
+
+    fn = one
+    for _ in range(extra):
+        fn = jax.vmap(fn)
+    lead = jax.tree.leaves(params)[0].shape[:extra]
+    keys = jax.random.split(key, math.prod(lead)).reshape(lead) if extra else key
+    return jax.jit(fn)(params, keys)

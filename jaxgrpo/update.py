@@ -1,0 +1,82 @@
+"""Learn: epochs x minibatches of clipped-surrogate steps over the valid samples of a batch.
+
+Shared by GRPO and PPO. Gradient work is proportional to the number of valid samples, not to
+the (padded) buffer: each epoch draws a random order with the valid samples first, splits the
+``n_valid`` of them into ``num_minibatches`` minibatches, and runs each minibatch as a
+``lax.while_loop`` over fixed-size chunks whose gradients are summed before one optimizer step.
+
+Loss convention: ``loss_fn(params, chunk, weight, mask)`` returns ``(sum_i weight_i * l_i,
+aux)`` over the chunk's masked samples, where the weights are chosen so that the sum over the
+whole batch is the aggregated loss (per ``loss_type``). A minibatch holding ``M`` of the
+``n_valid`` samples uses ``(n_valid / M) *`` its partial sum: an unbiased estimate of the
+batch loss, and exactly the batch loss when there is one minibatch.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, epochs,
+          num_minibatches, chunk):
+    """batch: pytree of [C, ...] samples; weight: [C] float; mask: [C] bool (valid).
+
+    aux of ``loss_fn`` is a dict of sums over the chunk's masked samples, with a ``"count"``
+    entry; the returned metrics are those sums divided by the total count (means over every
+    sample of every epoch). Returns (params, opt_state, metrics).
+    """
+    C = mask.shape[0]
+    n_valid = jnp.sum(mask).astype(jnp.int32)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def chunk_slice(perm, pos):
+        idx = jax.lax.dynamic_slice_in_dim(perm, pos, chunk)
+        return idx, jax.tree.map(lambda x: x[idx], batch)
+
+    aux_shape = jax.eval_shape(
+        lambda: loss_fn(params, chunk_slice(jnp.zeros(C + chunk, jnp.int32), 0)[1],
+                        jnp.zeros(chunk), jnp.zeros(chunk, bool))[1])
+    zeros_aux = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
+
+    def epoch(carry, k):
+        params, opt_state, aux_acc = carry
+        order = jnp.where(mask, jax.random.uniform(k, (C,)), 2.0)
+        perm = jnp.concatenate([jnp.argsort(order).astype(jnp.int32),
+                                jnp.zeros((chunk,), jnp.int32)])
+
+        def minibatch(carry, j):
+            params, opt_state, aux_acc = carry
+            start = j * n_valid // num_minibatches
+            end = (j + 1) * n_valid // num_minibatches
+
+            def body(c):
+                pos, grads, aux = c
+                idx, cb = chunk_slice(perm, pos)
+                in_mb = (pos + jnp.arange(chunk)) < end
+                (_, a), g = grad_fn(params, cb, weight[idx], in_mb)
+                return pos + chunk, jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, aux, a)
+
+            zeros_g = jax.tree.map(jnp.zeros_like, params)
+            _, grads, aux = jax.lax.while_loop(lambda c: c[0] < end, body,
+                                               (start, zeros_g, zeros_aux))
+            size = end - start
+            scale = n_valid.astype(jnp.float32) / jnp.maximum(size, 1).astype(jnp.float32)
+            grads = jax.tree.map(lambda g: g * scale, grads)
+            updates, new_opt = optimizer.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            ok = size > 0   # an empty minibatch must not move Adam's moments or the params
+            pick = lambda new, old: jnp.where(ok, new, old)
+            params = jax.tree.map(pick, new_params, params)
+            opt_state = jax.tree.map(pick, new_opt, opt_state)
+            return (params, opt_state, jax.tree.map(jnp.add, aux_acc, aux)), None
+
+        carry, _ = jax.lax.scan(minibatch, (params, opt_state, aux_acc),
+                                jnp.arange(num_minibatches))
+        return carry, None
+
+    (params, opt_state, aux), _ = jax.lax.scan(
+        epoch, (params, opt_state, zeros_aux), jax.random.split(key, epochs))
+    count = jnp.maximum(aux["count"], 1.0)
+    metrics = {k: v / count for k, v in aux.items() if k != "count"}
+    return params, opt_state, metrics
