@@ -56,7 +56,10 @@ def make_train(config):
 
     Returns ``train(key, hparams=None) -> (TrainState, metrics)``; every entry of ``metrics``
     has shape ``[config.iterations]`` (one row per iteration; NaN for GRPO iterations skipped
-    because the env-step budget was spent).
+    because the env-step budget was spent; ``env_steps`` then stays put).
+
+    ``train`` also carries ``train.init(key, hparams)`` and ``train.run(state, hparams, n)``
+    (for checkpoint/resume and chunked runs), ``train.policy`` and ``train.num_iterations``.
     """
     env, env_params = make_env(config)
     policy = make_policy(config)
@@ -121,11 +124,23 @@ def make_train(config):
                          env_steps, carry)
         return new, metrics
 
-    def train(key, hparams=None):
-        hp = resolve_hparams(config, hparams)
-        state = init(key, hp)
-        return jax.lax.scan(lambda s, _: iteration(s, hp), state, None, length=n_iter)
+    def init_state(key, hparams=None) -> TrainState:
+        """A fresh TrainState (params, optimizer, reference, env carry) from ``key``."""
+        return init(key, resolve_hparams(config, hparams))
 
+    def run(state: TrainState, hparams=None, num_iterations=n_iter):
+        """Continue training from ``state`` for ``num_iterations`` iterations (one scan).
+        ``run(init_state(k, hp), hp, a)`` then ``run(state_a, hp, b)`` equals one run of a + b."""
+        hp = resolve_hparams(config, hparams)
+        return jax.lax.scan(lambda s, _: iteration(s, hp), state, None, length=num_iterations)
+
+    def train(key, hparams=None):
+        return run(init_state(key, hparams), hparams, n_iter)
+
+    train.init = init_state
+    train.run = run
+    train.policy = policy
+    train.num_iterations = n_iter
     return train
 
 
