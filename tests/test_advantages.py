@@ -1,0 +1,470 @@
+"""jaxgrpo.advantages against plain NumPy (float64) loop references."""
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgrpo.advantages import (episode_returns, gae, group_normalize, group_stats,
+                                reverse_discounted_cumsum)
+
+SCALES = ("group", "batch", "none")
+BASELINES = ("mean", "loo")
+TOL = dict(rtol=2e-4, atol=2e-5)
+
+
+# ----------------------------------------------------------------------------- references
+
+def ref_group_normalize(values, group_ids, num_groups, mask=None, scale="group",
+                        baseline="mean", eps=1e-4):
+    """Loop over groups, float64. Values are first rounded to float32 (what the JAX code sees)."""
+    v = np.asarray(values, np.float32).astype(np.float64)
+    gid = np.asarray(group_ids)
+    mask = np.ones(v.shape, bool) if mask is None else np.asarray(mask, bool)
+    out = np.zeros_like(v)
+    all_valid = v[mask]
+    batch_std = np.std(all_valid, ddof=1) if all_valid.size > 1 else 0.0
+    for g in range(num_groups):
+        idx = np.flatnonzero((gid == g) & mask)
+        n = idx.size
+        if n <= 1:
+            continue                      # empty or singleton: exactly 0
+        x = v[idx]
+        if np.all(x == x[0]):
+            continue                      # zero spread: exactly 0
+        if baseline == "mean":
+            c = x - x.mean()
+        else:
+            c = np.array([x[i] - np.delete(x, i).mean() for i in range(n)])
+        if scale == "group":
+            c = c / (np.std(x, ddof=1) + eps)
+        elif scale == "batch":
+            c = c / (batch_std + eps)
+        out[idx] = c
+    return out
+
+
+def ref_group_stats(values, group_ids, num_groups, mask=None):
+    v = np.asarray(values, np.float32).astype(np.float64)
+    gid = np.asarray(group_ids)
+    mask = np.ones(v.shape, bool) if mask is None else np.asarray(mask, bool)
+    std = np.zeros(num_groups)
+    zero = np.zeros(num_groups, bool)
+    for g in range(num_groups):
+        x = v[(gid == g) & mask]
+        if x.size <= 1:
+            zero[g] = True
+            continue
+        std[g] = np.std(x, ddof=1)
+        zero[g] = bool(np.all(x == x[0]))
+    return std, zero
+
+
+def ref_reverse_discounted_cumsum(x, gamma, mask):
+    x = np.asarray(x, np.float64)
+    T, N = x.shape
+    out = np.zeros_like(x)
+    for n in range(N):
+        acc = 0.0
+        for t in reversed(range(T)):
+            if mask[t, n]:
+                acc = x[t, n] + gamma * acc
+                out[t, n] = acc
+            else:
+                acc = 0.0
+    return out
+
+
+def ref_episode_returns(rewards, mask, gamma):
+    T, N = rewards.shape
+    out = np.zeros(N)
+    for n in range(N):
+        for t in range(T):
+            if mask[t, n]:
+                out[n] += gamma ** t * rewards[t, n]
+    return out
+
+
+def ref_gae(rewards, values, next_values, terminated, done, gamma, lam):
+    T, N = rewards.shape
+    adv = np.zeros((T, N))
+    for n in range(N):
+        acc = 0.0
+        for t in reversed(range(T)):
+            boot = 0.0 if terminated[t, n] else gamma * next_values[t, n]
+            delta = rewards[t, n] + boot - values[t, n]
+            if done[t, n]:
+                acc = 0.0
+            acc = delta + gamma * lam * acc
+            adv[t, n] = acc
+    return adv, adv + values
+
+
+def ragged_ids(sizes):
+    return np.repeat(np.arange(len(sizes)), sizes).astype(np.int32)
+
+
+PAD_B, PAD_G = 64, 16
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(scale, baseline):
+    return jax.jit(lambda v, g, m, eps: group_normalize(v, g, PAD_G, mask=m, scale=scale,
+                                                        baseline=baseline, eps=eps))
+
+
+def gn(values, group_ids, num_groups, mask=None, scale="group", baseline="mean", eps=1e-4):
+    """group_normalize on inputs padded to one fixed shape (masked padding in group 0, extra
+    empty groups), so each (scale, baseline) compiles once. Padding is harmless: masked entries
+    and empty groups do not change the result (tested unpadded in test_masked_values_do_not_matter
+    and the tests calling group_normalize directly)."""
+    B = len(values)
+    assert B <= PAD_B and num_groups <= PAD_G
+    v = np.zeros(PAD_B, np.float32)
+    g = np.zeros(PAD_B, np.int32)
+    m = np.zeros(PAD_B, bool)
+    v[:B], g[:B] = values, group_ids
+    m[:B] = True if mask is None else mask
+    return np.asarray(_jitted(scale, baseline)(v, g, m, np.float32(eps)))[:B]
+
+
+_jit_gn = jax.jit(group_normalize, static_argnames=("num_groups", "scale", "baseline"))
+
+
+def gn_direct(*args, **kw):
+    """Unpadded (jitted, num_groups static)."""
+    return np.asarray(_jit_gn(*args, **kw))
+
+
+# ----------------------------------------------------------------------------- group_normalize
+
+@pytest.mark.parametrize("scale,baseline", list(itertools.product(SCALES, BASELINES)))
+def test_equal_groups_all_modes(scale, baseline):
+    rng = np.random.default_rng(0)
+    G, S = 4, 6
+    values = rng.normal(size=G * S).astype(np.float32)
+    gid = ragged_ids([S] * G)
+    perm = rng.permutation(G * S)                # group ids need not be contiguous
+    values, gid = values[perm], gid[perm]
+    out = gn(values, gid, G, scale=scale, baseline=baseline)
+    np.testing.assert_allclose(out, ref_group_normalize(values, gid, G, scale=scale,
+                                                        baseline=baseline), **TOL)
+    assert np.all(np.isfinite(out))
+    if baseline == "mean":                        # centered: each group sums to 0
+        for g in range(G):
+            assert abs(out[gid == g].sum()) < 1e-4
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("scale,baseline", list(itertools.product(SCALES, BASELINES)))
+def test_random_ragged_masked(seed, scale, baseline):
+    """Random ragged groups (incl. singletons and empty groups), a random mask, and a mix of
+    continuous and small-integer values (so zero-spread groups occur)."""
+    rng = np.random.default_rng(seed)
+    G = 7
+    sizes = rng.integers(0, 6, size=G - 1).tolist() + [0]          # last group always empty
+    gid = ragged_ids(sizes)
+    B = gid.size
+    gid = gid[rng.permutation(B)]
+    if seed % 2:
+        values = rng.integers(0, 3, size=B).astype(np.float32)
+    else:
+        values = (rng.normal(size=B) * 3 + 1).astype(np.float32)
+    mask = rng.random(B) < 0.8
+    eps = [1e-4, 1e-2, 0.0][seed % 3]
+    out = gn(values, gid, G, mask=mask, scale=scale, baseline=baseline, eps=eps)
+    ref = ref_group_normalize(values, gid, G, mask, scale, baseline, eps)
+    np.testing.assert_allclose(out, ref, **TOL)
+    assert np.all(np.isfinite(out))
+    assert np.all(out[ref == 0] == 0)               # exact zeros stay exact
+    assert np.all(out[~mask] == 0)
+
+
+@pytest.mark.parametrize("scale,baseline", list(itertools.product(SCALES, BASELINES)))
+def test_ragged_sizes_1_2_5_3(scale, baseline):
+    sizes = [1, 2, 5, 3]
+    gid = ragged_ids(sizes)
+    values = np.array([7.0, 1.0, 4.0, 0.5, -1.0, 2.0, 3.5, 0.0, 9.0, -2.0, 1.5], np.float32)
+    out = gn(values, gid, 4, scale=scale, baseline=baseline)
+    np.testing.assert_allclose(out, ref_group_normalize(values, gid, 4, scale=scale,
+                                                        baseline=baseline), **TOL)
+    assert out[0] == 0.0                             # singleton
+    # a group of two with group scale is +-1/sqrt(2) * (1 / (1 + eps/std)) (mean baseline)
+    if scale == "group" and baseline == "mean":
+        std = abs(1.0 - 4.0) / np.sqrt(2)
+        np.testing.assert_allclose(out[1:3], np.array([-1.5, 1.5]) / (std + 1e-4), rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale,baseline", list(itertools.product(SCALES, BASELINES)))
+def test_singleton_and_empty_groups_give_exact_zero(scale, baseline):
+    values = np.array([3.0, -1.0, 2.0, 5.0], np.float32)
+    gid = np.array([0, 2, 2, 4], np.int32)            # groups 0,4 singletons; 1,3,5 empty
+    out = gn(values, gid, 6, scale=scale, baseline=baseline)
+    assert out[0] == 0.0 and out[3] == 0.0
+    assert np.all(np.isfinite(out))
+    assert out[1] != 0.0 and out[2] != 0.0
+    np.testing.assert_allclose(out, ref_group_normalize(values, gid, 6, scale=scale,
+                                                        baseline=baseline), **TOL)
+
+
+@pytest.mark.parametrize("value", [0.1, 0.7, 1.0 / 3.0, -2.3, 1e-3, 123.456, 0.0])
+@pytest.mark.parametrize("size", [2, 3, 5, 7, 10])
+def test_zero_variance_group_is_exactly_zero(value, size):
+    """A group whose values are all equal gives exactly 0 even when its float32 mean is not
+    exactly the value (e.g. 0.1 * 3 / 3); the other group is unaffected."""
+    values = np.concatenate([np.full(size, value), [0.0, 1.0, 3.0]]).astype(np.float32)
+    gid = np.array([0] * size + [1, 1, 1], np.int32)
+    for scale, baseline in itertools.product(SCALES, BASELINES):
+        out = gn(values, gid, 2, scale=scale, baseline=baseline, eps=0.0)
+        assert np.all(out[:size] == 0.0), (scale, baseline, out)
+        assert np.all(np.isfinite(out))
+        np.testing.assert_allclose(out, ref_group_normalize(values, gid, 2, scale=scale,
+                                                            baseline=baseline, eps=0.0), **TOL)
+
+
+def test_zero_variance_among_unmasked_only():
+    """Only the unmasked members decide whether a group is flat."""
+    values = np.array([0.1, 0.1, 5.0, 0.1], np.float32)
+    mask = np.array([True, True, False, True])
+    for scale, baseline in itertools.product(SCALES, BASELINES):
+        out = gn(values, np.zeros(4, np.int32), 1, mask=mask, scale=scale, baseline=baseline,
+                 eps=0.0)
+        assert np.all(out == 0.0), (scale, baseline, out)
+
+
+def test_single_unmasked_member_is_singleton():
+    values = np.array([1.0, 9.0, -4.0], np.float32)
+    mask = np.array([False, True, False])
+    for scale, baseline in itertools.product(SCALES, BASELINES):
+        out = gn(values, np.zeros(3, np.int32), 1, mask=mask, scale=scale, baseline=baseline)
+        assert np.all(out == 0.0)
+
+
+@pytest.mark.parametrize("scale,baseline", list(itertools.product(SCALES, BASELINES)))
+def test_masked_values_do_not_matter(scale, baseline):
+    rng = np.random.default_rng(1)
+    gid = ragged_ids([4, 3, 5, 2])
+    values = rng.normal(size=gid.size).astype(np.float32)
+    mask = np.ones(gid.size, bool)
+    mask[[1, 5, 8, 13]] = False
+    base = gn_direct(values, gid, 4, mask=mask, scale=scale, baseline=baseline)
+    assert np.all(base[~mask] == 0.0)
+    for junk in (0.0, 1e6, -3e7, np.nan, np.inf):
+        v2 = values.copy()
+        v2[~mask] = junk
+        out = gn_direct(v2, gid, 4, mask=mask, scale=scale, baseline=baseline)
+        np.testing.assert_array_equal(out, base)
+    # and equal to normalizing only the unmasked entries
+    sub = gn_direct(values[mask], gid[mask], 4, scale=scale, baseline=baseline)
+    np.testing.assert_allclose(base[mask], sub, rtol=1e-6, atol=1e-7)
+
+
+def test_unbiased_group_std():
+    values = np.array([1.0, 2.0, 3.0, 4.0], np.float32)       # ddof=1 std = sqrt(5/3)
+    out = gn_direct(values, np.zeros(4, np.int32), 1, eps=0.0)
+    np.testing.assert_allclose(out, (values - 2.5) / np.sqrt(5.0 / 3.0), rtol=1e-6)
+    # population std would give a different answer
+    assert not np.allclose(out, (values - 2.5) / np.std(values), rtol=1e-3)
+
+
+def test_batch_std_is_unbiased_over_all_unmasked():
+    values = np.array([1.0, 3.0, 10.0, 20.0, 30.0, 99.0], np.float32)
+    gid = np.array([0, 0, 1, 1, 1, 2], np.int32)
+    mask = np.array([True, True, True, True, True, False])
+    out = gn_direct(values, gid, 3, mask=mask, scale="batch", eps=0.0)
+    bstd = np.std(values[mask], ddof=1)
+    expected = np.array([-1.0, 1.0, -10.0, 0.0, 10.0, 0.0]) / bstd
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_scale_none_is_plain_centering():
+    values = np.array([1.0, 3.0, 8.0, 10.0, 30.0], np.float32)
+    gid = np.array([0, 0, 0, 1, 1], np.int32)
+    out = gn_direct(values, gid, 2, scale="none")
+    np.testing.assert_allclose(out, [-3.0, -1.0, 4.0, -10.0, 10.0], rtol=1e-6)
+
+
+def test_loo_baseline_explicit():
+    values = np.array([1.0, 2.0, 6.0], np.float32)
+    out = gn_direct(values, np.zeros(3, np.int32), 1, scale="none", baseline="loo")
+    # x - mean(others): 1-4, 2-3.5, 6-1.5
+    np.testing.assert_allclose(out, [-3.0, -1.5, 4.5], rtol=1e-6)
+
+
+@pytest.mark.parametrize("G", [2, 3, 4, 8, 16])
+@pytest.mark.parametrize("scale", SCALES)
+def test_rloo_identity(G, scale):
+    """x - mean(others) = G/(G-1) * (x - mean) for a group of size G (RLOO, Kool et al.)."""
+    rng = np.random.default_rng(G)
+    values = rng.normal(size=(3 * G,)).astype(np.float32)
+    gid = ragged_ids([G] * 3)
+    loo = gn(values, gid, 3, scale=scale, baseline="loo")
+    mean = gn(values, gid, 3, scale=scale, baseline="mean")
+    np.testing.assert_allclose(loo, G / (G - 1) * mean, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="scale"):
+        group_normalize(np.zeros(2), np.zeros(2, np.int32), 1, scale="std")
+    with pytest.raises(ValueError, match="baseline"):
+        group_normalize(np.zeros(2), np.zeros(2, np.int32), 1, baseline="median")
+
+
+@pytest.mark.parametrize("scale,baseline", [("group", "mean"), ("batch", "loo"), ("none", "loo")])
+def test_jit_and_vmap(scale, baseline):
+    rng = np.random.default_rng(5)
+    gid = ragged_ids([3, 1, 4, 2])
+    B, G, K = gid.size, 5, 4
+    vals = rng.integers(0, 3, size=(K, B)).astype(np.float32)
+    vals[0, :3] = 0.1                                   # a flat group in one batch row
+    masks = rng.random((K, B)) < 0.85
+    f = jax.jit(group_normalize, static_argnames=("num_groups", "scale", "baseline"))
+    out = np.asarray(jax.vmap(lambda v, m: f(v, gid, num_groups=G, mask=m, scale=scale,
+                                              baseline=baseline))(vals, masks))
+    assert out.shape == (K, B)
+    for k in range(K):
+        ref = ref_group_normalize(vals[k], gid, G, masks[k], scale, baseline)
+        np.testing.assert_allclose(out[k], ref, **TOL)
+        assert np.all(out[k][ref == 0] == 0)
+        eager = np.asarray(group_normalize(vals[k], gid, G, mask=masks[k], scale=scale,
+                                           baseline=baseline))
+        np.testing.assert_allclose(out[k], eager, rtol=1e-6, atol=1e-7)
+    assert np.all(out[0, :3] == 0.0)
+
+
+# ----------------------------------------------------------------------------- group_stats
+
+@pytest.mark.parametrize("seed", range(3))
+def test_group_stats(seed):
+    rng = np.random.default_rng(10 + seed)
+    sizes = [1, 2, 5, 3, 0, 4]
+    gid = ragged_ids(sizes)
+    G = len(sizes) + 1                                  # trailing empty group
+    values = rng.integers(0, 3, size=gid.size).astype(np.float32) * 0.1
+    mask = rng.random(gid.size) < 0.8
+    std, zero = group_stats(values, jnp.asarray(gid), G, jnp.asarray(mask))
+    ref_std, ref_zero = ref_group_stats(values, gid, G, mask)
+    np.testing.assert_allclose(np.asarray(std), ref_std, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(zero), ref_zero)
+    assert np.asarray(zero)[len(sizes)] and np.asarray(zero)[0]
+
+
+def test_group_stats_no_mask_and_consistency_with_normalize():
+    values = np.array([1.0, 2.0, 4.0, 0.1, 0.1, 0.1, 5.0], np.float32)
+    gid = np.array([0, 0, 0, 1, 1, 1, 2], np.int32)
+    std, zero = group_stats(values, jnp.asarray(gid), 4)
+    np.testing.assert_allclose(np.asarray(std)[0], np.std([1.0, 2.0, 4.0], ddof=1), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(zero), [False, True, True, True])
+    out = gn(values, gid, 4)
+    # groups flagged zero-std are exactly the groups normalized to 0
+    for g in range(4):
+        assert np.all(out[gid == g] == 0) == bool(np.asarray(zero)[g])
+
+
+# ----------------------------------------------------------------------------- cumsum / returns
+
+def prefix_mask(lengths, T):
+    return np.arange(T)[:, None] < np.asarray(lengths)[None, :]
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.99, 0.5, 0.0])
+def test_reverse_discounted_cumsum(gamma):
+    rng = np.random.default_rng(3)
+    T, lengths = 7, [7, 3, 0, 1, 5]
+    mask = prefix_mask(lengths, T)
+    x = rng.normal(size=(T, len(lengths))).astype(np.float32)
+    out = np.asarray(reverse_discounted_cumsum(jnp.asarray(x), gamma, jnp.asarray(mask)))
+    ref = ref_reverse_discounted_cumsum(x, gamma, mask)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    assert np.all(out[~mask] == 0.0)
+    # the first step of an episode holds its discounted return
+    np.testing.assert_allclose(out[0], ref_episode_returns(x, mask, gamma), rtol=1e-5, atol=1e-5)
+
+
+def test_reverse_discounted_cumsum_hand_example():
+    x = jnp.array([[1.0], [2.0], [4.0], [100.0]])
+    mask = jnp.array([[True], [True], [True], [False]])
+    out = np.asarray(reverse_discounted_cumsum(x, 0.5, mask))[:, 0]
+    np.testing.assert_allclose(out, [1 + 0.5 * 2 + 0.25 * 4, 2 + 0.5 * 4, 4.0, 0.0])
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9, 0.0])
+def test_episode_returns(gamma):
+    rng = np.random.default_rng(4)
+    T, lengths = 6, [6, 2, 0, 4]
+    mask = prefix_mask(lengths, T)
+    r = rng.normal(size=(T, len(lengths))).astype(np.float32)
+    r_junk = np.where(mask, r, 1e3).astype(np.float32)      # padding must not count
+    out = np.asarray(episode_returns(jnp.asarray(r_junk), jnp.asarray(mask), gamma))
+    np.testing.assert_allclose(out, ref_episode_returns(r, mask, gamma), rtol=1e-5, atol=1e-5)
+    assert out[2] == 0.0
+
+
+# ----------------------------------------------------------------------------- GAE
+
+def test_gae_hand_example():
+    """One column, gamma=0.5, lam=1; step 1 is truncated (bootstrap, recursion stops),
+    step 3 terminated (no bootstrap)."""
+    g = 0.5
+    r = np.array([1.0, 2.0, 3.0, 4.0])
+    v = np.array([0.5, 1.0, 1.5, 2.0])
+    nv = np.array([1.0, 10.0, 2.0, 99.0])     # nv[1]: value of final_observation
+    term = np.array([0.0, 0.0, 0.0, 1.0])
+    done = np.array([0.0, 1.0, 0.0, 1.0])
+    adv, ret = gae(*(jnp.asarray(a, jnp.float32)[:, None] for a in (r, v, nv, term, done)), g, 1.0)
+    d3 = 4.0 - 2.0                           # terminated: no bootstrap from 99
+    d2 = 3.0 + g * 2.0 - 1.5
+    d1 = 2.0 + g * 10.0 - 1.0                # truncated: bootstraps from next_values
+    d0 = 1.0 + g * 1.0 - 0.5
+    expected = np.array([d0 + g * d1, d1, d2 + g * d3, d3])   # nothing flows from 2 into 1
+    np.testing.assert_allclose(np.asarray(adv)[:, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ret)[:, 0], expected + v, rtol=1e-6)
+
+
+@pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 1.0), (0.8, 0.0), (1.0, 0.5)])
+def test_gae_random_segments(gamma, lam):
+    rng = np.random.default_rng(int(gamma * 100 + lam * 10))
+    T, N = 9, 4
+    r = rng.normal(size=(T, N)).astype(np.float32)
+    v = rng.normal(size=(T, N)).astype(np.float32)
+    nv = rng.normal(size=(T, N)).astype(np.float32)
+    term = np.zeros((T, N), bool)
+    trunc = np.zeros((T, N), bool)
+    term[3, 0] = True                        # episode ends mid-segment (terminal)
+    trunc[5, 1] = True                       # time limit mid-segment
+    term[2, 2], trunc[6, 2] = True, True
+    term[T - 1, 3] = True                    # column 3: ends on the last step
+    done = term | trunc
+    adv, ret = gae(jnp.asarray(r), jnp.asarray(v), jnp.asarray(nv), jnp.asarray(term, jnp.float32),
+                   jnp.asarray(done), gamma, lam)
+    ref_adv, ref_ret = ref_gae(r, v, nv, term, done, gamma, lam)
+    np.testing.assert_allclose(np.asarray(adv), ref_adv, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ret), ref_ret, rtol=1e-4, atol=1e-5)
+    # where an episode ends, the advantage is that step's TD error alone
+    for t, n in zip(*np.nonzero(done)):
+        boot = 0.0 if term[t, n] else gamma * nv[t, n]
+        np.testing.assert_allclose(float(adv[t, n]), r[t, n] + boot - v[t, n], rtol=1e-5, atol=1e-6)
+    # a step after the end does not influence advantages before it
+    r2 = r.copy()
+    r2[4:, 0] += 100.0
+    adv2, _ = gae(jnp.asarray(r2), jnp.asarray(v), jnp.asarray(nv), jnp.asarray(term, jnp.float32),
+                  jnp.asarray(done), gamma, lam)
+    np.testing.assert_array_equal(np.asarray(adv2)[:4, 0], np.asarray(adv)[:4, 0])
+
+
+def test_gae_lambda_one_is_discounted_return_minus_value():
+    """With lam=1 and a terminal last step, GAE is the Monte-Carlo return minus V."""
+    rng = np.random.default_rng(8)
+    T, gamma = 6, 0.9
+    r = rng.normal(size=(T, 1)).astype(np.float32)
+    v = rng.normal(size=(T, 1)).astype(np.float32)
+    nv = np.concatenate([v[1:], [[5.0]]]).astype(np.float32)
+    term = np.zeros((T, 1), np.float32)
+    term[-1] = 1.0
+    adv, ret = gae(jnp.asarray(r), jnp.asarray(v), jnp.asarray(nv), jnp.asarray(term),
+                   jnp.asarray(term), gamma, 1.0)
+    mc = ref_reverse_discounted_cumsum(r, gamma, np.ones((T, 1), bool))
+    np.testing.assert_allclose(np.asarray(ret), mc, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(adv), mc - v, rtol=1e-5, atol=1e-5)
