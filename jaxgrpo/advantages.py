@@ -64,6 +64,7 @@ def group_stats(values, group_ids, num_groups, mask=None):
     Empty groups count as zero-std."""
     values = jnp.asarray(values, jnp.float32)
     mask = jnp.ones(values.shape, bool) if mask is None else mask
+    values = jnp.where(mask, values, 0.0)
     m = mask.astype(jnp.float32)
     seg_sum = lambda v: jax.ops.segment_sum(v, group_ids, num_segments=num_groups)
     n = seg_sum(m)

@@ -138,7 +138,7 @@ class GRPOConfig(_BaseConfig):
     ref_mixup_alpha: float = 1.0
     adv_eps: float = 1e-4
     num_iterations: int | None = None
-    chunk_size: int = 512
+    chunk_size: int = 128
 
     _HPARAMS: tuple = field(
         default=("lr", "gamma", "clip_eps", "clip_eps_high", "beta", "ent_coef",

@@ -32,7 +32,11 @@ class Torso(nn.Module):
         act = _ACT[self.activation]
         x = obs.astype(jnp.float32)
         if self.image:
-            x = nn.relu(nn.Conv(16, (3, 3), padding="VALID")(x))
+            # A 3x3 VALID convolution with 16 channels, written as patches @ kernel: the same
+            # function as nn.Conv, but XLA:CPU runs it ~7x faster inside while loops.
+            H, W = x.shape[1] - 2, x.shape[2] - 2
+            x = jnp.concatenate([x[:, i:i + H, j:j + W] for i in range(3) for j in range(3)], -1)
+            x = nn.relu(nn.Dense(16)(x))
         x = x.reshape(x.shape[0], -1)
         for h in self.hidden_sizes:
             x = act(nn.Dense(h, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
