@@ -1,0 +1,127 @@
+"""make_train end to end: shapes, vmap over seeds and hparams, resume, small learning checks.
+
+Compiled functions are shared through module-scoped fixtures; the full-size learning targets
+are in experiments/ (see README)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgrpo
+
+SMALL = dict(total_timesteps=40_000)
+
+
+@pytest.fixture(scope="module")
+def grpo_run():
+    cfg = jaxgrpo.GRPOConfig(**SMALL)
+    train = jax.jit(jax.vmap(jaxgrpo.make_train(cfg)))
+    state, metrics = train(jax.random.split(jax.random.key(0), 2))
+    return cfg, state, jax.device_get(metrics)
+
+
+@pytest.fixture(scope="module")
+def ppo_run():
+    cfg = jaxgrpo.PPOConfig(total_timesteps=80_000)
+    train = jax.jit(jax.vmap(jaxgrpo.make_train(cfg)))
+    state, metrics = train(jax.random.split(jax.random.key(0), 2))
+    return cfg, state, jax.device_get(metrics)
+
+
+def test_grpo_metrics_are_per_iteration(grpo_run):
+    cfg, _, m = grpo_run
+    for k in ["episode_return", "env_steps", "kl", "clip_frac", "entropy", "reward_std",
+              "frac_zero_std_groups", "valid_frac", "episode_length"]:
+        assert m[k].shape == (2, cfg.iterations), k
+
+
+def test_grpo_respects_the_env_step_budget(grpo_run):
+    cfg, state, m = grpo_run
+    steps = m["env_steps"]
+    assert (np.diff(steps, axis=1) >= 0).all()
+    assert (steps[:, -1] <= cfg.total_timesteps).all()
+    assert (steps[:, -1] > cfg.total_timesteps - cfg.episodes_per_iteration * 500).all()
+    ran = ~np.isnan(m["episode_return"])
+    # iterations that ran form a prefix; the rest are NaN and leave env_steps unchanged
+    for s in range(2):
+        n = ran[s].sum()
+        assert ran[s, :n].all() and not ran[s, n:].any()
+        assert int(state.iteration[s]) == n
+
+
+def test_grpo_learns_cartpole_small(grpo_run):
+    cfg, state, m = grpo_run
+    r = m["episode_return"]
+    first = np.nanmean(r[:, :3])
+    last = np.mean([x[~np.isnan(x)][-3:].mean() for x in r])
+    assert last > 2 * first and last > 80, (first, last)
+    ev = jaxgrpo.evaluate(cfg, state, jax.random.key(1), num_episodes=16)
+    assert ev.shape == (2,) and float(ev.mean()) > 80
+
+
+def test_ppo_learns_cartpole_small(ppo_run):
+    cfg, state, m = ppo_run
+    assert m["value_loss"].shape == (2, cfg.iterations)
+    np.testing.assert_array_equal(m["env_steps"][:, -1], cfg.iterations * 512)
+    r = m["episode_return"]
+    last = np.mean([x[~np.isnan(x)][-10:].mean() for x in r])
+    assert last > 120, last
+
+
+def test_hparams_vmap_with_one_compilation():
+    cfg = jaxgrpo.GRPOConfig(total_timesteps=8_000, num_groups=2, group_size=4, num_iterations=3,
+                             env_params={"max_steps_in_episode": 50})
+    train = jaxgrpo.make_train(cfg)
+    hp = {"lr": jnp.array([1e-3, 1e-2]), "beta": jnp.array([0.0, 0.1])}
+    sweep = jax.jit(jax.vmap(train, in_axes=(None, 0)))
+    _, m = sweep(jax.random.key(0), hp)
+    assert m["kl"].shape == (2, 3)
+    # each row equals the separate run with those hparams
+    for i in range(2):
+        _, mi = jax.jit(train)(jax.random.key(0), {"lr": hp["lr"][i], "beta": hp["beta"][i]})
+        np.testing.assert_allclose(m["episode_return"][i], mi["episode_return"], rtol=1e-5)
+
+
+def test_resume_equals_one_run():
+    cfg = jaxgrpo.GRPOConfig(total_timesteps=8_000, num_groups=2, group_size=4, num_iterations=5,
+                             env_params={"max_steps_in_episode": 50}, ref_sync_every=2)
+    train = jaxgrpo.make_train(cfg)
+    s_full, m_full = jax.jit(train)(jax.random.key(0))
+    run = jax.jit(train.run, static_argnums=2)
+    s2, m2 = run(train.init(jax.random.key(0)), None, 2)
+    s5, m5 = run(s2, None, 3)
+    for a, b in zip(jax.tree.leaves(s_full.params), jax.tree.leaves(s5.params)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.concatenate([m2["kl"], m5["kl"]]), m_full["kl"])
+
+
+def test_reference_policy_is_fixed_without_sync_and_follows_with_sync():
+    base = dict(total_timesteps=8_000, num_groups=2, group_size=4, num_iterations=2,
+                env_params={"max_steps_in_episode": 50})
+    s0, _ = jax.jit(jaxgrpo.make_train(jaxgrpo.GRPOConfig(**base)))(jax.random.key(0))
+    init = jaxgrpo.make_train(jaxgrpo.GRPOConfig(**base)).init(jax.random.key(0))
+    for a, b in zip(jax.tree.leaves(s0.ref_params), jax.tree.leaves(init.params)):
+        np.testing.assert_array_equal(a, b)
+    s1, _ = jax.jit(jaxgrpo.make_train(jaxgrpo.GRPOConfig(**base, ref_sync_every=1)))(
+        jax.random.key(0))
+    for a, b in zip(jax.tree.leaves(s1.ref_params), jax.tree.leaves(s1.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("env,extra", [
+    ("Pendulum-v1", {}),                              # continuous Gaussian policy
+    ("Breakout-MinAtar", {"env_params": {"max_steps_in_episode": 30}}),  # image obs, CNN
+    ("DeepSea-bsuite", {"env_kwargs": {"size": 6}}),  # 2-D obs flattened
+])
+def test_other_env_families_run(env, extra):
+    cfg = jaxgrpo.GRPOConfig(env=env, num_groups=2, group_size=2, num_iterations=2,
+                             total_timesteps=20_000, **extra)
+    state, m = jax.jit(jaxgrpo.make_train(cfg))(jax.random.key(0))
+    assert np.isfinite(m["episode_return"]).all() and np.isfinite(m["loss"]).all()
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+def test_ppo_continuous_runs():
+    cfg = jaxgrpo.PPOConfig(env="Pendulum-v1", total_timesteps=1024, num_envs=2, num_steps=256)
+    state, m = jax.jit(jaxgrpo.make_train(cfg))(jax.random.key(0))
+    assert m["value_loss"].shape == (2,) and np.isfinite(m["value_loss"]).all()
