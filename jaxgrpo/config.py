@@ -64,6 +64,7 @@ class _BaseConfig:
     ent_coef: float = 0.01
     hidden_sizes: tuple = (64, 64)
     activation: str = "tanh"
+    reward_transform: Any = None
 
     # names of the dynamic (traced) hyperparameters, in hparams() order
     _HPARAMS: tuple = field(default=(), init=False, repr=False, compare=False)
@@ -90,6 +91,8 @@ class _BaseConfig:
         ):
             _fail("hidden_sizes", f"must be a non-empty tuple of positive ints, got {self.hidden_sizes!r}")
         _check_choice(self, "activation", ACTIVATIONS)
+        from .rewards import check
+        object.__setattr__(self, "reward_transform", check(self.reward_transform))
         validate_env(self.env, dict(self.env_kwargs), dict(self.env_params))
 
     def replace(self, **changes):
@@ -118,6 +121,16 @@ class GRPOConfig(_BaseConfig):
     reference policy. Training stops when the next iteration could pass ``total_timesteps``
     valid env steps, or after ``num_iterations`` iterations (default: derived from the budget);
     metrics of the iterations not run are NaN.
+
+    Group modes (``group_mode``):
+    - ``"episode"``: a group is ``group_size`` episodes from the same start state.
+    - ``"state"``: ``num_groups`` main trajectories; at every ``branch_every``-th state the env
+      state is copied ``group_size`` times, each copy takes its own sampled action and runs
+      ``branch_horizon`` steps (or to its episode end); a group is the branches of one state,
+      scored by their discounted return, and the loss trains each branch's first action.
+    - ``"batch"``: a group is ``group_size`` consecutive, unrelated episodes (own start states).
+    ``share_env_noise``: members of a group also share the env's step randomness.
+    ``reward_transform``: ``f(rewards, mask) -> rewards`` or a name (see ``jaxgrpo.rewards``).
     """
 
     lr: float = 3e-3
@@ -127,6 +140,10 @@ class GRPOConfig(_BaseConfig):
     ent_coef: float = 0.0
     group_size: int = 8
     num_groups: int = 4
+    group_mode: str = "episode"
+    branch_every: int = 1
+    branch_horizon: int = 1
+    share_env_noise: bool = False
     beta: float = 0.0
     kl_estimator: str = "k3"
     clip_eps_high: float | None = None
@@ -150,6 +167,11 @@ class GRPOConfig(_BaseConfig):
         super().__post_init__()
         _check_int(self, "group_size")
         _check_int(self, "num_groups")
+        _check_choice(self, "group_mode", ("episode", "state", "batch"))
+        _check_int(self, "branch_every")
+        _check_int(self, "branch_horizon")
+        if not isinstance(self.share_env_noise, bool):
+            _fail("share_env_noise", f"must be a bool, got {self.share_env_noise!r}")
         _check_float(self, "beta", low=0.0)
         _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
         if self.clip_eps_high is None:
@@ -165,10 +187,9 @@ class GRPOConfig(_BaseConfig):
         _check_int(self, "chunk_size")
         if self.num_iterations is not None:
             _check_int(self, "num_iterations")
-        if self.total_timesteps < self.episodes_per_iteration * self.max_episode_steps:
+        if self.total_timesteps < self.max_steps_per_iteration:
             _fail("total_timesteps", f"{self.total_timesteps} is below one iteration's worst case "
-                  f"(num_groups * group_size * max_episode_steps = "
-                  f"{self.episodes_per_iteration * self.max_episode_steps})")
+                  f"of {self.max_steps_per_iteration} env steps")
 
     @property
     def algo(self) -> str:
@@ -184,12 +205,25 @@ class GRPOConfig(_BaseConfig):
         return max_episode_steps(self)
 
     @property
+    def max_steps_per_iteration(self) -> int:
+        """Env steps one iteration can take at most (every episode runs to the time limit).
+
+        episode/batch: num_groups * group_size * T. state: per trajectory, a branch point every
+        ``branch_every`` steps costs group_size * branch_horizon steps (the first branch's
+        first step is the main step), the other steps one each."""
+        T = self.max_episode_steps
+        if self.group_mode == "state":
+            points = -(-T // self.branch_every)
+            return self.num_groups * (points * self.group_size * self.branch_horizon + T - points)
+        return self.episodes_per_iteration * T
+
+    @property
     def iterations(self) -> int:
         """Length of the training scan (and of every metric)."""
         if self.num_iterations is not None:
             return self.num_iterations
         # Episodes are shorter than the time limit; budget for an average of a tenth of it.
-        per_iter = self.episodes_per_iteration * max(1, self.max_episode_steps // 10)
+        per_iter = max(1, self.max_steps_per_iteration // 10)
         return max(1, -(-self.total_timesteps // per_iter))
 
 

@@ -31,37 +31,43 @@ def loss_weights(mask, loss_type, horizon):
 def advantages(config, rollout: Rollout, gamma):
     """Group-relative advantages [T, N] (0 on masked steps) and metrics.
 
+    Rewards first go through ``config.reward_transform``. Groups are ``rollout.group_id``.
     outcome: each episode's discounted return is normalized within its group; every step of
     the episode gets it. process: every step reward is normalized over all steps of its group;
     a step's advantage is the (gamma-discounted) sum of normalized rewards to the episode end.
     """
     T, N = rollout.mask.shape
-    G = config.num_groups
+    G = N // config.group_size                     # number of groups (static)
     kw = dict(scale=config.scale_rewards, baseline=config.baseline, eps=config.adv_eps)
     ep_mask = jnp.any(rollout.mask, axis=0)
-    returns = episode_returns(rollout.reward, rollout.mask, gamma)
+    reward = config.reward_transform(rollout.reward, rollout.mask)
+    reward = jnp.where(rollout.mask, reward, 0.0)
+    returns = episode_returns(reward, rollout.mask, gamma)
     if config.supervision == "outcome":
         adv_ep = group_normalize(returns, rollout.group_id, G, mask=ep_mask, **kw)
         adv = jnp.where(rollout.mask, adv_ep[None, :], 0.0)
         std, zero = group_stats(returns, rollout.group_id, G, ep_mask)
     else:
         gid = jnp.broadcast_to(rollout.group_id[None, :], (T, N)).ravel()
-        r = group_normalize(rollout.reward.ravel(), gid, G, mask=rollout.mask.ravel(), **kw)
+        r = group_normalize(reward.ravel(), gid, G, mask=rollout.mask.ravel(), **kw)
         adv = reverse_discounted_cumsum(r.reshape(T, N), gamma, rollout.mask)
-        std, zero = group_stats(rollout.reward.ravel(), gid, G, rollout.mask.ravel())
+        std, zero = group_stats(reward.ravel(), gid, G, rollout.mask.ravel())
     metrics = {"reward_std": jnp.mean(std), "frac_zero_std_groups": jnp.mean(zero),
                "adv_abs": jnp.sum(jnp.abs(adv)) / jnp.maximum(jnp.sum(rollout.mask), 1)}
     return adv, metrics
 
 
 def score(config, policy, params, rollout: Rollout, hp):
-    """-> (batch of flat [T*N] samples, weight [T*N], mask [T*N], metrics)."""
+    """-> (batch of flat [T'*N] samples, weight [T'*N], mask [T'*N], metrics), T' = the rows
+    the loss trains on (all T for episodes; the first for state branches)."""
     adv, metrics = advantages(config, rollout, hp["gamma"])
-    weight = loss_weights(rollout.mask, config.loss_type, rollout.mask.shape[0])
+    rows = rollout.obs.shape[0]
+    adv, mask = adv[:rows], rollout.mask[:rows]
+    weight = loss_weights(mask, config.loss_type, rows)
     flat = lambda x: x.reshape(-1, *x.shape[2:])
     batch = {"obs": flat(rollout.obs), "action": flat(rollout.action),
              "logp": flat(rollout.logp), "adv": flat(adv)}
-    return batch, flat(weight), flat(rollout.mask), metrics
+    return batch, flat(weight), flat(mask), metrics
 
 
 def loss(config, policy, params, ref_params, chunk, weight, mask, hp):

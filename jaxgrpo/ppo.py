@@ -17,7 +17,8 @@ def score(config, policy, params, rollout: Rollout, hp):
     values = policy.value(params, flat(rollout.obs)).reshape(T, N)
     next_values = policy.value(params, flat(rollout.next_obs)).reshape(T, N)
     done = rollout.terminated | rollout.truncated
-    adv, ret = gae(rollout.reward, values, next_values, rollout.terminated.astype(jnp.float32),
+    reward = config.reward_transform(rollout.reward, rollout.mask)
+    adv, ret = gae(reward, values, next_values, rollout.terminated.astype(jnp.float32),
                    done, hp["gamma"], hp["gae_lambda"])
     batch = {"obs": flat(rollout.obs), "action": flat(rollout.action), "logp": flat(rollout.logp),
              "adv": flat(adv), "value": flat(values), "ret": flat(ret)}

@@ -5,6 +5,8 @@ Two collectors with one output type:
   reset with the same key (bitwise-identical start states), each run to its end. A
   ``lax.while_loop`` over a buffer of ``max_steps_in_episode`` rows stops as soon as every
   episode has ended, so short episodes do not cost a full horizon.
+- ``collect_branches`` (GRPO state groups): main trajectories that, every ``branch_every``
+  steps, copy their env state ``group_size`` times and roll each copy ``branch_horizon`` steps.
 - ``collect_segments`` (PPO): ``num_envs`` environments stepped ``num_steps`` times with
   gymnax's auto-reset, carrying the env state between iterations.
 """
@@ -19,12 +21,14 @@ from .envs import env_action
 
 
 class Rollout(NamedTuple):
-    """A batch of transitions, time-major. T rows, N environments.
+    """A batch of transitions, time-major. T rows, N columns (an env, an episode or a branch).
 
-    obs: [T, N, *obs_shape]; action: [T, N, *action_shape]; logp: [T, N] (behaviour policy);
     reward: [T, N]; mask: [T, N] bool, valid step; terminated, truncated: [T, N] bool;
+    obs: [T', N, *obs_shape]; action: [T', N, *action_shape]; logp: [T', N] (behaviour
+    policy) for the T' rows the loss trains on: T' = T for episodes and segments, T' = 1 for
+    state branches (only a branch's first action is trained; its later rewards score it);
     next_obs: [T, N, *obs_shape] observation the step led to (before any auto-reset), or None;
-    group_id: [N] int32 group of each environment (episode collector) or arange(N).
+    group_id: [N] int32, column n belongs to group group_id[n] (episode collectors: n // G).
     """
 
     obs: jax.Array
@@ -39,12 +43,13 @@ class Rollout(NamedTuple):
 
 
 class EpisodeStats(NamedTuple):
-    """Completed episodes in a rollout: sum and count of their undiscounted returns and lengths,
-    and how many env steps were simulated (valid + padding)."""
+    """Completed episodes in a rollout: sum and count of their undiscounted returns and lengths;
+    env steps that were valid (real transitions) and simulated (valid + padding)."""
 
     return_sum: jax.Array
     length_sum: jax.Array
     count: jax.Array
+    valid_steps: jax.Array
     sim_steps: jax.Array
 
 
@@ -56,17 +61,43 @@ def _act(policy, params, obs, key, greedy):
     return dist.sample_and_log_prob(seed=key)
 
 
+def _step(env, env_params, policy, keys, state, action):
+    """One step of a batch of envs without auto-reset: (obs, state, reward, terminated,
+    truncated), truncated = the time limit reached (and not terminated)."""
+    nobs, nstate, reward, term, _ = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))(
+        keys, state, env_action(policy.spec, action), env_params)
+    trunc = jax.vmap(env.is_truncated, in_axes=(0, None))(nstate, env_params)
+    return nobs, nstate, reward.astype(jnp.float32), term, trunc & ~term
+
+
+def _keep(valid, new, old):
+    """Per env (leading axis): the new pytree where valid, else the old one (a finished
+    episode's state is frozen)."""
+    return jax.tree.map(lambda n, o: jax.vmap(jnp.where)(valid, n, o), new, old)
+
+
+def _member_keys(key, num_groups, group_size, shared):
+    """[num_groups * group_size] keys: one per member, or one per group repeated (shared)."""
+    if shared:
+        return jnp.repeat(jax.random.split(key, num_groups), group_size, axis=0)
+    return jax.random.split(key, num_groups * group_size)
+
+
 def collect_episodes(policy, env, env_params, params, key, num_groups, group_size, *,
-                     active=True, greedy=False):
+                     active=True, greedy=False, same_start=True, share_env_noise=False):
     """Run ``num_groups * group_size`` episodes; env ``i`` belongs to group ``i // group_size``.
 
+    same_start: members of a group reset with the same key (bitwise-identical start states);
+    False gives every episode its own start (GRPO's "batch" groups).
+    share_env_noise: members of a group also share the env's step keys, so they differ only by
+    the policy's action samples.
     active: scalar bool; when False nothing is simulated (an empty, all-masked rollout).
     Returns (Rollout with T = max_steps_in_episode, N = num_groups * group_size, EpisodeStats).
     """
     T = int(env_params.max_steps_in_episode)
     N = num_groups * group_size
     k_reset, k_loop = jax.random.split(key)
-    reset_keys = jnp.repeat(jax.random.split(k_reset, num_groups), group_size, axis=0)
+    reset_keys = _member_keys(k_reset, num_groups, group_size, same_start)
     obs0, state0 = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
 
     a_proto, _ = jax.eval_shape(lambda o: _act(policy, params, o, k_loop, greedy), obs0)
@@ -91,10 +122,9 @@ def collect_episodes(policy, env, env_params, params, key, num_groups, group_siz
         t, key, obs, state, done, buf = c
         key, k_act, k_step = jax.random.split(key, 3)
         action, logp = _act(policy, params, obs, k_act, greedy)
-        step_keys = jax.random.split(k_step, N)
-        nobs, nstate, reward, term, _ = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))(
-            step_keys, state, env_action(policy.spec, action), env_params)
-        trunc = jax.vmap(env.is_truncated, in_axes=(0, None))(nstate, env_params)
+        step_keys = _member_keys(k_step, num_groups, group_size, share_env_noise)
+        nobs, nstate, reward, term, trunc = _step(env, env_params, policy, step_keys, state,
+                                                  action)
         valid = ~done
         put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, t, 0)
         buf = buf._replace(
@@ -102,9 +132,7 @@ def collect_episodes(policy, env, env_params, params, key, num_groups, group_siz
             reward=put(buf.reward, jnp.where(valid, reward, 0.0).astype(jnp.float32)),
             mask=put(buf.mask, valid), terminated=put(buf.terminated, valid & term),
             truncated=put(buf.truncated, valid & trunc & ~term))
-        keep = lambda new, old: jax.vmap(jnp.where)(valid, new, old)
-        state = jax.tree.map(keep, nstate, state)
-        obs = keep(nobs, obs)
+        state, obs = _keep(valid, (nstate, nobs), (state, obs))
         return t + 1, key, obs, state, done | term | trunc, buf
 
     t, _, _, _, _, buf = jax.lax.while_loop(
@@ -116,6 +144,7 @@ def collect_episodes(policy, env, env_params, params, key, num_groups, group_siz
         return_sum=jnp.sum(jnp.where(finished, ep_return, 0.0)),
         length_sum=jnp.sum(ep_len).astype(jnp.float32),
         count=jnp.sum(finished).astype(jnp.float32),
+        valid_steps=jnp.sum(ep_len).astype(jnp.float32),
         sim_steps=(t * N).astype(jnp.float32),
     )
     return buf, stats
@@ -162,5 +191,115 @@ def collect_segments(policy, env, env_params, params, key, carry: SegmentCarry, 
     rollout = Rollout(obs, action, logp, reward, jnp.ones_like(done), term, trunc, next_obs,
                       jnp.arange(N, dtype=jnp.int32))
     stats = EpisodeStats(jnp.sum(ret_done), jnp.sum(len_done), jnp.sum(done).astype(jnp.float32),
-                         jnp.float32(num_steps * N))
+                         jnp.float32(num_steps * N), jnp.float32(num_steps * N))
     return rollout, stats, carry
+
+
+def collect_branches(policy, env, env_params, params, key, num_trajs, group_size, branch_every,
+                     horizon, *, active=True, share_env_noise=False):
+    """GRPO's state groups (sub-step sampling from any state).
+
+    ``num_trajs`` main trajectories each run one episode. At every ``branch_every``-th step the
+    env state is copied ``group_size`` times (bitwise-identical: a gymnax state is a pytree);
+    each copy samples its own action and runs ``horizon`` steps with the current policy (fewer
+    if its episode ends). The main trajectory continues from branch 0's first step; the other
+    ``branch_every - 1`` steps of the block are ordinary steps.
+
+    Returns (Rollout, EpisodeStats of the main trajectories). With P = ceil(T / branch_every)
+    branch points per trajectory and N' = P * num_trajs * group_size branches (column
+    ``(p * num_trajs + n) * group_size + g``): reward, mask: [horizon, N'] the branch's step
+    rewards; obs, action, logp: [1, N'] the branch's first step (the one trained);
+    group_id: [N'] = column // group_size (one group per branched state).
+    """
+    T = int(env_params.max_steps_in_episode)
+    N, G, H, k = num_trajs, group_size, horizon, branch_every
+    NG, P = N * G, -(-T // k)
+    k_reset, k_loop = jax.random.split(key)
+    obs0, state0 = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, N), env_params)
+    a_proto, _ = jax.eval_shape(lambda o: _act(policy, params, o, k_loop, False), obs0)
+    buf = dict(
+        obs=jnp.zeros((P, NG, *obs0.shape[1:]), obs0.dtype),
+        action=jnp.zeros((P, NG, *a_proto.shape[1:]), a_proto.dtype),
+        logp=jnp.zeros((P, NG), jnp.float32),
+        reward=jnp.zeros((P, H, NG), jnp.float32),
+        mask=jnp.zeros((P, H, NG), bool),
+    )
+    rep = lambda x: jnp.repeat(x, G, axis=0)
+    first = jnp.arange(N) * G                         # branch 0 of each trajectory
+
+    def branch_step(c, key):
+        obs, state, done = c
+        k_act, k_step = jax.random.split(key)
+        action, _ = _act(policy, params, obs, k_act, False)
+        nobs, nstate, r, term, trunc = _step(env, env_params, policy,
+                                             _member_keys(k_step, N, G, share_env_noise),
+                                             state, action)
+        valid = ~done
+        state, obs = _keep(valid, (nstate, nobs), (state, obs))
+        return (obs, state, done | term | trunc), (jnp.where(valid, r, 0.0), valid)
+
+    def main_step(c, key):
+        obs, state, done, ret, length = c
+        k_act, k_step = jax.random.split(key)
+        action, _ = _act(policy, params, obs, k_act, False)
+        nobs, nstate, r, term, trunc = _step(env, env_params, policy,
+                                             jax.random.split(k_step, N), state, action)
+        valid = ~done
+        state, obs = _keep(valid, (nstate, nobs), (state, obs))
+        return (obs, state, done | term | trunc, ret + jnp.where(valid, r, 0.0),
+                length + valid), None
+
+    def cond(c):
+        p, _, _, _, done, _, _, _, _ = c
+        return (p < P) & ~jnp.all(done)
+
+    def body(c):
+        p, key, obs, state, done, ret, length, buf, steps = c
+        key, k_a0, k_s0, k_br, k_main = jax.random.split(key, 5)
+        # the branch point: G copies of each trajectory's state, G sampled actions
+        obs_g, state_g, live = rep(obs), jax.tree.map(rep, state), rep(~done)
+        a0, lp0 = _act(policy, params, obs_g, k_a0, False)
+        obs1, state1, r1, term1, trunc1 = _step(env, env_params, policy,
+                                                _member_keys(k_s0, N, G, share_env_noise),
+                                                state_g, a0)
+        end1 = term1 | trunc1 | ~live
+        (_, _, _), (r_rest, m_rest) = jax.lax.scan(
+            branch_step, (obs1, state1, end1), jax.random.split(k_br, H - 1))
+        rewards = jnp.concatenate([jnp.where(live, r1, 0.0)[None], r_rest], 0)   # [H, NG]
+        masks = jnp.concatenate([live[None], m_rest], 0)
+        put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, p, 0)
+        buf = dict(obs=put(buf["obs"], obs_g), action=put(buf["action"], a0),
+                   logp=put(buf["logp"], lp0), reward=put(buf["reward"], rewards),
+                   mask=put(buf["mask"], masks))
+        # the main trajectory continues from branch 0's first step ...
+        valid = ~done
+        state, obs = _keep(valid, (jax.tree.map(lambda x: x[first], state1), obs1[first]),
+                           (state, obs))
+        ret = ret + jnp.where(valid, r1[first], 0.0)
+        length = length + valid
+        done = done | term1[first] | trunc1[first]
+        # ... and takes the block's remaining branch_every - 1 ordinary steps
+        (obs, state, done2, ret, length2), _ = jax.lax.scan(
+            main_step, (obs, state, done, ret, length), jax.random.split(k_main, k - 1))
+        steps = steps + jnp.sum(masks) + jnp.sum(length2 - length)
+        return p + 1, key, obs, state, done2, ret, length2, buf, steps
+
+    done0 = jnp.broadcast_to(~jnp.asarray(active), (N,))
+    z = jnp.zeros((N,), jnp.float32)
+    p, _, _, _, _, ret, length, buf, steps = jax.lax.while_loop(
+        cond, body, (jnp.int32(0), k_loop, obs0, state0, done0, z, z, buf, jnp.float32(0)))
+
+    cols = P * NG
+    reward = jnp.moveaxis(buf["reward"], 1, 0).reshape(H, cols)
+    mask = jnp.moveaxis(buf["mask"], 1, 0).reshape(H, cols)
+    no = jnp.zeros((H, cols), bool)
+    rollout = Rollout(
+        obs=buf["obs"].reshape(1, cols, *obs0.shape[1:]),
+        action=buf["action"].reshape(1, cols, *a_proto.shape[1:]),
+        logp=buf["logp"].reshape(1, cols), reward=reward, mask=mask, terminated=no,
+        truncated=no, next_obs=None, group_id=jnp.arange(cols, dtype=jnp.int32) // G)
+    finished = length > 0
+    stats = EpisodeStats(jnp.sum(jnp.where(finished, ret, 0.0)), jnp.sum(length),
+                         jnp.sum(finished).astype(jnp.float32), steps,
+                         (p * (NG * H + N * (k - 1))).astype(jnp.float32))
+    return rollout, stats

@@ -15,7 +15,7 @@ import optax
 from . import grpo, ppo
 from .envs import action_spec, make_env, obs_shape
 from .networks import Policy
-from .rollout import collect_episodes, collect_segments, reset_segments
+from .rollout import collect_branches, collect_episodes, collect_segments, reset_segments
 from .update import learn
 
 
@@ -67,8 +67,7 @@ def make_train(config):
     algo = grpo if is_grpo else ppo
     n_iter = config.iterations
     if is_grpo:
-        horizon = int(env_params.max_steps_in_episode)
-        worst_case = config.episodes_per_iteration * horizon
+        worst_case = config.max_steps_per_iteration
         chunk = config.chunk_size
     else:
         batch_size = config.num_envs * config.num_steps
@@ -89,12 +88,22 @@ def make_train(config):
         return TrainState(params, optimizer(hp).init(params), params if is_grpo else None, key,
                           jnp.int32(0), jnp.float32(0), carry)
 
+    def collect_grpo(params, key, active):
+        if config.group_mode == "state":
+            return collect_branches(policy, env, env_params, params, key, config.num_groups,
+                                    config.group_size, config.branch_every,
+                                    config.branch_horizon, active=active,
+                                    share_env_noise=config.share_env_noise)
+        return collect_episodes(policy, env, env_params, params, key, config.num_groups,
+                                config.group_size, active=active,
+                                same_start=config.group_mode == "episode",
+                                share_env_noise=config.share_env_noise)
+
     def iteration(state: TrainState, hp):
         key, k_col, k_learn = jax.random.split(state.key, 3)
         if is_grpo:
             active = state.env_steps + worst_case <= config.total_timesteps
-            rollout, stats = collect_episodes(policy, env, env_params, state.params, k_col,
-                                              config.num_groups, config.group_size, active=active)
+            rollout, stats = collect_grpo(state.params, k_col, active)
             carry = None
         else:
             active = jnp.bool_(True)
@@ -110,13 +119,12 @@ def make_train(config):
             sync = (state.iteration + 1) % config.ref_sync_every == 0
             a = jnp.where(sync, hp["ref_mixup_alpha"], 0.0)
             ref = jax.tree.map(lambda p, r: a * p + (1.0 - a) * r, params, ref)
-        valid = jnp.sum(mask).astype(jnp.float32)
-        env_steps = state.env_steps + valid
+        env_steps = state.env_steps + stats.valid_steps
         nan_if_idle = lambda x: jnp.where(active, x, jnp.nan)
         metrics = {
             "episode_return": stats.return_sum / stats.count,
             "episode_length": stats.length_sum / stats.count,
-            "valid_frac": valid / jnp.maximum(stats.sim_steps, 1.0),
+            "valid_frac": stats.valid_steps / jnp.maximum(stats.sim_steps, 1.0),
             **jax.tree.map(nan_if_idle, {**score_metrics, **learn_metrics}),
             "env_steps": env_steps,
         }
