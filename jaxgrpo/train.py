@@ -51,8 +51,14 @@ def resolve_hparams(config, hparams=None) -> dict:
     return hp
 
 
-def make_train(config):
+def make_train(config, callback=None, callback_every=1):
     """Build the pure training function for a GRPOConfig or PPOConfig.
+
+    callback: optional host function ``callback(i, metrics)`` called from inside the compiled
+    loop (``jax.debug.callback``) after every ``callback_every``-th iteration and the last one,
+    with ``i`` the iteration's index within the current ``run`` call and ``metrics`` that
+    iteration's metric dict (scalars). Under ``vmap`` it is called once per batch element.
+    Meant for progress bars; the default (None) adds nothing to the program.
 
     Returns ``train(key, hparams=None) -> (TrainState, metrics)``; every entry of ``metrics``
     has shape ``[config.iterations]`` (one row per iteration; NaN for GRPO iterations skipped
@@ -140,7 +146,16 @@ def make_train(config):
         """Continue training from ``state`` for ``num_iterations`` iterations (one scan).
         ``run(init_state(k, hp), hp, a)`` then ``run(state_a, hp, b)`` equals one run of a + b."""
         hp = resolve_hparams(config, hparams)
-        return jax.lax.scan(lambda s, _: iteration(s, hp), state, None, length=num_iterations)
+
+        def body(s, i):
+            s, metrics = iteration(s, hp)
+            if callback is not None:
+                report = (i % callback_every == callback_every - 1) | (i == num_iterations - 1)
+                jax.lax.cond(report, lambda: jax.debug.callback(callback, i, metrics),
+                             lambda: None)
+            return s, metrics
+
+        return jax.lax.scan(body, state, jnp.arange(num_iterations))
 
     def train(key, hparams=None):
         return run(init_state(key, hparams), hparams, n_iter)

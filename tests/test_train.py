@@ -125,3 +125,16 @@ def test_ppo_continuous_runs():
     cfg = jaxgrpo.PPOConfig(env="Pendulum-v1", total_timesteps=1024, num_envs=2, num_steps=256)
     state, m = jax.jit(jaxgrpo.make_train(cfg))(jax.random.key(0))
     assert m["value_loss"].shape == (2,) and np.isfinite(m["value_loss"]).all()
+
+
+def test_progress_callback_runs_inside_the_compiled_loop():
+    calls = []
+    cfg = jaxgrpo.GRPOConfig(total_timesteps=8_000, num_groups=2, group_size=4, num_iterations=5,
+                             env_params={"max_steps_in_episode": 40})
+    train = jaxgrpo.make_train(
+        cfg, callback=lambda i, m: calls.append((int(i), float(m["env_steps"]))), callback_every=2)
+    _, m = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 2))
+    jax.effects_barrier()
+    assert sorted(i for i, _ in calls) == [1, 1, 3, 3, 4, 4]        # every 2nd and the last, per seed
+    reported = sorted(s for i, s in calls if i == 4)
+    np.testing.assert_allclose(reported, sorted(np.asarray(m["env_steps"])[:, 4]))

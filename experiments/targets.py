@@ -1,0 +1,92 @@
+"""Learning targets, 8 seeds vmapped in one call each.
+
+core (defaults plus the budget):
+    GRPO CartPole-v1 >= 475 within 300k env steps
+    GRPO Acrobot-v1  >= -100 within 500k env steps
+    PPO  CartPole-v1 >= 475 within 500k env steps
+groups (group_mode="state", settings and budgets below):
+    GRPO CartPole-v1 >= 475
+    GRPO DeepSea-bsuite size 10 >= 0.9 on at least 6 of 8 seeds
+
+"final return" = mean return of 100 sampled-action evaluation episodes of each seed's final
+policy (jaxgrpo.evaluate), averaged over seeds; also shown: the training return of the last
+iteration that ran. Writes experiments/targets_SUITE.md.
+
+    python -m experiments.targets core
+    python -m experiments.targets groups
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+import jaxgrpo
+from experiments.common import bootstrap_ci, git_rev, last_valid, machine
+
+SUITES = {
+    "core": [
+        ("GRPO", jaxgrpo.GRPOConfig(env="CartPole-v1", total_timesteps=300_000), 475.0),
+        ("GRPO", jaxgrpo.GRPOConfig(env="Acrobot-v1", total_timesteps=500_000), -100.0),
+        ("PPO", jaxgrpo.PPOConfig(env="CartPole-v1", total_timesteps=500_000), 475.0),
+    ],
+    "groups": [
+        ("GRPO state", jaxgrpo.GRPOConfig(
+            env="CartPole-v1", group_mode="state", group_size=4, branch_every=20,
+            branch_horizon=100, total_timesteps=2_000_000), 475.0),
+        ("GRPO state", jaxgrpo.GRPOConfig(
+            env="DeepSea-bsuite", env_kwargs={"size": 10}, group_mode="state", group_size=16,
+            branch_horizon=10, reward_transform="clip(0, 1)", total_timesteps=300_000), 0.9),
+    ],
+}
+PER_SEED = {"DeepSea-bsuite": 6}   # target met when this many seeds reach it (else: the mean)
+
+
+def settings(cfg) -> str:
+    """The env and the fields that differ from the config class's defaults."""
+    default = type(cfg)(env=cfg.env, env_kwargs=cfg.env_kwargs)
+    keep = [f for f in cfg.__dataclass_fields__ if f not in ("env", "env_kwargs", "_HPARAMS")]
+    diff = {f: getattr(cfg, f) for f in keep
+            if getattr(cfg, f) != getattr(default, f) or f == "total_timesteps"}
+    diff = {k: getattr(v, "__name__", v) for k, v in diff.items()}
+    kw = f" {dict(cfg.env_kwargs)}" if cfg.env_kwargs else ""
+    return f"{cfg.env}{kw}: " + ", ".join(f"{k}={v!r}" for k, v in diff.items())
+
+
+def main(suite: str = "core", seeds: int = 8):
+    out = f"experiments/targets_{suite}.md"
+    rows = []
+    for name, cfg, target in SUITES[suite]:
+        train = jax.jit(jax.vmap(jaxgrpo.make_train(cfg)))
+        keys = jax.random.split(jax.random.key(0), seeds)
+        t0 = time.time()
+        compiled = train.lower(keys).compile()
+        t1 = time.time()
+        state, m = jax.block_until_ready(compiled(keys))
+        t2 = time.time()
+        ev = np.asarray(jaxgrpo.evaluate(cfg, state, jax.random.key(1), 100))
+        mean, lo, hi = bootstrap_ci(ev)
+        steps = np.asarray(m["env_steps"])[:, -1]
+        need = PER_SEED.get(cfg.env)
+        met = (ev >= target).sum() >= need if need else mean >= target
+        row = (f"| {name} | {settings(cfg)} | {int(steps.max()):,} | "
+               f"{mean:.2f} [{lo:.2f}, {hi:.2f}] | {ev.min():.2f} | {(ev >= target).sum()}/{seeds} | "
+               f"{np.mean(last_valid(m['episode_return'])):.2f} | {target:g} | "
+               f"{'yes' if met else 'NO'} | {t1 - t0:.1f} | {t2 - t1:.1f} |")
+        print(row, flush=True)
+        rows.append(row)
+    with open(out, "w") as f:
+        f.write(f"# Learning targets: {suite}\n\n")
+        f.write(f"`python -m experiments.targets {suite}` (commit {git_rev()}), {seeds} seeds "
+                f"vmapped in one call.\nMachine: {machine()}.\n\n")
+        f.write("| algo | env: settings beyond the defaults | max env steps used (of 8 seeds) | "
+                "final return, mean [95% CI] | worst seed | seeds >= target | "
+                "last-iteration train return | target | met | compile s | run s |\n")
+        f.write("|---|---|---|---|---|---|---|---|---|---|---|\n")
+        f.write("\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+    main(*(sys.argv[1:2] or ["core"]))
