@@ -1,0 +1,160 @@
+"""Wall time of n vmapped seeds (one ``jaxgrpo.sweep``) against n sequential runs.
+
+GRPO on CartPole-v1 with the default group shape (4 groups x 8 episodes, 500-step limit) and a
+short fixed number of iterations. For each n in ``--counts``:
+
+- sequential: ``jax.jit(make_train(config))`` compiled once, then called for n keys one
+  after the other (each waited for);
+- vmapped: ``sweep(config, {}, seeds=n)``: the first call compiles and runs, a second call
+  (compiled program cached) is the run time.
+
+Seed s is ``jax.random.split(jax.random.key(0), n)[s]`` in both, so both do the same work.
+Peak RSS is read after each vmapped sweep (runs go in increasing n, so the value after the
+largest sweep bounds its memory). Writes a markdown table (``--out``).
+
+    python -m benchmarks.sweep_scaling          # n = 1, 8, 64 -> benchmarks/sweep_scaling.md
+    python -m benchmarks.sweep_scaling --tiny   # ~20 s: tiny config, n = 2, printed only
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+
+import jax
+import numpy as np
+
+from jaxgrpo import GRPOConfig, make_train
+from jaxgrpo.sweep import sweep
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem = float("nan")
+    try:
+        load = "%.1f" % os.getloadavg()[0]
+    except OSError:
+        load = "n/a"
+    d = jax.devices()
+    return {"cpu": cpu, "cores": f"{usable} usable of {os.cpu_count()}", "memory": f"{mem:.0f} GiB",
+            "load_average_1min_at_start": load, "python": platform.python_version(),
+            "jax": jax.__version__,
+            "devices": f"{len(d)} x {d[0].platform} ({d[0].device_kind})"}
+
+
+def peak_rss_mib() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 2**10
+
+
+def block(tree):
+    return jax.tree.map(lambda x: x.block_until_ready(), tree)
+
+
+def run(config, counts, compiler_options=None, log=print) -> list[dict]:
+    """Time each count; returns one dict per count."""
+    train = jax.jit(make_train(config), compiler_options=compiler_options)
+    t = time.perf_counter()
+    block(train(jax.random.key(0)))          # compile (+ one run)
+    seq_first = time.perf_counter() - t
+    rows = []
+    for n in counts:
+        t = time.perf_counter()
+        sweep(config, {}, n, compiler_options=compiler_options)
+        vm_first = time.perf_counter() - t
+        rss = peak_rss_mib()
+        t = time.perf_counter()
+        res = sweep(config, {}, n, compiler_options=compiler_options)
+        vm_run = time.perf_counter() - t
+        keys = jax.random.split(jax.random.key(0), n)
+        t = time.perf_counter()
+        for s in range(n):
+            block(train(keys[s]))
+        seq_run = time.perf_counter() - t
+        ret = np.nanmean(res.final_return())
+        rows.append({"n": n, "seq_run": seq_run, "vm_run": vm_run, "vm_first": vm_first,
+                     "seq_first": seq_first, "rss": rss, "final_return": ret})
+        log(f"n={n:3d}: sequential {seq_run:7.2f} s, vmapped {vm_run:7.2f} s "
+            f"(first call with compile {vm_first:6.2f} s), ratio {seq_run / vm_run:5.2f}, "
+            f"peak RSS {rss:7.0f} MiB, mean final return {ret:.1f}")
+    return rows
+
+
+def markdown(config, rows, info, note="") -> str:
+    it = config.iterations
+    lines = [
+        "# Sweep scaling: vmapped seeds vs sequential runs",
+        "",
+        f"GRPO, {config.env}, {config.num_groups} groups x {config.group_size} episodes, "
+        f"{it} iterations per run, hidden {config.hidden_sizes}, "
+        f"update_epochs {config.update_epochs} x num_minibatches {config.num_minibatches}. "
+        "Times are wall seconds for all n runs, compiled program reused "
+        f"(sequential: one `jax.jit(train)` compiled once in {rows[0]['seq_first']:.1f} s "
+        "including one run; vmapped: `sweep(config, {}, n)`, second call).",
+        "",
+        "| runs n | sequential (s) | vmapped (s) | ratio seq/vmap "
+        "| vmapped first call incl. compile (s) | peak RSS after (MiB) | mean final return |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['seq_run']:.2f} | {r['vm_run']:.2f} | "
+                     f"{r['seq_run'] / r['vm_run']:.2f} | {r['vm_first']:.1f} | {r['rss']:.0f} | "
+                     f"{r['final_return']:.1f} |")
+    lines += ["", "Machine:", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny config, n = 2, fast compile (-O0): ~20 s, mostly compiling")
+    p.add_argument("--counts", type=int, nargs="+", help="run counts (default 1 8 64; tiny 2)")
+    p.add_argument("--iterations", type=int, default=10, help="iterations per run (full mode)")
+    p.add_argument("--out", help="markdown file to write (full mode default "
+                   "benchmarks/sweep_scaling.md; tiny mode writes only when given)")
+    a = p.parse_args(argv)
+    if a.tiny:
+        config = GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iterations=3,
+                            env_params={"max_steps_in_episode": 50})
+        counts, opts, out = a.counts or [2], {"xla_backend_optimization_level": 0}, a.out
+    else:
+        worst = 4 * 8 * 500
+        config = GRPOConfig(num_iterations=a.iterations, total_timesteps=a.iterations * worst)
+        counts, opts = a.counts or [1, 8, 64], None
+        out = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep_scaling.md")
+    info = machine()
+    print(info)
+    rows = run(config, counts, opts)
+    md = markdown(config, rows, info)
+    if out:
+        with open(out, "w") as f:
+            f.write(md)
+        print(f"wrote {out}")
+    else:
+        print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

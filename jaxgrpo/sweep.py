@@ -1,0 +1,684 @@
+"""Hyperparameter sweeps: many runs from one compilation, sharded over every device.
+
+``sweep(config, grid, seeds)`` runs every combination of ``grid`` (a dict of lists) times
+``seeds`` seeds and returns a ``SweepResult``:
+
+- Dynamic fields (those in ``config.hparams()``: lr, beta, gamma, clip_eps, ...) are crossed
+  with the seeds into one flat batch of ``R = combinations x seeds`` runs, vmapped, and compiled
+  once.
+- Static fields (group_size, num_groups, hidden_sizes, env, algo, ... anything that changes the
+  traced program) cannot be vmapped: the sweep compiles once per combination of their values,
+  and says so with a ``StaticSweepWarning`` and a ``logging`` line.
+- The run axis ``R`` is sharded over ``jax.devices()`` (all devices of all processes, so a
+  multi-host job only needs ``jax.distributed.initialize()`` before calling ``sweep``): a
+  ``Mesh`` with one axis ``"runs"``, inputs placed with ``NamedSharding(mesh, P("runs"))``,
+  padded to a multiple of the device count, and a ``shard_map`` so that each device runs its
+  own runs with no cross-device traffic (GRPO's episode ``while_loop`` stops per device, not
+  when the slowest run on any device is done). Padding runs are dropped afterwards.
+- Seed ``s`` uses ``jax.random.split(jax.random.key(base_seed), seeds)[s]``, so
+  ``make_train(config.replace(**combination))(key)`` with that key is the sweep's run.
+
+``sweep_main(argv)`` is the ``jaxgrpo sweep CONFIG.yaml`` command.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import itertools
+import logging
+import operator
+import os
+import re
+import sys
+import warnings
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from .config import config_class
+from .train import make_train
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["sweep", "SweepResult", "StaticSweepWarning", "sweep_main", "shard_runs",
+           "run_mesh", "bootstrap_ci", "expand_grid", "grid_configs", "last_valid",
+           "load_sweep_spec"]
+
+RUN_AXIS = "runs"
+
+
+class StaticSweepWarning(UserWarning):
+    """The grid names static fields, so the sweep compiles more than once."""
+
+
+# ----------------------------------------------------------------------------- grid -> configs
+
+def _init_fields(cls) -> set:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def _plain(v):
+    """numpy scalars -> Python scalars (so ``np.linspace`` values pass the config's checks)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def expand_grid(grid: Mapping[str, Sequence] | None) -> list[dict]:
+    """All combinations of ``grid`` (a dict of non-empty lists), in ``itertools.product``
+    order: the last key varies fastest. ``{}`` or None gives ``[{}]`` (one combination)."""
+    grid = {} if grid is None else grid
+    if not isinstance(grid, Mapping):
+        raise ValueError(f"grid: must be a dict of lists, got {type(grid).__name__}")
+    values = []
+    for k, vals in grid.items():
+        if not isinstance(k, str):
+            raise ValueError(f"grid: field names must be strings, got {k!r}")
+        if isinstance(vals, np.ndarray):
+            vals = vals.tolist()
+        if not isinstance(vals, (list, tuple)) or len(vals) == 0:
+            raise ValueError(f"grid: {k}: values must be a non-empty list, got "
+                             f"{type(vals).__name__} {vals!r}")
+        values.append([_plain(v) for v in vals])
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def _switch_algo(config, algo: str):
+    """``config`` as ``config_class(algo)``. A field shared by both classes is carried over when
+    it differs from the source class's default (the user set it); otherwise the target class's
+    own default applies (GRPO's lr default is not PPO's). Fields of the source class only are
+    dropped."""
+    cls = config_class(algo)
+    if isinstance(config, cls):
+        return config
+    src_defaults = type(config)()  # the source class's defaults (a valid config)
+    shared = _init_fields(cls) & _init_fields(type(config))
+    carried = {k: getattr(config, k) for k in shared
+               if getattr(config, k) != getattr(src_defaults, k)}
+    dropped = sorted(k for k in _init_fields(type(config)) - shared
+                     if getattr(config, k) != getattr(src_defaults, k))
+    if dropped:
+        logger.info("sweep: algo=%s drops %s fields %s", algo, type(config).__name__, dropped)
+    return cls(**carried)
+
+
+def _field_error(combo: dict, e: Exception) -> ValueError:
+    where = ", ".join(f"{k}={v!r}" for k, v in combo.items())
+    return ValueError(f"grid: {e} (in the combination {where})")
+
+
+def grid_configs(config, grid) -> tuple[list[dict], list]:
+    """Validate ``grid`` against ``config`` and build one config per combination.
+
+    Returns ``(combinations, configs)``: ``configs[c] = config.replace(**combinations[c])``
+    (with ``algo`` switching the config class first). Raises ``ValueError`` naming the field for
+    an unknown field, a value of the wrong type or out of range. Nothing is compiled.
+    """
+    if isinstance(grid, Mapping) and "algo" in grid:
+        algos = grid["algo"]
+        if isinstance(algos, (list, tuple)):
+            for a in algos:
+                config_class(a)   # raises "algo: must be 'grpo' or 'ppo'"
+    combos = expand_grid(grid)
+    known_any = _init_fields(type(config)) | {"algo"}
+    if isinstance(grid, Mapping) and "algo" in grid:
+        known_any |= _init_fields(config_class("grpo")) | _init_fields(config_class("ppo"))
+    for k in (grid or {}):
+        if k not in known_any:
+            raise ValueError(f"grid: {k!r} is not a field of {type(config).__name__} "
+                             f"(fields: {sorted(_init_fields(type(config)))})")
+    configs = []
+    for combo in combos:
+        base = config
+        if "algo" in combo:
+            base = _switch_algo(config, combo["algo"])
+        changes = {k: v for k, v in combo.items() if k != "algo"}
+        unknown = set(changes) - _init_fields(type(base))
+        if unknown:
+            raise ValueError(f"grid: {sorted(unknown)[0]!r} is not a field of "
+                             f"{type(base).__name__} (algo={base.algo!r})")
+        try:
+            configs.append(base.replace(**changes))
+        except (TypeError, ValueError) as e:
+            raise _field_error(combo, e) from None
+    return combos, configs
+
+
+def _static_key(config) -> tuple:
+    """What a compiled runner depends on: the config class and its static (non-hparam) fields."""
+    dynamic = set(config.hparams())
+
+    def norm(v):
+        if isinstance(v, Mapping):
+            return tuple(sorted((k, norm(x)) for k, x in v.items()))
+        if isinstance(v, (list, tuple)):
+            return tuple(norm(x) for x in v)
+        return v
+
+    return (type(config).__name__,) + tuple(
+        (f.name, repr(norm(getattr(config, f.name)))) for f in dataclasses.fields(config)
+        if f.init and f.name not in dynamic)
+
+
+# ----------------------------------------------------------------------------- devices
+
+def run_mesh(devices=None) -> Mesh:
+    """A 1-D ``Mesh`` with axis ``"runs"`` over ``devices`` (default ``jax.devices()``: every
+    device of every process, which is what a multi-host run after
+    ``jax.distributed.initialize()`` needs)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices: need at least one device")
+    return Mesh(np.asarray(devices), (RUN_AXIS,))
+
+
+def _global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array sharded by ``sharding`` from the same host value on every process."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def _to_host(x) -> np.ndarray:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def shard_runs(fn, inputs, mesh: Mesh):
+    """Call ``fn(inputs)`` with the leading (run) axis of ``inputs`` sharded over ``mesh``.
+
+    fn: a ``jax.jit`` function mapping a pytree of ``[R_pad, ...]`` arrays to a pytree of
+    ``[R_pad, ...]`` arrays, each row independent of the others. inputs: pytree of NumPy
+    ``[R, ...]`` arrays. Rows are padded (repeating the last row) to ``R_pad``, the next
+    multiple of the mesh size, placed with ``NamedSharding(mesh, P("runs"))``, and the outputs
+    come back as global ``jax.Array``s of ``[R_pad, ...]`` plus ``R`` (slice ``[:R]``; the
+    padding rows are copies of run ``R - 1``).
+    Returns ``(outputs, R)``.
+    """
+    leaves = jax.tree.leaves(inputs)
+    R = leaves[0].shape[0]
+    n_dev = mesh.devices.size
+    pad = (-R) % n_dev
+    sharding = NamedSharding(mesh, P(RUN_AXIS))
+
+    def place(x):
+        x = np.asarray(x)
+        if pad:
+            x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0)
+        return _global_array(x, sharding)
+
+    return fn(jax.tree.map(place, inputs)), R
+
+
+def last_valid(x: jax.Array) -> jax.Array:
+    """``x: [k, ...]`` -> ``[...]``: the last non-NaN entry along axis 0 (NaN if there is none).
+
+    How a ``log_every``-iteration chunk is reduced to its kept row: a GRPO run whose env-step
+    budget ran out mid-chunk still reports its last real return (later rows are NaN)."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x[-1]
+    ok = ~jnp.isnan(x)
+    last = x.shape[0] - 1 - jnp.argmax(ok[::-1], axis=0)
+    return jnp.take_along_axis(x, last[None], axis=0)[0]
+
+
+def _single_run(config, log_every: int):
+    """``(init, run, kept)`` for one seed: ``init(key, hp) -> TrainState``,
+    ``run(state, hp) -> (TrainState, metrics)`` with metrics ``[I_kept]``, where the kept
+    iterations ``kept`` are ``log_every - 1, 2 * log_every - 1, ...`` and always the last one
+    (0-based). The scan is an outer scan of ``log_every``-iteration chunks; each chunk keeps
+    one row, each metric's last non-NaN value in the chunk (``last_valid``), so only the kept
+    rows are ever stored. With ``log_every=1``, ``run(init(key, hp), hp)`` is
+    ``make_train(config)(key, hp)``."""
+    train = make_train(config)
+    n = train.num_iterations
+    k = min(log_every, n)
+    if k == 1:
+        return train.init, lambda state, hp: train.run(state, hp, n), np.arange(n)
+    outer, rem = divmod(n, k)
+
+    def run(state, hp):
+        def chunk(s, _):
+            s, m = train.run(s, hp, k)
+            return s, jax.tree.map(last_valid, m)
+
+        state, ms = jax.lax.scan(chunk, state, None, length=outer)
+        if rem:
+            state, m = train.run(state, hp, rem)
+            ms = jax.tree.map(lambda a, b: jnp.concatenate([a, last_valid(b)[None]]), ms, m)
+        return state, ms
+
+    kept = np.arange(1, outer + 1) * k - 1
+    if rem:
+        kept = np.append(kept, n - 1)
+    return train.init, run, kept
+
+
+class _Runner:
+    """One compilation: ``config``'s program, vmapped over runs, ``shard_map``-ped over a mesh.
+
+    ``__call__(key_data [R, *key_shape] uint32, hparams {name: [R] float32})`` ->
+    ``(TrainState with leading [R_pad], metrics {name: [R_pad, I_kept]}, R)``.
+    """
+
+    def __init__(self, config, log_every, mesh, key_impl, compiler_options):
+        self.config = config
+        self.mesh = mesh
+        init, run, self.kept = _single_run(config, log_every)
+
+        def local(key_data, hp):   # the runs of one device: [R_pad / n_dev, ...]
+            keys = jax.random.wrap_key_data(key_data, impl=key_impl)
+            # Initialize one run at a time (lax.map), train all of them at once (vmap). A
+            # vmapped init would batch the orthogonal initializer's QR into one LAPACK call that
+            # fans out over XLA:CPU's intra-op thread pool from inside that pool; with several
+            # CPU devices executing at once (--xla_force_host_platform_device_count) every pool
+            # thread then waits on work queued behind it: a deadlock (jaxlib 0.10.2).
+            state = jax.lax.map(lambda a: init(*a), (keys, hp))
+            return jax.vmap(run)(state, hp)
+
+        spec = P(RUN_AXIS)
+        # check_vma=False: the training code is written for plain vmap, not for shard_map's
+        # varying-manual-axes types (a while_loop carry starting from constants would fail it).
+        sharded = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
+                                check_vma=False)
+        out = NamedSharding(mesh, spec)
+        self.fn = jax.jit(lambda args: sharded(*args), in_shardings=(out,), out_shardings=out,
+                          compiler_options=compiler_options)
+
+    def __call__(self, key_data, hparams):
+        (state, metrics), R = shard_runs(self.fn, (key_data, hparams), self.mesh)
+        return state, metrics, R
+
+
+_RUNNERS: collections.OrderedDict = collections.OrderedDict()
+_MAX_RUNNERS = 16
+
+
+def _runner(config, log_every, mesh, key_impl, compiler_options) -> _Runner:
+    """Cached by the static fields, so sweeps that differ only in dynamic values (or repeat)
+    reuse the compiled program (jit's own cache then keys on the run count)."""
+    key = (_static_key(config), log_every, tuple(d.id for d in mesh.devices.flat),
+           str(key_impl), repr(sorted((compiler_options or {}).items())))
+    if key in _RUNNERS:
+        _RUNNERS.move_to_end(key)
+        return _RUNNERS[key]
+    r = _Runner(config, log_every, mesh, key_impl, compiler_options)
+    _RUNNERS[key] = r
+    while len(_RUNNERS) > _MAX_RUNNERS:
+        _RUNNERS.popitem(last=False)
+    return r
+
+
+# ----------------------------------------------------------------------------- result
+
+@dataclasses.dataclass
+class SweepResult:
+    """Results of ``sweep``. C combinations, S seeds, I kept iterations.
+
+    grid: ``[C]`` dicts, the grid values of each combination.
+    configs: ``[C]`` configs, ``config.replace(**grid[c])``.
+    metrics: ``{name: float32 [C, S, I]}``; NaN where a metric does not apply (a GRPO metric
+      in a PPO combination), where GRPO skipped an iteration after its env-step budget, and in
+      padding rows past a combination's own length.
+    iteration: ``int [C, I]``, the (0-based) training iteration of each kept row; -1 for
+      padding rows (combinations with fewer iterations than the longest one).
+    states: ``[C]`` final ``TrainState``s with a leading ``[S]`` axis (None on multi-host runs,
+      where they are not addressable from one process).
+    placement: one dict per compilation: ``combinations`` (indices), ``runs`` (R),
+      ``padded_runs`` (R rounded up to the device count) and ``rows_per_device``
+      (``{device id: rows of the run axis it computed}``).
+    seeds, base_seed: seed ``s`` used ``jax.random.split(jax.random.key(base_seed), seeds)[s]``.
+    log_every: one row per ``log_every`` iterations (and the last) was kept, holding each
+      metric's last non-NaN value over those iterations.
+    """
+
+    grid: list
+    configs: list
+    metrics: dict
+    iteration: np.ndarray
+    seeds: int
+    base_seed: int = 0
+    log_every: int = 1
+    states: list | None = None
+    placement: list = dataclasses.field(default_factory=list)
+
+    @property
+    def num_combinations(self) -> int:
+        return len(self.grid)
+
+    def keys(self) -> jax.Array:
+        """The ``[S]`` seed keys."""
+        return jax.random.split(jax.random.key(self.base_seed), self.seeds)
+
+    def _grid_fields(self) -> list:
+        names = []
+        for g in self.grid:
+            names += [k for k in g if k not in names]
+        return names
+
+    def to_dataframe(self):
+        """Tidy ``pandas.DataFrame``: one row per combination x seed x kept iteration, with
+        columns ``combination``, the grid fields, ``seed``, ``iteration`` and one column per
+        metric. Padding rows are dropped; GRPO's skipped iterations stay (NaN metrics)."""
+        import pandas as pd
+
+        C, S, I = self.num_combinations, self.seeds, self.iteration.shape[1]
+        c_idx, s_idx, i_idx = np.meshgrid(np.arange(C), np.arange(S), np.arange(I), indexing="ij")
+        keep = (self.iteration[c_idx, i_idx] >= 0).ravel()
+        cols = {"combination": c_idx.ravel()[keep]}
+        for name in self._grid_fields():
+            vals = [g.get(name) for g in self.grid]
+            vals = [str(tuple(v)) if isinstance(v, (list, tuple)) else v for v in vals]
+            col = np.empty(C, dtype=object)
+            col[:] = vals
+            cols[name] = col[c_idx.ravel()[keep]]
+        cols["seed"] = s_idx.ravel()[keep]
+        cols["iteration"] = self.iteration[c_idx, i_idx].ravel()[keep]
+        for name, v in self.metrics.items():
+            cols[name] = v.ravel()[keep]
+        df = pd.DataFrame(cols)
+        for name in self._grid_fields():   # object columns of numbers -> numeric dtype
+            try:
+                df[name] = pd.to_numeric(df[name])
+            except (TypeError, ValueError):
+                pass
+        return df
+
+    def to_csv(self, path) -> None:
+        """Write ``to_dataframe()`` to ``path`` (parent folders are created)."""
+        path = os.fspath(path)
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.to_dataframe().to_csv(path, index=False)
+
+    def final_return(self, metric: str = "episode_return") -> np.ndarray:
+        """``[C, S]``: each seed's last non-NaN value of ``metric`` (NaN if it has none)."""
+        v = self.metrics[metric]
+        ok = ~np.isnan(v)
+        last = v.shape[-1] - 1 - np.argmax(ok[..., ::-1], axis=-1)
+        out = np.take_along_axis(v, last[..., None], axis=-1)[..., 0]
+        return np.where(ok.any(-1), out, np.nan)
+
+    def summary(self, metric: str = "episode_return", n_boot: int = 10_000, ci: float = 0.95,
+                seed: int = 0):
+        """``pandas.DataFrame``, one row per combination: the grid fields, ``seeds`` (how many
+        have a final value), ``mean`` of the final ``metric`` over seeds and its percentile
+        bootstrap ``ci_low``/``ci_high`` (``n_boot`` resamples of the seeds, level ``ci``)."""
+        import pandas as pd
+
+        final = self.final_return(metric)
+        rng = np.random.default_rng(seed)
+        rows = []
+        for c, g in enumerate(self.grid):
+            x = final[c][~np.isnan(final[c])]
+            lo, hi = bootstrap_ci(x, n_boot=n_boot, ci=ci, rng=rng)
+            rows.append({"combination": c, **{k: (str(tuple(v)) if isinstance(v, (list, tuple))
+                                                   else v) for k, v in g.items()},
+                         "seeds": len(x), f"mean_final_{metric}": float(np.mean(x)) if len(x)
+                         else float("nan"), "ci_low": lo, "ci_high": hi})
+        return pd.DataFrame(rows)
+
+    def label(self, c: int) -> str:
+        g = self.grid[c]
+        return ", ".join(f"{k}={v}" for k, v in g.items()) or "base config"
+
+    def plot(self, path, metric: str = "episode_return", x: str = "env_steps"):
+        """Learning curves: per combination, the mean over seeds of ``metric`` against the mean
+        of ``x``, with a band of +-1 standard deviation over seeds. Saved to ``path`` (PNG)."""
+        import matplotlib
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns
+            for c in range(self.num_combinations):
+                rows = self.iteration[c] >= 0
+                y = self.metrics[metric][c][:, rows]
+                xs = np.nanmean(self.metrics[x][c][:, rows], axis=0)
+                mean, std = np.nanmean(y, axis=0), np.nanstd(y, axis=0)
+                ok = ~np.isnan(mean) & ~np.isnan(xs)
+                line, = ax.plot(xs[ok], mean[ok], label=self.label(c))
+                ax.fill_between(xs[ok], (mean - std)[ok], (mean + std)[ok],
+                                color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{metric} (mean over {self.seeds} seeds)")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.fspath(path)
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+def bootstrap_ci(x, n_boot: int = 10_000, ci: float = 0.95, rng=None) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``x`` (``[n]``); ``(nan, nan)`` if empty,
+    ``(x, x)`` for one value."""
+    x = np.asarray(x, np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(rng)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    a = (1.0 - ci) / 2.0
+    return float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))
+
+
+# ----------------------------------------------------------------------------- sweep
+
+def _check_count(name, v, low):
+    try:
+        if isinstance(v, bool):
+            raise TypeError
+        v = operator.index(v)
+    except TypeError:
+        raise ValueError(f"{name}: must be an int, got {type(v).__name__} {v!r}") from None
+    if v < low:
+        raise ValueError(f"{name}: must be >= {low}, got {v}")
+    return v
+
+
+def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
+          base_seed: int = 0, log_every: int = 1, devices=None,
+          compiler_options: Mapping[str, Any] | None = None) -> SweepResult:
+    """Train every combination of ``grid`` x ``seeds`` seeds.
+
+    config: a GRPOConfig or PPOConfig, the base of every combination.
+    grid: ``{field: [values]}``; any init field of the config, or ``"algo"`` (``"grpo"`` /
+      ``"ppo"``: switches the config class, carrying over the shared fields that were set).
+      Combination ``c`` is ``config.replace(**combination)``, in ``itertools.product`` order.
+    seeds: number of seeds S; seed ``s`` uses ``jax.random.split(jax.random.key(base_seed),
+      S)[s]`` for every combination.
+    log_every: keep one row per ``log_every`` iterations (and the last iteration), inside the
+      compiled program: row ``j`` is iteration ``(j + 1) * log_every - 1`` with each metric's
+      last non-NaN value over its chunk of ``log_every`` iterations.
+    devices: devices to shard the runs over (default ``jax.devices()``, all of them).
+    compiler_options: passed to ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}``
+      to trade run speed for compile speed on CPU).
+
+    Returns a ``SweepResult`` with ``metrics[name]: [C, S, I]``. Raises ``ValueError`` naming
+    the field for a bad grid, before compiling anything. Each distinct value of the static
+    fields is one compilation (warned about with ``StaticSweepWarning``); the dynamic fields
+    and the seeds of one compilation are one vmapped batch sharded over ``devices``.
+    """
+    seeds = _check_count("seeds", seeds, 1)
+    log_every = _check_count("log_every", log_every, 1)
+    base_seed = _check_count("base_seed", base_seed, 0)
+    if not hasattr(config, "hparams"):
+        raise ValueError(f"config: must be a GRPOConfig or PPOConfig, got {type(config).__name__}")
+    combos, configs = grid_configs(config, grid)
+    mesh = run_mesh(devices)
+
+    groups: dict = {}
+    for c, cfg in enumerate(configs):
+        groups.setdefault(_static_key(cfg), []).append(c)
+    dynamic_names = set(configs[0].hparams())
+    for cfg in configs:
+        dynamic_names &= set(cfg.hparams())
+    grid_keys = list(combos[0])
+    static_in_grid = [k for k in grid_keys if k not in dynamic_names]
+    if len(groups) > 1:
+        msg = (f"sweep: grid fields {static_in_grid} are static (they change the compiled "
+               f"program): {len(groups)} compilations, one per combination of their values; "
+               f"{[k for k in grid_keys if k in dynamic_names]} and the {seeds} seeds are "
+               f"vmapped within each")
+        logger.warning(msg)
+        warnings.warn(msg, StaticSweepWarning, stacklevel=2)
+
+    keys = jax.random.split(jax.random.key(base_seed), seeds)
+    key_impl = jax.random.key_impl(keys)
+    key_data = np.asarray(jax.random.key_data(keys))          # [S, *key_shape]
+
+    per_combo_metrics: list = [None] * len(configs)
+    per_combo_kept: list = [None] * len(configs)
+    states: list | None = [None] * len(configs)
+    placement: list = []
+    for gi, idx in enumerate(groups.values()):
+        cfg0 = configs[idx[0]]
+        runner = _runner(cfg0, log_every, mesh, key_impl, compiler_options)
+        hp = [configs[c].hparams() for c in idx]
+        hp = {k: np.repeat(np.asarray([float(h[k]) for h in hp], np.float32), seeds)
+              for k in hp[0]}                                   # [C_g * S]
+        kd = np.tile(key_data, (len(idx),) + (1,) * (key_data.ndim - 1))   # [C_g * S, ...]
+        static_desc = {k: combos[idx[0]][k] for k in static_in_grid}
+        logger.info("sweep: compilation %d/%d %s: %d combinations x %d seeds = %d runs on %d "
+                    "devices", gi + 1, len(groups), static_desc or "", len(idx), seeds,
+                    len(idx) * seeds, mesh.devices.size)
+        state, metrics, R = runner(kd, hp)
+        probe = next(iter(metrics.values()))
+        placement.append({"combinations": list(idx), "runs": R, "padded_runs": probe.shape[0],
+                          "rows_per_device": {sh.device.id: sh.data.shape[0]
+                                              for sh in probe.addressable_shards}})
+        host = {k: _to_host(v)[:R].reshape(len(idx), seeds, -1) for k, v in metrics.items()}
+        for j, c in enumerate(idx):
+            per_combo_metrics[c] = {k: v[j] for k, v in host.items()}
+            per_combo_kept[c] = runner.kept
+        if states is not None and all(x.is_fully_addressable for x in jax.tree.leaves(state)):
+            st = jax.tree.map(lambda x: x[:R].reshape((len(idx), seeds) + x.shape[1:]), state)
+            for j, c in enumerate(idx):
+                states[c] = jax.tree.map(lambda x: x[j], st)
+        else:
+            states = None
+
+    n_rows = max(len(k) for k in per_combo_kept)
+    names = []
+    for m in per_combo_metrics:
+        names += [k for k in m if k not in names]
+    metrics = {k: np.full((len(configs), seeds, n_rows), np.nan, np.float32) for k in names}
+    iteration = np.full((len(configs), n_rows), -1, np.int64)
+    for c, (m, kept) in enumerate(zip(per_combo_metrics, per_combo_kept)):
+        iteration[c, :len(kept)] = kept
+        for k, v in m.items():
+            metrics[k][c, :, :v.shape[-1]] = v
+    return SweepResult(grid=combos, configs=configs, metrics=metrics, iteration=iteration,
+                       seeds=seeds, base_seed=base_seed, log_every=log_every, states=states,
+                       placement=placement)
+
+
+# ----------------------------------------------------------------------------- command line
+
+_SWEEP_KEYS = ("algo", "grid", "seeds", "base_seed", "log_every", "out", "compiler_options")
+
+
+def _yaml_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2; PyYAML alone needs 1.0e-3)."""
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+        list("-+0123456789."))
+    return Loader
+
+
+def load_sweep_spec(path) -> dict:
+    """Read and validate a sweep YAML; nothing is compiled.
+
+    Returns ``{"config", "grid", "seeds", "base_seed", "log_every", "out",
+    "compiler_options"}``; raises ``ValueError`` with one message naming the problem.
+    """
+    import yaml
+
+    try:
+        with open(path) as f:
+            spec = yaml.load(f, Loader=_yaml_loader())
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ValueError(f"{path}: not valid YAML: {what}{where}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: must be a YAML mapping of config fields plus 'grid' and "
+                         f"'seeds', got {type(spec).__name__}")
+    algo = spec.get("algo", "grpo")
+    cls = config_class(algo)
+    fields = {k: v for k, v in spec.items() if k not in _SWEEP_KEYS}
+    unknown = sorted(set(fields) - _init_fields(cls))
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a field of {cls.__name__} (algo={algo!r}); "
+                         f"sweep keys are {list(_SWEEP_KEYS)}")
+    try:
+        config = cls(**fields)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config: {e}") from None
+    grid = spec.get("grid") or {}
+    seeds = spec.get("seeds", 1)
+    _check_count("seeds", seeds, 1)
+    _check_count("log_every", spec.get("log_every", 1), 1)
+    _check_count("base_seed", spec.get("base_seed", 0), 0)
+    grid_configs(config, grid)   # validates the grid; raises "grid: ..."
+    opts = spec.get("compiler_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise ValueError(f"compiler_options: must be a mapping, got {type(opts).__name__}")
+    out = spec.get("out")
+    if out is not None and not isinstance(out, str):
+        raise ValueError(f"out: must be a path string, got {out!r}")
+    return {"config": config, "grid": grid, "seeds": seeds,
+            "base_seed": spec.get("base_seed", 0), "log_every": spec.get("log_every", 1),
+            "out": out, "compiler_options": opts}
+
+
+def sweep_main(argv: Sequence[str] | None = None) -> int:
+    """``jaxgrpo sweep CONFIG.yaml [--out DIR]``: ``argv`` is the arguments after ``sweep``.
+
+    Writes ``DIR/metrics.csv`` (tidy, one row per combination x seed x iteration),
+    ``DIR/summary.csv`` (mean and 95% bootstrap CI of the final return per combination, also
+    printed) and ``DIR/curves.png``. ``DIR`` is ``--out``, else the YAML's ``out``, else
+    ``runs/<yaml name>``. Returns the exit code: 0, or 2 with one error line for bad input.
+    """
+    parser = argparse.ArgumentParser(
+        prog="jaxgrpo sweep", description="Run a hyperparameter sweep described by a YAML file.")
+    parser.add_argument("config", help="YAML with algo, config fields, grid, seeds, [out]")
+    parser.add_argument("--out", help="output folder (overrides the YAML's out)")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        spec = load_sweep_spec(args.config)
+    except ValueError as e:
+        print(f"jaxgrpo sweep: error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or spec["out"] or os.path.join(
+        "runs", os.path.splitext(os.path.basename(args.config))[0])
+    n = len(expand_grid(spec["grid"]))
+    print(f"jaxgrpo sweep: {n} combinations x {spec['seeds']} seeds -> {out}", flush=True)
+    result = sweep(spec["config"], spec["grid"], spec["seeds"], base_seed=spec["base_seed"],
+                   log_every=spec["log_every"], compiler_options=spec["compiler_options"])
+    os.makedirs(out, exist_ok=True)
+    result.to_csv(os.path.join(out, "metrics.csv"))
+    table = result.summary()
+    table.to_csv(os.path.join(out, "summary.csv"), index=False)
+    result.plot(os.path.join(out, "curves.png"))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"wrote {out}/metrics.csv, summary.csv, curves.png")
+    return 0

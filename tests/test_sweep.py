@@ -1,0 +1,289 @@
+"""jaxgrpo.sweep: one compilation per static config, equal to separate runs, sharded over devices.
+
+Compilation dominates these tests, so every compiled program is built at most once per module
+(module-scoped fixtures; the sweep's own cache of compiled runners) and compiled with
+``xla_backend_optimization_level=0`` (about 3x faster to compile on CPU, slower to run; the
+numbers being compared are all produced with the same options).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgrpo import GRPOConfig, PPOConfig, make_train
+from jaxgrpo.sweep import (StaticSweepWarning, SweepResult, bootstrap_ci, grid_configs,
+                           last_valid, sweep, sweep_main)
+
+sweep_mod = sys.modules["jaxgrpo.sweep"]   # ``jaxgrpo.sweep`` is the function
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+O0 = {"xla_backend_optimization_level": 0}
+CFG = GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iterations=3,
+                 env_params={"max_steps_in_episode": 50})
+GRID = {"lr": [1e-3, 3e-3, 1e-2], "beta": [0.0, 0.04]}
+SEEDS = 4
+TOL = dict(rtol=1e-4, atol=1e-5)   # float rounding; see README "Sweeps" on vmapped vs separate
+
+
+@pytest.fixture(scope="module")
+def result() -> SweepResult:
+    return sweep(CFG, GRID, SEEDS, compiler_options=O0)
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+    """Fail the test if anything tries to build a training program."""
+    def boom(*a, **k):
+        raise AssertionError("compiled before validating")
+    monkeypatch.setattr(sweep_mod, "make_train", boom)
+    monkeypatch.setattr(sweep_mod, "_Runner", boom)
+
+
+def test_shapes_and_grid_order(result):
+    assert result.grid == [{"lr": lr, "beta": b} for lr in GRID["lr"] for b in GRID["beta"]]
+    assert [c.lr for c in result.configs] == [1e-3, 1e-3, 3e-3, 3e-3, 1e-2, 1e-2]
+    for name, v in result.metrics.items():
+        assert v.shape == (6, SEEDS, 3), name
+    np.testing.assert_array_equal(result.iteration, np.tile(np.arange(3), (6, 1)))
+    assert len(result.placement) == 1 and result.placement[0]["runs"] == 24
+    assert result.states[0].iteration.shape == (SEEDS,)
+
+
+def test_sweep_equals_separate_runs(result):
+    train = jax.jit(make_train(CFG), compiler_options=O0)
+    keys = jax.random.split(jax.random.key(0), SEEDS)
+    for c, combo in enumerate(result.grid):
+        for s in range(SEEDS):
+            _, m = train(keys[s], combo)
+            # identical trajectories: the valid env-step counts agree exactly
+            np.testing.assert_array_equal(m["env_steps"], result.metrics["env_steps"][c, s])
+            for name in m:
+                np.testing.assert_allclose(m[name], result.metrics[name][c, s], **TOL,
+                                           err_msg=f"{name} combination {combo} seed {s}")
+
+
+def test_dataframe_and_csv(result, tmp_path):
+    df = result.to_dataframe()
+    assert len(df) == 6 * SEEDS * 3
+    assert list(df.columns[:5]) == ["combination", "lr", "beta", "seed", "iteration"]
+    row = df[(df.combination == 3) & (df.seed == 2) & (df.iteration == 1)].iloc[0]
+    assert row.lr == 3e-3 and row.beta == 0.04
+    assert row.episode_return == pytest.approx(result.metrics["episode_return"][3, 2, 1])
+    result.to_csv(tmp_path / "sub" / "m.csv")
+    import pandas as pd
+    back = pd.read_csv(tmp_path / "sub" / "m.csv")
+    np.testing.assert_allclose(back.env_steps, df.env_steps)
+
+
+def test_final_return_summary_and_padding_rows():
+    nan = np.nan
+    ret = np.array([[[1.0, 2.0, nan], [3.0, nan, nan]], [[5.0, 6.0, 7.0], [nan, nan, nan]]],
+                   np.float32)
+    r = SweepResult(grid=[{"lr": 0.1}, {"lr": 0.2}], configs=[None, None],
+                    metrics={"episode_return": ret, "env_steps": np.ones_like(ret)},
+                    iteration=np.array([[0, 1, -1], [0, 1, 2]]), seeds=2)
+    np.testing.assert_array_equal(r.final_return(), [[2.0, 3.0], [7.0, nan]])
+    s = r.summary(n_boot=200)
+    assert list(s.seeds) == [2, 1]
+    assert s.mean_final_episode_return.tolist() == [2.5, 7.0]
+    assert s.ci_low[0] >= 2.0 and s.ci_high[0] <= 3.0
+    assert (s.ci_low[1], s.ci_high[1]) == (7.0, 7.0)
+    assert len(r.to_dataframe()) == 2 * 2 + 3 * 2     # the padding row of combination 0 dropped
+    lo, hi = bootstrap_ci(np.arange(100.0), rng=0)
+    assert 40 < lo < 49.5 < hi < 59
+
+
+def test_last_valid_keeps_the_last_real_value_of_a_chunk():
+    nan = np.nan
+    x = jax.numpy.asarray([[1.0, 5.0, nan], [2.0, nan, nan], [nan, nan, nan]])   # [k=3, 3]
+    np.testing.assert_array_equal(last_valid(x), [2.0, 5.0, nan])
+    assert int(last_valid(jax.numpy.arange(3))) == 2
+
+
+@pytest.mark.parametrize("grid, field", [
+    ({"lrr": [1e-3]}, "lrr"),                        # unknown field
+    ({"lr": ["fast"]}, "lr"),                        # wrong type (dynamic)
+    ({"lr": [True]}, "lr"),
+    ({"group_size": [2.5]}, "group_size"),           # wrong type (static)
+    ({"hidden_sizes": [64]}, "hidden_sizes"),
+    ({"lr": 1e-3}, "lr"),                            # not a list
+    ({"beta": []}, "beta"),
+    ({"algo": ["grpo", "sac"]}, "algo"),
+    ({"algo": ["grpo", "ppo"], "beta": [0.0]}, "beta"),   # not a PPO field
+])
+def test_bad_grid_raises_before_compiling(no_compile, grid, field):
+    with pytest.raises(ValueError, match=field):
+        sweep(CFG, grid, 2)
+
+
+def test_bad_seeds(no_compile):
+    for seeds in (0, 2.0, "4"):
+        with pytest.raises(ValueError, match="seeds"):
+            sweep(CFG, GRID, seeds)
+
+
+def test_algo_switch_carries_set_fields():
+    base = GRPOConfig(total_timesteps=4096, lr=1e-3, env_params={"max_steps_in_episode": 50})
+    combos, configs = grid_configs(base, {"algo": ["grpo", "ppo"], "gamma": [0.9]})
+    assert configs[0] == base.replace(gamma=0.9)
+    ppo = configs[1]
+    assert isinstance(ppo, PPOConfig)
+    assert (ppo.total_timesteps, ppo.lr, ppo.gamma, dict(ppo.env_params)) == \
+        (4096, 1e-3, 0.9, {"max_steps_in_episode": 50})
+    assert ppo.ent_coef == PPOConfig().ent_coef       # at GRPO's default: PPO's default applies
+
+
+def test_static_fields_loop_over_compilations(monkeypatch):
+    """Grouping by static fields, hparams per run and NaN padding, with a fake compiled runner."""
+    calls = []
+
+    class FakeRunner:
+        def __init__(self, config, log_every, mesh, key_impl, compiler_options):
+            self.kept = np.arange(config.group_size)        # groups of different length
+            calls.append(config.group_size)
+
+        def __call__(self, key_data, hp):
+            R = key_data.shape[0]
+            lr = np.repeat(np.asarray(hp["lr"])[:, None], len(self.kept), 1)
+            return {}, {"lr_seen": jax.numpy.asarray(lr)}, R
+
+    monkeypatch.setattr(sweep_mod, "_Runner", FakeRunner)
+    monkeypatch.setattr(sweep_mod, "_RUNNERS", type(sweep_mod._RUNNERS)())
+    with pytest.warns(StaticSweepWarning, match="group_size"):
+        r = sweep(CFG, {"group_size": [2, 4], "lr": [0.1, 0.2, 0.3]}, 3)
+    assert calls == [2, 4]
+    assert r.metrics["lr_seen"].shape == (6, 3, 4)
+    np.testing.assert_allclose(r.metrics["lr_seen"][:, :, 0],
+                               np.repeat(np.array([[0.1, 0.2, 0.3, 0.1, 0.2, 0.3]]).T, 3, 1))
+    assert np.isnan(r.metrics["lr_seen"][:3, :, 2:]).all()       # group_size 2: 2 rows, padded
+    assert (r.iteration[:3, 2:] == -1).all() and (r.iteration[3:] >= 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sweep(CFG, {"lr": [0.1, 0.2]}, 2)     # dynamic only: one compilation, no warning
+    assert calls == [2, 4]                    # group_size 4 was compiled (faked) already
+
+
+SHARDED = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from jax.sharding import PartitionSpec as P
+    from jaxgrpo import GRPOConfig
+    from jaxgrpo.sweep import sweep, shard_runs, run_mesh
+    out = sys.argv[1]
+    assert len(jax.devices()) == 4, jax.devices()
+    # padding: 6 rows over 4 devices -> 8, each device computes its own 2 rows
+    mesh = run_mesh()
+    f = jax.jit(jax.shard_map(lambda x: x * 0 + jax.lax.axis_index("runs"), mesh=mesh,
+                              in_specs=P("runs"), out_specs=P("runs")))
+    y, R = shard_runs(f, np.arange(6.0), mesh)
+    info = {"R": R, "pad_shape": list(y.shape), "which_device": np.asarray(y)[:R].tolist(),
+            "pad_devices": sorted(d.id for d in y.sharding.device_set)}
+    cfg = GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iterations=3,
+                     env_params={"max_steps_in_episode": 50})
+    r = sweep(cfg, {"lr": [1e-3, 3e-3, 1e-2], "beta": [0.0, 0.04]}, 4,
+              compiler_options={"xla_backend_optimization_level": 0})
+    info["placement"] = {k: v for k, v in r.placement[0].items()}
+    np.savez(out + "/metrics.npz", **r.metrics)
+    json.dump(info, open(out + "/info.json", "w"))
+""")
+
+
+def test_sharded_equals_unsharded(result, tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
+                          " --xla_force_host_platform_device_count=4").strip())
+    p = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    info = json.load(open(tmp_path / "info.json"))
+    assert info["R"] == 6 and info["pad_shape"] == [8]
+    assert info["which_device"] == [0, 0, 1, 1, 2, 2]
+    assert info["pad_devices"] == [0, 1, 2, 3]
+    pl = info["placement"]
+    assert pl["runs"] == 24 and pl["padded_runs"] == 24
+    assert pl["rows_per_device"] == {"0": 6, "1": 6, "2": 6, "3": 6}
+    sharded = np.load(tmp_path / "metrics.npz")
+    assert set(sharded.files) == set(result.metrics)
+    for name in sharded.files:
+        np.testing.assert_allclose(sharded[name], result.metrics[name], **TOL, err_msg=name)
+
+
+def _write_yaml(path, text):
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_cli_writes_files(result, tmp_path, capsys):
+    out = tmp_path / "out"
+    cfg = _write_yaml(tmp_path / "s.yaml", f"""
+        algo: grpo
+        total_timesteps: 2000
+        num_groups: 2
+        group_size: 4
+        num_iterations: 3
+        env_params: {{max_steps_in_episode: 50}}
+        grid:
+          lr: [1e-3, 3e-3, 1e-2]     # 1e-3 is a float here (PyYAML alone reads a string)
+          beta: [0.0, 0.04]
+        seeds: 4
+        log_every: 2
+        compiler_options: {{xla_backend_optimization_level: 0}}
+        out: {out}
+    """)
+    assert sweep_main([cfg]) == 0
+    assert "mean_final_episode_return" in capsys.readouterr().out
+    import pandas as pd
+    m = pd.read_csv(out / "metrics.csv")
+    assert len(m) == 6 * 4 * 2 and sorted(m.iteration.unique()) == [1, 2]   # log_every=2: 1, 2
+    for (c, s, i), row in m.set_index(["combination", "seed", "iteration"]).iterrows():
+        assert row.episode_return == pytest.approx(
+            result.metrics["episode_return"][c, s, i], rel=1e-4)
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 6 and {"lr", "beta", "ci_low", "ci_high"} <= set(summary.columns)
+    np.testing.assert_allclose(summary.mean_final_episode_return,
+                               np.nanmean(result.final_return(), axis=1), rtol=1e-4)
+    assert (out / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("grid: {lr: [1e-3\n", "not valid YAML"),
+    ("- just\n- a list\n", "mapping"),
+    ("lrr: 0.1\nseeds: 2\n", "'lrr' is not a field"),
+    ("total_timesteps: 2000\nnum_groups: 2\ngroup_size: 4\nenv_params: {max_steps_in_episode: 50}"
+     "\ngrid: {clip: [0.1]}\n", "'clip' is not a field"),
+    ("total_timesteps: 2000\nnum_groups: 2\ngroup_size: 4\nenv_params: {max_steps_in_episode: 50}"
+     "\ngrid: {lr: [fast]}\n", "lr: must be a number"),
+    ("algo: sac\n", "algo"),
+    ("seeds: many\n", "seeds"),
+])
+def test_cli_bad_input(no_compile, tmp_path, capsys, text, needle):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    assert sweep_main([str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxgrpo sweep: error:") and needle in err[0], err
+
+
+def test_cli_missing_file(no_compile, tmp_path, capsys):
+    assert sweep_main([str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_benchmark_tiny_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "sweep_scaling", os.path.join(ROOT, "benchmarks", "sweep_scaling.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "t.md"
+    assert bench.main(["--tiny", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| 2 |" in text and "jax: " in text and "cpu" in text
