@@ -39,8 +39,9 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
                         jnp.zeros(chunk), jnp.zeros(chunk, bool))[1])
     zeros_aux = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
 
-    def epoch(carry, k):
-        params, opt_state, aux_acc = carry
+    def epoch(carry):
+        e, params, opt_state, aux_acc = carry
+        k = jax.random.fold_in(key, e)
         order = jnp.where(mask, jax.random.uniform(k, (C,)), 2.0)
         perm = jnp.concatenate([jnp.argsort(order).astype(jnp.int32),
                                 jnp.zeros((chunk,), jnp.int32)])
@@ -73,10 +74,13 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
 
         carry, _ = jax.lax.scan(minibatch, (params, opt_state, aux_acc),
                                 jnp.arange(num_minibatches))
-        return carry, None
+        return (e + 1, *carry)
 
-    (params, opt_state, aux), _ = jax.lax.scan(
-        epoch, (params, opt_state, zeros_aux), jax.random.split(key, epochs))
+    # A while loop, not a scan: with no valid sample (an iteration past the env-step budget)
+    # it runs zero times, so skipped iterations cost next to nothing.
+    num_epochs = jnp.where(n_valid > 0, epochs, 0)
+    _, params, opt_state, aux = jax.lax.while_loop(
+        lambda c: c[0] < num_epochs, epoch, (jnp.int32(0), params, opt_state, zeros_aux))
     count = jnp.maximum(aux["count"], 1.0)
     metrics = {k: v / count for k, v in aux.items() if k != "count"}
     return params, opt_state, metrics
