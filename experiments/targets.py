@@ -38,6 +38,9 @@ SUITES = {
         ("GRPO state", jaxgrpo.GRPOConfig(
             env="DeepSea-bsuite", env_kwargs={"size": 10}, group_mode="state", group_size=16,
             branch_horizon=10, reward_transform="clip(0, 1)", total_timesteps=300_000), 0.9),
+        ("GRPO episode (comparison)", jaxgrpo.GRPOConfig(
+            env="DeepSea-bsuite", env_kwargs={"size": 10}, group_size=16,
+            reward_transform="clip(0, 1)", total_timesteps=300_000), 0.9),
     ],
 }
 PER_SEED = {"DeepSea-bsuite": 6}   # target met when this many seeds reach it (else: the mean)

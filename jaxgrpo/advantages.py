@@ -4,6 +4,7 @@ Every function here is a pure array function, tested against a NumPy reference.
 """
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -30,6 +31,8 @@ def group_normalize(values, group_ids, num_groups, *, mask=None, scale="group", 
     values = jnp.asarray(values, jnp.float32)
     group_ids = jnp.asarray(group_ids, jnp.int32)
     mask = jnp.ones(values.shape, bool) if mask is None else jnp.asarray(mask, bool)
+    chex.assert_rank(values, 1)
+    chex.assert_equal_shape([values, group_ids, mask])
     x = jnp.where(mask, values, 0.0)
     m = mask.astype(jnp.float32)
 
@@ -107,6 +110,7 @@ def gae(rewards, values, next_values, terminated, done, gamma, lam):
     done: [T, N] episode ended (terminated or truncated: the recursion stops).
     Returns (advantages, returns) each [T, N].
     """
+    chex.assert_equal_shape([rewards, values, next_values, terminated, done])
     delta = rewards + gamma * next_values * (1.0 - terminated) - values
 
     def step(carry, inp):
