@@ -130,6 +130,7 @@ def make_train(config, callback=None, callback_every=1):
         metrics = {
             "episode_return": stats.return_sum / stats.count,
             "episode_length": stats.length_sum / stats.count,
+            "episodes": stats.count,
             "valid_frac": stats.valid_steps / jnp.maximum(stats.sim_steps, 1.0),
             **jax.tree.map(nan_if_idle, {**score_metrics, **learn_metrics}),
             "env_steps": env_steps,
