@@ -1,0 +1,170 @@
+"""Checkpoints: typed keys and layouts round-trip; a PPO run (whose state carries env states)
+stopped and resumed equals the run done in one go, bitwise; corrupt or mismatched checkpoints
+give one clear error and are left untouched. In-process (one PPO compilation per chunk length)."""
+import os
+import shutil
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxgrpo
+from jaxgrpo import cli, runs
+from jaxgrpo.checkpoint import Checkpointer, CheckpointError, flatten_state
+
+PPO = jaxgrpo.PPOConfig(num_envs=2, num_steps=32, total_timesteps=256, num_minibatches=2,
+                        update_epochs=2)            # 4 iterations
+FAST = {"xla_backend_optimization_level": 0}    # about half the compile time on CPU
+
+
+def leaves(state):
+    arrays, layout = flatten_state(state)
+    return layout, arrays
+
+
+def assert_same_state(a, b):
+    la, xa = leaves(a)
+    lb, xb = leaves(b)
+    assert la == lb
+    for k in xa:
+        np.testing.assert_array_equal(xa[k], xb[k], err_msg=la["paths"][int(k[5:])])
+
+
+def test_typed_keys_and_structure_round_trip(tmp_path):
+    tree = {"key": jax.random.split(jax.random.key(3), 4), "w": jnp.arange(6.0).reshape(2, 3),
+            "n": jnp.int32(7), "none": None}
+    ck = Checkpointer(tmp_path / "ck")
+    ck.save(5, tree, {"loss": np.ones((4, 5), np.float32)}, {"note": "x"})
+    with pytest.raises(CheckpointError, match="already exists"):
+        ck.save(5, tree, {}, {})
+    back, metrics, meta = ck.restore(5, jax.eval_shape(lambda: tree))
+    assert meta["note"] == "x" and ck.latest_step() == 5
+    assert jax.dtypes.issubdtype(back["key"].dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(jax.random.key_data(back["key"]),
+                                  jax.random.key_data(tree["key"]))
+    np.testing.assert_array_equal(back["w"], tree["w"])
+    np.testing.assert_array_equal(metrics["loss"], np.ones((4, 5)))
+    wrong = {**tree, "w": jnp.zeros((3, 2))}
+    with pytest.raises(CheckpointError, match=r"\['w'\] is float32\[2, 3\]"):
+        ck.restore(5, jax.eval_shape(lambda: wrong))
+    with pytest.raises(CheckpointError, match="different structure"):
+        ck.restore(5, jax.eval_shape(lambda: {**tree, "extra": jnp.zeros(1)}))
+
+
+class FakeWriter:
+    scalars = []
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+
+    def add_scalar(self, tag, value, global_step):
+        FakeWriter.scalars.append((tag, value, global_step))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def ppo_runs(tmp_path_factory):
+    """one go: all 4 iterations in one compiled call; resumed: stopped after 2 (chunks of 2),
+    then resumed (with a fake tensorboardX to check the logging hook)."""
+    root = tmp_path_factory.mktemp("ppo")
+    runs.run_training(PPO, root / "one_go", seeds=2, base_seed=1, compiler_options=FAST)
+    runs.run_training(PPO, root / "resumed", seeds=2, base_seed=1, checkpoint_every=2,
+                      stop_after=2, compiler_options=FAST)
+    fake = types.ModuleType("tensorboardX")
+    fake.SummaryWriter = FakeWriter
+    sys.modules["tensorboardX"] = fake
+    try:
+        runs.run_training(PPO, root / "resumed", seeds=2, base_seed=1, checkpoint_every=2,
+                          resume=True, tensorboard=True, log_every=1, compiler_options=FAST)
+    finally:
+        del sys.modules["tensorboardX"]
+    return root
+
+
+def test_ppo_stopped_and_resumed_equals_one_go(ppo_runs):
+    a, b = runs.load_run(ppo_runs / "one_go"), runs.load_run(ppo_runs / "resumed")
+    assert a.step == b.step == 4
+    assert a.state.env_carry is not None                      # PPO's env states are in there
+    assert_same_state(a.state, b.state)
+    for k in a.metrics:
+        np.testing.assert_array_equal(a.metrics[k], b.metrics[k], err_msg=k)
+    pd.testing.assert_frame_equal(pd.read_csv(ppo_runs / "one_go" / "metrics.csv"),
+                                  pd.read_csv(ppo_runs / "resumed" / "metrics.csv"))
+    # TensorBoard hook: seed means of every metric, for the resumed iterations 3 and 4
+    steps = sorted({s for t, _, s in FakeWriter.scalars if t == "train/env_steps"})
+    assert steps == [3, 4]
+    env_steps = [v for t, v, s in FakeWriter.scalars if t == "train/env_steps"]
+    np.testing.assert_allclose(sorted(env_steps), b.metrics["env_steps"][:, 2:].mean(0))
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _data_files(step_dir):
+    """The array data files of a checkpoint's state (orbax OCDBT: files in folders named d)."""
+    return sorted(os.path.join(r, f) for r, _, fs in os.walk(step_dir / "state") for f in fs
+                  if os.path.basename(r) == "d")
+
+
+def _tree(run):
+    return {os.path.join(r, f): open(os.path.join(r, f), "rb").read()
+            for r, _, fs in os.walk(run) for f in fs}
+
+
+def _resume_fails(run, capsys, *needles):
+    """``jaxgrpo train --resume run``: exit 2, one line naming the problem, no file changed."""
+    before = _tree(run)
+    rc = cli.main(["train", "--resume", str(run), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    assert _tree(run) == before
+
+
+def test_truncated_checkpoint_is_a_clear_error(ppo_runs, tmp_path, capsys):
+    run = _copy(ppo_runs / "resumed", tmp_path / "run")
+    shutil.rmtree(run / "checkpoints" / "4")                  # resume from 2 ...
+    files = _data_files(run / "checkpoints" / "2")
+    assert files
+    for f in files:                                           # ... whose data is cut short
+        with open(f, "r+b") as fh:
+            fh.truncate(os.path.getsize(f) // 2)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        runs.load_run(run)
+    _resume_fails(run, capsys, "checkpoint", "corrupt")
+
+
+def test_flipped_bytes_and_bad_metadata_are_clear_errors(ppo_runs, tmp_path, capsys):
+    run = _copy(ppo_runs / "resumed", tmp_path / "run")
+    shutil.rmtree(run / "checkpoints" / "4")
+    meta = run / "checkpoints" / "2" / "meta" / "metadata"
+    text = meta.read_text()
+    meta.write_text(text[: len(text) // 2])
+    _resume_fails(run, capsys, "metadata is unreadable")
+    meta.write_text(text)
+    for f in _data_files(run / "checkpoints" / "2"):          # same size, different bytes
+        data = bytearray(open(f, "rb").read())
+        data[-1] ^= 0xFF
+        open(f, "wb").write(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        runs.load_run(run)
+
+
+def test_checkpoint_of_another_config_is_refused(ppo_runs, tmp_path, capsys):
+    run = _copy(ppo_runs / "resumed", tmp_path / "run")
+    shutil.rmtree(run / "checkpoints" / "4")
+    cfg = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(cfg.replace("vf_coef: 0.5", "vf_coef: 0.25"))
+    _resume_fails(run, capsys, "different config", "vf_coef")

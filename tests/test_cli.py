@@ -1,0 +1,203 @@
+"""The ``jaxgrpo`` command as a user runs it: train (stopped, then resumed), eval (+ GIF), plot,
+and one-line errors (exit code 2) for bad input.
+
+Each ``python -m jaxgrpo`` subprocess pays the JAX/gymnax import and a compilation, so there are
+few of them, on a tiny config; error cases that never reach JAX also run in-process through
+``cli.main``. Subprocesses run with ``--xla_backend_optimization_level=0`` (about half the
+compile time on CPU); the one-go reference run uses the same flag, so results compare bitwise.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from jaxgrpo import cli
+
+TINY = ["--seeds", "2", "--total-timesteps", "10000", "--set", "num_groups=2",
+        "--set", "group_size=4", "--set", "num_iterations=4",
+        "--set", "env_params.max_steps_in_episode=50"]
+ENV = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0",
+       "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
+
+
+def jaxgrpo(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "jaxgrpo", *map(str, args)], capture_output=True,
+                          text=True, env=ENV, cwd=cwd, timeout=600)
+
+
+def assert_usage_error(rc, err, *needles):
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    """A: trained 2 of 4 iterations (stopped), its files saved aside, then resumed to the end.
+    B: the same config from A/config.yaml, in one go."""
+    root = tmp_path_factory.mktemp("runs")
+    a, b = root / "A", root / "B"
+    p = jaxgrpo("train", *TINY, "--checkpoint-every", "2", "--stop-after", "2", "--out", a)
+    assert p.returncode == 0, p.stderr
+    stopped = {"stdout": p.stdout, "stderr": p.stderr,
+               "summary": json.loads((a / "summary.json").read_text()),
+               "metrics": pd.read_csv(a / "metrics.csv"),
+               "files": sorted(os.listdir(a)), "checkpoints": sorted(os.listdir(a / "checkpoints"))}
+    p = jaxgrpo("train", "--resume", a, "--quiet")
+    assert p.returncode == 0, p.stderr
+    resumed = {"stdout": p.stdout, "stderr": p.stderr}
+    p = jaxgrpo("train", "--config", a / "config.yaml", "--out", b, "--quiet")
+    assert p.returncode == 0, p.stderr
+    return root, stopped, resumed
+
+
+def test_train_writes_a_run_folder(runs_dir):
+    root, stopped, _ = runs_dir
+    a = root / "A"
+    assert stopped["files"] == ["checkpoints", "config.yaml", "curves.png", "metrics.csv",
+                                "summary.json"]
+    assert stopped["checkpoints"] == ["2"]
+    assert "stopped at iteration 2/4" in stopped["stdout"] and "final return" in stopped["stdout"]
+    assert "compiling" in stopped["stderr"]                          # progress is on by default
+    m = stopped["metrics"]
+    assert list(m.columns[:3]) == ["seed", "iteration", "env_steps"]
+    assert {"episode_return", "kl", "clip_frac", "entropy"} <= set(m.columns)
+    assert len(m) == 2 * 2 and sorted(m["seed"].unique()) == [0, 1]
+    s = stopped["summary"]
+    assert s["complete"] is False and s["iterations_done"] == 2 and s["seeds"] == 2
+    for k in ("compile_seconds", "run_seconds", "steps_per_second", "device"):
+        assert s[k] is not None
+    assert {"jax", "flax", "gymnax"} <= set(s["versions"])
+    cfg = yaml.safe_load((a / "config.yaml").read_text())
+    assert cfg["algo"] == "grpo" and cfg["group_size"] == 4 and cfg["seeds"] == 2
+    assert cfg["env_params"] == {"max_steps_in_episode": 50} and cfg["base_seed"] == 0
+    assert (a / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_finishes_the_run_like_one_go(runs_dir):
+    """A stopped at iteration 2 and resumed == B (from A/config.yaml, in one go): same metrics,
+    same final TrainState, bitwise."""
+    root, stopped, resumed = runs_dir
+    a, b = root / "A", root / "B"
+    assert "done" in resumed["stdout"] and resumed["stderr"] == ""   # --quiet
+    ma, mb = pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv")
+    assert len(ma) == 2 * 4
+    pd.testing.assert_frame_equal(ma, mb)
+    pd.testing.assert_frame_equal(ma[ma.iteration < 2].reset_index(drop=True),
+                                  stopped["metrics"])
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sa["complete"] and sa["final_return"] == sb["final_return"]
+    assert sorted(os.listdir(a / "checkpoints")) == ["2", "4"]
+
+    from jaxgrpo import runs
+    from jaxgrpo.checkpoint import flatten_state
+    ra, rb = runs.load_run(a), runs.load_run(b)
+    assert ra.step == rb.step == 4
+    fa, la = flatten_state(ra.state)
+    fb, lb = flatten_state(rb.state)
+    assert la == lb
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
+
+
+def test_eval_and_gif(runs_dir):
+    root, _, _ = runs_dir
+    a = root / "A"
+    gif = root / "cartpole.gif"
+    with_gif = importlib.util.find_spec("pygame") is not None
+    extra = ["--gif", gif, "--gif-max-steps", "15"] if with_gif else []
+    p = jaxgrpo("eval", a, "--episodes", "3", *extra)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "greedy" in out and "sampled" in out
+    rows = [l.split() for l in out.splitlines() if l.split()[:1] in (["0"], ["1"], ["all"])]
+    assert [r[0] for r in rows] == ["0", "1", "all"]
+    ev = json.loads((a / "eval.json").read_text())
+    for mode in ("greedy", "sampled"):
+        assert len(ev[mode]["per_seed"]) == 2 and np.isfinite(ev[mode]["mean"])
+        assert ev[mode]["mean"] == pytest.approx(np.mean([s["mean"] for s in ev[mode]["per_seed"]]))
+    if with_gif:
+        assert gif.read_bytes()[:6] == b"GIF89a" and "wrote" in out
+
+
+def test_plot_overlays_runs(runs_dir):
+    root, _, _ = runs_dir
+    out = root / "both.png"
+    p = jaxgrpo("plot", root / "A", root / "B", "--out", out, "--labels", "resumed", "one go")
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_input_in_a_fresh_process(tmp_path):
+    p = jaxgrpo("train", "--env", "CartPol-v1", "--out", tmp_path / "x")
+    assert_usage_error(p.returncode, p.stderr, "jaxgrpo train: error: env:", "CartPol-v1")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture
+def bad_yaml(tmp_path):
+    (tmp_path / "broken.yaml").write_text("lr: [0.1\ngroup_size: 3\n")
+    (tmp_path / "wrongtype.yaml").write_text("group_size: eight\n")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--env", "NoSuchEnv-v0"], ["env:", "NoSuchEnv-v0"]),
+    (["--set", "no_such_field=1"], ["no_such_field: unknown field of GRPOConfig"]),
+    (["--algo", "ppo", "--set", "group_size=4"], ["group_size: unknown field of PPOConfig"]),
+    (["--set", "lr=fast"], ["lr: must be a number"]),
+    (["--set", "group_size=2.5"], ["group_size: must be an int"]),
+    (["--set", "hidden_sizes=64"], ["hidden_sizes:"]),
+    (["--set", "env_params.no_such_param=3"], ["env_params:", "no_such_param"]),
+    (["--set", "lr"], ["--set: expected key=value"]),
+    (["--seeds", "two"], ["--seeds"]),
+    (["--config", "{d}/missing.yaml"], ["missing.yaml: cannot read"]),
+    (["--config", "{d}/broken.yaml"], ["broken.yaml: not valid YAML", "line"]),
+    (["--config", "{d}/wrongtype.yaml"], ["wrongtype.yaml: group_size: must be an int"]),
+    (["--config", "{d}/list.yaml"], ["list.yaml: must be a YAML mapping"]),
+    (["--resume", "{d}/nothing"], ["--resume", "no such run folder"]),
+])
+def test_bad_train_input_is_one_line_exit_2(args, needles, bad_yaml, capsys):
+    args = [a.format(d=bad_yaml) for a in args]
+    out = [] if "--resume" in args else ["--out", str(bad_yaml / "run")]
+    rc = cli.main(["train", *args, *out])
+    err = capsys.readouterr().err
+    assert_usage_error(rc, err, *needles)
+    assert not (bad_yaml / "run").exists()
+
+
+def test_existing_results_are_not_overwritten(runs_dir, capsys):
+    root, _, _ = runs_dir
+    a = root / "A"
+    before = (a / "metrics.csv").read_bytes()
+    rc = cli.main(["train", *TINY, "--out", str(a)])
+    assert_usage_error(rc, capsys.readouterr().err, "already holds a run", "--resume")
+    rc = cli.main(["train", "--resume", str(a), "--set", "lr=0.1"])      # config changed
+    assert_usage_error(rc, capsys.readouterr().err, "config differs", "lr")
+    assert (a / "metrics.csv").read_bytes() == before
+
+
+def test_other_commands_report_bad_input(tmp_path, capsys):
+    assert_usage_error(cli.main(["eval", str(tmp_path / "none")]), capsys.readouterr().err,
+                       "jaxgrpo eval: error:", "no such run folder")
+    assert_usage_error(cli.main(["plot", str(tmp_path), "--out", str(tmp_path / "p.png")]),
+                       capsys.readouterr().err, "no metrics.csv")
+    assert_usage_error(cli.main(["frobnicate"]), capsys.readouterr().err, "unknown command")
+    assert cli.main(["sweep", str(tmp_path / "none.yaml")]) == 2   # wired to sweep_main
+    assert "none.yaml" in capsys.readouterr().err
+
+
+def test_gif_of_unsupported_env_is_refused(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("algo: grpo\nenv: DeepSea-bsuite\n")
+    rc = cli.main(["eval", str(tmp_path), "--gif", str(tmp_path / "x.gif")])
+    assert_usage_error(rc, capsys.readouterr().err, "no visualizer for DeepSea-bsuite")
