@@ -1,0 +1,577 @@
+"""jaxgrpo benchmarks: throughput, peers, the critic's cost, scaling.
+
+    python -m benchmarks.run                         # everything -> benchmarks/README.md, results.json, *.png
+    python -m benchmarks.run --tiny --no-peers       # smoke: tiny budgets, seconds after compile
+    python -m benchmarks.run --parts throughput,critic --repeats 5
+    python -m benchmarks.run --setup-peers           # only create the peer venvs
+
+Every measurement runs in a fresh subprocess (``python -m benchmarks.measure``), so compile
+times are cold and the peak RSS is that measurement's own. Steps/s is *valid* env steps (real
+transitions; GRPO's padding after an episode ended is not counted) divided by the wall time of
+the compiled training program, compile excluded. Peers (rejax, Stable-Baselines3) run in their
+own virtual environments, created here on first use (``benchmarks/.venv-rejax``,
+``benchmarks/.venv-sb3``, git-ignored), with pinned versions.
+
+Parts (``--parts``, comma-separated; default all):
+- ``throughput``: GRPO and PPO (default configs) on CartPole-v1, Acrobot-v1, Breakout-MinAtar.
+- ``peers``: CartPole PureJaxRL configuration (4 envs x 128 steps, 4 epochs x 4 minibatches,
+  64x64 tanh): rejax PPO, SB3 PPO, jaxgrpo PPO, jaxgrpo GRPO at matched steps per update;
+  steps/s and the wall time to a mean training return of 475 over 8 seeds.
+- ``critic``: GRPO (no critic) against PPO at matched batch: steps/s, time per phase
+  (collect / score / learn) and parameter + Adam bytes.
+- ``scaling``: steps/s against parallel envs, group size and vmapped seeds; PNG plots.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PARTS = ("throughput", "peers", "critic", "scaling")
+ENVS = ("CartPole-v1", "Acrobot-v1", "Breakout-MinAtar")
+TARGET = 475.0
+
+# Peer environments: pinned versions that work together (rejax 0.1.3 needs gymnax < 1.0: its
+# PPO unpacks gymnax 0.x's 5-tuple step). jax/flax/optax are pinned to the same versions as
+# this project's environment so that the rejax comparison measures the libraries, not JAX.
+REJAX_PINS = ["rejax==0.1.3", "gymnax==0.0.9", "jax=={jax}", "jaxlib=={jax}", "flax=={flax}",
+              "optax=={optax}", "distrax==0.1.9", "chex==0.1.92"]
+SB3_PINS_FIRST = ["torch==2.13.0"]          # the CPU wheel first, so pip never pulls a CUDA one
+SB3_PINS = ["stable-baselines3==2.9.2", "gymnasium==1.4.0", "torch==2.13.0"]
+
+# The "matched" GRPO: 1 group x 2 episodes per iteration averages about 480 valid steps per
+# iteration over a 500k-step CartPole run (PPO: exactly 512); measured and printed each run.
+GRPO_MATCHED = {"num_groups": 1, "group_size": 2}
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+# ----------------------------------------------------------------------------- subprocesses
+
+def run_json(cmd, timeout=3600, env=None) -> dict:
+    """Run ``cmd``; return the JSON after its ``RESULT `` line (raise with the output if none)."""
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            out = json.loads(line[len("RESULT "):])
+            out["process_wall_s"] = time.perf_counter() - t
+            return out
+    raise RuntimeError(f"{' '.join(map(str, cmd[:3]))} failed (rc {p.returncode}):\n"
+                       f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+
+
+IN_PROCESS = False   # tiny mode: measure in this process (one JAX import, shared compiles)
+
+
+def measure(spec, timeout=3600) -> dict:
+    if IN_PROCESS:
+        from benchmarks import measure as M
+        out = M.KINDS[spec.get("kind", "train")](json.loads(json.dumps(spec)))
+        out["load_avg"] = loadavg()
+        return out
+    return run_json([sys.executable, "-m", "benchmarks.measure", json.dumps(spec)], timeout)
+
+
+def repeated(spec, repeats) -> list[dict]:
+    """``repeats`` fresh processes, keys 0..repeats-1."""
+    return [measure({**spec, "key": k}) for k in range(repeats)]
+
+
+def stats(rows, key) -> dict:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def loadavg() -> float:
+    return os.getloadavg()[0]
+
+
+# ----------------------------------------------------------------------------- peer venvs
+
+def _venv_python(path: Path) -> Path:
+    return path / "bin" / "python"
+
+
+def ensure_venv(path: Path, groups: list[list[str]]) -> Path:
+    """Create ``path`` with the pinned packages (installed group by group, in order); reuse it
+    when its marker says the same pins are installed."""
+    marker = path / "pins.json"
+    if marker.exists() and json.loads(marker.read_text()) == groups and _venv_python(path).exists():
+        return _venv_python(path)
+    log(f"creating {path.relative_to(ROOT)} ({', '.join(p for g in groups for p in g)}) ...")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
+    py = _venv_python(path)
+    for g in groups:
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *g], check=True)
+    marker.write_text(json.dumps(groups))
+    return py
+
+
+def rejax_python() -> Path:
+    import flax
+    import jax
+    import optax
+    pins = [p.format(jax=jax.__version__, flax=flax.__version__, optax=optax.__version__)
+            for p in REJAX_PINS]
+    return ensure_venv(HERE / ".venv-rejax", [pins])
+
+
+def sb3_python() -> Path:
+    return ensure_venv(HERE / ".venv-sb3", [SB3_PINS_FIRST, SB3_PINS])
+
+
+# ----------------------------------------------------------------------------- parts
+
+def budgets(tiny: bool) -> dict:
+    if tiny:
+        return {"throughput": {"CartPole-v1": 4096}, "peer_steps": 4096, "sb3_steps": 1024,
+                "curve_steps": 4096, "curve_seeds": 2}
+    return {"throughput": {"CartPole-v1": 500_000, "Acrobot-v1": 500_000,
+                           "Breakout-MinAtar": 300_000},
+            "peer_steps": 500_000, "sb3_steps": 50_000, "curve_steps": 500_000, "curve_seeds": 8}
+
+
+def tiny_overrides(algo):
+    """Tiny mode: small shapes and short episodes (CartPole's time limit cut to 50)."""
+    if algo == "grpo":
+        return {"num_groups": 2, "group_size": 2, "env_params": {"max_steps_in_episode": 50}}
+    return {"num_envs": 4, "num_steps": 32}
+
+
+def part_throughput(a, res):
+    out = []
+    for env, steps in budgets(a.tiny)["throughput"].items():
+        for algo in ("grpo", "ppo"):
+            ov = {"total_timesteps": steps, **(tiny_overrides(algo) if a.tiny else {})}
+            spec = {"kind": "train", "algo": algo, "env": env, "overrides": ov,
+                    "compiler_options": a.compiler_options}
+            rows = repeated(spec, a.repeats)
+            row = summarize(algo, env, rows, ov)
+            out.append(row)
+            log(f"  {algo:4s} {env:16s} {fmt_k(row['sps']['median'])} steps/s "
+                f"[{fmt_k(row['sps']['min'])}, {fmt_k(row['sps']['max'])}], compile "
+                f"{row['compile_s']['median']:.1f} s, valid {row['valid_frac']:.3f}, "
+                f"peak RSS {row['peak_rss_mib']['median']:.0f} MiB, load {loadavg():.1f}")
+    res["throughput"] = out
+
+
+def summarize(algo, env, rows, overrides) -> dict:
+    valid = sum(r["valid_steps"] for r in rows)
+    sim = sum(r["sim_steps"] for r in rows)
+    return {"algo": algo, "env": env, "overrides": overrides, "repeats": len(rows),
+            "sps": stats(rows, "sps"), "sim_sps": stats(rows, "sim_sps"),
+            "compile_s": stats(rows, "compile_s"), "xla_compile_s": stats(rows, "xla_compile_s"),
+            "trace_lower_s": stats(rows, "trace_lower_s"), "run_s": stats(rows, "run_s"),
+            "peak_rss_mib": stats(rows, "peak_rss_mib"),
+            "rss_after_import_mib": stats(rows, "rss_after_import_mib"),
+            "xla_temp_mib": stats(rows, "xla_temp_mib"),
+            "valid_frac": valid / sim if sim else None,
+            "valid_steps_per_iter": stats(rows, "valid_steps_per_iter"),
+            "final_return": stats(rows, "final_return"), "load_avg": stats(rows, "load_avg"),
+            "param_bytes": rows[0]["param_bytes"], "opt_bytes": rows[0]["opt_bytes"],
+            "ref_bytes": rows[0]["ref_bytes"], "param_count": rows[0]["param_count"],
+            "runs": rows}
+
+
+def part_peers(a, res):
+    b = budgets(a.tiny)
+    steps, curve_steps, seeds = b["peer_steps"], b["curve_steps"], b["curve_seeds"]
+    ppo_ov = {"total_timesteps": steps, **(tiny_overrides("ppo") if a.tiny else {})}
+    grpo_ov = {"total_timesteps": steps, **(tiny_overrides("grpo") if a.tiny else GRPO_MATCHED)}
+    grpo_def = {"total_timesteps": steps, **(tiny_overrides("grpo") if a.tiny else {})}
+    jx = [("jaxgrpo PPO", "ppo", ppo_ov),
+          ("jaxgrpo GRPO matched (1 group x 2)", "grpo", grpo_ov),
+          ("jaxgrpo GRPO default (4 groups x 8)", "grpo", grpo_def)][:2 if a.tiny else 3]
+    out = {"rows": [], "curves": []}
+    peers = []
+    if not a.no_peers:
+        peers = [("rejax PPO", rejax_python(), "rejax_ppo.py", {"total_timesteps": steps}),
+                 ("SB3 PPO (torch, 1 thread)", sb3_python(), "sb3_ppo.py",
+                  {"total_timesteps": b["sb3_steps"], "threads": 1})]
+    # throughput: one seed, fresh process per repeat, systems interleaved per repeat so that
+    # a change of machine load hits every system alike
+    runs = {name: [] for name, *_ in jx + peers}
+    for k in range(a.repeats):
+        for name, algo, ov in jx:
+            runs[name].append(measure({"kind": "train", "algo": algo, "env": "CartPole-v1",
+                                       "overrides": ov, "key": k,
+                                       "compiler_options": a.compiler_options}))
+        for name, py, script, spec in peers:
+            runs[name].append(run_json([str(py), str(HERE / "peers" / script),
+                                        json.dumps({**spec, "key": k})]))
+        log(f"  peers repeat {k + 1}/{a.repeats}: " + ", ".join(
+            f"{n.split(' (')[0]} {fmt_k(r[-1]['sps'])}" for n, r in runs.items()) +
+            f" steps/s, load {loadavg():.1f}")
+    for name, rows in runs.items():
+        out["rows"].append({"name": name, "sps": stats(rows, "sps"),
+                            "compile_s": stats(rows, "compile_s"),
+                            "peak_rss_mib": stats(rows, "peak_rss_mib"),
+                            "steps": rows[0]["valid_steps"],
+                            "valid_steps_per_iter": stats(rows, "valid_steps_per_iter"),
+                            "load_avg": stats(rows, "load_avg"),
+                            "versions": rows[0].get("versions"), "runs": rows})
+    # learning curves: `seeds` vmapped seeds, one run each
+    for name, algo, ov in jx:
+        r = measure({"kind": "train", "algo": algo, "env": "CartPole-v1", "seeds": seeds,
+                     "overrides": {**ov, "total_timesteps": curve_steps},
+                     "compiler_options": a.compiler_options})
+        out["curves"].append({"name": name, **{k: r.get(k) for k in (
+            "sps", "run_s", "valid_steps", "hit_iteration", "hit_steps_per_seed", "hit_time_s",
+            "final_return", "best_curve", "load_avg")}})
+        log(f"  curve {name}: time to {TARGET:.0f} {r.get('hit_time_s')}, final {r['final_return']:.1f}")
+    if peers:
+        name, py, script, _ = peers[0]
+        r = run_json([str(py), str(HERE / "peers" / script),
+                      json.dumps({"total_timesteps": curve_steps, "seeds": seeds})])
+        out["curves"].append({"name": name, **{k: r.get(k) for k in (
+            "sps", "run_s", "valid_steps", "hit_iteration", "hit_steps_per_seed", "hit_time_s",
+            "final_return", "best_curve", "load_avg")}})
+        log(f"  curve {name}: time to {TARGET:.0f} {r.get('hit_time_s')}, final {r['final_return']:.1f}")
+        # SB3: 8 seeds run one after the other would take ~8 x steps_to_475 / its steps/s; we
+        # estimate with jaxgrpo PPO's steps to 475 (same algorithm and hyperparameters)
+        sb3 = next(x for x in out["rows"] if x["name"].startswith("SB3"))
+        ppo = next(x for x in out["curves"] if x["name"] == "jaxgrpo PPO")
+        if ppo.get("hit_steps_per_seed"):
+            out["curves"].append({"name": "SB3 PPO (estimate)", "estimate": True,
+                                  "hit_steps_per_seed": ppo["hit_steps_per_seed"],
+                                  "hit_time_s": seeds * ppo["hit_steps_per_seed"] / sb3["sps"]["median"]})
+    res["peers"] = out
+
+
+def part_critic(a, res):
+    steps = budgets(a.tiny)["peer_steps"]
+    out = {"phases": [], "memory": []}
+    cases = [("PPO (4 envs x 128 steps)", "ppo", tiny_overrides("ppo") if a.tiny else {}),
+             ("GRPO matched (1 x 2)", "grpo",
+              {**GRPO_MATCHED, **({"env_params": {"max_steps_in_episode": 50}} if a.tiny else {})}),
+             ("GRPO default (4 x 8)", "grpo", tiny_overrides("grpo") if a.tiny else {})]
+    cases = cases[:2] if a.tiny else cases
+    for name, algo, ov in cases:
+        # params after some training, so that GRPO's episodes have mid-training lengths
+        r = measure({"kind": "phases", "algo": algo, "env": "CartPole-v1",
+                     "overrides": {"total_timesteps": steps, **ov},
+                     "pretrain_iters": 0 if a.tiny else (100 if algo == "ppo" else 40),
+                     "inner": 2 if a.tiny else 8, "reps": 2 if a.tiny else 7,
+                     "compiler_options": a.compiler_options})
+        r["name"] = name
+        out["phases"].append(r)
+        log(f"  phases {name}: collect {r['collect_s'] * 1e3:.2f} ms, score "
+            f"{r['score_s'] * 1e3:.2f} ms, learn {r['learn_s'] * 1e3:.2f} ms per iteration of "
+            f"{r['valid_steps']:.0f} valid steps, load {loadavg():.1f}")
+    res["critic"] = out
+
+
+def scaling_points(a):
+    """(sweep name, algo, x, label, overrides) for every scaling point."""
+    pts = []
+    if a.tiny:
+        env_counts, gs, seeds = [4], [2], [2]
+    else:
+        env_counts, gs, seeds = [4, 16, 64, 256, 1024, 4096], [2, 4, 8, 16, 32, 64], [1, 8, 64]
+    T = 50 if a.tiny else 500
+    short = {"env_params": {"max_steps_in_episode": T}} if a.tiny else {}
+    target = 4_000 if a.tiny else 200_000   # valid steps aimed at per point (small sizes)
+    for n in env_counts:
+        it = max(2, -(-target // (n * 128)))
+        pts.append(("envs", "ppo", n, f"ppo envs={n}",
+                    {"num_envs": n, "num_steps": 128 if not a.tiny else 16,
+                     "total_timesteps": it * n * (128 if not a.tiny else 16)}))
+        g = 4 if n >= 4 else n
+        it = max(2, -(-target // (n * 40)))    # early CartPole episodes: ~20-60 steps
+        pts.append(("envs", "grpo", n, f"grpo episodes={n} (G=4)",
+                    {"num_groups": n // g, "group_size": g, "num_iterations": it,
+                     "total_timesteps": (it + 1) * n * T, **short}))
+    for G in gs:
+        for n_total, tag in ((64 if a.tiny else 256, "N"), (None, "groups")):
+            ng = (n_total // G) if n_total else 4
+            n = ng * G
+            it = max(2, -(-target // (n * 40)))
+            pts.append((f"group_size ({'episodes fixed' if n_total else '4 groups'})", "grpo", G,
+                        f"grpo G={G} groups={ng}",
+                        {"num_groups": ng, "group_size": G, "num_iterations": it,
+                         "total_timesteps": (it + 1) * n * T, **short}))
+    for s in seeds:
+        pts.append(("seeds", "ppo", s, f"ppo seeds={s}",
+                    {"total_timesteps": 4096 if a.tiny else 100_000,
+                     **(tiny_overrides("ppo") if a.tiny else {})}))
+        pts.append(("seeds", "grpo", s, f"grpo seeds={s}",
+                    {"total_timesteps": 4096 if a.tiny else 100_000,
+                     **(tiny_overrides("grpo") if a.tiny else {})}))
+    return pts, seeds
+
+
+def part_scaling(a, res):
+    pts, _ = scaling_points(a)
+    rows = []
+    # one process per sweep and algorithm: its points compile one after the other
+    groups = {}
+    for sweep, algo, x, label, ov in pts:
+        groups.setdefault((sweep, algo), []).append((x, label, ov))
+    for (sweep, algo), items in groups.items():
+        specs = [{"kind": "train", "algo": algo, "env": "CartPole-v1", "overrides": ov,
+                  "label": label, "seeds": x if sweep == "seeds" else 1,
+                  "compiler_options": a.compiler_options} for x, label, ov in items]
+        log(f" scaling {sweep} / {algo} ({len(specs)} points), load {loadavg():.1f}")
+        r = measure({"kind": "scaling", "points": specs})
+        for (x, label, ov), row in zip(items, r["rows"]):
+            rows.append({"sweep": sweep, "algo": algo, "x": x, "label": label, "overrides": ov,
+                         **{k: row.get(k) for k in ("sps", "sim_sps", "valid_frac", "compile_s",
+                                                    "run_s", "valid_steps", "iterations_run",
+                                                    "peak_rss_mib", "load_avg")}})
+    res["scaling"] = rows
+    if a.outdir is not None:
+        plot_scaling(rows, a.outdir)
+
+
+# ----------------------------------------------------------------------------- output
+
+def fmt_k(v):
+    if v is None:
+        return "n/a"
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
+
+
+def plot_scaling(rows, outdir: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    specs = [("envs", "scaling_envs.png", "parallel envs (PPO num_envs; GRPO num_groups x group_size)"),
+             ("group_size", "scaling_group_size.png", "group size G"),
+             ("seeds", "scaling_seeds.png", "vmapped seeds")]
+    for prefix, fname, xlabel in specs:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        sel = [r for r in rows if r["sweep"].startswith(prefix)]
+        for key in sorted({(r["sweep"], r["algo"]) for r in sel}):
+            pts = sorted((r["x"], r["sps"]) for r in sel if (r["sweep"], r["algo"]) == key)
+            lab = key[1].upper() + ("" if key[0] == prefix else " " + key[0][len(prefix):].strip())
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=lab)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("valid env steps / s (all seeds)" if prefix == "seeds" else "valid env steps / s")
+        ax.set_title(f"CartPole-v1, steps/s vs {prefix.replace('_', ' ')}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(outdir / fname, dpi=100)
+        plt.close(fig)
+
+
+def check_targets(res) -> list[tuple[str, str, str]]:
+    """(target, met?, numbers) for the targets in the issue."""
+    out = []
+    peers = {r["name"]: r for r in res.get("peers", {}).get("rows", [])}
+    jp = peers.get("jaxgrpo PPO")
+    gm = peers.get("jaxgrpo GRPO matched (1 group x 2)")
+    rx = peers.get("rejax PPO")
+    sb = next((r for n, r in peers.items() if n.startswith("SB3")), None)
+    med = lambda r: r["sps"]["median"]
+    yn = lambda ok: "met" if ok else "NOT met"
+    if jp and rx:
+        q = med(jp) / med(rx)
+        out.append(("jaxgrpo PPO >= 1.2x rejax PPO (identical config)", yn(q >= 1.2),
+                    f"{q:.2f}x ({fmt_k(med(jp))} vs {fmt_k(med(rx))} steps/s)"))
+    if jp and gm:
+        q = med(gm) / med(jp)
+        out.append(("jaxgrpo GRPO >= 1.3x jaxgrpo PPO (matched batch)", yn(q >= 1.3),
+                    f"{q:.2f}x ({fmt_k(med(gm))} vs {fmt_k(med(jp))} steps/s)"))
+    if jp and sb:
+        q = med(jp) / med(sb)
+        out.append(("jaxgrpo PPO >= 30x SB3 PPO", yn(q >= 30),
+                    f"{q:.1f}x ({fmt_k(med(jp))} vs {fmt_k(med(sb))} steps/s)"))
+    for r in res.get("throughput", []):
+        if r["algo"] == "grpo" and r["env"] == "CartPole-v1":
+            out.append(("GRPO CartPole: >= 90% of simulated steps valid", yn(r["valid_frac"] >= 0.9),
+                        f"{100 * r['valid_frac']:.1f}% (default config, whole run)"))
+    for r in res.get("throughput", []):
+        if r["env"] == "CartPole-v1":
+            c = r["compile_s"]
+            out.append((f"{r['algo'].upper()} CartPole compile < 10 s", yn(c["median"] < 10),
+                        f"{c['median']:.1f} s [{c['min']:.1f}, {c['max']:.1f}] (trace+lower "
+                        f"{r['trace_lower_s']['median']:.1f} s, XLA {r['xla_compile_s']['median']:.1f} s)"))
+    return out
+
+
+def markdown(res) -> str:
+    m = res["machine"]
+    L = ["# jaxgrpo benchmarks", "",
+         "Generated by `python -m benchmarks.run` (raw numbers in `results.json`); do not edit by "
+         "hand. Steps/s: valid env steps (real transitions) per second of the compiled training "
+         "program, compile excluded; median [min, max] over fresh processes, one run each.", "",
+         f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['device']}; Python {m['python']}, "
+         f"jax {m['jax']}, flax {m['flax']}, optax {m['optax']}, gymnax {m['gymnax']}. "
+         f"Load average (1 min) {res['load_start']:.1f} at start, {res['load_end']:.1f} at end "
+         f"(other work was running on this shared machine: absolute numbers are noisy, "
+         f"ratios measured side by side are the more reliable). Date {res['date']}. "
+         f"{'TINY MODE (smoke test budgets, numbers meaningless).' if res['tiny'] else ''}", ""]
+    if res.get("targets"):
+        L += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
+        L += [f"| {t} | {s} | {n} |" for t, s, n in res["targets"]]
+        L += [""]
+    if res.get("throughput"):
+        L += ["## Throughput (default configs)", "",
+              "| algo | env | env steps | steps/s | compile s | peak RSS MiB | XLA temp MiB "
+              "| valid/simulated | final return | params (+Adam) bytes | load |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in res["throughput"]:
+            s, c, p = r["sps"], r["compile_s"], r["peak_rss_mib"]
+            L.append(f"| {r['algo'].upper()} | {r['env']} | {r['overrides']['total_timesteps']:,} | "
+                     f"{fmt_k(s['median'])} [{fmt_k(s['min'])}, {fmt_k(s['max'])}] | "
+                     f"{c['median']:.1f} [{c['min']:.1f}, {c['max']:.1f}] | "
+                     f"{p['median']:.0f} [{p['min']:.0f}, {p['max']:.0f}] | "
+                     f"{r['xla_temp_mib']['median']:.2f} | {r['valid_frac']:.3f} | "
+                     f"{r['final_return']['median']:.1f} | {r['param_bytes']:,} (+{r['opt_bytes']:,}) | "
+                     f"{r['load_avg']['median']:.1f} |")
+        L += ["", f"{res['throughput'][0]['repeats']} repeats per row (seeds 0..n-1). Peak RSS: "
+              "`ru_maxrss` of the measuring process (includes the Python/JAX baseline of about "
+              f"{res['throughput'][0]['rss_after_import_mib']['median']:.0f} MiB after import, "
+              "and the compiler's peak). XLA temp: the compiled program's scratch buffers "
+              "(`compiled.memory_analysis()`). valid/simulated: sum of valid env steps / sum of "
+              "simulated steps over all runs (GRPO keeps stepping a batch until its longest "
+              "episode ends; PPO never pads). GRPO runs stop when the next iteration could pass "
+              "the step budget, so their step counts are a little below the budget.", ""]
+    pe = res.get("peers")
+    if pe:
+        jp = next((r for r in pe["rows"] if r["name"] == "jaxgrpo PPO"), None)
+        L += ["## Peers: CartPole-v1, PureJaxRL configuration", "",
+              "4 envs x 128 steps per update, 4 epochs x 4 minibatches, 64x64 tanh actor and "
+              "critic, lr 2.5e-4, one seed per process; systems interleaved per repeat.", "",
+              "| system | env steps | steps/s | vs jaxgrpo PPO | compile s | peak RSS MiB | steps/update |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in pe["rows"]:
+            s = r["sps"]
+            ratio = s["median"] / jp["sps"]["median"] if jp else float("nan")
+            spu = r["valid_steps_per_iter"]["median"] if r["valid_steps_per_iter"]["n"] else 512
+            comp = r["compile_s"]["median"]
+            L.append(f"| {r['name']} | {int(r['steps']):,} | {fmt_k(s['median'])} [{fmt_k(s['min'])}, "
+                     f"{fmt_k(s['max'])}] | {ratio:.3f} | {'-' if comp is None else f'{comp:.1f}'} | "
+                     f"{r['peak_rss_mib']['median']:.0f} | {spu:.0f} |")
+        L += ["", "Time to a mean training return of 475 over 8 seeds (one run with the seeds "
+              "vmapped, 500k steps per seed; compile excluded):", "",
+              "| system | steps per seed to 475 | wall s to 475 | 8-seed run steps/s | final return |",
+              "|---|---:|---:|---:|---:|"]
+        for c in pe["curves"]:
+            t = c.get("hit_time_s")
+            hs = c.get("hit_steps_per_seed")
+            L.append(f"| {c['name']} | {'-' if hs is None else f'{hs:,.0f}'} | "
+                     f"{'not reached' if t is None else f'{t:.1f}'} | "
+                     f"{'-' if c.get('sps') is None else fmt_k(c['sps'])} | "
+                     f"{'-' if c.get('final_return') is None else format(c['final_return'], '.1f')} |")
+        L += ["", "How: per iteration, each seed's training return (jaxgrpo: mean return of the "
+              "episodes that ended in the iteration, carried forward through iterations where "
+              "none ended; rejax: a gymnax `LogWrapper`'s `returned_episode_returns` averaged "
+              "over the 4 envs) is averaged across the 8 seeds; the first iteration where that "
+              "mean is >= 475 is the hit. Its wall time = (env steps of all seeds up to and "
+              "including that iteration) / (the 8-seed run's total env steps) x the run's wall "
+              "time, i.e. the run's average steps/s is assumed to hold throughout. SB3 is an "
+              "estimate: 8 sequential runs of jaxgrpo PPO's steps-to-475 (same algorithm and "
+              "hyperparameters) at SB3's measured steps/s.", ""]
+        vers = [r for r in pe["rows"] if r.get("versions")]
+        if vers:
+            L += ["Peer versions: " + "; ".join(
+                f"{r['name']}: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items())
+                for r in vers) + ".", ""]
+    cr = res.get("critic")
+    if cr:
+        L += ["## What no critic buys (GRPO vs PPO)", "",
+              "One iteration's phases, each jitted alone and timed inside a `lax.scan` (params "
+              "after a short training, so GRPO episodes have mid-training lengths):", "",
+              "| case | valid steps / iter | collect ms | score ms | learn ms | us / valid step "
+              "(collect, score, learn) |", "|---|---:|---:|---:|---:|---|"]
+        for r in cr["phases"]:
+            u = r["us_per_valid_step"]
+            L.append(f"| {r['name']} | {r['valid_steps']:.0f} | {r['collect_s'] * 1e3:.2f} | "
+                     f"{r['score_s'] * 1e3:.2f} | {r['learn_s'] * 1e3:.2f} | "
+                     f"{u['collect']:.2f}, {u['score']:.2f}, {u['learn']:.2f} |")
+        mem = {r["algo"]: r for r in res.get("throughput", []) if r["env"] == "CartPole-v1"}
+        if mem:
+            L += ["", "Parameter and optimizer memory (CartPole, float32, from the TrainState "
+                  "pytrees; Adam keeps two moments per parameter):", "",
+                  "| algo | parameters | param bytes | Adam bytes | reference policy bytes | total |",
+                  "|---|---:|---:|---:|---:|---:|"]
+            for algo, r in sorted(mem.items()):
+                tot = r["param_bytes"] + r["opt_bytes"] + r["ref_bytes"]
+                L.append(f"| {algo.upper()} | {r['param_count']:,} | {r['param_bytes']:,} | "
+                         f"{r['opt_bytes']:,} | {r['ref_bytes']:,} | {tot:,} |")
+        L += [""]
+    sc = res.get("scaling")
+    if sc:
+        L += ["## Scaling (CartPole-v1)", "",
+              "![envs](scaling_envs.png) ![group size](scaling_group_size.png) "
+              "![seeds](scaling_seeds.png)", "",
+              "| sweep | algo | x | steps/s | simulated steps/s | valid/simulated | env steps | compile s |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in sc:
+            L.append(f"| {r['sweep']} | {r['algo'].upper()} | {r['x']} | {fmt_k(r['sps'])} | "
+                     f"{fmt_k(r['sim_sps'])} | {r['valid_frac']:.3f} | {r['valid_steps']:,.0f} | "
+                     f"{r['compile_s']:.1f} |")
+        L += ["", "Each point: one compile, one run, from scratch (so GRPO's episodes are "
+              "early-training lengths at the short budgets of the large sizes). envs: PPO "
+              "num_envs x 128 steps; GRPO num_groups x 4 episodes. group_size: GRPO with 256 "
+              "episodes per iteration (num_groups = 256 / G), and with 4 groups (4 G episodes). seeds: default configs, 100k steps per seed, seeds vmapped "
+              "in one program; steps/s summed over seeds.", ""]
+    if res.get("notes"):
+        L += ["## Notes", "", res["notes"], ""]
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true", help="smoke mode: tiny budgets, 1 repeat")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
+    p.add_argument("--no-peers", action="store_true", help="skip rejax and SB3 (no venvs needed)")
+    p.add_argument("--repeats", type=int, help="fresh-process repeats per measurement (default 3; tiny 1)")
+    p.add_argument("--out-dir", help="where README.md, results.json and the PNGs go (default "
+                   "benchmarks/; tiny mode writes only when given)")
+    p.add_argument("--setup-peers", action="store_true", help="create the peer venvs and exit")
+    a = p.parse_args(argv)
+    if a.setup_peers:
+        log(rejax_python(), sb3_python())
+        return 0
+    parts = [s.strip() for s in a.parts.split(",") if s.strip()]
+    bad = [s for s in parts if s not in PARTS]
+    if bad:
+        p.error(f"--parts: unknown {bad[0]!r}; choose from {PARTS}")
+    a.repeats = a.repeats or (1 if a.tiny else 3)
+    # tiny: a faster, less optimizing XLA backend (compile time is most of a smoke run)
+    a.compiler_options = {"xla_backend_optimization_level": 0} if a.tiny else None
+    global IN_PROCESS
+    IN_PROCESS = a.tiny
+    outdir = Path(a.out_dir) if a.out_dir else (None if a.tiny else HERE)
+    a.outdir = outdir
+    if outdir is not None:
+        outdir.mkdir(parents=True, exist_ok=True)
+    res = {"tiny": a.tiny, "parts": parts, "repeats": a.repeats, "load_start": loadavg(),
+           "date": time.strftime("%Y-%m-%d %H:%M"), "machine": measure({"kind": "machine"})}
+    t0 = time.perf_counter()
+    for part in PARTS:
+        if part in parts:
+            log(f"[{part}] load {loadavg():.1f}")
+            globals()[f"part_{part}"](a, res)
+    res["targets"] = check_targets(res)
+    res["load_end"] = loadavg()
+    res["wall_s"] = time.perf_counter() - t0
+    md = markdown(res)
+    if outdir is not None:
+        (outdir / "results.json").write_text(json.dumps(res, indent=1, default=str))
+        (outdir / "README.md").write_text(md)
+    for t, s, n in res["targets"]:
+        log(f"{s:8s} {t}: {n}")
+    log(f"done in {res['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
