@@ -6,7 +6,9 @@ short fixed number of iterations. For each n in ``--counts``:
 - sequential: ``jax.jit(make_train(config))`` compiled once, then called for n keys one
   after the other (each waited for);
 - vmapped: ``sweep(config, {}, seeds=n)``: the first call compiles and runs, a second call
-  (compiled program cached) is the run time.
+  (compiled program cached) is the run time;
+- vmap_size=1: the same with ``sweep(..., vmap_size=1)``: one compiled program that runs the
+  n runs one after the other (``lax.map``) instead of vmapping them.
 
 Seed s is ``jax.random.split(jax.random.key(0), n)[s]`` in both, so both do the same work.
 Peak RSS is read after each vmapped sweep (runs go in increasing n, so the value after the
@@ -69,6 +71,15 @@ def block(tree):
     return jax.tree.map(lambda x: x.block_until_ready(), tree)
 
 
+def _timed_sweep(config, n, compiler_options, vmap_size):
+    t = time.perf_counter()
+    sweep(config, {}, n, compiler_options=compiler_options, vmap_size=vmap_size)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    res = sweep(config, {}, n, compiler_options=compiler_options, vmap_size=vmap_size)
+    return first, time.perf_counter() - t, res
+
+
 def run(config, counts, compiler_options=None, log=print) -> list[dict]:
     """Time each count; returns one dict per count."""
     train = jax.jit(make_train(config), compiler_options=compiler_options)
@@ -77,13 +88,9 @@ def run(config, counts, compiler_options=None, log=print) -> list[dict]:
     seq_first = time.perf_counter() - t
     rows = []
     for n in counts:
-        t = time.perf_counter()
-        sweep(config, {}, n, compiler_options=compiler_options)
-        vm_first = time.perf_counter() - t
+        vm_first, vm_run, res = _timed_sweep(config, n, compiler_options, None)
         rss = peak_rss_mib()
-        t = time.perf_counter()
-        res = sweep(config, {}, n, compiler_options=compiler_options)
-        vm_run = time.perf_counter() - t
+        map_first, map_run, _ = _timed_sweep(config, n, compiler_options, 1)
         keys = jax.random.split(jax.random.key(0), n)
         t = time.perf_counter()
         for s in range(n):
@@ -91,9 +98,10 @@ def run(config, counts, compiler_options=None, log=print) -> list[dict]:
         seq_run = time.perf_counter() - t
         ret = np.nanmean(res.final_return())
         rows.append({"n": n, "seq_run": seq_run, "vm_run": vm_run, "vm_first": vm_first,
-                     "seq_first": seq_first, "rss": rss, "final_return": ret})
-        log(f"n={n:3d}: sequential {seq_run:7.2f} s, vmapped {vm_run:7.2f} s "
-            f"(first call with compile {vm_first:6.2f} s), ratio {seq_run / vm_run:5.2f}, "
+                     "map_run": map_run, "map_first": map_first, "seq_first": seq_first,
+                     "rss": rss, "final_return": ret})
+        log(f"n={n:3d}: sequential {seq_run:7.2f} s, vmapped {vm_run:7.2f} s (first call "
+            f"{vm_first:6.2f} s), vmap_size=1 {map_run:7.2f} s (first call {map_first:6.2f} s), "
             f"peak RSS {rss:7.0f} MiB, mean final return {ret:.1f}")
     return rows
 
@@ -103,21 +111,32 @@ def markdown(config, rows, info, note="") -> str:
     lines = [
         "# Sweep scaling: vmapped seeds vs sequential runs",
         "",
-        f"GRPO, {config.env}, {config.num_groups} groups x {config.group_size} episodes, "
-        f"{it} iterations per run, hidden {config.hidden_sizes}, "
-        f"update_epochs {config.update_epochs} x num_minibatches {config.num_minibatches}. "
-        "Times are wall seconds for all n runs, compiled program reused "
-        f"(sequential: one `jax.jit(train)` compiled once in {rows[0]['seq_first']:.1f} s "
-        "including one run; vmapped: `sweep(config, {}, n)`, second call).",
+        f"GRPO, {config.env}, {config.num_groups} groups x {config.group_size} episodes "
+        f"(time limit {config.max_episode_steps}), {it} iterations per run, hidden "
+        f"{config.hidden_sizes}, update_epochs {config.update_epochs} x num_minibatches "
+        f"{config.num_minibatches}. Wall seconds for all n runs with the compiled program "
+        "reused:",
         "",
-        "| runs n | sequential (s) | vmapped (s) | ratio seq/vmap "
-        "| vmapped first call incl. compile (s) | peak RSS after (MiB) | mean final return |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "- sequential: one `jax.jit(make_train(config))`, compiled once "
+        f"({rows[0]['seq_first']:.1f} s including one run), called for the n keys one after "
+        "the other;",
+        "- vmapped: `sweep(config, {}, n)`, all n runs in one vmapped batch (the default);",
+        "- vmap_size=1: `sweep(config, {}, n, vmap_size=1)`, one compiled program that loops over "
+        "the runs (`lax.map`).",
+        "",
+        "\"first call\" is the sweep's first call, compilation included. Peak RSS is the process's "
+        "maximum resident memory after the vmapped sweep of that n (n increasing).",
+        "",
+        "| runs n | sequential (s) | vmapped (s) | vmap_size=1 (s) | seq / vmapped "
+        "| seq / vmap_size=1 | first call: vmapped, vmap_size=1 (s) | peak RSS (MiB) "
+        "| mean final return |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['n']} | {r['seq_run']:.2f} | {r['vm_run']:.2f} | "
-                     f"{r['seq_run'] / r['vm_run']:.2f} | {r['vm_first']:.1f} | {r['rss']:.0f} | "
-                     f"{r['final_return']:.1f} |")
+        lines.append(f"| {r['n']} | {r['seq_run']:.2f} | {r['vm_run']:.2f} | {r['map_run']:.2f} "
+                     f"| {r['seq_run'] / r['vm_run']:.2f} | {r['seq_run'] / r['map_run']:.2f} "
+                     f"| {r['vm_first']:.1f}, {r['map_first']:.1f} | {r['rss']:.0f} "
+                     f"| {r['final_return']:.1f} |")
     lines += ["", "Machine:", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     if note:

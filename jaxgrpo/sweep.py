@@ -264,7 +264,7 @@ class _Runner:
     ``(TrainState with leading [R_pad], metrics {name: [R_pad, I_kept]}, R)``.
     """
 
-    def __init__(self, config, log_every, mesh, key_impl, compiler_options):
+    def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size=None):
         self.config = config
         self.mesh = mesh
         init, run, self.kept = _single_run(config, log_every)
@@ -277,7 +277,10 @@ class _Runner:
             # CPU devices executing at once (--xla_force_host_platform_device_count) every pool
             # thread then waits on work queued behind it: a deadlock (jaxlib 0.10.2).
             state = jax.lax.map(lambda a: init(*a), (keys, hp))
-            return jax.vmap(run)(state, hp)
+            if vmap_size is None or vmap_size >= keys.shape[0]:
+                return jax.vmap(run)(state, hp)
+            # groups of vmap_size runs vmapped, the groups one after the other (one program)
+            return jax.lax.map(lambda a: run(*a), (state, hp), batch_size=vmap_size)
 
         spec = P(RUN_AXIS)
         # check_vma=False: the training code is written for plain vmap, not for shard_map's
@@ -297,15 +300,15 @@ _RUNNERS: collections.OrderedDict = collections.OrderedDict()
 _MAX_RUNNERS = 16
 
 
-def _runner(config, log_every, mesh, key_impl, compiler_options) -> _Runner:
+def _runner(config, log_every, mesh, key_impl, compiler_options, vmap_size=None) -> _Runner:
     """Cached by the static fields, so sweeps that differ only in dynamic values (or repeat)
     reuse the compiled program (jit's own cache then keys on the run count)."""
     key = (_static_key(config), log_every, tuple(d.id for d in mesh.devices.flat),
-           str(key_impl), repr(sorted((compiler_options or {}).items())))
+           str(key_impl), repr(sorted((compiler_options or {}).items())), vmap_size)
     if key in _RUNNERS:
         _RUNNERS.move_to_end(key)
         return _RUNNERS[key]
-    r = _Runner(config, log_every, mesh, key_impl, compiler_options)
+    r = _Runner(config, log_every, mesh, key_impl, compiler_options, vmap_size)
     _RUNNERS[key] = r
     while len(_RUNNERS) > _MAX_RUNNERS:
         _RUNNERS.popitem(last=False)
@@ -484,7 +487,8 @@ def _check_count(name, v, low):
 
 def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
           base_seed: int = 0, log_every: int = 1, devices=None,
-          compiler_options: Mapping[str, Any] | None = None) -> SweepResult:
+          compiler_options: Mapping[str, Any] | None = None,
+          vmap_size: int | None = None) -> SweepResult:
     """Train every combination of ``grid`` x ``seeds`` seeds.
 
     config: a GRPOConfig or PPOConfig, the base of every combination.
@@ -499,6 +503,11 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     devices: devices to shard the runs over (default ``jax.devices()``, all of them).
     compiler_options: passed to ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}``
       to trade run speed for compile speed on CPU).
+    vmap_size: how many runs each device vmaps at once (default None: all of its runs). A
+      smaller value runs groups of ``vmap_size`` one after the other (``lax.map``) in the same
+      compiled program. Vmapped runs move in lockstep: every GRPO rollout lasts as long as
+      the longest episode of the batch, so on CPU ``vmap_size=1`` is usually fastest (see
+      benchmarks/sweep_scaling.md); on accelerators vmap wide.
 
     Returns a ``SweepResult`` with ``metrics[name]: [C, S, I]``. Raises ``ValueError`` naming
     the field for a bad grid, before compiling anything. Each distinct value of the static
@@ -508,6 +517,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     seeds = _check_count("seeds", seeds, 1)
     log_every = _check_count("log_every", log_every, 1)
     base_seed = _check_count("base_seed", base_seed, 0)
+    if vmap_size is not None:
+        vmap_size = _check_count("vmap_size", vmap_size, 1)
     if not hasattr(config, "hparams"):
         raise ValueError(f"config: must be a GRPOConfig or PPOConfig, got {type(config).__name__}")
     combos, configs = grid_configs(config, grid)
@@ -539,7 +550,7 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     placement: list = []
     for gi, idx in enumerate(groups.values()):
         cfg0 = configs[idx[0]]
-        runner = _runner(cfg0, log_every, mesh, key_impl, compiler_options)
+        runner = _runner(cfg0, log_every, mesh, key_impl, compiler_options, vmap_size)
         hp = [configs[c].hparams() for c in idx]
         hp = {k: np.repeat(np.asarray([float(h[k]) for h in hp], np.float32), seeds)
               for k in hp[0]}                                   # [C_g * S]
@@ -581,7 +592,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
 
 # ----------------------------------------------------------------------------- command line
 
-_SWEEP_KEYS = ("algo", "grid", "seeds", "base_seed", "log_every", "out", "compiler_options")
+_SWEEP_KEYS = ("algo", "grid", "seeds", "base_seed", "log_every", "out", "compiler_options",
+               "vmap_size")
 
 
 def _yaml_loader():
@@ -605,7 +617,7 @@ def load_sweep_spec(path) -> dict:
     """Read and validate a sweep YAML; nothing is compiled.
 
     Returns ``{"config", "grid", "seeds", "base_seed", "log_every", "out",
-    "compiler_options"}``; raises ``ValueError`` with one message naming the problem.
+    "compiler_options", "vmap_size"}``; raises ``ValueError`` with one message naming the problem.
     """
     import yaml
 
@@ -638,6 +650,8 @@ def load_sweep_spec(path) -> dict:
     _check_count("seeds", seeds, 1)
     _check_count("log_every", spec.get("log_every", 1), 1)
     _check_count("base_seed", spec.get("base_seed", 0), 0)
+    if spec.get("vmap_size") is not None:
+        _check_count("vmap_size", spec["vmap_size"], 1)
     grid_configs(config, grid)   # validates the grid; raises "grid: ..."
     opts = spec.get("compiler_options")
     if opts is not None and not isinstance(opts, dict):
@@ -647,11 +661,17 @@ def load_sweep_spec(path) -> dict:
         raise ValueError(f"out: must be a path string, got {out!r}")
     return {"config": config, "grid": grid, "seeds": seeds,
             "base_seed": spec.get("base_seed", 0), "log_every": spec.get("log_every", 1),
-            "out": out, "compiler_options": opts}
+            "out": out, "compiler_options": opts, "vmap_size": spec.get("vmap_size")}
 
 
 def sweep_main(argv: Sequence[str] | None = None) -> int:
-    """``jaxgrpo sweep CONFIG.yaml [--out DIR]``: ``argv`` is the arguments after ``sweep``.
+    """``jaxgrpo sweep CONFIG.yaml [--out DIR]``: ``argv`` is the arguments after ``sweep``
+    (default ``sys.argv[1:]``).
+
+    The YAML holds ``algo`` (grpo/ppo, default grpo), any config fields (the base config),
+    ``grid`` (field -> list of values), ``seeds``, and optionally ``base_seed``, ``log_every``,
+    ``vmap_size``, ``compiler_options`` (the ``sweep`` arguments) and ``out``. Floats may be
+    written ``1e-3`` (YAML 1.2 style). Everything is validated before anything is compiled.
 
     Writes ``DIR/metrics.csv`` (tidy, one row per combination x seed x iteration),
     ``DIR/summary.csv`` (mean and 95% bootstrap CI of the final return per combination, also
@@ -662,7 +682,10 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         prog="jaxgrpo sweep", description="Run a hyperparameter sweep described by a YAML file.")
     parser.add_argument("config", help="YAML with algo, config fields, grid, seeds, [out]")
     parser.add_argument("--out", help="output folder (overrides the YAML's out)")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as e:      # --help, or a usage error argparse has already printed
+        return int(e.code or 0)
     try:
         spec = load_sweep_spec(args.config)
     except ValueError as e:
@@ -673,7 +696,8 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     n = len(expand_grid(spec["grid"]))
     print(f"jaxgrpo sweep: {n} combinations x {spec['seeds']} seeds -> {out}", flush=True)
     result = sweep(spec["config"], spec["grid"], spec["seeds"], base_seed=spec["base_seed"],
-                   log_every=spec["log_every"], compiler_options=spec["compiler_options"])
+                   log_every=spec["log_every"], compiler_options=spec["compiler_options"],
+                   vmap_size=spec["vmap_size"])
     os.makedirs(out, exist_ok=True)
     result.to_csv(os.path.join(out, "metrics.csv"))
     table = result.summary()

@@ -147,7 +147,7 @@ def test_static_fields_loop_over_compilations(monkeypatch):
     calls = []
 
     class FakeRunner:
-        def __init__(self, config, log_every, mesh, key_impl, compiler_options):
+        def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size):
             self.kept = np.arange(config.group_size)        # groups of different length
             calls.append(config.group_size)
 
@@ -236,6 +236,7 @@ def test_cli_writes_files(result, tmp_path, capsys):
           beta: [0.0, 0.04]
         seeds: 4
         log_every: 2
+        vmap_size: 8       # 24 runs: 3 groups of 8 vmapped, one after the other (lax.map)
         compiler_options: {{xla_backend_optimization_level: 0}}
         out: {out}
     """)
