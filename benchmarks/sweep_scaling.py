@@ -137,6 +137,14 @@ def markdown(config, rows, info, note="") -> str:
                      f"| {r['seq_run'] / r['vm_run']:.2f} | {r['seq_run'] / r['map_run']:.2f} "
                      f"| {r['vm_first']:.1f}, {r['map_first']:.1f} | {r['rss']:.0f} "
                      f"| {r['final_return']:.1f} |")
+    lines += ["", "Reading: vmapped runs move in lockstep. GRPO's rollout loop runs until the "
+              "longest episode of the whole batch has ended and the update's chunk loop until the "
+              "largest batch is done, for every run, with batched (scatter/gather) indexing; a "
+              "2-core CPU "
+              "has no idle lanes for the extra runs to fill, so vmapping costs time there, while "
+              "`vmap_size=1` keeps the one compilation and runs near sequential speed. On a GPU "
+              "the trade goes the other way (not measured here). Other jobs shared the CPU: "
+              "treat differences under ~20% as noise."]
     lines += ["", "Machine:", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     if note:

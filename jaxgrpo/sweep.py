@@ -14,9 +14,11 @@
   ``Mesh`` with one axis ``"runs"``, inputs placed with ``NamedSharding(mesh, P("runs"))``,
   padded to a multiple of the device count, and a ``shard_map`` so that each device runs its
   own runs with no cross-device traffic (GRPO's episode ``while_loop`` stops per device, not
-  when the slowest run on any device is done). Padding runs are dropped afterwards.
+  when the slowest run on any device is done). Padding runs are dropped afterwards. Within a
+  device, ``vmap_size`` runs are vmapped at once (default: all of them).
 - Seed ``s`` uses ``jax.random.split(jax.random.key(base_seed), seeds)[s]``, so
-  ``make_train(config.replace(**combination))(key)`` with that key is the sweep's run.
+  ``make_train(config.replace(**combination))(key)`` with that key is the sweep's run (equal
+  up to float rounding, which RL training amplifies over many iterations: see the README).
 
 ``sweep_main(argv)`` is the ``jaxgrpo sweep CONFIG.yaml`` command.
 """
@@ -105,6 +107,15 @@ def _switch_algo(config, algo: str):
     return cls(**carried)
 
 
+def _unknown_field(name, cls) -> str:
+    import difflib
+
+    fields = sorted(_init_fields(cls))
+    close = difflib.get_close_matches(str(name), fields, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(fields)}"
+    return f"{name!r} is not a field of {cls.__name__} ({hint})"
+
+
 def _field_error(combo: dict, e: Exception) -> ValueError:
     where = ", ".join(f"{k}={v!r}" for k, v in combo.items())
     return ValueError(f"grid: {e} (in the combination {where})")
@@ -128,19 +139,16 @@ def grid_configs(config, grid) -> tuple[list[dict], list]:
         known_any |= _init_fields(config_class("grpo")) | _init_fields(config_class("ppo"))
     for k in (grid or {}):
         if k not in known_any:
-            raise ValueError(f"grid: {k!r} is not a field of {type(config).__name__} "
-                             f"(fields: {sorted(_init_fields(type(config)))})")
+            raise ValueError(f"grid: {_unknown_field(k, type(config))}")
     configs = []
     for combo in combos:
-        base = config
-        if "algo" in combo:
-            base = _switch_algo(config, combo["algo"])
         changes = {k: v for k, v in combo.items() if k != "algo"}
-        unknown = set(changes) - _init_fields(type(base))
-        if unknown:
-            raise ValueError(f"grid: {sorted(unknown)[0]!r} is not a field of "
-                             f"{type(base).__name__} (algo={base.algo!r})")
         try:
+            base = _switch_algo(config, combo["algo"]) if "algo" in combo else config
+            unknown = set(changes) - _init_fields(type(base))
+            if unknown:
+                raise ValueError(f"{sorted(unknown)[0]!r} is not a field of "
+                                 f"{type(base).__name__}")
             configs.append(base.replace(**changes))
         except (TypeError, ValueError) as e:
             raise _field_error(combo, e) from None
@@ -639,8 +647,8 @@ def load_sweep_spec(path) -> dict:
     fields = {k: v for k, v in spec.items() if k not in _SWEEP_KEYS}
     unknown = sorted(set(fields) - _init_fields(cls))
     if unknown:
-        raise ValueError(f"{unknown[0]!r} is not a field of {cls.__name__} (algo={algo!r}); "
-                         f"sweep keys are {list(_SWEEP_KEYS)}")
+        raise ValueError(f"{_unknown_field(unknown[0], cls)}; the sweep's own keys are "
+                         f"{', '.join(_SWEEP_KEYS)}")
     try:
         config = cls(**fields)
     except (TypeError, ValueError) as e:
