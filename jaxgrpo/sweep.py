@@ -125,7 +125,8 @@ def grid_configs(config, grid) -> tuple[list[dict], list]:
     """Validate ``grid`` against ``config`` and build one config per combination.
 
     Returns ``(combinations, configs)``: ``configs[c] = config.replace(**combinations[c])``
-    (with ``algo`` switching the config class first). Raises ``ValueError`` naming the field for
+    (with ``algo`` switching the config class first; sweeping GRPO's ``clip_eps`` without
+    ``clip_eps_high`` moves a symmetric upper bound along). Raises ``ValueError`` naming the field for
     an unknown field, a value of the wrong type or out of range. Nothing is compiled.
     """
     if isinstance(grid, Mapping) and "algo" in grid:
@@ -149,6 +150,11 @@ def grid_configs(config, grid) -> tuple[list[dict], list]:
             if unknown:
                 raise ValueError(f"{sorted(unknown)[0]!r} is not a field of "
                                  f"{type(base).__name__}")
+            if ("clip_eps" in changes and "clip_eps_high" not in changes
+                    and getattr(base, "clip_eps_high", None) == base.clip_eps):
+                # GRPOConfig materializes clip_eps_high = clip_eps when built, so replace()
+                # alone would keep the old upper bound: keep a symmetric range symmetric.
+                changes["clip_eps_high"] = changes["clip_eps"]
             configs.append(base.replace(**changes))
         except (TypeError, ValueError) as e:
             raise _field_error(combo, e) from None
@@ -438,7 +444,8 @@ class SweepResult:
 
     def plot(self, path, metric: str = "episode_return", x: str = "env_steps"):
         """Learning curves: per combination, the mean over seeds of ``metric`` against the mean
-        of ``x``, with a band of +-1 standard deviation over seeds. Saved to ``path`` (PNG)."""
+        of ``x``, with a band of +-1 standard deviation over seeds (seeds whose metric is NaN
+        at an iteration, e.g. GRPO after its budget, are left out there). Saved to ``path``."""
         import matplotlib
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
@@ -711,6 +718,6 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     table = result.summary()
     table.to_csv(os.path.join(out, "summary.csv"), index=False)
     result.plot(os.path.join(out, "curves.png"))
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out}/metrics.csv, summary.csv, curves.png")
     return 0
