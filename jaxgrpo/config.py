@@ -104,7 +104,8 @@ class _BaseConfig:
 
     def hparams(self) -> dict:
         """Defaults of the dynamic hyperparameters: ``{name: float32 scalar}``."""
-        return {k: jnp.asarray(getattr(self, k), jnp.float32) for k in self._HPARAMS}
+        return {k: jnp.asarray(getattr(self, k) if getattr(self, k) is not None else jnp.nan,
+                               jnp.float32) for k in self._HPARAMS}
 
     @property
     def algo(self) -> str:
@@ -146,7 +147,7 @@ class GRPOConfig(_BaseConfig):
     share_env_noise: bool = False
     beta: float = 0.0
     kl_estimator: str = "k3"
-    clip_eps_high: float | None = None
+    clip_eps_high: float | None = None    # None: = clip_eps (symmetric)
     loss_type: str = "grpo"
     scale_rewards: str = "group"
     baseline: str = "mean"
@@ -174,9 +175,8 @@ class GRPOConfig(_BaseConfig):
             _fail("share_env_noise", f"must be a bool, got {self.share_env_noise!r}")
         _check_float(self, "beta", low=0.0)
         _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
-        if self.clip_eps_high is None:
-            object.__setattr__(self, "clip_eps_high", float(self.clip_eps))
-        _check_float(self, "clip_eps_high", low=0.0, low_open=True)
+        if self.clip_eps_high is not None:    # None: the upper clip follows clip_eps
+            _check_float(self, "clip_eps_high", low=0.0, low_open=True)
         _check_choice(self, "loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
         _check_choice(self, "scale_rewards", ("group", "batch", "none"))
         _check_choice(self, "baseline", ("mean", "loo"))
@@ -190,6 +190,13 @@ class GRPOConfig(_BaseConfig):
         if self.total_timesteps < self.max_steps_per_iteration:
             _fail("total_timesteps", f"{self.total_timesteps} is below one iteration's worst case "
                   f"of {self.max_steps_per_iteration} env steps")
+
+    def hparams(self) -> dict:
+        """Defaults of the dynamic hyperparameters (``clip_eps_high`` = ``clip_eps`` if None)."""
+        hp = super().hparams()
+        if self.clip_eps_high is None:
+            hp["clip_eps_high"] = hp["clip_eps"]
+        return hp
 
     @property
     def algo(self) -> str:

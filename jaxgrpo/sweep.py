@@ -125,8 +125,7 @@ def grid_configs(config, grid) -> tuple[list[dict], list]:
     """Validate ``grid`` against ``config`` and build one config per combination.
 
     Returns ``(combinations, configs)``: ``configs[c] = config.replace(**combinations[c])``
-    (with ``algo`` switching the config class first; sweeping GRPO's ``clip_eps`` without
-    ``clip_eps_high`` moves a symmetric upper bound along). Raises ``ValueError`` naming the field for
+    (with ``algo`` switching the config class first). Raises ``ValueError`` naming the field for
     an unknown field, a value of the wrong type or out of range. Nothing is compiled.
     """
     if isinstance(grid, Mapping) and "algo" in grid:
@@ -150,11 +149,6 @@ def grid_configs(config, grid) -> tuple[list[dict], list]:
             if unknown:
                 raise ValueError(f"{sorted(unknown)[0]!r} is not a field of "
                                  f"{type(base).__name__}")
-            if ("clip_eps" in changes and "clip_eps_high" not in changes
-                    and getattr(base, "clip_eps_high", None) == base.clip_eps):
-                # GRPOConfig materializes clip_eps_high = clip_eps when built, so replace()
-                # alone would keep the old upper bound: keep a symmetric range symmetric.
-                changes["clip_eps_high"] = changes["clip_eps"]
             configs.append(base.replace(**changes))
         except (TypeError, ValueError) as e:
             raise _field_error(combo, e) from None

@@ -48,6 +48,9 @@ def resolve_hparams(config, hparams=None) -> dict:
             raise ValueError(f"hparams: {sorted(unknown)[0]!r} is not a dynamic hyperparameter of "
                              f"{type(config).__name__}; those are {sorted(hp)}")
         hp.update({k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()})
+        if (getattr(config, "clip_eps_high", 0.0) is None and "clip_eps" in hparams
+                and "clip_eps_high" not in hparams):
+            hp["clip_eps_high"] = hp["clip_eps"]      # a symmetric clip range stays symmetric
     return hp
 
 
@@ -131,8 +134,9 @@ def make_train(config, callback=None, callback_every=1):
             "episode_return": stats.return_sum / stats.count,
             "episode_length": stats.length_sum / stats.count,
             "episodes": stats.count,
-            "valid_frac": stats.valid_steps / jnp.maximum(stats.sim_steps, 1.0),
-            **jax.tree.map(nan_if_idle, {**score_metrics, **learn_metrics}),
+            **jax.tree.map(nan_if_idle, {
+                "valid_frac": stats.valid_steps / jnp.maximum(stats.sim_steps, 1.0),
+                **score_metrics, **learn_metrics}),
             "env_steps": env_steps,
         }
         new = TrainState(params, opt_state, ref, key, state.iteration + active.astype(jnp.int32),

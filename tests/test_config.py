@@ -31,8 +31,15 @@ def test_grpo_and_ppo_share_the_api():
 
 
 def test_clip_eps_high_defaults_to_clip_eps():
-    assert jaxgrpo.GRPOConfig(clip_eps=0.1).clip_eps_high == 0.1
-    assert jaxgrpo.GRPOConfig(clip_eps=0.2, clip_eps_high=0.28).clip_eps_high == 0.28
+    hp = lambda cfg: float(cfg.hparams()["clip_eps_high"])
+    assert hp(jaxgrpo.GRPOConfig(clip_eps=0.1)) == pytest.approx(0.1)
+    assert hp(jaxgrpo.GRPOConfig(clip_eps=0.2, clip_eps_high=0.28)) == pytest.approx(0.28)
+    assert hp(jaxgrpo.GRPOConfig().replace(clip_eps=0.3)) == pytest.approx(0.3)
+    from jaxgrpo.train import resolve_hparams
+    assert float(resolve_hparams(jaxgrpo.GRPOConfig(), {"clip_eps": 0.1})["clip_eps_high"]) == \
+        pytest.approx(0.1)
+    asym = resolve_hparams(jaxgrpo.GRPOConfig(clip_eps_high=0.28), {"clip_eps": 0.1})
+    assert float(asym["clip_eps_high"]) == pytest.approx(0.28)
 
 
 BAD = [
