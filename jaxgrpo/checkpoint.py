@@ -52,7 +52,7 @@ def flatten_state(state) -> tuple[dict[str, np.ndarray], dict]:
     ``layout`` (JSON-able) holds, per leaf, its key path, shape, dtype and, for typed PRNG keys,
     the key implementation (their arrays are stored as ``jax.random.key_data``).
     """
-    leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+    leaves, _ = jax.tree_util.tree_flatten_with_path(jax.block_until_ready(state))
     arrays, layout = {}, {"paths": [], "shapes": [], "dtypes": [], "key_impls": {}}
     for i, (path, leaf) in enumerate(leaves):
         name = f"leaf_{i:03d}"

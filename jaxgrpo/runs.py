@@ -381,6 +381,13 @@ class _no_warnings:
         self._w.__exit__(*a)
 
 
+def _steps_label(x, _pos=None) -> str:
+    """Tick labels: 0, 250k, 1.5M."""
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:g}M"
+    return f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
+
+
 def read_run(run_dir) -> tuple[dict, Any]:
     """``(config dict, metrics DataFrame)`` of a run folder (no JAX needed)."""
     import pandas as pd
@@ -406,6 +413,7 @@ def plot_runs(run_dirs: Sequence, path, metric: str = "episode_return",
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     runs = [read_run(d) for d in run_dirs]
     for d, (_, df) in zip(run_dirs, runs):
@@ -430,6 +438,7 @@ def plot_runs(run_dirs: Sequence, path, metric: str = "episode_return",
                 label += f" [{Path(d).name}]"
         line, = ax.plot(x, mean, label=label, lw=1.8)
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_steps_label))
     ax.set_xlabel("env steps (per seed)")
     ax.set_ylabel(metric.replace("_", " ") + " (mean, 95% CI over seeds)")
     if title is None and len(envs) == 1:
@@ -763,7 +772,7 @@ def _run_training(ckpt, config, out, *, seeds, base_seed, checkpoint_every, stop
         announced = True
         init, dt = _compiled_init(config, seeds, log_every, compiler_options)
         compile_s += dt
-        state = init(keys)
+        state = jax.block_until_ready(init(keys))
 
     stop = I if stop_after is None else min(I, stop_after)
     reporter = Reporter(seeds, config.total_timesteps, I, bar=progress, loggers=loggers,
@@ -786,11 +795,12 @@ def _run_training(ckpt, config, out, *, seeds, base_seed, checkpoint_every, stop
                 started = True
             reporter.offset = done
             t = time.perf_counter()
-            state, m = fn(state)
-            m = jax.device_get(m)
-            jax.block_until_ready(state)
+            # Wait with block_until_ready (it releases the GIL, which the loop's progress
+            # callback needs) before any host conversion (which may wait holding it).
+            state, m = jax.block_until_ready(fn(state))
             run_s += time.perf_counter() - t
             jax.effects_barrier()
+            m = jax.device_get(m)
             chunks.append({k: np.asarray(v) for k, v in m.items()})
             done += n
             metrics = _concat(chunks)
@@ -887,7 +897,7 @@ def episode_returns(config, params, key, num_episodes: int,
 
     S = jax.tree.leaves(params)[0].shape[0]
     keys = jax.random.split(key, S)
-    r = jax.jit(lambda p, k: jax.lax.map(one, (p, k)))(params, keys)
+    r = jax.block_until_ready(jax.jit(lambda p, k: jax.lax.map(one, (p, k)))(params, keys))
     return {m: np.asarray(v) for m, v in r.items()}
 
 
@@ -940,7 +950,9 @@ def render_gif(config, params, path, key, *, greedy: bool = True, max_steps: int
     from .train import make_policy
 
     check_gif(config)
-    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    for k, v in (("PYGAME_HIDE_SUPPORT_PROMPT", "1"), ("SDL_AUDIODRIVER", "dummy"),
+                 ("SDL_VIDEODRIVER", "dummy")):   # headless pygame: no audio/display warnings
+        os.environ.setdefault(k, v)
     import matplotlib
     matplotlib.use("Agg")
     env, env_params = make_env(config)
@@ -965,6 +977,13 @@ def render_gif(config, params, path, key, *, greedy: bool = True, max_steps: int
     keep = list(range(0, len(states), stride))
     if keep[-1] != len(states) - 1:
         keep.append(len(states) - 1)
-    vis = Visualizer(env, env_params, [states[i] for i in keep], np.array([returns[i] for i in keep]))
+    class _Visualizer(Visualizer):
+        def update(self, frame):          # title with the env step, not the frame index
+            super().update(frame)
+            self.ax.set_title(f"{self.env.name}: step {keep[frame]:4d} - return "
+                              f"{returns[keep[frame]]:7.2f}", fontsize=15)
+
+    vis = _Visualizer(env, env_params, [states[i] for i in keep],
+                      np.array([returns[i] for i in keep]))
     vis.animate(str(path))
     return {"return": total, "steps": steps, "frames": len(keep)}

@@ -129,6 +129,20 @@ def test_eval_and_gif(runs_dir):
         assert gif.read_bytes()[:6] == b"GIF89a" and "wrote" in out
 
 
+def test_gif_of_a_minatar_policy(tmp_path):
+    """gymnax's visualizer on MinAtar (matplotlib only; classic control also needs pygame)."""
+    import jax
+    import jaxgrpo
+    from jaxgrpo import runs
+    from jaxgrpo.train import make_policy
+    cfg = jaxgrpo.GRPOConfig(env="Breakout-MinAtar")
+    params = jax.jit(make_policy(cfg).init)(jax.random.key(0))    # eager CNN init is slow
+    info = runs.render_gif(cfg, params, tmp_path / "b.gif", jax.random.key(1), max_steps=4,
+                           greedy=False)
+    assert 1 <= info["steps"] <= 4 and info["frames"] in (info["steps"], info["steps"] + 1)
+    assert (tmp_path / "b.gif").read_bytes()[:6] == b"GIF89a"
+
+
 def test_plot_overlays_runs(runs_dir):
     root, _, _ = runs_dir
     out = root / "both.png"
