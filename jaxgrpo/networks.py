@@ -19,6 +19,35 @@ from .envs import ActionSpec
 _ACT = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
 
 
+def orthogonal(scale=1.0):
+    """Orthogonal initializer, as ``flax.linen.initializers.orthogonal`` (Q of the QR of a normal
+    matrix, signs fixed so R's diagonal is positive), computed by Gram-Schmidt in plain XLA ops.
+
+    flax's version calls LAPACK's QR; vmapped over seeds inside a jitted train function on
+    jaxlib 0.10.2's CPU backend, that batched custom call can deadlock waiting on the thread
+    pool it runs in (seen on a 2-core machine). Gram-Schmidt (twice, for stability) gives the
+    same matrix up to rounding without any custom call.
+    """
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        n, m = max(rows, cols), min(rows, cols)
+        a = jax.random.normal(key, (n, m), jnp.float32)
+
+        def column(j, q):
+            v = q[:, j]
+            for _ in range(2):                      # classical Gram-Schmidt, twice
+                coef = (q.T @ v) * (jnp.arange(m) < j)
+                v = v - q @ coef
+            return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+        q = jax.lax.fori_loop(0, m, column, a)
+        if rows < cols:
+            q = q.T
+        return (scale * q).reshape(shape).astype(dtype)
+
+    return init
+
+
 class Torso(nn.Module):
     """obs: [B, *obs_shape] -> features [B, hidden_sizes[-1]]. Image obs ([H, W, C]) go through
     a small conv layer first; anything else is flattened."""
@@ -36,10 +65,10 @@ class Torso(nn.Module):
             # function as nn.Conv, but XLA:CPU runs it ~7x faster inside while loops.
             H, W = x.shape[1] - 2, x.shape[2] - 2
             x = jnp.concatenate([x[:, i:i + H, j:j + W] for i in range(3) for j in range(3)], -1)
-            x = nn.relu(nn.Dense(16)(x))
+            x = nn.relu(nn.Dense(16, kernel_init=orthogonal(np.sqrt(2)))(x))
         x = x.reshape(x.shape[0], -1)
         for h in self.hidden_sizes:
-            x = act(nn.Dense(h, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
+            x = act(nn.Dense(h, kernel_init=orthogonal(np.sqrt(2)))(x))
         return x
 
 
@@ -52,7 +81,7 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs):
         x = Torso(self.hidden_sizes, self.activation, self.image)(obs)
-        out = nn.Dense(self.spec.n, kernel_init=nn.initializers.orthogonal(0.01))(x)
+        out = nn.Dense(self.spec.n, kernel_init=orthogonal(0.01))(x)
         if self.spec.discrete:
             return out, None
         log_std = self.param("log_std", nn.initializers.zeros, (self.spec.n,))
@@ -67,7 +96,7 @@ class Critic(nn.Module):
     @nn.compact
     def __call__(self, obs):
         x = Torso(self.hidden_sizes, self.activation, self.image)(obs)
-        return nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(x)[:, 0]
+        return nn.Dense(1, kernel_init=orthogonal(1.0))(x)[:, 0]
 
 
 class Policy:
