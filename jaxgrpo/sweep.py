@@ -42,6 +42,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .config import config_class
+from .runs import bootstrap_ci, yaml_loader
 from .train import make_train
 
 logger = logging.getLogger(__name__)
@@ -421,11 +422,10 @@ class SweepResult:
         import pandas as pd
 
         final = self.final_return(metric)
-        rng = np.random.default_rng(seed)
         rows = []
         for c, g in enumerate(self.grid):
             x = final[c][~np.isnan(final[c])]
-            lo, hi = bootstrap_ci(x, n_boot=n_boot, ci=ci, rng=rng)
+            _, lo, hi = bootstrap_ci(x, num=n_boot, seed=seed + c, level=ci)
             rows.append({"combination": c, **{k: (str(tuple(v)) if isinstance(v, (list, tuple))
                                                    else v) for k, v in g.items()},
                          "seeds": len(x), f"mean_final_{metric}": float(np.mean(x)) if len(x)
@@ -466,18 +466,6 @@ class SweepResult:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         fig.savefig(path, dpi=120)
         plt.close(fig)
-
-
-def bootstrap_ci(x, n_boot: int = 10_000, ci: float = 0.95, rng=None) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``x`` (``[n]``); ``(nan, nan)`` if empty,
-    ``(x, x)`` for one value."""
-    x = np.asarray(x, np.float64)
-    if x.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(rng)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    a = (1.0 - ci) / 2.0
-    return float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))
 
 
 # ----------------------------------------------------------------------------- sweep
@@ -605,23 +593,6 @@ _SWEEP_KEYS = ("algo", "grid", "seeds", "base_seed", "log_every", "out", "compil
                "vmap_size")
 
 
-def _yaml_loader():
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2; PyYAML alone needs 1.0e-3)."""
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-        list("-+0123456789."))
-    return Loader
-
-
 def load_sweep_spec(path) -> dict:
     """Read and validate a sweep YAML; nothing is compiled.
 
@@ -632,7 +603,7 @@ def load_sweep_spec(path) -> dict:
 
     try:
         with open(path) as f:
-            spec = yaml.load(f, Loader=_yaml_loader())
+            spec = yaml.load(f, Loader=yaml_loader())
     except OSError as e:
         raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
     except yaml.YAMLError as e:

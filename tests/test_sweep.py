@@ -98,7 +98,7 @@ def test_final_return_summary_and_padding_rows():
     assert s.ci_low[0] >= 2.0 and s.ci_high[0] <= 3.0
     assert (s.ci_low[1], s.ci_high[1]) == (7.0, 7.0)
     assert len(r.to_dataframe()) == 2 * 2 + 3 * 2     # the padding row of combination 0 dropped
-    lo, hi = bootstrap_ci(np.arange(100.0), rng=0)
+    _, lo, hi = bootstrap_ci(np.arange(100.0), seed=0)
     assert 40 < lo < 49.5 < hi < 59
 
 
