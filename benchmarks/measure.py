@@ -306,6 +306,8 @@ def main(argv=None):
     spec = json.loads(argv[0])
     out = KINDS[spec.get("kind", "train")](spec)
     out["load_avg"] = os.getloadavg()[0]
+    if "jaxgrpo" in sys.modules:   # which package was measured (a prototype copy or the project's)
+        out["jaxgrpo_file"] = sys.modules["jaxgrpo"].__file__
     print("RESULT " + json.dumps(out), flush=True)
 
 

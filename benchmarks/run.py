@@ -46,8 +46,10 @@ REJAX_PINS = ["rejax==0.1.3", "gymnax==0.0.9", "jax=={jax}", "jaxlib=={jax}", "f
 SB3_PINS_FIRST = ["torch==2.13.0"]          # the CPU wheel first, so pip never pulls a CUDA one
 SB3_PINS = ["stable-baselines3==2.9.2", "gymnasium==1.4.0", "torch==2.13.0"]
 
-# The "matched" GRPO: 1 group x 2 episodes per iteration averages about 480 valid steps per
-# iteration over a 500k-step CartPole run (PPO: exactly 512); measured and printed each run.
+# The "matched" GRPO: 1 group x 2 episodes per iteration, the smallest GRPO batch: ~20-100
+# valid steps per iteration early, up to 1,000 once episodes reach 500; averaged over a 500k-step
+# CartPole run it is 500-900 per iteration depending on the seed (PPO: exactly 512). Measured and
+# reported each run ("steps/update").
 GRPO_MATCHED = {"num_groups": 1, "group_size": 2}
 
 
@@ -73,7 +75,17 @@ def run_json(cmd, timeout=3600, env=None) -> dict:
 IN_PROCESS = False   # tiny mode: measure in this process (one JAX import, shared compiles)
 
 
-def measure(spec, timeout=3600) -> dict:
+def measure(spec, timeout=3600, path=None) -> dict:
+    """One measurement; ``path``: a folder holding another ``jaxgrpo`` package to measure
+    instead of the installed one (a prototype), put first on PYTHONPATH."""
+    if path:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(path), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        # (python -c puts the working directory first on sys.path, ahead of PYTHONPATH)
+        cmd = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(path)!r}); "
+               "import jaxgrpo; from benchmarks.measure import main; "
+               "main(sys.argv[1:])", json.dumps(spec)]
+        return run_json(cmd, timeout, env=env)
     if IN_PROCESS:
         from benchmarks import measure as M
         out = M.KINDS[spec.get("kind", "train")](json.loads(json.dumps(spec)))
@@ -138,8 +150,8 @@ def budgets(tiny: bool) -> dict:
     if tiny:
         return {"throughput": {"CartPole-v1": 4096}, "peer_steps": 4096, "sb3_steps": 1024,
                 "curve_steps": 4096, "curve_seeds": 2}
-    return {"throughput": {"CartPole-v1": 500_000, "Acrobot-v1": 500_000,
-                           "Breakout-MinAtar": 300_000},
+    return {"throughput": {"CartPole-v1": 500_000, "Acrobot-v1": 300_000,
+                           "Breakout-MinAtar": 100_000},
             "peer_steps": 500_000, "sb3_steps": 50_000, "curve_steps": 500_000, "curve_seeds": 8}
 
 
@@ -194,6 +206,9 @@ def part_peers(a, res):
     jx = [("jaxgrpo PPO", "ppo", ppo_ov),
           ("jaxgrpo GRPO matched (1 group x 2)", "grpo", grpo_ov),
           ("jaxgrpo GRPO default (4 groups x 8)", "grpo", grpo_def)][:2 if a.tiny else 3]
+    jx = [(n, algo, ov, None) for n, algo, ov in jx]
+    for vname, vpath in a.variant:   # prototypes of library changes, measured side by side
+        jx += [(f"{n} [{vname}]", algo, ov, vpath) for n, algo, ov, _ in jx[:2]]
     out = {"rows": [], "curves": []}
     peers = []
     if not a.no_peers:
@@ -204,10 +219,10 @@ def part_peers(a, res):
     # a change of machine load hits every system alike
     runs = {name: [] for name, *_ in jx + peers}
     for k in range(a.repeats):
-        for name, algo, ov in jx:
+        for name, algo, ov, path in jx:
             runs[name].append(measure({"kind": "train", "algo": algo, "env": "CartPole-v1",
                                        "overrides": ov, "key": k,
-                                       "compiler_options": a.compiler_options}))
+                                       "compiler_options": a.compiler_options}, path=path))
         for name, py, script, spec in peers:
             runs[name].append(run_json([str(py), str(HERE / "peers" / script),
                                         json.dumps({**spec, "key": k})]))
@@ -223,10 +238,10 @@ def part_peers(a, res):
                             "load_avg": stats(rows, "load_avg"),
                             "versions": rows[0].get("versions"), "runs": rows})
     # learning curves: `seeds` vmapped seeds, one run each
-    for name, algo, ov in jx:
+    for name, algo, ov, path in jx:
         r = measure({"kind": "train", "algo": algo, "env": "CartPole-v1", "seeds": seeds,
                      "overrides": {**ov, "total_timesteps": curve_steps},
-                     "compiler_options": a.compiler_options})
+                     "compiler_options": a.compiler_options}, path=path)
         out["curves"].append({"name": name, **{k: r.get(k) for k in (
             "sps", "run_s", "valid_steps", "hit_iteration", "hit_steps_per_seed", "hit_time_s",
             "final_return", "best_curve", "load_avg")}})
@@ -354,9 +369,13 @@ def plot_scaling(rows, outdir: Path):
         fig, ax = plt.subplots(figsize=(6, 4))
         sel = [r for r in rows if r["sweep"].startswith(prefix)]
         for key in sorted({(r["sweep"], r["algo"]) for r in sel}):
-            pts = sorted((r["x"], r["sps"]) for r in sel if (r["sweep"], r["algo"]) == key)
+            pts = sorted((r["x"], r["sps"], r["sim_sps"]) for r in sel
+                         if (r["sweep"], r["algo"]) == key)
             lab = key[1].upper() + ("" if key[0] == prefix else " " + key[0][len(prefix):].strip())
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=lab)
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=lab)
+            if key[1] == "grpo":   # simulated steps (valid + padding): what the envs computed
+                ax.plot([p[0] for p in pts], [p[2] for p in pts], "x--", color=line.get_color(),
+                        alpha=0.6, label=lab + " simulated")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
@@ -379,6 +398,21 @@ def check_targets(res) -> list[tuple[str, str, str]]:
     sb = next((r for n, r in peers.items() if n.startswith("SB3")), None)
     med = lambda r: r["sps"]["median"]
     yn = lambda ok: "met" if ok else "NOT met"
+    variants = sorted({n[n.index("[") + 1:-1] for n in peers if n.endswith("]")})
+    for v in variants:
+        vp, vg = peers.get(f"jaxgrpo PPO [{v}]"), peers.get(f"jaxgrpo GRPO matched (1 group x 2) [{v}]")
+        if vp and rx:
+            q = med(vp) / med(rx)
+            out.append((f"[{v}] jaxgrpo PPO >= 1.2x rejax PPO", yn(q >= 1.2),
+                        f"{q:.2f}x ({fmt_k(med(vp))} vs {fmt_k(med(rx))} steps/s)"))
+        if vp and vg:
+            q = med(vg) / med(vp)
+            out.append((f"[{v}] jaxgrpo GRPO >= 1.3x jaxgrpo PPO (matched batch)", yn(q >= 1.3),
+                        f"{q:.2f}x ({fmt_k(med(vg))} vs {fmt_k(med(vp))} steps/s)"))
+        if vp and sb:
+            q = med(vp) / med(sb)
+            out.append((f"[{v}] jaxgrpo PPO >= 30x SB3 PPO", yn(q >= 30),
+                        f"{q:.1f}x ({fmt_k(med(vp))} vs {fmt_k(med(sb))} steps/s)"))
     if jp and rx:
         q = med(jp) / med(rx)
         out.append(("jaxgrpo PPO >= 1.2x rejax PPO (identical config)", yn(q >= 1.2),
@@ -413,9 +447,15 @@ def markdown(res) -> str:
          f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['device']}; Python {m['python']}, "
          f"jax {m['jax']}, flax {m['flax']}, optax {m['optax']}, gymnax {m['gymnax']}. "
          f"Load average (1 min) {res['load_start']:.1f} at start, {res['load_end']:.1f} at end "
+         + "".join(f"Parts {', '.join(m['parts'])} re-measured {m['date']} (load {m['load_start']:.1f}). "
+                   for m in res.get("merged", [])) +
          f"(other work was running on this shared machine: absolute numbers are noisy, "
          f"ratios measured side by side are the more reliable). Date {res['date']}. "
-         f"{'TINY MODE (smoke test budgets, numbers meaningless).' if res['tiny'] else ''}", ""]
+         f"{'TINY MODE (smoke test budgets, numbers meaningless).' if res['tiny'] else ''}", "",
+         "Where the time goes, and library changes that would meet the targets (prototyped and "
+         "measured, not applied): [FINDINGS.md](FINDINGS.md); the prototype is "
+         "[proposed_speedups.patch](proposed_speedups.patch), measured here as the `[proposed]` "
+         "rows when run with `--variant proposed=PATH`.", ""]
     if res.get("targets"):
         L += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
         L += [f"| {t} | {s} | {n} |" for t, s, n in res["targets"]]
@@ -535,11 +575,19 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, help="fresh-process repeats per measurement (default 3; tiny 1)")
     p.add_argument("--out-dir", help="where README.md, results.json and the PNGs go (default "
                    "benchmarks/; tiny mode writes only when given)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
+                   help="also measure the jaxgrpo package found in PATH (a prototype copy: "
+                   "PATH/jaxgrpo) in the peers part, rows labelled [NAME]")
+    p.add_argument("--merge", action="store_true",
+                   help="start from the out-dir's results.json and replace only the parts run")
     p.add_argument("--setup-peers", action="store_true", help="create the peer venvs and exit")
     a = p.parse_args(argv)
     if a.setup_peers:
         log(rejax_python(), sb3_python())
         return 0
+    a.variant = [tuple(v.split("=", 1)) for v in a.variant]
+    if any(len(v) != 2 for v in a.variant):
+        p.error("--variant: expected NAME=PATH")
     parts = [s.strip() for s in a.parts.split(",") if s.strip()]
     bad = [s for s in parts if s not in PARTS]
     if bad:
@@ -553,8 +601,15 @@ def main(argv=None) -> int:
     a.outdir = outdir
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
-    res = {"tiny": a.tiny, "parts": parts, "repeats": a.repeats, "load_start": loadavg(),
-           "date": time.strftime("%Y-%m-%d %H:%M"), "machine": measure({"kind": "machine"})}
+    res = {}
+    if a.merge and outdir is not None and (outdir / "results.json").exists():
+        res = json.loads((outdir / "results.json").read_text())
+        res["merged"] = res.get("merged", []) + [{"parts": parts, "date": time.strftime("%Y-%m-%d %H:%M"),
+                                                  "load_start": loadavg()}]
+    else:
+        res = {"tiny": a.tiny, "parts": parts, "repeats": a.repeats, "load_start": loadavg(),
+               "date": time.strftime("%Y-%m-%d %H:%M")}
+    res["machine"] = measure({"kind": "machine"})
     t0 = time.perf_counter()
     for part in PARTS:
         if part in parts:
@@ -562,7 +617,7 @@ def main(argv=None) -> int:
             globals()[f"part_{part}"](a, res)
     res["targets"] = check_targets(res)
     res["load_end"] = loadavg()
-    res["wall_s"] = time.perf_counter() - t0
+    res["wall_s"] = res.get("wall_s", 0) * bool(a.merge) + time.perf_counter() - t0
     md = markdown(res)
     if outdir is not None:
         (outdir / "results.json").write_text(json.dumps(res, indent=1, default=str))
