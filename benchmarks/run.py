@@ -446,7 +446,7 @@ def markdown(res) -> str:
          "program, compile excluded; median [min, max] over fresh processes, one run each.", "",
          f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['device']}; Python {m['python']}, "
          f"jax {m['jax']}, flax {m['flax']}, optax {m['optax']}, gymnax {m['gymnax']}. "
-         f"Load average (1 min) {res['load_start']:.1f} at start, {res['load_end']:.1f} at end "
+         f"Load average (1 min) {res['load_start']:.1f} at start, {res['load_end']:.1f} at end. "
          + "".join(f"Parts {', '.join(m['parts'])} re-measured {m['date']} (load {m['load_start']:.1f}). "
                    for m in res.get("merged", [])) +
          f"(other work was running on this shared machine: absolute numbers are noisy, "
@@ -455,7 +455,9 @@ def markdown(res) -> str:
          "Where the time goes, and library changes that would meet the targets (prototyped and "
          "measured, not applied): [FINDINGS.md](FINDINGS.md); the prototype is "
          "[proposed_speedups.patch](proposed_speedups.patch), measured here as the `[proposed]` "
-         "rows when run with `--variant proposed=PATH`.", ""]
+         "rows when run with `--variant proposed=PATH`; other bracketed rows are further "
+         "prototypes described there. A variant's GRPO target row divides by that variant's "
+         "own PPO.", ""]
     if res.get("targets"):
         L += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
         L += [f"| {t} | {s} | {n} |" for t, s, n in res["targets"]]
