@@ -34,32 +34,14 @@ from jaxgrpo.sweep import sweep
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
+    """benchmarks.measure.machine(), plus the load average at the start."""
+    from benchmarks.measure import machine as base
+    info = base()
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+        info["load_average_1min_at_start"] = "%.1f" % os.getloadavg()[0]
     except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        mem = float("nan")
-    try:
-        load = "%.1f" % os.getloadavg()[0]
-    except OSError:
-        load = "n/a"
-    d = jax.devices()
-    return {"cpu": cpu, "cores": f"{usable} usable of {os.cpu_count()}", "memory": f"{mem:.0f} GiB",
-            "load_average_1min_at_start": load, "python": platform.python_version(),
-            "jax": jax.__version__,
-            "devices": f"{len(d)} x {d[0].platform} ({d[0].device_kind})"}
+        info["load_average_1min_at_start"] = "n/a"
+    return info
 
 
 def peak_rss_mib() -> float:
