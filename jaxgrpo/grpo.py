@@ -77,7 +77,12 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
     entropy = dist.entropy()
     pg, clipped = clipped_surrogate(logp, chunk["logp"], chunk["adv"], hp["clip_eps"],
                                     hp["clip_eps_high"])
-    ref_logp = jax.lax.stop_gradient(policy.dist(ref_params, chunk["obs"]).log_prob(chunk["action"]))
+    # beta = 0 (the default) multiplies the KL by 0: skip the reference forward pass (under a
+    # vmap over beta the cond becomes a select and both branches run, as before)
+    ref_logp = jax.lax.cond(
+        hp["beta"] > 0,
+        lambda: jax.lax.stop_gradient(policy.dist(ref_params, chunk["obs"]).log_prob(chunk["action"])),
+        lambda: jax.lax.stop_gradient(logp))
     kl = kl_estimate(logp, ref_logp, config.kl_estimator)
     per_sample = pg + hp["beta"] * kl - hp["ent_coef"] * entropy
     m = mask.astype(jnp.float32)

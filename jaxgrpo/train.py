@@ -87,8 +87,9 @@ def make_train(config, callback=None, callback_every=1):
         if not is_grpo and config.anneal_lr:
             per_iter = config.update_epochs * config.num_minibatches
             lr = lambda count: hp["lr"] * (1.0 - (count // per_iter) / n_iter)
-        return optax.chain(optax.clip_by_global_norm(hp["max_grad_norm"]),
-                           optax.adam(lr, eps=1e-5))
+        # one flat parameter vector: a few large kernels per step instead of many tiny ones
+        return optax.flatten(optax.chain(optax.clip_by_global_norm(hp["max_grad_norm"]),
+                                         optax.adam(lr, eps=1e-5)))
 
     def init(key, hp) -> TrainState:
         key, k_init, k_env = jax.random.split(key, 3)
@@ -122,7 +123,8 @@ def make_train(config, callback=None, callback_every=1):
         loss_fn = lambda p, c, w, m: algo.loss(config, policy, p, state.ref_params, c, w, m, hp)
         params, opt_state, learn_metrics = learn(
             loss_fn, state.params, state.opt_state, optimizer(hp), batch, weight, mask, k_learn,
-            epochs=config.update_epochs, num_minibatches=config.num_minibatches, chunk=chunk)
+            epochs=config.update_epochs, num_minibatches=config.num_minibatches, chunk=chunk,
+            all_valid=not is_grpo)
         ref = state.ref_params
         if is_grpo and config.ref_sync_every > 0:
             sync = (state.iteration + 1) % config.ref_sync_every == 0
@@ -152,8 +154,21 @@ def make_train(config, callback=None, callback_every=1):
         ``run(init_state(k, hp), hp, a)`` then ``run(state_a, hp, b)`` equals one run of a + b."""
         hp = resolve_hparams(config, hparams)
 
+        def idle(s):
+            # what an iteration the budget does not allow reports, without running it
+            _, m = jax.eval_shape(lambda s: iteration(s, hp), s)
+            nan = {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in m.items()}
+            nan["env_steps"] = s.env_steps
+            if "episodes" in nan:
+                nan["episodes"] = jnp.zeros_like(nan["episodes"])
+            return s._replace(key=jax.random.split(s.key, 3)[0]), nan
+
         def body(s, i):
-            s, metrics = iteration(s, hp)
+            if is_grpo:   # skipped iterations cost nothing (a cond, not a masked iteration)
+                active = s.env_steps + worst_case <= config.total_timesteps
+                s, metrics = jax.lax.cond(active, lambda s: iteration(s, hp), idle, s)
+            else:
+                s, metrics = iteration(s, hp)
             if callback is not None:
                 report = (i % callback_every == callback_every - 1) | (i == num_iterations - 1)
                 jax.lax.cond(report, lambda: jax.debug.callback(callback, i, metrics),

@@ -19,7 +19,7 @@ import optax
 
 
 def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, epochs,
-          num_minibatches, chunk):
+          num_minibatches, chunk, all_valid=False):
     """batch: pytree of [C, ...] samples; weight: [C] float; mask: [C] bool (valid).
 
     aux of ``loss_fn`` is a dict of sums over the chunk's masked samples, with a ``"count"``
@@ -29,6 +29,9 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
     C = mask.shape[0]
     n_valid = jnp.sum(mask).astype(jnp.int32)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if all_valid:   # PPO: fixed-size minibatches of a permutation, no masks or while loops
+        return _learn_dense(grad_fn, params, opt_state, optimizer, batch, weight, mask, key,
+                            epochs, num_minibatches)
 
     def chunk_slice(perm, pos):
         idx = jax.lax.dynamic_slice_in_dim(perm, pos, chunk)
@@ -84,3 +87,37 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
     count = jnp.maximum(aux["count"], 1.0)
     metrics = {k: v / count for k, v in aux.items() if k != "count"}
     return params, opt_state, metrics
+
+
+def _learn_dense(grad_fn, params, opt_state, optimizer, batch, weight, mask, key, epochs, M):
+    """learn() when every sample is valid and M divides C: each epoch a permutation split into
+    M minibatches of C / M, one optimizer step each (PureJaxRL's loop)."""
+    C = mask.shape[0]
+    mb = C // M
+    scale = float(M)   # n_valid / minibatch size, as in learn()
+
+    def epoch(carry, k):
+        params, opt_state, aux_acc = carry
+        perm = jax.random.permutation(k, C)
+        shuf = lambda x: x[perm].reshape(M, mb, *x.shape[1:])
+        mbs = (jax.tree.map(shuf, batch), shuf(weight), shuf(mask))
+
+        def minibatch(carry, xs):
+            params, opt_state, aux_acc = carry
+            cb, w, m = xs
+            (_, a), g = grad_fn(params, cb, w, m)
+            g = jax.tree.map(lambda x: x * scale, g)
+            updates, opt_state = optimizer.update(g, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state, jax.tree.map(jnp.add, aux_acc, a)), None
+
+        carry, _ = jax.lax.scan(minibatch, (params, opt_state, aux_acc), mbs)
+        return carry, None
+
+    aux_shape = jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[:mb], batch),
+                                               weight[:mb], mask[:mb])[0][1])
+    zeros_aux = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
+    (params, opt_state, aux), _ = jax.lax.scan(
+        epoch, (params, opt_state, zeros_aux), jax.random.split(key, epochs))
+    count = jnp.maximum(aux["count"], 1.0)
+    return params, opt_state, {k: v / count for k, v in aux.items() if k != "count"}
