@@ -1,0 +1,415 @@
+"""Run one experiment: ``python -m experiments.run NAME [--tiny] [--seeds S] [--out DIR]``.
+
+An experiment is ``experiments/NAME.yaml``::
+
+    title: Group size                 # heading of the results section
+    seeds: 8                          # seeds per case (key s = split(key(base_seed), S)[s])
+    threshold: {CartPole-v1: 475}     # optional: env steps until a seed's return reaches it
+    at_episodes: 1000                 # optional: each seed's return after this many episodes
+    x: [env_steps]                    # curve x axes: env_steps, episodes, wall_s
+    columns: [final, threshold, wall] # table columns (also: at_episodes, cost)
+    tiny: {hidden_sizes: [16]}        # optional overrides for --tiny (the smoke test's size,
+                                      # which also cuts total_timesteps to 2 iterations)
+    arms:                             # each arm: a base config and the cases varied from it
+      - name: GRPO same-start
+        algo: grpo                    # grpo | ppo
+        env: CartPole-v1              # ... any config field
+        grid: {group_size: [2, 4]}    # crossed (itertools.product order)
+        cases: [{beta: 0.0}, {beta: 0.04, ref_sync_every: 10}]   # a list, crossed with grid
+
+Every case is validated before anything is compiled (a wrong field or value stops the run with
+one message naming it). Cases that differ only in dynamic hyperparameters (``config.hparams()``:
+lr, beta, gamma, clip_eps, ...) share one compilation. Each seed runs on its own (no vmap: on
+CPU a vmapped GRPO batch moves at the pace of its longest episode), timed per iteration by a
+host callback, so ``wall_s`` is measured, callback included.
+
+Per case and seed it keeps every iteration's metrics; the final return of a seed is the mean
+training episode return over its iterations in the last 10% of its env steps. Writes
+``experiments/results/NAME.csv`` (one row per case x seed x iteration), ``NAME.md`` (the table:
+mean and 95% percentile-bootstrap CI over seeds) and ``NAME.png`` (mean over seeds against each
+x axis, shaded 95% CI of the mean), and replaces the ``NAME`` block of experiments/README.md.
+``--tiny`` runs the first case of every arm with 1 seed at the ``tiny`` size into ``--out``
+(default: a temporary folder; experiments/ is left alone) after validating every case.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.common import bootstrap_ci, git_rev, machine
+from jaxgrpo.config import config_class
+from jaxgrpo.runs import yaml_loader
+from jaxgrpo.sweep import _static_key, expand_grid, grid_configs
+from jaxgrpo.train import make_train
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KEYS = ("title", "seeds", "base_seed", "threshold", "at_episodes", "x", "columns", "tiny", "arms",
+        "notes")
+ARM_KEYS = ("name", "grid", "cases")
+X_AXES = ("env_steps", "episodes", "wall_s")
+COLUMNS = ("final", "threshold", "at_episodes", "wall", "cost")
+
+
+@dataclasses.dataclass
+class Case:
+    arm: str
+    label: str          # what varies within the arm, "" for the arm's base config
+    config: object
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm} ({self.label})" if self.label else self.arm
+
+
+def _fail(path, msg):
+    raise ValueError(f"{os.path.basename(path)}: {msg}")
+
+
+def load(path, tiny: bool = False) -> tuple[dict, list[Case]]:
+    """Read and validate an experiment YAML -> (spec, cases). Nothing is compiled."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            spec = yaml.load(f, Loader=yaml_loader())
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not isinstance(spec, dict):
+        _fail(path, "must be a YAML mapping")
+    unknown = sorted(set(spec) - set(KEYS))
+    if unknown:
+        _fail(path, f"unknown key {unknown[0]!r}; keys: {', '.join(KEYS)}")
+    if not isinstance(spec.get("arms"), list) or not spec["arms"]:
+        _fail(path, "arms: must be a non-empty list")
+    for k, allowed in (("x", X_AXES), ("columns", COLUMNS)):
+        for v in spec.get(k, []):
+            if v not in allowed:
+                _fail(path, f"{k}: unknown {v!r}; one of {', '.join(allowed)}")
+    tiny_over = spec.get("tiny") or {}
+    cases = []
+    for i, arm in enumerate(spec["arms"]):
+        if not isinstance(arm, dict) or "name" not in arm:
+            _fail(path, f"arms[{i}]: must be a mapping with a 'name'")
+        fields = {k: v for k, v in arm.items() if k not in ARM_KEYS}
+        algo = fields.pop("algo", "grpo")
+        try:
+            cls = config_class(algo)
+            base = cls(**fields)
+        except TypeError as e:
+            _fail(path, f"arms[{i}] ({arm['name']}): {e}")
+        except ValueError as e:
+            _fail(path, f"arms[{i}] ({arm['name']}): {e}")
+        explicit = arm.get("cases") or [{}]
+        if not isinstance(explicit, list) or not all(isinstance(c, dict) for c in explicit):
+            _fail(path, f"arms[{i}] ({arm['name']}): cases: must be a list of mappings")
+        for g in expand_grid(arm.get("grid")):
+            for c in explicit:
+                change = {**g, **c}
+                try:
+                    _, (cfg,) = grid_configs(base, {k: [v] for k, v in change.items()})
+                    cfg = _tiny(cfg.replace(**tiny_over)) if tiny else cfg
+                except ValueError as e:
+                    _fail(path, f"arms[{i}] ({arm['name']}): {e}")
+                label = ", ".join(f"{k}={v}" for k, v in {**g, **c}.items())
+                cases.append(Case(arm["name"], label, cfg))
+    return spec, cases
+
+
+def _tiny(config):
+    """``config`` with an env-step budget of two iterations."""
+    per_iter = (config.max_steps_per_iteration if config.algo == "grpo"
+                else config.num_envs * config.num_steps)
+    return config.replace(total_timesteps=2 * per_iter)
+
+
+# ----------------------------------------------------------------------------- running
+
+def _hparams(config) -> dict:
+    return {k: jnp.float32(v) for k, v in config.hparams().items()}
+
+
+class _Compiled:
+    """One compiled ``train(key, hparams)`` per static config, with a per-iteration clock."""
+
+    def __init__(self):
+        self.cache = {}
+        self.clock = []
+
+    def _tick(self, i, metrics):
+        self.clock.append((int(i), time.perf_counter()))
+
+    def get(self, config, key):
+        sk = _static_key(config)
+        if sk not in self.cache:
+            train = make_train(config, callback=self._tick)
+            t0 = time.perf_counter()
+            compiled = jax.jit(train).lower(key, _hparams(config)).compile()
+            mem = compiled.memory_analysis()
+            temp = getattr(mem, "temp_size_in_bytes", float("nan")) if mem else float("nan")
+            st = jax.eval_shape(train.init, key)
+            nbytes = lambda t: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t))
+            self.cache[sk] = dict(fn=compiled, compile_s=time.perf_counter() - t0,
+                                  temp_bytes=temp, params_bytes=nbytes(st.params),
+                                  opt_bytes=nbytes(st.opt_state))
+        return self.cache[sk]
+
+    def run(self, config, key):
+        """-> (metrics {name: [I]} as numpy, wall_s [I], info)."""
+        c = self.get(config, key)
+        self.clock = []
+        t0 = time.perf_counter()
+        _, metrics = c["fn"](key, _hparams(config))
+        metrics = jax.tree.map(np.asarray, jax.block_until_ready(metrics))
+        total = time.perf_counter() - t0
+        wall = np.full(len(metrics["env_steps"]), np.nan)
+        for i, t in self.clock:
+            wall[i] = t - t0
+        wall[-1] = total
+        return metrics, wall, {**{k: v for k, v in c.items() if k != "fn"}, "run_s": total}
+
+
+def run_cases(spec, cases, seeds) -> list[dict]:
+    """Every case x seed: ``{"case", "seed", "metrics", "wall_s", "info"}``."""
+    comp = _Compiled()
+    keys = jax.random.split(jax.random.key(spec.get("base_seed", 0)), seeds)
+    out = []
+    for n, case in enumerate(cases):
+        t0 = time.perf_counter()
+        for s in range(seeds):
+            m, wall, info = comp.run(case.config, keys[s])
+            out.append({"case": n, "seed": s, "metrics": m, "wall_s": wall, "info": info})
+        print(f"[{n + 1}/{len(cases)}] {case.name} {case.config.env}: "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- analysis
+
+def frame(cases, results):
+    """Tidy pandas frame: case, arm, label, env, seed, iteration, cumulative episodes, wall_s and
+    every metric. GRPO iterations skipped after the env-step budget are dropped."""
+    import pandas as pd
+
+    parts = []
+    for r in results:
+        case, m = cases[r["case"]], r["metrics"]
+        df = pd.DataFrame({k: v for k, v in m.items() if v.ndim == 1})
+        df.insert(0, "iteration", np.arange(len(df)))
+        df["episodes"] = np.cumsum(np.nan_to_num(m["episodes"]))
+        df["wall_s"] = r["wall_s"]
+        df.insert(0, "seed", r["seed"])
+        df.insert(0, "env", case.config.env + (f" {dict(case.config.env_kwargs)}"
+                                               if case.config.env_kwargs else ""))
+        df.insert(0, "label", case.label)
+        df.insert(0, "arm", case.arm)
+        df.insert(0, "case", r["case"])
+        parts.append(df[~np.isnan(df["episode_return"]) | (df["iteration"] == 0)])
+    return pd.concat(parts, ignore_index=True)
+
+
+def seed_summary(df, threshold=None, at_episodes=None) -> dict:
+    """One seed's frame -> final return (mean over the last 10% of its env steps), env steps to
+    ``threshold`` (first iteration whose return reaches it; NaN if never), the return at
+    ``at_episodes`` (mean over the iterations that end within 10% of that count)."""
+    df = df[~np.isnan(df["episode_return"])]
+    steps = df["env_steps"].to_numpy()
+    ret = df["episode_return"].to_numpy()
+    out = {"final": float(np.mean(ret[steps >= 0.9 * steps[-1]])) if len(ret) else np.nan,
+           "steps": float(steps[-1]) if len(steps) else np.nan,
+           "wall": float(df["wall_s"].max()) if len(df) else np.nan}
+    if threshold is not None:
+        hit = np.nonzero(ret >= threshold)[0]
+        out["to_threshold"] = float(steps[hit[0]]) if len(hit) else np.nan
+    if at_episodes is not None:
+        ep = df["episodes"].to_numpy()
+        near = (ep >= 0.9 * at_episodes) & (ep <= 1.1 * at_episodes)
+        if not near.any() and len(ep):
+            near = np.arange(len(ep)) == np.argmin(np.abs(ep - at_episodes))
+        out["at_episodes"] = float(np.mean(ret[near])) if near.any() else np.nan
+        reach = np.nonzero(ep >= at_episodes)[0]
+        out["wall_at_episodes"] = float(df["wall_s"].to_numpy()[reach[0]]) if len(reach) else np.nan
+    return out
+
+
+def _ci(x, fmt="{:.1f}") -> str:
+    x = np.asarray(x, float)
+    x = x[~np.isnan(x)]
+    if not len(x):
+        return "-"
+    mean, lo, hi = bootstrap_ci(x)
+    return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def table(spec, cases, df, results) -> str:
+    cols = spec.get("columns") or ["final", "threshold", "wall"]
+    thr = spec.get("threshold") or {}
+    head = ["arm", "case", "env", "env steps per seed"]
+    if "final" in cols:
+        head.append("final return, mean [95% CI]")
+    if "at_episodes" in cols:
+        head += [f"return at {spec['at_episodes']} episodes", f"wall s to {spec['at_episodes']} episodes"]
+    if "threshold" in cols:
+        head += ["seeds reaching threshold", "env steps to threshold (seeds reaching)"]
+    if "wall" in cols:
+        head.append("run s per seed")
+    if "cost" in cols:
+        head += ["us per env step", "us per simulated step", "valid/simulated", "compile s",
+                 "params + Adam bytes", "XLA temp MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, case in enumerate(cases):
+        sub = df[df["case"] == n]
+        if sub.empty:
+            continue
+        env = sub["env"].iloc[0]
+        t = thr.get(case.config.env)
+        per = [seed_summary(g, t, spec.get("at_episodes")) for _, g in sub.groupby("seed")]
+        get = lambda k: [p.get(k, np.nan) for p in per]
+        row = [case.arm, case.label or "-", env, f"{int(np.nanmean(get('steps'))):,}"]
+        if "final" in cols:
+            row.append(_ci(get("final"), "{:.2f}" if abs(np.nanmean(get("final"))) < 10 else "{:.1f}"))
+        if "at_episodes" in cols:
+            row += [_ci(get("at_episodes")), _ci(get("wall_at_episodes"), "{:.2f}")]
+        if "threshold" in cols:
+            hits = np.asarray(get("to_threshold"), float)
+            ok = hits[~np.isnan(hits)]
+            row += ["-" if t is None else f"{len(ok)}/{len(per)} (>= {t:g})",
+                    "-" if t is None or not len(ok) else _ci(ok, "{:,.0f}")]
+        if "wall" in cols:
+            row.append(_ci(get("wall"), "{:.2f}"))
+        if "cost" in cols:
+            rs = [r for r in results if r["case"] == n]
+            valid = np.array([np.nansum(r["metrics"]["env_steps"][-1:]) for r in rs])
+            sim = np.array([np.nansum(_simulated(r["metrics"])) for r in rs])
+            run_s = np.array([r["info"]["run_s"] for r in rs])
+            info = rs[0]["info"]
+            row += [_ci(1e6 * run_s / valid, "{:.2f}"), _ci(1e6 * run_s / sim, "{:.2f}"),
+                    f"{valid.sum() / sim.sum():.3f}", f"{info['compile_s']:.1f}",
+                    f"{info['params_bytes']:,} + {info['opt_bytes']:,}",
+                    f"{info['temp_bytes'] / 2**20:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _simulated(m) -> np.ndarray:
+    """Simulated env steps per iteration: valid steps / valid fraction (PPO: = valid)."""
+    valid = np.diff(np.concatenate([[0.0], np.nan_to_num(m["env_steps"])]))
+    frac = np.nan_to_num(m["valid_frac"], nan=1.0)
+    return np.where(valid > 0, valid / np.maximum(frac, 1e-9), 0.0)
+
+
+def plot(spec, cases, df, path):
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    xs = spec.get("x") or ["env_steps"]
+    envs = list(dict.fromkeys(df["env"]))
+    fig, axes = plt.subplots(len(xs), len(envs), figsize=(5.2 * len(envs), 3.6 * len(xs)),
+                             squeeze=False)
+    for r, xname in enumerate(xs):
+        for c, env in enumerate(envs):
+            ax = axes[r, c]
+            for n, case in enumerate(cases):
+                sub = df[(df["case"] == n) & (df["env"] == env)]
+                sub = sub[~np.isnan(sub["episode_return"])]
+                if sub.empty:
+                    continue
+                hi = sub.groupby("seed")[xname].max().min()   # the x every seed reached
+                grid = np.linspace(0, hi, 100)
+                with warnings.catch_warnings():   # x points some seeds have not reached
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    ys = np.stack([np.interp(grid, g[xname].to_numpy(), g["episode_return"].to_numpy(),
+                                             left=np.nan) for _, g in sub.groupby("seed")])
+                    mean = np.nanmean(ys, 0)
+                    half = 1.96 * np.nanstd(ys, 0) / np.sqrt(np.maximum((~np.isnan(ys)).sum(0), 1))
+                line, = ax.plot(grid, mean, label=case.name, lw=1.2)
+                ax.fill_between(grid, mean - half, mean + half, color=line.get_color(),
+                                alpha=0.15, lw=0)
+            ax.set_xlabel({"env_steps": "env steps", "episodes": "episodes",
+                           "wall_s": "wall-clock s (compile excluded)"}[xname])
+            ax.set_ylabel("training episode return")
+            ax.set_title(env, fontsize="medium")
+            ax.grid(alpha=0.3)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small",
+               bbox_to_anchor=(0.5, 0.0))
+    rows = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, 0.045 * rows + 0.03 / len(xs), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_readme(readme, name, block):
+    """Replace the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = open(readme).read() if os.path.exists(readme) else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1]
+    else:
+        text += f"\n{begin}\n{block}\n{end}\n"
+    with open(readme, "w") as f:
+        f.write(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n")[0])
+    p.add_argument("name", help="experiment: experiments/NAME.yaml (or a path to a YAML)")
+    p.add_argument("--tiny", action="store_true", help="smoke size: first case of each arm, 1 seed")
+    p.add_argument("--seeds", type=int, help="override the YAML's seeds")
+    p.add_argument("--out", help="output folder (default experiments/results; --tiny: a temp dir)")
+    args = p.parse_args(argv)
+    path = args.name if args.name.endswith((".yaml", ".yml")) else os.path.join(HERE, f"{args.name}.yaml")
+    name = os.path.splitext(os.path.basename(path))[0]
+    try:
+        spec, cases = load(path, tiny=args.tiny)
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError(f"--seeds: must be >= 1, got {args.seeds}")
+    except ValueError as e:
+        print(f"experiments.run: error: {e}", file=sys.stderr)
+        return 2
+    seeds = args.seeds or (1 if args.tiny else spec.get("seeds", 8))
+    if args.tiny:   # first case of every arm
+        firsts = {}
+        for c in cases:
+            firsts.setdefault(c.arm, c)
+        cases = list(firsts.values())
+    out = args.out or (tempfile.mkdtemp(prefix=f"exp_{name}_") if args.tiny
+                       else os.path.join(HERE, "results"))
+    os.makedirs(out, exist_ok=True)
+    print(f"{name}: {len(cases)} cases x {seeds} seeds -> {out}", flush=True)
+    t0 = time.time()
+    results = run_cases(spec, cases, seeds)
+    df = frame(cases, results)
+    df.to_csv(os.path.join(out, f"{name}.csv"), index=False)
+    tab = table(spec, cases, df, results)
+    plot(spec, cases, df, os.path.join(out, f"{name}.png"))
+    cmd = f"python -m experiments.run {name}" + (" --tiny" if args.tiny else "")
+    rel = os.path.relpath(out, HERE)
+    block = (f"`{cmd}` (commit {git_rev()}, {seeds} seeds, {time.time() - t0:.0f} s in all; "
+             f"{time.strftime('%Y-%m-%d %H:%M')}).  \nMachine: {machine()}.\n\n{tab}\n\n"
+             f"![{name}]({rel}/{name}.png) (raw: [{name}.csv]({rel}/{name}.csv))")
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(f"# {spec.get('title', name)}\n\n{block}\n")
+    if not args.tiny and args.out is None:
+        update_readme(os.path.join(HERE, "README.md"), name, block)
+    print(tab)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
