@@ -8,6 +8,7 @@ An experiment is ``experiments/NAME.yaml``::
     at_episodes: 1000                 # optional: each seed's return after this many episodes
     x: [env_steps]                    # curve x axes: env_steps, episodes, wall_s
     columns: [final, threshold, wall] # table columns (also: at_episodes, cost)
+    vs: group_size                    # optional: also plot final return against this field
     tiny: {hidden_sizes: [16]}        # optional overrides for --tiny (the smoke test's size,
                                       # which also cuts total_timesteps to 2 iterations)
     arms:                             # each arm: a base config and the cases varied from it
@@ -28,13 +29,16 @@ training episode return over its iterations in the last 10% of its env steps. Wr
 ``experiments/results/NAME.csv`` (one row per case x seed x iteration), ``NAME.md`` (the table:
 mean and 95% percentile-bootstrap CI over seeds) and ``NAME.png`` (mean over seeds against each
 x axis, shaded 95% CI of the mean), and replaces the ``NAME`` block of experiments/README.md.
-``--tiny`` runs the first case of every arm with 1 seed at the ``tiny`` size into ``--out``
-(default: a temporary folder; experiments/ is left alone) after validating every case.
+``--tiny`` validates every case, then runs the first case of the first arm (``--tiny
+--all-arms``: of every arm) with 1 seed for two iterations into ``--out`` (default: a
+temporary folder; experiments/ is left alone). ``--replot`` rebuilds the table, plots and
+README block from the saved CSV without training.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -48,12 +52,12 @@ import numpy as np
 from experiments.common import bootstrap_ci, git_rev, machine
 from jaxgrpo.config import config_class
 from jaxgrpo.runs import yaml_loader
-from jaxgrpo.sweep import _static_key, expand_grid, grid_configs
+from jaxgrpo.sweep import _static_key, _unknown_field, expand_grid, grid_configs
 from jaxgrpo.train import make_train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEYS = ("title", "seeds", "base_seed", "threshold", "at_episodes", "x", "columns", "tiny", "arms",
-        "notes")
+        "vs")
 ARM_KEYS = ("name", "grid", "cases")
 X_AXES = ("env_steps", "episodes", "wall_s")
 COLUMNS = ("final", "threshold", "at_episodes", "wall", "cost")
@@ -62,6 +66,7 @@ COLUMNS = ("final", "threshold", "at_episodes", "wall", "cost")
 @dataclasses.dataclass
 class Case:
     arm: str
+    arm_index: int
     label: str          # what varies within the arm, "" for the arm's base config
     config: object
 
@@ -103,6 +108,9 @@ def load(path, tiny: bool = False) -> tuple[dict, list[Case]]:
         algo = fields.pop("algo", "grpo")
         try:
             cls = config_class(algo)
+            wrong = sorted(set(fields) - {f.name for f in dataclasses.fields(cls) if f.init})
+            if wrong:
+                raise ValueError(_unknown_field(wrong[0], cls))
             base = cls(**fields)
         except TypeError as e:
             _fail(path, f"arms[{i}] ({arm['name']}): {e}")
@@ -120,7 +128,7 @@ def load(path, tiny: bool = False) -> tuple[dict, list[Case]]:
                 except ValueError as e:
                     _fail(path, f"arms[{i}] ({arm['name']}): {e}")
                 label = ", ".join(f"{k}={v}" for k, v in {**g, **c}.items())
-                cases.append(Case(arm["name"], label, cfg))
+                cases.append(Case(arm["name"], i, label, cfg))
     return spec, cases
 
 
@@ -138,7 +146,8 @@ def _hparams(config) -> dict:
 
 
 class _Compiled:
-    """One compiled ``train(key, hparams)`` per static config, with a per-iteration clock."""
+    """One compiled ``train(key, hparams)`` per static config, with a per-iteration clock.
+    One instance per process (``COMPILED``): experiments run in one process share programs."""
 
     def __init__(self):
         self.cache = {}
@@ -177,9 +186,12 @@ class _Compiled:
         return metrics, wall, {**{k: v for k, v in c.items() if k != "fn"}, "run_s": total}
 
 
+COMPILED = _Compiled()
+
+
 def run_cases(spec, cases, seeds) -> list[dict]:
     """Every case x seed: ``{"case", "seed", "metrics", "wall_s", "info"}``."""
-    comp = _Compiled()
+    comp = COMPILED
     keys = jax.random.split(jax.random.key(spec.get("base_seed", 0)), seeds)
     out = []
     for n, case in enumerate(cases):
@@ -250,6 +262,8 @@ def _ci(x, fmt="{:.1f}") -> str:
 
 
 def table(spec, cases, df, results) -> str:
+    """The markdown table; ``results``: the per case x seed records of the sidecar JSON
+    (``case``, ``seed``, ``info``, ``env_steps``, ``simulated``), used by the cost columns."""
     cols = spec.get("columns") or ["final", "threshold", "wall"]
     thr = spec.get("threshold") or {}
     head = ["arm", "case", "env", "env steps per seed"]
@@ -287,8 +301,8 @@ def table(spec, cases, df, results) -> str:
             row.append(_ci(get("wall"), "{:.2f}"))
         if "cost" in cols:
             rs = [r for r in results if r["case"] == n]
-            valid = np.array([np.nansum(r["metrics"]["env_steps"][-1:]) for r in rs])
-            sim = np.array([np.nansum(_simulated(r["metrics"])) for r in rs])
+            valid = np.array([r["env_steps"] for r in rs])
+            sim = np.array([r["simulated"] for r in rs])
             run_s = np.array([r["info"]["run_s"] for r in rs])
             info = rs[0]["info"]
             row += [_ci(1e6 * run_s / valid, "{:.2f}"), _ci(1e6 * run_s / sim, "{:.2f}"),
@@ -366,12 +380,49 @@ def update_readme(readme, name, block):
         f.write(text)
 
 
+def plot_vs(spec, cases, df, path):
+    """Final return (mean and 95% bootstrap CI over seeds) against the field ``spec["vs"]``,
+    one line per arm, one panel per env."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    field = spec["vs"]
+    envs = list(dict.fromkeys(df["env"]))
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.6 * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        arms = {}
+        for n, case in enumerate(cases):
+            sub = df[(df["case"] == n) & (df["env"] == env)]
+            if sub.empty:
+                continue
+            final = [seed_summary(g)["final"] for _, g in sub.groupby("seed")]
+            arms.setdefault(case.arm, []).append((getattr(case.config, field), *bootstrap_ci(final)))
+        for arm, pts in arms.items():
+            x, m, lo, hi = map(np.asarray, zip(*sorted(pts)))
+            ax.errorbar(x, m, yerr=[m - lo, hi - m], marker="o", capsize=3, label=arm)
+        if field in ("group_size",):
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(field)
+        ax.set_ylabel("final return (95% CI)")
+        ax.set_title(env, fontsize="medium")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n")[0])
     p.add_argument("name", help="experiment: experiments/NAME.yaml (or a path to a YAML)")
-    p.add_argument("--tiny", action="store_true", help="smoke size: first case of each arm, 1 seed")
+    p.add_argument("--tiny", action="store_true",
+                   help="smoke size: 1 seed, 2 iterations, the first case of the first arm")
+    p.add_argument("--all-arms", action="store_true", help="with --tiny: the first case of every arm")
     p.add_argument("--seeds", type=int, help="override the YAML's seeds")
     p.add_argument("--out", help="output folder (default experiments/results; --tiny: a temp dir)")
+    p.add_argument("--replot", action="store_true",
+                   help="rebuild table, plots and README block from OUT/NAME.csv (no training)")
     args = p.parse_args(argv)
     path = args.name if args.name.endswith((".yaml", ".yml")) else os.path.join(HERE, f"{args.name}.yaml")
     name = os.path.splitext(os.path.basename(path))[0]
@@ -383,26 +434,47 @@ def main(argv=None) -> int:
         print(f"experiments.run: error: {e}", file=sys.stderr)
         return 2
     seeds = args.seeds or (1 if args.tiny else spec.get("seeds", 8))
-    if args.tiny:   # first case of every arm
+    if args.tiny:
         firsts = {}
         for c in cases:
-            firsts.setdefault(c.arm, c)
+            firsts.setdefault(c.arm_index if args.all_arms else 0, c)
         cases = list(firsts.values())
     out = args.out or (tempfile.mkdtemp(prefix=f"exp_{name}_") if args.tiny
                        else os.path.join(HERE, "results"))
     os.makedirs(out, exist_ok=True)
-    print(f"{name}: {len(cases)} cases x {seeds} seeds -> {out}", flush=True)
+    csv, info_path = os.path.join(out, f"{name}.csv"), os.path.join(out, f"{name}.json")
     t0 = time.time()
-    results = run_cases(spec, cases, seeds)
-    df = frame(cases, results)
-    df.to_csv(os.path.join(out, f"{name}.csv"), index=False)
+    if args.replot:
+        import pandas as pd
+        df = pd.read_csv(csv, keep_default_na=True)
+        df["label"] = ["" if isinstance(v, float) else v for v in df["label"]]   # NaN = ""
+        results = json.load(open(info_path)) if os.path.exists(info_path) else []
+        meta = results[0].get("meta", {}) if results else {}
+    else:
+        print(f"{name}: {len(cases)} cases x {seeds} seeds -> {out}", flush=True)
+        results = run_cases(spec, cases, seeds)
+        df = frame(cases, results)
+        df.to_csv(csv, index=False)
+        meta = {"commit": git_rev(), "seeds": seeds, "seconds": round(time.time() - t0),
+                "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
+        results = [{"case": r["case"], "seed": r["seed"], "info": r["info"],
+                    "env_steps": float(r["metrics"]["env_steps"][-1]),
+                    "simulated": float(np.sum(_simulated(r["metrics"]))), "meta": meta}
+                   for r in results]
+        with open(info_path, "w") as f:
+            json.dump(results, f, default=float)
     tab = table(spec, cases, df, results)
     plot(spec, cases, df, os.path.join(out, f"{name}.png"))
+    figs = f"![{name}]({{rel}}/{name}.png)"
+    if spec.get("vs"):
+        plot_vs(spec, cases, df, os.path.join(out, f"{name}_vs.png"))
+        figs = f"![{name}]({{rel}}/{name}_vs.png)\n" + figs
     cmd = f"python -m experiments.run {name}" + (" --tiny" if args.tiny else "")
     rel = os.path.relpath(out, HERE)
-    block = (f"`{cmd}` (commit {git_rev()}, {seeds} seeds, {time.time() - t0:.0f} s in all; "
-             f"{time.strftime('%Y-%m-%d %H:%M')}).  \nMachine: {machine()}.\n\n{tab}\n\n"
-             f"![{name}]({rel}/{name}.png) (raw: [{name}.csv]({rel}/{name}.csv))")
+    block = (f"`{cmd}` (commit {meta.get('commit', '?')}, {meta.get('seeds', seeds)} seeds, "
+             f"{meta.get('seconds', '?')} s in all, {meta.get('date', '?')}).  \n"
+             f"Machine: {meta.get('machine', '?')}.\n\n{tab}\n\n" + figs.format(rel=rel)
+             + f"\n\nRaw: [{name}.csv]({rel}/{name}.csv) (every iteration of every seed).")
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(f"# {spec.get('title', name)}\n\n{block}\n")
     if not args.tiny and args.out is None:
