@@ -452,12 +452,10 @@ def markdown(res) -> str:
          f"(other work was running on this shared machine: absolute numbers are noisy, "
          f"ratios measured side by side are the more reliable). Date {res['date']}. "
          f"{'TINY MODE (smoke test budgets, numbers meaningless).' if res['tiny'] else ''}", "",
-         "Where the time goes, and library changes that would meet the targets (prototyped and "
-         "measured, not applied): [FINDINGS.md](FINDINGS.md); the prototype is "
-         "[proposed_speedups.patch](proposed_speedups.patch), measured here as the `[proposed]` "
-         "rows when run with `--variant proposed=PATH`; other bracketed rows are further "
-         "prototypes described there. A variant's GRPO target row divides by that variant's "
-         "own PPO.", ""]
+         "Where the time goes and what would close the remaining gaps: [FINDINGS.md](FINDINGS.md) "
+         "(its four speedups are part of the library since commit b31a9e1). Rows in brackets, "
+         "if any, measure a prototype copy of the package (`--variant NAME=PATH`); a variant's "
+         "GRPO target row divides by that variant's own PPO.", ""]
     if res.get("targets"):
         L += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
         L += [f"| {t} | {s} | {n} |" for t, s, n in res["targets"]]

@@ -126,6 +126,37 @@ class Policy:
             return distrax.Categorical(logits=out)
         return distrax.MultivariateNormalDiag(out, jnp.exp(log_std) * jnp.ones_like(out))
 
+    def noise(self, key, shape):
+        """The randomness of ``prod(shape)`` action samples in one draw: ``[*shape, n]`` standard
+        Gumbel (discrete) or standard normal (continuous) noise for ``sample``.
+
+        Collectors draw a whole segment's noise before their loop: XLA:CPU lowers every
+        threefry draw as a small rolled loop, so one draw per env step (plus the key splits)
+        cost more than the rest of the step."""
+        draw = jax.random.gumbel if self.spec.discrete else jax.random.normal
+        return draw(key, (*shape, self.spec.n), jnp.float32)
+
+    def sample(self, params, obs, noise):
+        """obs: [B, *obs_shape], noise: [B, n] from ``noise`` -> (action, log-prob [B]).
+
+        Discrete: ``argmax(logits + gumbel)`` (a sample of the categorical); continuous:
+        ``mean + std * normal``. Actions: [B] int32 or [B, n] float32."""
+        dist = self.dist(params, obs)
+        if self.spec.discrete:
+            action = jnp.argmax(dist.logits + noise, axis=-1).astype(jnp.int32)
+        else:
+            action = dist.loc + dist.scale_diag * noise
+        return action, dist.log_prob(action)
+
+    def act(self, params, obs, key, greedy=False):
+        """One action per observation: sampled with ``key``, or the mode when ``greedy``.
+        obs: [B, *obs_shape] -> (action, log-prob [B])."""
+        if greedy:
+            dist = self.dist(params, obs)
+            action = dist.mode()
+            return action, dist.log_prob(action)
+        return self.sample(params, obs, self.noise(key, obs.shape[:1]))
+
     def value(self, params, obs):
         """obs: [B, *obs_shape] -> values [B]."""
         return self.critic.apply(params["critic"], obs)

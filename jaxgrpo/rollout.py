@@ -53,12 +53,14 @@ class EpisodeStats(NamedTuple):
     sim_steps: jax.Array
 
 
-def _act(policy, params, obs, key, greedy):
-    dist = policy.dist(params, obs)
+def _act(policy, params, obs, noise, greedy):
+    """Actions of the policy for ``obs`` [B, ...] with pre-drawn ``noise`` [B, n] (ignored when
+    greedy: the mode)."""
     if greedy:
+        dist = policy.dist(params, obs)
         action = dist.mode()
         return action, dist.log_prob(action)
-    return dist.sample_and_log_prob(seed=key)
+    return policy.sample(params, obs, noise)
 
 
 def _step(env, env_params, policy, keys, state, action):
@@ -76,8 +78,12 @@ def _keep(valid, new, old):
     return jax.tree.map(lambda n, o: jax.vmap(jnp.where)(valid, n, o), new, old)
 
 
-def _member_keys(key, num_groups, group_size, shared):
-    """[num_groups * group_size] keys: one per member, or one per group repeated (shared)."""
+def _member_keys(key, num_groups, group_size, shared, steps=None):
+    """[num_groups * group_size] keys: one per member, or one per group repeated (shared).
+    With ``steps``: [steps, num_groups * group_size], each row a step's keys (one draw)."""
+    if steps is not None:
+        return jax.vmap(lambda k: _member_keys(k, num_groups, group_size, shared))(
+            jax.random.split(key, steps))
     if shared:
         return jnp.repeat(jax.random.split(key, num_groups), group_size, axis=0)
     return jax.random.split(key, num_groups * group_size)
@@ -96,11 +102,14 @@ def collect_episodes(policy, env, env_params, params, key, num_groups, group_siz
     """
     T = int(env_params.max_steps_in_episode)
     N = num_groups * group_size
-    k_reset, k_loop = jax.random.split(key)
+    k_reset, k_noise, k_step = jax.random.split(key, 3)
     reset_keys = _member_keys(k_reset, num_groups, group_size, same_start)
     obs0, state0 = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
+    # all the randomness of the longest possible episode, drawn at once (see Policy.noise)
+    noise = policy.noise(k_noise, (T, N))
+    step_keys = _member_keys(k_step, num_groups, group_size, share_env_noise, steps=T)
 
-    a_proto, _ = jax.eval_shape(lambda o: _act(policy, params, o, k_loop, greedy), obs0)
+    a_proto, _ = jax.eval_shape(lambda o: _act(policy, params, o, noise[0], greedy), obs0)
     buf = Rollout(
         obs=jnp.zeros((T, *obs0.shape), obs0.dtype),
         action=jnp.zeros((T, *a_proto.shape), a_proto.dtype),
@@ -115,15 +124,13 @@ def collect_episodes(policy, env, env_params, params, key, num_groups, group_siz
     done0 = jnp.broadcast_to(~jnp.asarray(active), (N,))
 
     def cond(c):
-        t, _, _, _, done, _ = c
+        t, _, _, done, _ = c
         return (t < T) & ~jnp.all(done)
 
     def body(c):
-        t, key, obs, state, done, buf = c
-        key, k_act, k_step = jax.random.split(key, 3)
-        action, logp = _act(policy, params, obs, k_act, greedy)
-        step_keys = _member_keys(k_step, num_groups, group_size, share_env_noise)
-        nobs, nstate, reward, term, trunc = _step(env, env_params, policy, step_keys, state,
+        t, obs, state, done, buf = c
+        action, logp = _act(policy, params, obs, noise[t], greedy)
+        nobs, nstate, reward, term, trunc = _step(env, env_params, policy, step_keys[t], state,
                                                   action)
         valid = ~done
         put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, t, 0)
@@ -133,10 +140,9 @@ def collect_episodes(policy, env, env_params, params, key, num_groups, group_siz
             mask=put(buf.mask, valid), terminated=put(buf.terminated, valid & term),
             truncated=put(buf.truncated, valid & trunc & ~term))
         state, obs = _keep(valid, (nstate, nobs), (state, obs))
-        return t + 1, key, obs, state, done | term | trunc, buf
+        return t + 1, obs, state, done | term | trunc, buf
 
-    t, _, _, _, _, buf = jax.lax.while_loop(
-        cond, body, (jnp.int32(0), k_loop, obs0, state0, done0, buf))
+    t, _, _, _, buf = jax.lax.while_loop(cond, body, (jnp.int32(0), obs0, state0, done0, buf))
     ep_return = jnp.sum(buf.reward, axis=0)
     ep_len = jnp.sum(buf.mask, axis=0)
     finished = ep_len > 0
@@ -170,24 +176,31 @@ def collect_segments(policy, env, env_params, params, key, carry: SegmentCarry, 
 
     Returns (Rollout with next_obs = ``info["final_observation"]``, EpisodeStats, new carry).
     """
-    N = carry.obs.shape[0]
+    N, T = carry.obs.shape[0], num_steps
+    # The segment's randomness in three draws before the loop (see Policy.noise): action
+    # noise, step keys, and the states an ended episode resets to (gymnax's auto-reset,
+    # done by hand: ``env.step`` would split a key and draw a reset inside every step).
+    k_noise, k_step, k_reset = jax.random.split(key, 3)
+    noise = policy.noise(k_noise, (T, N))
+    step_keys = jax.random.split(k_step, T * N).reshape(T, N, *k_step.shape)
+    resets = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, T * N), env_params)
+    resets = jax.tree.map(lambda x: x.reshape(T, N, *x.shape[1:]), resets)
 
-    def step(c, k):
-        k_act, k_step = jax.random.split(k)
-        action, logp = _act(policy, params, c.obs, k_act, False)
-        nobs, nstate, reward, term, trunc, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-            jax.random.split(k_step, N), c.state, env_action(policy.spec, action), env_params)
-        reward = reward.astype(jnp.float32)
-        trunc = trunc & ~term
+    def step(c, xs):
+        noise_t, keys_t, (obs_re, state_re) = xs
+        action, logp = _act(policy, params, c.obs, noise_t, False)
+        nobs, nstate, reward, term, trunc = _step(env, env_params, policy, keys_t, c.state,
+                                                  action)
         done = term | trunc
         ep_return, ep_len = c.ep_return + reward, c.ep_len + 1
-        out = (c.obs, action, logp, reward, term, trunc, info["final_observation"],
+        out = (c.obs, action, logp, reward, term, trunc, nobs,
                jnp.where(done, ep_return, 0.0), jnp.where(done, ep_len, 0.0), done)
-        c = SegmentCarry(nobs, nstate, jnp.where(done, 0.0, ep_return), jnp.where(done, 0.0, ep_len))
+        state, obs = _keep(~done, (nstate, nobs), (state_re, obs_re))
+        c = SegmentCarry(obs, state, jnp.where(done, 0.0, ep_return), jnp.where(done, 0.0, ep_len))
         return c, out
 
     carry, (obs, action, logp, reward, term, trunc, next_obs, ret_done, len_done, done) = \
-        jax.lax.scan(step, carry, jax.random.split(key, num_steps))
+        jax.lax.scan(step, carry, (noise, step_keys, resets))
     rollout = Rollout(obs, action, logp, reward, jnp.ones_like(done), term, trunc, next_obs,
                       jnp.arange(N, dtype=jnp.int32))
     stats = EpisodeStats(jnp.sum(ret_done), jnp.sum(len_done), jnp.sum(done).astype(jnp.float32),
@@ -216,7 +229,8 @@ def collect_branches(policy, env, env_params, params, key, num_trajs, group_size
     NG, P = N * G, -(-T // k)
     k_reset, k_loop = jax.random.split(key)
     obs0, state0 = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, N), env_params)
-    a_proto, _ = jax.eval_shape(lambda o: _act(policy, params, o, k_loop, False), obs0)
+    a_proto, _ = jax.eval_shape(
+        lambda o: _act(policy, params, o, policy.noise(k_loop, o.shape[:1]), False), obs0)
     buf = dict(
         obs=jnp.zeros((P, NG, *obs0.shape[1:]), obs0.dtype),
         action=jnp.zeros((P, NG, *a_proto.shape[1:]), a_proto.dtype),
@@ -227,23 +241,20 @@ def collect_branches(policy, env, env_params, params, key, num_trajs, group_size
     rep = lambda x: jnp.repeat(x, G, axis=0)
     first = jnp.arange(N) * G                         # branch 0 of each trajectory
 
-    def branch_step(c, key):
+    def branch_step(c, xs):
         obs, state, done = c
-        k_act, k_step = jax.random.split(key)
-        action, _ = _act(policy, params, obs, k_act, False)
-        nobs, nstate, r, term, trunc = _step(env, env_params, policy,
-                                             _member_keys(k_step, N, G, share_env_noise),
-                                             state, action)
+        noise_t, keys_t = xs
+        action, _ = _act(policy, params, obs, noise_t, False)
+        nobs, nstate, r, term, trunc = _step(env, env_params, policy, keys_t, state, action)
         valid = ~done
         state, obs = _keep(valid, (nstate, nobs), (state, obs))
         return (obs, state, done | term | trunc), (jnp.where(valid, r, 0.0), valid)
 
-    def main_step(c, key):
+    def main_step(c, xs):
         obs, state, done, ret, length = c
-        k_act, k_step = jax.random.split(key)
-        action, _ = _act(policy, params, obs, k_act, False)
-        nobs, nstate, r, term, trunc = _step(env, env_params, policy,
-                                             jax.random.split(k_step, N), state, action)
+        noise_t, keys_t = xs
+        action, _ = _act(policy, params, obs, noise_t, False)
+        nobs, nstate, r, term, trunc = _step(env, env_params, policy, keys_t, state, action)
         valid = ~done
         state, obs = _keep(valid, (nstate, nobs), (state, obs))
         return (obs, state, done | term | trunc, ret + jnp.where(valid, r, 0.0),
@@ -255,16 +266,18 @@ def collect_branches(policy, env, env_params, params, key, num_trajs, group_size
 
     def body(c):
         p, key, obs, state, done, ret, length, buf, steps = c
-        key, k_a0, k_s0, k_br, k_main = jax.random.split(key, 5)
+        # this block's randomness, drawn at once (see Policy.noise)
+        key, k_a0, k_s0, k_nb, k_br, k_nm, k_main = jax.random.split(key, 7)
         # the branch point: G copies of each trajectory's state, G sampled actions
         obs_g, state_g, live = rep(obs), jax.tree.map(rep, state), rep(~done)
-        a0, lp0 = _act(policy, params, obs_g, k_a0, False)
+        a0, lp0 = _act(policy, params, obs_g, policy.noise(k_a0, (NG,)), False)
         obs1, state1, r1, term1, trunc1 = _step(env, env_params, policy,
                                                 _member_keys(k_s0, N, G, share_env_noise),
                                                 state_g, a0)
         end1 = term1 | trunc1 | ~live
         (_, _, _), (r_rest, m_rest) = jax.lax.scan(
-            branch_step, (obs1, state1, end1), jax.random.split(k_br, H - 1))
+            branch_step, (obs1, state1, end1),
+            (policy.noise(k_nb, (H - 1, NG)), _member_keys(k_br, N, G, share_env_noise, H - 1)))
         rewards = jnp.concatenate([jnp.where(live, r1, 0.0)[None], r_rest], 0)   # [H, NG]
         masks = jnp.concatenate([live[None], m_rest], 0)
         put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, p, 0)
@@ -280,7 +293,9 @@ def collect_branches(policy, env, env_params, params, key, num_trajs, group_size
         done = done | term1[first] | trunc1[first]
         # ... and takes the block's remaining branch_every - 1 ordinary steps
         (obs, state, done2, ret, length2), _ = jax.lax.scan(
-            main_step, (obs, state, done, ret, length), jax.random.split(k_main, k - 1))
+            main_step, (obs, state, done, ret, length),
+            (policy.noise(k_nm, (k - 1, N)), jax.random.split(k_main, (k - 1) * N).reshape(
+                k - 1, N, *k_main.shape)))
         steps = steps + jnp.sum(masks) + jnp.sum(length2 - length)
         return p + 1, key, obs, state, done2, ret, length2, buf, steps
 

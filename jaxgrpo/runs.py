@@ -946,7 +946,6 @@ def render_gif(config, params, path, key, *, greedy: bool = True, max_steps: int
     import jax
     from gymnax.visualize import Visualizer
     from .envs import env_action, make_env
-    from .rollout import _act
     from .train import make_policy
 
     check_gif(config)
@@ -957,7 +956,7 @@ def render_gif(config, params, path, key, *, greedy: bool = True, max_steps: int
     matplotlib.use("Agg")
     env, env_params = make_env(config)
     policy = make_policy(config)
-    act = jax.jit(lambda p, o, k: _act(policy, p, o[None], k, greedy)[0][0])
+    act = jax.jit(lambda p, o, k: policy.act(p, o[None], k, greedy)[0][0])
     step = jax.jit(lambda k, s, a: env.step(k, s, env_action(policy.spec, a), env_params))
     key, k_reset = jax.random.split(key)
     obs, state = jax.jit(env.reset)(k_reset, env_params)
