@@ -18,7 +18,8 @@ An experiment is ``experiments/NAME.yaml``::
         grid: {group_size: [2, 4]}    # crossed (itertools.product order)
         cases: [{beta: 0.0}, {beta: 0.04, ref_sync_every: 10}]   # a list, crossed with grid
 
-Every case is validated before anything is compiled (a wrong field or value stops the run with
+A case whose config equals an earlier case's (the defaults that several arms share) reuses its
+runs. Every case is validated before anything is compiled (a wrong field or value stops the run with
 one message naming it). Cases that differ only in dynamic hyperparameters (``config.hparams()``:
 lr, beta, gamma, clip_eps, ...) share one compilation. Each seed runs on its own (no vmap: on
 CPU a vmapped GRPO batch moves at the pace of its longest episode), timed per iteration by a
@@ -193,14 +194,20 @@ def run_cases(spec, cases, seeds) -> list[dict]:
     """Every case x seed: ``{"case", "seed", "metrics", "wall_s", "info"}``."""
     comp = COMPILED
     keys = jax.random.split(jax.random.key(spec.get("base_seed", 0)), seeds)
-    out = []
+    out, done = [], {}
     for n, case in enumerate(cases):
         t0 = time.perf_counter()
+        same = done.get(repr(case.config))   # a config already run (e.g. the default in each arm)
         for s in range(seeds):
+            if same is not None:
+                out.append({**out[same * seeds + s], "case": n})
+                continue
             m, wall, info = comp.run(case.config, keys[s])
             out.append({"case": n, "seed": s, "metrics": m, "wall_s": wall, "info": info})
+        done.setdefault(repr(case.config), n)
         print(f"[{n + 1}/{len(cases)}] {case.name} {case.config.env}: "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+              f"{time.perf_counter() - t0:.1f} s" + (f" (same config as case {same + 1})"
+                                                      if same is not None else ""), flush=True)
     return out
 
 
@@ -250,6 +257,17 @@ def seed_summary(df, threshold=None, at_episodes=None) -> dict:
         reach = np.nonzero(ep >= at_episodes)[0]
         out["wall_at_episodes"] = float(df["wall_s"].to_numpy()[reach[0]]) if len(reach) else np.nan
     return out
+
+
+def code_version() -> str:
+    """The commit, with "+changes" when jaxgrpo/ or experiments/ differ from it."""
+    import subprocess
+    try:
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "jaxgrpo", "experiments"],
+                               cwd=os.path.dirname(HERE), capture_output=True).returncode != 0
+    except OSError:
+        dirty = False
+    return git_rev() + ("+changes" if dirty else "")
 
 
 def _ci(x, fmt="{:.1f}") -> str:
@@ -451,11 +469,12 @@ def main(argv=None) -> int:
         results = json.load(open(info_path)) if os.path.exists(info_path) else []
         meta = results[0].get("meta", {}) if results else {}
     else:
+        commit = code_version()   # the code that runs, read before it runs
         print(f"{name}: {len(cases)} cases x {seeds} seeds -> {out}", flush=True)
         results = run_cases(spec, cases, seeds)
         df = frame(cases, results)
         df.to_csv(csv, index=False)
-        meta = {"commit": git_rev(), "seeds": seeds, "seconds": round(time.time() - t0),
+        meta = {"commit": commit, "seeds": seeds, "seconds": round(time.time() - t0),
                 "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
         results = [{"case": r["case"], "seed": r["seed"], "info": r["info"],
                     "env_steps": float(r["metrics"]["env_steps"][-1]),
