@@ -20,6 +20,10 @@ Parts (``--parts``, comma-separated; default all):
 - ``critic``: GRPO (no critic) against PPO at matched batch: steps/s, time per phase
   (collect / score / learn) and parameter + Adam bytes.
 - ``scaling``: steps/s against parallel envs, group size and vmapped seeds; PNG plots.
+- ``analysis``: the two stand-alone analyses, each in its own process:
+  ``python -m benchmarks.where_time_goes`` (ablations, op counts, XLA options, lane-pool
+  simulation -> where_time_goes.md) and ``python -m benchmarks.sweep_scaling`` (vmapped vs
+  sequential seeds in ``jaxgrpo.sweep`` -> sweep_scaling.md). Skipped with ``--tiny``.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PARTS = ("throughput", "peers", "critic", "scaling")
+PARTS = ("throughput", "peers", "critic", "scaling", "analysis")
 ENVS = ("CartPole-v1", "Acrobot-v1", "Breakout-MinAtar")
 TARGET = 475.0
 
@@ -453,7 +457,9 @@ def markdown(res) -> str:
          f"ratios measured side by side are the more reliable). Date {res['date']}. "
          f"{'TINY MODE (smoke test budgets, numbers meaningless).' if res['tiny'] else ''}", "",
          "Where the time goes and what would close the remaining gaps: [FINDINGS.md](FINDINGS.md) "
-         "(its four speedups are part of the library since commit b31a9e1). Rows in brackets, "
+         "(hand-written, from the numbers here and in the generated "
+         "[where_time_goes.md](where_time_goes.md) and [sweep_scaling.md](sweep_scaling.md), "
+         "which the `analysis` part regenerates). Rows in brackets, "
          "if any, measure a prototype copy of the package (`--variant NAME=PATH`); a variant's "
          "GRPO target row divides by that variant's own PPO.", ""]
     if res.get("targets"):
@@ -565,6 +571,18 @@ def markdown(res) -> str:
     if res.get("notes"):
         L += ["## Notes", "", res["notes"], ""]
     return "\n".join(L)
+
+
+def part_analysis(a, res):
+    if a.tiny:
+        log("[analysis] skipped in tiny mode")
+        return
+    done = []
+    for mod in ("benchmarks.where_time_goes", "benchmarks.sweep_scaling"):
+        log(f"[analysis] python -m {mod}")
+        subprocess.run([sys.executable, "-m", mod], cwd=ROOT, check=True)
+        done.append(mod)
+    res["analysis"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "modules": done}
 
 
 def main(argv=None) -> int:

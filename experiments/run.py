@@ -260,10 +260,12 @@ def seed_summary(df, threshold=None, at_episodes=None) -> dict:
 
 
 def code_version() -> str:
-    """The commit, with "+changes" when jaxgrpo/ or experiments/ differ from it."""
+    """The commit, with "+changes" when the code (jaxgrpo/, experiments/*.py, *.yaml) differs
+    from it."""
     import subprocess
     try:
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "jaxgrpo", "experiments"],
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "jaxgrpo",
+                                "experiments/*.py", "experiments/*.yaml"],
                                cwd=os.path.dirname(HERE), capture_output=True).returncode != 0
     except OSError:
         dirty = False

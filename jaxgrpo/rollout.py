@@ -8,7 +8,10 @@ Two collectors with one output type:
 - ``collect_branches`` (GRPO state groups): main trajectories that, every ``branch_every``
   steps, copy their env state ``group_size`` times and roll each copy ``branch_horizon`` steps.
 - ``collect_segments`` (PPO): ``num_envs`` environments stepped ``num_steps`` times with
-  gymnax's auto-reset, carrying the env state between iterations.
+  auto-reset (as gymnax's ``env.step``), carrying the env state between iterations.
+
+Randomness (action noise, env step keys, PPO's reset states) is drawn for a whole segment
+before the loop, not inside each step: see ``Policy.noise``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,186 @@
+"""Where a PPO / GRPO iteration spends its time on CPU, and what a lane-pool collector would buy.
+
+    python -m benchmarks.where_time_goes        # -> benchmarks/where_time_goes.md
+
+1. Ablations (CartPole-v1, PureJaxRL's PPO batch; GRPO 1 group x 2 episodes): steps/s of the
+   compiled loop with the learn phase replaced by the identity, with GAE replaced by one-step
+   TD, and unchanged. Rates are env steps per second of *process CPU time* (robust to other
+   jobs on a shared machine) and of wall time, median of 3 runs after one compile.
+2. Op counts of the compiled PPO program: ops per trip of every while-loop body (the collect
+   step, the minibatch step, ...), and how many threefry loops each contains.
+3. XLA:CPU options that could speed up the small dots (each passed as a jit compiler option).
+4. Valid fraction of a lane pool (W lanes running N episodes, a finished lane starts the next
+   queued episode) against lockstep (W = N), simulated on episode-length distributions, with
+   the number of loop trips it costs.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxgrpo
+import jaxgrpo.ppo as ppo_mod
+import jaxgrpo.train as train_mod
+from benchmarks.measure import machine
+
+OUT = Path(__file__).resolve().parent / "where_time_goes.md"
+BUDGET = 300_000
+
+
+def rates(cfg, reps=3, compiler_options=None):
+    """-> (median CPU-time steps/s, median wall steps/s, compile s)."""
+    t0 = time.perf_counter()
+    f = jax.jit(jaxgrpo.make_train(cfg), compiler_options=compiler_options)
+    f = f.lower(jax.random.key(0)).compile()
+    compile_s = time.perf_counter() - t0
+    cpu, wall = [], []
+    for r in range(reps):
+        c0, w0 = time.process_time(), time.perf_counter()
+        _, m = jax.block_until_ready(f(jax.random.key(r)))
+        steps = float(m["env_steps"][-1])
+        cpu.append(steps / (time.process_time() - c0))
+        wall.append(steps / (time.perf_counter() - w0))
+    return statistics.median(cpu), statistics.median(wall), compile_s
+
+
+def ablations():
+    real_learn, real_gae = train_mod.learn, ppo_mod.gae
+    no_learn = lambda loss_fn, params, opt_state, *a, **k: (params, opt_state, {})
+    one_step = lambda r, v, nv, term, done, g, lam: (r + g * nv * (1 - term) - v,
+                                                   r + g * nv * (1 - term))
+    ppo = jaxgrpo.PPOConfig(env="CartPole-v1", total_timesteps=BUDGET)
+    grpo = jaxgrpo.GRPOConfig(env="CartPole-v1", total_timesteps=BUDGET, num_groups=1,
+                              group_size=2)
+    rows = []
+    for name, cfg, patch in [("PPO", ppo, None), ("PPO, learn removed", ppo, "learn"),
+                             ("PPO, GAE -> one-step TD", ppo, "gae"), ("GRPO 1 x 2", grpo, None)]:
+        train_mod.learn = no_learn if patch == "learn" else real_learn
+        ppo_mod.gae = one_step if patch == "gae" else real_gae
+        try:
+            cpu, wall, c = rates(cfg)
+        finally:
+            train_mod.learn, ppo_mod.gae = real_learn, real_gae
+        rows.append(f"| {name} | {cpu / 1e3:.1f}k | {wall / 1e3:.1f}k | {1e6 / cpu:.2f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+FREE = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
+
+
+def op_counts():
+    cfg = jaxgrpo.PPOConfig(env="CartPole-v1", total_timesteps=BUDGET)
+    text = jax.jit(jaxgrpo.make_train(cfg)).lower(jax.random.key(0)).compile().as_text()
+    comps, cur = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if m and "(" in line:
+            cur = m.group(1)
+            comps[cur] = []
+        elif line.startswith("}"):
+            cur = None
+        elif cur:
+            m2 = re.search(r"=\s*(?:\([^)]*\)|\S+)\s+([\w\-]+)\(", line)
+            if m2:
+                comps[cur].append((m2.group(1), line))
+    rows = []
+    for parent, ins in comps.items():
+        for op, line in ins:
+            if op != "while":
+                continue
+            body = re.search(r"body=%?([\w.\-]+)", line).group(1)
+            ops = collections.Counter(o for o, _ in comps.get(body, []) if o not in FREE)
+            loops = ops.get("while", 0) + ops.get("call", 0)
+            text_ = "\n".join(l for _, l in comps.get(body, []))
+            role = ("one iteration" if ops.get("while", 0) >= 3 else
+                    "one epoch (permutation + minibatch loop)" if "sort" in ops else
+                    "one minibatch step (forward, backward, Adam)" if ops.get("dot", 0) >= 4 else
+                    "one collect step (policy, env, buffer writes)" if "dynamic_update_slice" in text_
+                    else "other")
+            rows.append((sum(ops.values()), loops, role))
+    rows.sort(reverse=True)
+    return [f"| {role} | {n} | {loops} |" for n, loops, role in rows if n > 20]
+
+
+def xla_options():
+    cfg = jaxgrpo.PPOConfig(env="CartPole-v1", total_timesteps=BUDGET)
+    rows = []
+    for opts in ({}, {"xla_cpu_multi_thread_eigen": False}, {"xla_cpu_use_xnnpack": True},
+                 {"xla_cpu_use_onednn": True}):
+        cpu, wall, c = rates(cfg, compiler_options=opts)
+        rows.append(f"| `{json.dumps(opts)}` | {cpu / 1e3:.1f}k | {wall / 1e3:.1f}k | {c:.1f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def pool(lengths, lanes):
+    """Greedy lane pool: -> (valid / simulated, loop trips)."""
+    free = np.zeros(lanes)
+    for length in lengths:
+        free[np.argmin(free)] += length
+    trips = free.max()
+    return lengths.sum() / (lanes * trips), trips
+
+
+def pool_table(n=32, draws=500, seed=0):
+    rng = np.random.default_rng(seed)
+    dists = {
+        "uniform 20..500": lambda: rng.integers(20, 501, n),
+        "exponential, mean 100, cap 500": lambda: np.minimum(rng.exponential(100, n).astype(int) + 10, 500),
+        "geometric, mean 28 (early CartPole)": lambda: rng.geometric(1 / 20, n) + 8,
+        "80% at the 500 limit": lambda: np.where(rng.random(n) < 0.8, 500, rng.integers(50, 500, n)),
+    }
+    rows = []
+    for name, draw in dists.items():
+        cells = []
+        for lanes in (n, n // 2, n // 4, n // 8):
+            res = np.array([pool(draw(), lanes) for _ in range(draws)])
+            cells.append(f"{res[:, 0].mean():.0%} / {res[:, 1].mean():.0f}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _machine() -> str:
+    m = machine()
+    return (f"{m['cpu']}, {m['cores']} cores, {m['device']}, jax {m['jax']}, "
+            f"Python {m['python']}")
+
+
+def main():
+    t0 = time.time()
+    L = ["# Where the time goes (generated)", "",
+         f"`python -m benchmarks.where_time_goes`, {time.strftime('%Y-%m-%d %H:%M')}, "
+         f"machine: {_machine()}. Load average at start: {os.getloadavg()[0]:.1f}.", ""]
+    L += ["## 1. Ablations (CartPole-v1, 300k env steps, median of 3)", "",
+          "| program | steps/s (CPU time) | steps/s (wall) | us of CPU per env step |",
+          "|---|---:|---:|---:|"] + ablations() + [""]
+    L += ["## 2. Compiled PPO program: ops per trip of each while-loop body", "",
+          "Threefry draws are rolled 5-trip loops on XLA:CPU (shown as `while`/`call` ops); "
+          "bodies with at most 20 ops (those loops themselves, the initializer) are left out.",
+          "", "| loop body | ops per trip | nested loops per trip |", "|---|---:|---:|"]
+    L += op_counts() + [""]
+    L += ["## 3. XLA:CPU options (PPO, CartPole-v1)", "",
+          "| compiler options | steps/s (CPU time) | steps/s (wall) | compile s |",
+          "|---|---:|---:|---:|"] + xla_options() + [""]
+    L += ["## 4. Lane pool for GRPO episodes: valid fraction / loop trips (32 episodes)", "",
+          "Simulated: W lanes run the 32 episodes of an iteration, a finished lane starts the "
+          "next queued one; W = 32 is today's lockstep collector. 500 draws per cell.", "",
+          "| episode lengths | W = 32 | W = 16 | W = 8 | W = 4 |", "|---|---|---|---|---|"]
+    L += pool_table() + ["", f"({time.time() - t0:.0f} s in all; load average at the end "
+                             f"{os.getloadavg()[0]:.1f})", ""]
+    OUT.write_text("\n".join(L))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
