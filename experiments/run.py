@@ -25,11 +25,14 @@ lr, beta, gamma, clip_eps, ...) share one compilation. Each seed runs on its own
 CPU a vmapped GRPO batch moves at the pace of its longest episode), timed per iteration by a
 host callback, so ``wall_s`` is measured, callback included.
 
-Per case and seed it keeps every iteration's metrics; the final return of a seed is the mean
-training episode return over its iterations in the last 10% of its env steps. Writes
-``experiments/results/NAME.csv`` (one row per case x seed x iteration), ``NAME.md`` (the table:
-mean and 95% percentile-bootstrap CI over seeds) and ``NAME.png`` (mean over seeds against each
-x axis, shaded 95% CI of the mean), and replaces the ``NAME`` block of experiments/README.md.
+Per case and seed it keeps every iteration's metrics. A seed's final return is the
+episode-weighted mean training return over its iterations in the last 10% of its env steps;
+thresholds and "return at N episodes" read the mean over the last 32 finished episodes
+(``rolling_return``). Writes ``experiments/results/NAME.csv`` (one row per case x seed x
+iteration), ``NAME.json`` (per run: compile and run seconds, memory, steps), ``NAME.md`` (the
+table: mean and 95% percentile-bootstrap CI over seeds) and ``NAME.png`` (mean over seeds
+against each x axis, shaded 95% Student-t CI of the mean), and replaces the ``NAME`` block of
+experiments/README.md.
 ``--tiny`` validates every case, then runs the first case of the first arm (``--tiny
 --all-arms``: of every arm) with 1 seed for two iterations into ``--out`` (default: a
 temporary folder; experiments/ is left alone). ``--replot`` rebuilds the table, plots and
@@ -100,6 +103,11 @@ def load(path, tiny: bool = False) -> tuple[dict, list[Case]]:
         for v in spec.get(k, []):
             if v not in allowed:
                 _fail(path, f"{k}: unknown {v!r}; one of {', '.join(allowed)}")
+    seeds = spec.get("seeds", 8)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        _fail(path, f"seeds: must be an int >= 1, got {seeds!r}")
+    if "at_episodes" in spec.get("columns", []) and not isinstance(spec.get("at_episodes"), int):
+        _fail(path, "columns: at_episodes needs an int 'at_episodes' key")
     tiny_over = spec.get("tiny") or {}
     cases = []
     for i, arm in enumerate(spec["arms"]):
@@ -130,14 +138,17 @@ def load(path, tiny: bool = False) -> tuple[dict, list[Case]]:
                     _fail(path, f"arms[{i}] ({arm['name']}): {e}")
                 label = ", ".join(f"{k}={v}" for k, v in {**g, **c}.items())
                 cases.append(Case(arm["name"], i, label, cfg))
+    if spec.get("vs") is not None and not all(hasattr(c.config, spec["vs"]) for c in cases):
+        _fail(path, f"vs: {spec['vs']!r} is not a field of every case's config")
     return spec, cases
 
 
 def _tiny(config):
-    """``config`` with an env-step budget of two iterations."""
-    per_iter = (config.max_steps_per_iteration if config.algo == "grpo"
-                else config.num_envs * config.num_steps)
-    return config.replace(total_timesteps=2 * per_iter)
+    """``config`` cut to two iterations."""
+    if config.algo == "grpo":
+        return config.replace(total_timesteps=2 * config.max_steps_per_iteration,
+                              num_iterations=2)
+    return config.replace(total_timesteps=2 * config.num_envs * config.num_steps)
 
 
 # ----------------------------------------------------------------------------- running
@@ -159,7 +170,9 @@ class _Compiled:
 
     def get(self, config, key):
         sk = _static_key(config)
-        if sk not in self.cache:
+        if sk in self.cache:
+            self.cache[sk]["compile_s"] = 0.0   # shared with an earlier case: no compile
+        else:
             train = make_train(config, callback=self._tick)
             t0 = time.perf_counter()
             compiled = jax.jit(train).lower(key, _hparams(config)).compile()
@@ -221,7 +234,8 @@ def frame(cases, results):
     parts = []
     for r in results:
         case, m = cases[r["case"]], r["metrics"]
-        df = pd.DataFrame({k: v for k, v in m.items() if v.ndim == 1})
+        df = pd.DataFrame({k: v.astype(np.float64) if v.dtype.kind == "f" else v
+                           for k, v in m.items() if v.ndim == 1})
         df.insert(0, "iteration", np.arange(len(df)))
         df["episodes"] = np.cumsum(np.nan_to_num(m["episodes"]))
         df["wall_s"] = r["wall_s"]
@@ -235,27 +249,50 @@ def frame(cases, results):
     return pd.concat(parts, ignore_index=True)
 
 
+WINDOW = 32   # episodes in the rolling mean that thresholds and "return at N episodes" read
+
+
+def rolling_return(n, ret, k=WINDOW):
+    """Episode-weighted mean return of the last >= ``k`` finished episodes at each iteration.
+
+    n: [I] episodes finished in each iteration; ret: [I] their mean return. Iteration i averages
+    the fewest most recent iterations holding >= k episodes; NaN while fewer than k have
+    finished. (PPO finishes ~1 CartPole episode per iteration near 500, GRPO 32: a threshold
+    on single iterations would favour the algorithm with fewer episodes per iteration.)"""
+    cum_n, cum_r = np.cumsum(n), np.cumsum(n * ret)
+    first = np.searchsorted(cum_n, cum_n - k, side="right")    # window = (first - 1, i]
+    base_n = np.where(first > 0, cum_n[np.maximum(first - 1, 0)], 0.0)
+    base_r = np.where(first > 0, cum_r[np.maximum(first - 1, 0)], 0.0)
+    count = cum_n - base_n
+    return np.where(cum_n >= k, (cum_r - base_r) / np.maximum(count, 1), np.nan)
+
+
 def seed_summary(df, threshold=None, at_episodes=None) -> dict:
-    """One seed's frame -> final return (mean over the last 10% of its env steps), env steps to
-    ``threshold`` (first iteration whose return reaches it; NaN if never), the return at
-    ``at_episodes`` (mean over the iterations that end within 10% of that count)."""
+    """One seed's frame -> ``final`` (episode-weighted mean return over the iterations in the
+    last 10% of its env steps), ``to_threshold`` (env steps at the first iteration whose
+    rolling mean over the last 32 episodes reaches ``threshold``; NaN if never),
+    ``at_episodes`` (that rolling mean at the first iteration with ``at_episodes`` finished
+    episodes; NaN if the run finished fewer) and ``wall_at_episodes`` (its wall-clock s)."""
     df = df[~np.isnan(df["episode_return"])]
-    steps = df["env_steps"].to_numpy()
-    ret = df["episode_return"].to_numpy()
-    out = {"final": float(np.mean(ret[steps >= 0.9 * steps[-1]])) if len(ret) else np.nan,
-           "steps": float(steps[-1]) if len(steps) else np.nan,
-           "wall": float(df["wall_s"].max()) if len(df) else np.nan}
+    steps = df["env_steps"].to_numpy(np.float64)
+    ret = df["episode_return"].to_numpy(np.float64)
+    ep = df["episodes"].to_numpy(np.float64)
+    n = np.diff(np.concatenate([[0.0], ep])) if len(ep) else ep
+    out = {"final": np.nan, "steps": np.nan, "wall": np.nan}
+    if len(ret):
+        last = steps >= 0.9 * steps[-1]
+        w = np.maximum(n[last], 1e-9)
+        out.update(final=float(np.sum(w * ret[last]) / np.sum(w)), steps=float(steps[-1]),
+                   wall=float(df["wall_s"].max()))
+    roll = rolling_return(n, ret)
     if threshold is not None:
-        hit = np.nonzero(ret >= threshold)[0]
+        hit = np.nonzero(roll >= threshold)[0]
         out["to_threshold"] = float(steps[hit[0]]) if len(hit) else np.nan
     if at_episodes is not None:
-        ep = df["episodes"].to_numpy()
-        near = (ep >= 0.9 * at_episodes) & (ep <= 1.1 * at_episodes)
-        if not near.any() and len(ep):
-            near = np.arange(len(ep)) == np.argmin(np.abs(ep - at_episodes))
-        out["at_episodes"] = float(np.mean(ret[near])) if near.any() else np.nan
         reach = np.nonzero(ep >= at_episodes)[0]
-        out["wall_at_episodes"] = float(df["wall_s"].to_numpy()[reach[0]]) if len(reach) else np.nan
+        out["at_episodes"] = float(roll[reach[0]]) if len(reach) else np.nan
+        out["wall_at_episodes"] = (float(df["wall_s"].to_numpy()[reach[0]]) if len(reach)
+                                   else np.nan)
     return out
 
 
@@ -307,9 +344,12 @@ def table(spec, cases, df, results) -> str:
         t = thr.get(case.config.env)
         per = [seed_summary(g, t, spec.get("at_episodes")) for _, g in sub.groupby("seed")]
         get = lambda k: [p.get(k, np.nan) for p in per]
-        row = [case.arm, case.label or "-", env, f"{int(np.nanmean(get('steps'))):,}"]
+        steps = np.asarray(get("steps"), float)
+        row = [case.arm, case.label or "-", env,
+               f"{int(np.nanmean(steps)):,}" if (~np.isnan(steps)).any() else "-"]
         if "final" in cols:
-            row.append(_ci(get("final"), "{:.2f}" if abs(np.nanmean(get("final"))) < 10 else "{:.1f}"))
+            small = np.nanmax(np.abs(np.asarray(get("final"), float)), initial=0.0) < 10
+            row.append(_ci(get("final"), "{:.2f}" if small else "{:.1f}"))
         if "at_episodes" in cols:
             row += [_ci(get("at_episodes")), _ci(get("wall_at_episodes"), "{:.2f}")]
         if "threshold" in cols:
@@ -326,7 +366,8 @@ def table(spec, cases, df, results) -> str:
             run_s = np.array([r["info"]["run_s"] for r in rs])
             info = rs[0]["info"]
             row += [_ci(1e6 * run_s / valid, "{:.2f}"), _ci(1e6 * run_s / sim, "{:.2f}"),
-                    f"{valid.sum() / sim.sum():.3f}", f"{info['compile_s']:.1f}",
+                    f"{valid.sum() / sim.sum():.3f}",
+                    f"{info['compile_s']:.1f}" if info["compile_s"] > 0 else "shared",
                     f"{info['params_bytes']:,} + {info['opt_bytes']:,}",
                     f"{info['temp_bytes'] / 2**20:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
@@ -344,6 +385,7 @@ def plot(spec, cases, df, path):
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from scipy.stats import t as student_t
 
     xs = spec.get("x") or ["env_steps"]
     envs = list(dict.fromkeys(df["env"]))
@@ -364,7 +406,10 @@ def plot(spec, cases, df, path):
                     ys = np.stack([np.interp(grid, g[xname].to_numpy(), g["episode_return"].to_numpy(),
                                              left=np.nan) for _, g in sub.groupby("seed")])
                     mean = np.nanmean(ys, 0)
-                    half = 1.96 * np.nanstd(ys, 0) / np.sqrt(np.maximum((~np.isnan(ys)).sum(0), 1))
+                    k = (~np.isnan(ys)).sum(0)   # seeds with data at each x
+                    half = (student_t.ppf(0.975, np.maximum(k - 1, 1)) * np.nanstd(ys, 0, ddof=1)
+                            / np.sqrt(np.maximum(k, 1)))
+                    half = np.where(k >= 2, half, np.nan)
                 line, = ax.plot(grid, mean, label=case.name, lw=1.2)
                 ax.fill_between(grid, mean - half, mean + half, color=line.get_color(),
                                 alpha=0.15, lw=0)
@@ -459,16 +504,23 @@ def main(argv=None) -> int:
         for c in cases:
             firsts.setdefault(c.arm_index if args.all_arms else 0, c)
         cases = list(firsts.values())
-    out = args.out or (tempfile.mkdtemp(prefix=f"exp_{name}_") if args.tiny
+    out = args.out or (tempfile.mkdtemp(prefix=f"exp_{name}_") if args.tiny and not args.replot
                        else os.path.join(HERE, "results"))
     os.makedirs(out, exist_ok=True)
     csv, info_path = os.path.join(out, f"{name}.csv"), os.path.join(out, f"{name}.json")
     t0 = time.time()
     if args.replot:
         import pandas as pd
-        df = pd.read_csv(csv, keep_default_na=True)
+        missing = [p_ for p_ in (csv, info_path) if not os.path.exists(p_)]
+        if missing:
+            print(f"experiments.run: error: --replot: {missing[0]} does not exist (run the "
+                  f"experiment first{'; with --tiny give --out' if args.tiny else ''})",
+                  file=sys.stderr)
+            return 2
+        df = pd.read_csv(csv)
         df["label"] = ["" if isinstance(v, float) else v for v in df["label"]]   # NaN = ""
-        results = json.load(open(info_path)) if os.path.exists(info_path) else []
+        with open(info_path) as f:
+            results = json.load(f)
         meta = results[0].get("meta", {}) if results else {}
     else:
         commit = code_version()   # the code that runs, read before it runs

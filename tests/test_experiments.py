@@ -7,6 +7,7 @@ import glob
 import json
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,3 +69,64 @@ def test_bad_experiment_is_one_clear_error(tmp_path, capsys):
     assert "bad.yaml: arms[0] (a)" in err and "'group_sise'" in err and "'group_size'" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad.csv").exists()
+
+
+def _explicit_rolling(n, r, k):
+    """NumPy reference: expand iterations into episodes, average the last >= k by iteration."""
+    out = []
+    for i in range(len(n)):
+        if n[: i + 1].sum() < k:
+            out.append(np.nan)
+            continue
+        j, tot = i, 0.0
+        while tot < k:
+            tot += n[j]
+            j -= 1
+        out.append(np.repeat(r[j + 1: i + 1], n[j + 1: i + 1].astype(int)).mean())
+    return np.array(out)
+
+
+def test_rolling_return_matches_explicit_episodes():
+    rng = np.random.default_rng(0)
+    n = rng.integers(0, 40, 50).astype(float)
+    r = rng.normal(size=50)
+    np.testing.assert_allclose(run.rolling_return(n, r, 32), _explicit_rolling(n, r, 32))
+
+
+def test_seed_summary_on_a_hand_built_run():
+    # 10 iterations; 4 episodes each; returns climb 10, 20, ..., 100; 1000 env steps each
+    df = pd.DataFrame({"episode_return": np.arange(1, 11) * 10.0,
+                       "env_steps": np.arange(1, 11) * 1000.0,
+                       "episodes": np.arange(1, 11) * 4.0,
+                       "wall_s": np.arange(1, 11) * 0.5})
+    s = run.seed_summary(df, threshold=55.0, at_episodes=20)
+    # final: the iterations in the last 10% of env steps (9000 and 10000), 4 episodes each
+    assert s["final"] == 95.0 and s["steps"] == 10_000 and s["wall"] == 5.0
+    # the last 32 episodes at iteration i >= 8 (1-based) are iterations i-7..i: mean 10(i-3.5)
+    assert s["to_threshold"] == 9000.0
+    assert np.isnan(run.seed_summary(df, threshold=66.0)["to_threshold"])
+    assert np.isnan(s["at_episodes"])      # 20 episodes reached, but fewer than 32 finished
+    s = run.seed_summary(df, at_episodes=36)
+    assert s["at_episodes"] == pytest.approx(np.mean(np.arange(2, 10) * 10.0))
+    assert s["wall_at_episodes"] == 4.5
+    assert np.isnan(run.seed_summary(df, at_episodes=100)["at_episodes"])   # never got there
+
+
+def test_repeated_configs_reuse_runs(monkeypatch):
+    calls = []
+
+    def fake_run(config, key):
+        calls.append(config.lr)
+        m = {"env_steps": np.array([1.0]), "episode_return": np.array([config.lr]),
+             "episodes": np.array([1.0]), "valid_frac": np.array([1.0])}
+        return m, np.array([0.1]), {"compile_s": 0.0, "run_s": 0.1}
+
+    monkeypatch.setattr(run.COMPILED, "run", fake_run)
+    import jaxgrpo
+    a, b = jaxgrpo.GRPOConfig(lr=1e-3), jaxgrpo.GRPOConfig(lr=2e-3)
+    cases = [run.Case("x", 0, "", a), run.Case("y", 1, "", b), run.Case("z", 2, "", a)]
+    out = run.run_cases({}, cases, seeds=2)
+    assert calls == [1e-3, 1e-3, 2e-3, 2e-3]
+    assert [r["case"] for r in out] == [0, 0, 1, 1, 2, 2]
+    assert [r["seed"] for r in out] == [0, 1, 0, 1, 0, 1]
+    assert out[4]["metrics"] is out[0]["metrics"]
