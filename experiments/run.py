@@ -351,7 +351,9 @@ def table(spec, cases, df, results) -> str:
             small = np.nanmax(np.abs(np.asarray(get("final"), float)), initial=0.0) < 10
             row.append(_ci(get("final"), "{:.2f}" if small else "{:.1f}"))
         if "at_episodes" in cols:
-            row += [_ci(get("at_episodes")), _ci(get("wall_at_episodes"), "{:.2f}")]
+            reached = int(np.sum(~np.isnan(np.asarray(get("at_episodes"), float))))
+            note = "" if reached == len(per) else f" ({reached}/{len(per)} seeds got there)"
+            row += [_ci(get("at_episodes")) + note, _ci(get("wall_at_episodes"), "{:.2f}")]
         if "threshold" in cols:
             hits = np.asarray(get("to_threshold"), float)
             ok = hits[~np.isnan(hits)]
