@@ -7,8 +7,11 @@ An experiment is ``experiments/NAME.yaml``::
     threshold: {CartPole-v1: 475}     # optional: env steps until a seed's return reaches it
     at_episodes: 1000                 # optional: each seed's return after this many episodes
     x: [env_steps]                    # curve x axes: env_steps, episodes, wall_s
-    columns: [final, threshold, wall] # table columns (also: at_episodes, cost)
+    columns: [final, threshold, wall] # table columns (also: at_episodes, threshold_time, cost)
     vs: group_size                    # optional: also plot final return against this field
+    clock: true                       # per-iteration wall clock (a host callback per iteration;
+                                      # needed for x: wall_s and at_episodes); default: off,
+                                      # only each run's total seconds
     tiny: {hidden_sizes: [16]}        # optional overrides for --tiny (the smoke test's size,
                                       # which also cuts total_timesteps to 2 iterations)
     arms:                             # each arm: a base config and the cases varied from it
@@ -22,8 +25,9 @@ A case whose config equals an earlier case's (the defaults that several arms sha
 runs. Every case is validated before anything is compiled (a wrong field or value stops the run with
 one message naming it). Cases that differ only in dynamic hyperparameters (``config.hparams()``:
 lr, beta, gamma, clip_eps, ...) share one compilation. Each seed runs on its own (no vmap: on
-CPU a vmapped GRPO batch moves at the pace of its longest episode), timed per iteration by a
-host callback, so ``wall_s`` is measured, callback included.
+CPU a vmapped GRPO batch moves at the pace of its longest episode). Each run's wall time is
+measured around the compiled call; with ``clock: true`` every iteration is also timed by a host
+callback (``wall_s``, callback cost included).
 
 Per case and seed it keeps every iteration's metrics. A seed's final return is the
 episode-weighted mean training return over its iterations in the last 10% of its env steps;
@@ -61,10 +65,10 @@ from jaxgrpo.train import make_train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEYS = ("title", "seeds", "base_seed", "threshold", "at_episodes", "x", "columns", "tiny", "arms",
-        "vs")
+        "vs", "clock")
 ARM_KEYS = ("name", "grid", "cases")
 X_AXES = ("env_steps", "episodes", "wall_s")
-COLUMNS = ("final", "threshold", "at_episodes", "wall", "cost")
+COLUMNS = ("final", "threshold", "threshold_time", "at_episodes", "wall", "cost")
 
 
 @dataclasses.dataclass
@@ -106,8 +110,13 @@ def load(path, tiny: bool = False) -> tuple[dict, list[Case]]:
     seeds = spec.get("seeds", 8)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         _fail(path, f"seeds: must be an int >= 1, got {seeds!r}")
+    if "threshold_time" in spec.get("columns", []) and not spec.get("clock"):
+        _fail(path, "columns: threshold_time needs 'clock: true'")
     if "at_episodes" in spec.get("columns", []) and not isinstance(spec.get("at_episodes"), int):
         _fail(path, "columns: at_episodes needs an int 'at_episodes' key")
+    if not spec.get("clock") and ("wall_s" in spec.get("x", [])
+                                  or "at_episodes" in spec.get("columns", [])):
+        _fail(path, "x: wall_s and columns: at_episodes need 'clock: true' (per-iteration times)")
     tiny_over = spec.get("tiny") or {}
     cases = []
     for i, arm in enumerate(spec["arms"]):
@@ -168,12 +177,12 @@ class _Compiled:
     def _tick(self, i, metrics):
         self.clock.append((int(i), time.perf_counter()))
 
-    def get(self, config, key):
-        sk = _static_key(config)
+    def get(self, config, key, clock=False):
+        sk = (_static_key(config), clock)
         if sk in self.cache:
             self.cache[sk]["compile_s"] = 0.0   # shared with an earlier case: no compile
         else:
-            train = make_train(config, callback=self._tick)
+            train = make_train(config, callback=self._tick if clock else None)
             t0 = time.perf_counter()
             compiled = jax.jit(train).lower(key, _hparams(config)).compile()
             mem = compiled.memory_analysis()
@@ -185,9 +194,9 @@ class _Compiled:
                                   opt_bytes=nbytes(st.opt_state))
         return self.cache[sk]
 
-    def run(self, config, key):
+    def run(self, config, key, clock=False):
         """-> (metrics {name: [I]} as numpy, wall_s [I], info)."""
-        c = self.get(config, key)
+        c = self.get(config, key, clock)
         self.clock = []
         t0 = time.perf_counter()
         _, metrics = c["fn"](key, _hparams(config))
@@ -215,7 +224,7 @@ def run_cases(spec, cases, seeds) -> list[dict]:
             if same is not None:
                 out.append({**out[same * seeds + s], "case": n})
                 continue
-            m, wall, info = comp.run(case.config, keys[s])
+            m, wall, info = comp.run(case.config, keys[s], bool(spec.get("clock")))
             out.append({"case": n, "seed": s, "metrics": m, "wall_s": wall, "info": info})
         done.setdefault(repr(case.config), n)
         print(f"[{n + 1}/{len(cases)}] {case.name} {case.config.env}: "
@@ -245,7 +254,8 @@ def frame(cases, results):
         df.insert(0, "label", case.label)
         df.insert(0, "arm", case.arm)
         df.insert(0, "case", r["case"])
-        parts.append(df[~np.isnan(df["episode_return"]) | (df["iteration"] == 0)])
+        last = df["iteration"] == len(df) - 1   # holds the total run time
+        parts.append(df[~np.isnan(df["episode_return"]) | (df["iteration"] == 0) | last])
     return pd.concat(parts, ignore_index=True)
 
 
@@ -273,6 +283,7 @@ def seed_summary(df, threshold=None, at_episodes=None) -> dict:
     rolling mean over the last 32 episodes reaches ``threshold``; NaN if never),
     ``at_episodes`` (that rolling mean at the first iteration with ``at_episodes`` finished
     episodes; NaN if the run finished fewer) and ``wall_at_episodes`` (its wall-clock s)."""
+    wall = float(df["wall_s"].max()) if len(df) else np.nan
     df = df[~np.isnan(df["episode_return"])]
     steps = df["env_steps"].to_numpy(np.float64)
     ret = df["episode_return"].to_numpy(np.float64)
@@ -283,11 +294,13 @@ def seed_summary(df, threshold=None, at_episodes=None) -> dict:
         last = steps >= 0.9 * steps[-1]
         w = np.maximum(n[last], 1e-9)
         out.update(final=float(np.sum(w * ret[last]) / np.sum(w)), steps=float(steps[-1]),
-                   wall=float(df["wall_s"].max()))
+                   wall=wall)
     roll = rolling_return(n, ret)
     if threshold is not None:
         hit = np.nonzero(roll >= threshold)[0]
         out["to_threshold"] = float(steps[hit[0]]) if len(hit) else np.nan
+        out["episodes_to_threshold"] = float(ep[hit[0]]) if len(hit) else np.nan
+        out["wall_to_threshold"] = float(df["wall_s"].to_numpy()[hit[0]]) if len(hit) else np.nan
     if at_episodes is not None:
         reach = np.nonzero(ep >= at_episodes)[0]
         out["at_episodes"] = float(roll[reach[0]]) if len(reach) else np.nan
@@ -330,6 +343,8 @@ def table(spec, cases, df, results) -> str:
         head += [f"return at {spec['at_episodes']} episodes", f"wall s to {spec['at_episodes']} episodes"]
     if "threshold" in cols:
         head += ["seeds reaching threshold", "env steps to threshold (seeds reaching)"]
+    if "threshold_time" in cols:
+        head += ["episodes to threshold", "wall s to threshold"]
     if "wall" in cols:
         head.append("run s per seed")
     if "cost" in cols:
@@ -359,6 +374,9 @@ def table(spec, cases, df, results) -> str:
             ok = hits[~np.isnan(hits)]
             row += ["-" if t is None else f"{len(ok)}/{len(per)} (>= {t:g})",
                     "-" if t is None or not len(ok) else _ci(ok, "{:,.0f}")]
+        if "threshold_time" in cols:
+            row += [_ci(get("episodes_to_threshold"), "{:,.0f}"),
+                    _ci(get("wall_to_threshold"), "{:.2f}")]
         if "wall" in cols:
             row.append(_ci(get("wall"), "{:.2f}"))
         if "cost" in cols:

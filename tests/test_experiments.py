@@ -123,7 +123,7 @@ def test_seed_summary_on_a_hand_built_run():
 def test_repeated_configs_reuse_runs(monkeypatch):
     calls = []
 
-    def fake_run(config, key):
+    def fake_run(config, key, clock=False):
         calls.append(config.lr)
         m = {"env_steps": np.array([1.0]), "episode_return": np.array([config.lr]),
              "episodes": np.array([1.0]), "valid_frac": np.array([1.0])}
