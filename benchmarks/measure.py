@@ -214,7 +214,6 @@ def measure_phases(spec) -> dict:
     from jaxgrpo.train import make_train, make_policy
     from jaxgrpo.envs import make_env
     from jaxgrpo.update import learn
-    import optax
 
     cfg = make_config(spec)
     inner, reps = int(spec.get("inner", 8)), int(spec.get("reps", 5))
@@ -228,7 +227,7 @@ def measure_phases(spec) -> dict:
             state, None, int(spec["pretrain_iters"]))
     params, ref = state.params, state.ref_params
     algo = grpo if cfg.algo == "grpo" else ppo
-    opt = optax.chain(optax.clip_by_global_norm(hp["max_grad_norm"]), optax.adam(hp["lr"], eps=1e-5))
+    opt = train.optimizer(hp)   # the training loop's own (flattened) optimizer
     chunk = cfg.chunk_size if cfg.algo == "grpo" else cfg.num_envs * cfg.num_steps // cfg.num_minibatches
 
     def collect(key):
@@ -245,7 +244,8 @@ def measure_phases(spec) -> dict:
     def learn_(batch, weight, mask, key):
         loss_fn = lambda p, c, w, m: algo.loss(cfg, policy, p, ref, c, w, m, hp)
         return learn(loss_fn, params, state.opt_state, opt, batch, weight, mask, key,
-                     epochs=cfg.update_epochs, num_minibatches=cfg.num_minibatches, chunk=chunk)
+                     epochs=cfg.update_epochs, num_minibatches=cfg.num_minibatches, chunk=chunk,
+                     all_valid=cfg.algo == "ppo")
 
     def repeat(f):
         def g(key):

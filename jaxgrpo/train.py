@@ -68,7 +68,8 @@ def make_train(config, callback=None, callback_every=1):
     because the env-step budget was spent; ``env_steps`` then stays put).
 
     ``train`` also carries ``train.init(key, hparams)`` and ``train.run(state, hparams, n)``
-    (for checkpoint/resume and chunked runs), ``train.policy`` and ``train.num_iterations``.
+    (for checkpoint/resume and chunked runs), ``train.policy``, ``train.num_iterations`` and
+    ``train.optimizer(hparams) -> optax transformation`` (the one the update uses).
     """
     env, env_params = make_env(config)
     policy = make_policy(config)
@@ -182,6 +183,7 @@ def make_train(config, callback=None, callback_every=1):
 
     train.init = init_state
     train.run = run
+    train.optimizer = optimizer
     train.policy = policy
     train.num_iterations = n_iter
     return train
