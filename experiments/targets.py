@@ -32,9 +32,11 @@ SUITES = {
         ("PPO", jaxgrpo.PPOConfig(env="CartPole-v1", total_timesteps=500_000), 475.0),
     ],
     "groups": [
+        # lr 1e-3, not the default 3e-3: at 3e-3 one of these 8 seeds reached 500 and then
+        # oscillated (mean 467, after the collectors' random streams changed in 6189c99)
         ("GRPO state", jaxgrpo.GRPOConfig(
             env="CartPole-v1", group_mode="state", group_size=4, branch_every=20,
-            branch_horizon=100, total_timesteps=2_000_000), 475.0),
+            branch_horizon=100, lr=1e-3, total_timesteps=2_000_000), 475.0),
         ("GRPO state", jaxgrpo.GRPOConfig(
             env="DeepSea-bsuite", env_kwargs={"size": 10}, group_mode="state", group_size=16,
             branch_horizon=10, reward_transform="clip(0, 1)", total_timesteps=300_000), 0.9),
