@@ -403,32 +403,22 @@ def check_targets(res) -> list[tuple[str, str, str]]:
     med = lambda r: r["sps"]["median"]
     yn = lambda ok: "met" if ok else "NOT met"
     variants = sorted({n[n.index("[") + 1:-1] for n in peers if n.endswith("]")})
+
+    def ratios(tag, ppo, grpo, ppo_label):
+        """The three speed-ratio targets of one jaxgrpo package (the library or a variant)."""
+        for name, num, den, target, digits in (
+                (f"{tag}jaxgrpo PPO >= 1.2x rejax PPO{ppo_label}", ppo, rx, 1.2, 2),
+                (f"{tag}jaxgrpo GRPO >= 1.3x jaxgrpo PPO (matched batch)", grpo, ppo, 1.3, 2),
+                (f"{tag}jaxgrpo PPO >= 30x SB3 PPO", ppo, sb, 30, 1)):
+            if num and den:
+                q = med(num) / med(den)
+                out.append((name, yn(q >= target),
+                            f"{q:.{digits}f}x ({fmt_k(med(num))} vs {fmt_k(med(den))} steps/s)"))
+
     for v in variants:
-        vp, vg = peers.get(f"jaxgrpo PPO [{v}]"), peers.get(f"jaxgrpo GRPO matched (1 group x 2) [{v}]")
-        if vp and rx:
-            q = med(vp) / med(rx)
-            out.append((f"[{v}] jaxgrpo PPO >= 1.2x rejax PPO", yn(q >= 1.2),
-                        f"{q:.2f}x ({fmt_k(med(vp))} vs {fmt_k(med(rx))} steps/s)"))
-        if vp and vg:
-            q = med(vg) / med(vp)
-            out.append((f"[{v}] jaxgrpo GRPO >= 1.3x jaxgrpo PPO (matched batch)", yn(q >= 1.3),
-                        f"{q:.2f}x ({fmt_k(med(vg))} vs {fmt_k(med(vp))} steps/s)"))
-        if vp and sb:
-            q = med(vp) / med(sb)
-            out.append((f"[{v}] jaxgrpo PPO >= 30x SB3 PPO", yn(q >= 30),
-                        f"{q:.1f}x ({fmt_k(med(vp))} vs {fmt_k(med(sb))} steps/s)"))
-    if jp and rx:
-        q = med(jp) / med(rx)
-        out.append(("jaxgrpo PPO >= 1.2x rejax PPO (identical config)", yn(q >= 1.2),
-                    f"{q:.2f}x ({fmt_k(med(jp))} vs {fmt_k(med(rx))} steps/s)"))
-    if jp and gm:
-        q = med(gm) / med(jp)
-        out.append(("jaxgrpo GRPO >= 1.3x jaxgrpo PPO (matched batch)", yn(q >= 1.3),
-                    f"{q:.2f}x ({fmt_k(med(gm))} vs {fmt_k(med(jp))} steps/s)"))
-    if jp and sb:
-        q = med(jp) / med(sb)
-        out.append(("jaxgrpo PPO >= 30x SB3 PPO", yn(q >= 30),
-                    f"{q:.1f}x ({fmt_k(med(jp))} vs {fmt_k(med(sb))} steps/s)"))
+        ratios(f"[{v}] ", peers.get(f"jaxgrpo PPO [{v}]"),
+               peers.get(f"jaxgrpo GRPO matched (1 group x 2) [{v}]"), "")
+    ratios("", jp, gm, " (identical config)")
     for r in res.get("throughput", []):
         if r["algo"] == "grpo" and r["env"] == "CartPole-v1":
             out.append(("GRPO CartPole: >= 90% of simulated steps valid", yn(r["valid_frac"] >= 0.9),
