@@ -140,9 +140,12 @@ class Policy:
         """obs: [B, *obs_shape], noise: [B, n] from ``noise`` -> (action, log-prob [B]).
 
         Discrete: ``argmax(logits + gumbel)`` (a sample of the categorical); continuous:
-        ``mean + std * normal``. Actions: [B] int32 or [B, n] float32."""
+        ``mean + std * normal``; ``noise=None``: the mode (greedy). Actions: [B] int32 or
+        [B, n] float32."""
         dist = self.dist(params, obs)
-        if self.spec.discrete:
+        if noise is None:
+            action = dist.mode()
+        elif self.spec.discrete:
             action = jnp.argmax(dist.logits + noise, axis=-1).astype(jnp.int32)
         else:
             action = dist.loc + dist.scale_diag * noise
@@ -151,11 +154,7 @@ class Policy:
     def act(self, params, obs, key, greedy=False):
         """One action per observation: sampled with ``key``, or the mode when ``greedy``.
         obs: [B, *obs_shape] -> (action, log-prob [B])."""
-        if greedy:
-            dist = self.dist(params, obs)
-            action = dist.mode()
-            return action, dist.log_prob(action)
-        return self.sample(params, obs, self.noise(key, obs.shape[:1]))
+        return self.sample(params, obs, None if greedy else self.noise(key, obs.shape[:1]))
 
     def value(self, params, obs):
         """obs: [B, *obs_shape] -> values [B]."""

@@ -59,11 +59,7 @@ class EpisodeStats(NamedTuple):
 def _act(policy, params, obs, noise, greedy):
     """Actions of the policy for ``obs`` [B, ...] with pre-drawn ``noise`` [B, n] (ignored when
     greedy: the mode)."""
-    if greedy:
-        dist = policy.dist(params, obs)
-        action = dist.mode()
-        return action, dist.log_prob(action)
-    return policy.sample(params, obs, noise)
+    return policy.sample(params, obs, None if greedy else noise)
 
 
 def _step(env, env_params, policy, keys, state, action):

@@ -113,6 +113,8 @@ def make_train(config, callback=None, callback_every=1):
     def iteration(state: TrainState, hp):
         key, k_col, k_learn = jax.random.split(state.key, 3)
         if is_grpo:
+            # also checked here, not only by run's cond: under vmap that cond is a select that
+            # runs this branch for every run, and a spent run must then simulate nothing
             active = state.env_steps + worst_case <= config.total_timesteps
             rollout, stats = collect_grpo(state.params, k_col, active)
             carry = None

@@ -4,6 +4,8 @@ Shared by GRPO and PPO. Gradient work is proportional to the number of valid sam
 the (padded) buffer: each epoch draws a random order with the valid samples first, splits the
 ``n_valid`` of them into ``num_minibatches`` minibatches, and runs each minibatch as a
 ``lax.while_loop`` over fixed-size chunks whose gradients are summed before one optimizer step.
+When every sample is valid (PPO: ``all_valid=True``) the same update is a plain permutation
+split into ``num_minibatches`` equal minibatches, one ``scan`` (``_learn_dense``).
 
 Loss convention: ``loss_fn(params, chunk, weight, mask)`` returns ``(sum_i weight_i * l_i,
 aux)`` over the chunk's masked samples, where the weights are chosen so that the sum over the
