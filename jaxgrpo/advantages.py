@@ -79,19 +79,32 @@ def group_stats(values, group_ids, num_groups, mask=None):
     return jnp.sqrt(var), (gmax <= gmin) | (n <= 1)
 
 
+def reverse_linear_recurrence(decay, x):
+    """out[t] = x[t] + decay[t] * out[t + 1] (out[T] = 0), over the leading (time) axis.
+
+    decay, x: [T, ...] float. The backward recursion of every return estimate here (GAE,
+    discounted returns), computed as a parallel prefix scan (``lax.associative_scan``) over the
+    affine maps ``c -> x[t] + decay[t] * c``: O(log T) dependent steps of whole-array ops
+    instead of a T-trip sequential loop, whose per-trip overhead dominated it on CPU and which
+    runs one tiny kernel per step on a GPU. Returns [T, ...].
+    """
+    def compose(later, earlier):   # (earlier o later): c -> b_e + a_e * (b_l + a_l * c)
+        a_l, b_l = later
+        a_e, b_e = earlier
+        return a_e * a_l, b_e + a_e * b_l
+
+    _, out = jax.lax.associative_scan(compose, (decay, x), reverse=True)
+    return out
+
+
 def reverse_discounted_cumsum(x, gamma, mask):
     """out[t] = sum_{k>=t, valid} gamma^(k-t) x[k], restarted where an episode ends.
 
     x, mask: [T, N] (time first; each column one episode, valid steps a prefix). Masked steps
     contribute 0 and get 0. Returns [T, N].
     """
-    def step(carry, inp):
-        xt, mt = inp
-        carry = jnp.where(mt, xt + gamma * carry, 0.0)
-        return carry, carry
-
-    _, out = jax.lax.scan(step, jnp.zeros(x.shape[1:], jnp.float32), (x, mask), reverse=True)
-    return out
+    m = mask.astype(jnp.float32)
+    return reverse_linear_recurrence(gamma * m, jnp.where(mask, x, 0.0))
 
 
 def episode_returns(rewards, mask, gamma):
@@ -113,11 +126,5 @@ def gae(rewards, values, next_values, terminated, done, gamma, lam):
     chex.assert_equal_shape([rewards, values, next_values, terminated, done])
     delta = rewards + gamma * next_values * (1.0 - terminated) - values
 
-    def step(carry, inp):
-        d, dn = inp
-        carry = d + gamma * lam * (1.0 - dn) * carry
-        return carry, carry
-
-    _, adv = jax.lax.scan(step, jnp.zeros_like(delta[0]),
-                          (delta, done.astype(jnp.float32)), reverse=True)
+    adv = reverse_linear_recurrence(gamma * lam * (1.0 - done.astype(jnp.float32)), delta)
     return adv, adv + values
