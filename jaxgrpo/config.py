@@ -131,6 +131,13 @@ class GRPOConfig(_BaseConfig):
       scored by their discounted return, and the loss trains each branch's first action.
     - ``"batch"``: a group is ``group_size`` consecutive, unrelated episodes (own start states).
     ``share_env_noise``: members of a group also share the env's step randomness.
+    ``max_ahead`` (partial rollouts, episode and batch modes): 0 makes every iteration wait
+    for its longest episode while the lanes whose episodes ended idle (simulated padding).
+    With A > 0 such a lane runs its episodes of the next A iterations meanwhile (a group's
+    members still start from the same state, only not at the same time), kept in
+    ``TrainState.env_carry`` and trained on when their iteration comes. Those steps come from
+    a policy up to A updates older than the one they train; the clipped ratio uses the
+    logged behaviour log-probs, as PPO's does for its epochs.
     ``reward_transform``: ``f(rewards, mask) -> rewards`` or a name (see ``jaxgrpo.rewards``).
     """
 
@@ -145,6 +152,7 @@ class GRPOConfig(_BaseConfig):
     branch_every: int = 1
     branch_horizon: int = 1
     share_env_noise: bool = False
+    max_ahead: int = 0
     beta: float = 0.0
     kl_estimator: str = "k3"
     clip_eps_high: float | None = None    # None: = clip_eps (symmetric)
@@ -173,6 +181,13 @@ class GRPOConfig(_BaseConfig):
         _check_int(self, "branch_horizon")
         if not isinstance(self.share_env_noise, bool):
             _fail("share_env_noise", f"must be a bool, got {self.share_env_noise!r}")
+        _check_int(self, "max_ahead", low=0)
+        if self.max_ahead and self.group_mode == "state":
+            _fail("max_ahead", "needs group_mode 'episode' or 'batch' (state groups branch "
+                  "from the main trajectories in lockstep)")
+        if self.max_ahead and self.share_env_noise:
+            _fail("max_ahead", "cannot be combined with share_env_noise (members that share "
+                  "step keys must step in lockstep)")
         _check_float(self, "beta", low=0.0)
         _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
         if self.clip_eps_high is not None:    # None: the upper clip follows clip_eps

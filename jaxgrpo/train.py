@@ -15,13 +15,15 @@ import optax
 from . import grpo, ppo
 from .envs import action_spec, make_env, obs_shape
 from .networks import Policy
-from .rollout import collect_branches, collect_episodes, collect_segments, reset_segments
+from .rollout import (collect_branches, collect_episodes, collect_segments, init_pool,
+                      reset_segments)
 from .update import learn
 
 
 class TrainState(NamedTuple):
     """params: ``{"actor", ["critic"]}``; ref_params: the reference actor (GRPO) or None;
-    env_carry: PPO's env state between iterations (None for GRPO); env_steps: valid env steps so
+    env_carry: what the envs carry between iterations: PPO's ``SegmentCarry``, GRPO's
+    ``EpisodePool`` with ``max_ahead`` > 0, else None; env_steps: valid env steps simulated so
     far; iteration: iterations run so far."""
 
     params: Any
@@ -76,6 +78,7 @@ def make_train(config, callback=None, callback_every=1):
     is_grpo = config.algo == "grpo"
     algo = grpo if is_grpo else ppo
     n_iter = config.iterations
+    pooled = is_grpo and getattr(config, "max_ahead", 0) > 0
     if is_grpo:
         worst_case = config.max_steps_per_iteration
         chunk = config.chunk_size
@@ -95,20 +98,29 @@ def make_train(config, callback=None, callback_every=1):
     def init(key, hp) -> TrainState:
         key, k_init, k_env = jax.random.split(key, 3)
         params = policy.init(k_init)
-        carry = None if is_grpo else reset_segments(env, env_params, k_env, config.num_envs)
+        if not is_grpo:
+            carry = reset_segments(env, env_params, k_env, config.num_envs)
+        elif pooled:
+            carry = init_pool(policy, env, env_params, params, k_env, config.num_groups,
+                              config.group_size, config.max_ahead,
+                              same_start=config.group_mode == "episode")
+        else:
+            carry = None
         return TrainState(params, optimizer(hp).init(params), params if is_grpo else None, key,
                           jnp.int32(0), jnp.float32(0), carry)
 
-    def collect_grpo(params, key, active):
+    def collect_grpo(params, key, active, carry):
+        """-> (rollout, stats, carry)."""
         if config.group_mode == "state":
-            return collect_branches(policy, env, env_params, params, key, config.num_groups,
-                                    config.group_size, config.branch_every,
-                                    config.branch_horizon, active=active,
-                                    share_env_noise=config.share_env_noise)
-        return collect_episodes(policy, env, env_params, params, key, config.num_groups,
-                                config.group_size, active=active,
-                                same_start=config.group_mode == "episode",
-                                share_env_noise=config.share_env_noise)
+            return (*collect_branches(policy, env, env_params, params, key, config.num_groups,
+                                      config.group_size, config.branch_every,
+                                      config.branch_horizon, active=active,
+                                      share_env_noise=config.share_env_noise), None)
+        out = collect_episodes(policy, env, env_params, params, key, config.num_groups,
+                               config.group_size, active=active,
+                               same_start=config.group_mode == "episode",
+                               share_env_noise=config.share_env_noise, pool=carry)
+        return out if pooled else (*out, None)
 
     def iteration(state: TrainState, hp):
         key, k_col, k_learn = jax.random.split(state.key, 3)
@@ -116,8 +128,7 @@ def make_train(config, callback=None, callback_every=1):
             # also checked here, not only by run's cond: under vmap that cond is a select that
             # runs this branch for every run, and a spent run must then simulate nothing
             active = state.env_steps + worst_case <= config.total_timesteps
-            rollout, stats = collect_grpo(state.params, k_col, active)
-            carry = None
+            rollout, stats, carry = collect_grpo(state.params, k_col, active, state.env_carry)
         else:
             active = jnp.bool_(True)
             rollout, stats, carry = collect_segments(policy, env, env_params, state.params, k_col,

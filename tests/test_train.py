@@ -59,6 +59,34 @@ def test_grpo_learns_cartpole_small(grpo_run):
     assert ev.shape == (2,) and float(ev.mean()) > 80
 
 
+@pytest.fixture(scope="module")
+def grpo_pooled_run():
+    """grpo_run's configuration and seeds with partial rollouts (max_ahead 1)."""
+    cfg = jaxgrpo.GRPOConfig(**SMALL, max_ahead=1)
+    train = jax.jit(jax.vmap(jaxgrpo.make_train(cfg)))
+    state, metrics = train(jax.random.split(jax.random.key(0), 2))
+    return cfg, state, jax.device_get(metrics)
+
+
+def _valid_fraction(m):
+    """Valid / simulated env steps over a run (metrics [seeds, iterations])."""
+    valid = np.diff(m["env_steps"], axis=1, prepend=0.0)
+    ran = ~np.isnan(m["valid_frac"])
+    return valid[ran].sum() / (valid[ran] / m["valid_frac"][ran]).sum()
+
+
+def test_grpo_with_partial_rollouts_learns_and_pads_less(grpo_run, grpo_pooled_run):
+    cfg, state, m = grpo_pooled_run
+    r = m["episode_return"]
+    first = np.nanmean(r[:, :3])
+    last = np.mean([x[~np.isnan(x)][-3:].mean() for x in r])
+    assert last > 2 * first and last > 60, (first, last)
+    assert (m["env_steps"][:, -1] <= cfg.total_timesteps).all()
+    assert state.env_carry.ahead.shape == (2, cfg.episodes_per_iteration)
+    # the lanes that finished early ran ahead instead of idling
+    assert _valid_fraction(m) > _valid_fraction(grpo_run[2]) + 0.1
+
+
 def test_ppo_learns_cartpole_small(ppo_run):
     cfg, state, m = ppo_run
     assert m["value_loss"].shape == (2, cfg.iterations)
@@ -82,9 +110,11 @@ def test_hparams_vmap_with_one_compilation():
         np.testing.assert_allclose(m["episode_return"][i], mi["episode_return"], rtol=1e-5)
 
 
-def test_resume_equals_one_run():
+@pytest.mark.parametrize("max_ahead", [0, 2])
+def test_resume_equals_one_run(max_ahead):
     cfg = jaxgrpo.GRPOConfig(total_timesteps=8_000, num_groups=2, group_size=4, num_iterations=5,
-                             env_params={"max_steps_in_episode": 50}, ref_sync_every=2)
+                             env_params={"max_steps_in_episode": 50}, ref_sync_every=2,
+                             max_ahead=max_ahead)
     train = jaxgrpo.make_train(cfg)
     s_full, m_full = jax.jit(train)(jax.random.key(0))
     run = jax.jit(train.run, static_argnums=2)
