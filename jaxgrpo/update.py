@@ -1,7 +1,8 @@
 """Learn: epochs x minibatches of clipped-surrogate steps over the valid samples of a batch.
 
 Shared by GRPO and PPO. Gradient work is proportional to the number of valid samples, not to
-the (padded) buffer: each epoch draws a random order with the valid samples first, splits the
+the (padded) buffer: each epoch draws a random order with the valid samples first
+(``epoch_order``), splits the
 ``n_valid`` of them into ``num_minibatches`` minibatches, and runs each minibatch as a
 ``lax.while_loop`` over fixed-size chunks whose gradients are summed before one optimizer step.
 When every sample is valid (PPO: ``all_valid=True``) the same update is a plain permutation
@@ -18,6 +19,32 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+
+
+def epoch_order(key, mask):
+    """[C] int32: a random order of the C samples (a permutation), the valid ones (mask) first.
+
+    Sorts one packed uint32 per sample, ``invalid flag | random bits | index`` (the low
+    ``b = bit_length(C - 1)`` bits carry the index back out of the sort). A sort of one
+    primitive operand takes XLA:CPU's fast path; a key-value sort (``argsort``,
+    ``jax.random.permutation``) goes through a comparator and cost PPO a sixth and GRPO's
+    default batch a third of their learn phase (benchmarks/FINDINGS.md). Each round has ``31 - b`` random bits; equal ones keep the previous round's (random)
+    order, and rounds are added until ``rounds * (31 - b) >= 2 b``, which makes such ties rare
+    (one round up to C = 1024, two up to C = 2^16).
+    """
+    C = mask.shape[0]
+    b = max(1, (C - 1).bit_length())
+    r = 31 - b
+    if r < 4:
+        raise ValueError(f"epoch_order: {C} samples is too many to shuffle in uint32 keys")
+    low = jnp.uint32((1 << b) - 1)
+    flag = jnp.where(mask, jnp.uint32(0), jnp.uint32(1 << 31))
+    pos = jnp.arange(C, dtype=jnp.uint32)
+    order = pos
+    for k in jax.random.split(key, max(1, -(-2 * b // r))):
+        rand = (jax.random.bits(k, (C,), jnp.uint32) >> (b + 1)) << b
+        order = order[jnp.sort(flag[order] | rand | pos) & low]
+    return order.astype(jnp.int32)
 
 
 def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, epochs,
@@ -46,9 +73,7 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
 
     def epoch(carry):
         e, params, opt_state, aux_acc = carry
-        k = jax.random.fold_in(key, e)
-        order = jnp.where(mask, jax.random.uniform(k, (C,)), 2.0)
-        perm = jnp.concatenate([jnp.argsort(order).astype(jnp.int32),
+        perm = jnp.concatenate([epoch_order(jax.random.fold_in(key, e), mask),
                                 jnp.zeros((chunk,), jnp.int32)])
 
         def minibatch(carry, j):
@@ -100,7 +125,7 @@ def _learn_dense(grad_fn, params, opt_state, optimizer, batch, weight, mask, key
 
     def epoch(carry, k):
         params, opt_state, aux_acc = carry
-        perm = jax.random.permutation(k, C)
+        perm = epoch_order(k, mask)
         shuf = lambda x: x[perm].reshape(M, mb, *x.shape[1:])
         mbs = (jax.tree.map(shuf, batch), shuf(weight), shuf(mask))
 
