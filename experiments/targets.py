@@ -3,6 +3,7 @@
 core (defaults plus the budget):
     GRPO CartPole-v1 >= 475 within 300k env steps
     GRPO Acrobot-v1  >= -100 within 500k env steps
+    GRPO CartPole-v1 with partial rollouts (max_ahead=1) >= 475 within 300k env steps
     PPO  CartPole-v1 >= 475 within 500k env steps
 groups (group_mode="state", settings and budgets below):
     GRPO CartPole-v1 >= 475
@@ -29,6 +30,8 @@ SUITES = {
     "core": [
         ("GRPO", jaxgrpo.GRPOConfig(env="CartPole-v1", total_timesteps=300_000), 475.0),
         ("GRPO", jaxgrpo.GRPOConfig(env="Acrobot-v1", total_timesteps=500_000), -100.0),
+        ("GRPO partial rollouts", jaxgrpo.GRPOConfig(env="CartPole-v1", max_ahead=1,
+                                                     total_timesteps=300_000), 475.0),
         ("PPO", jaxgrpo.PPOConfig(env="CartPole-v1", total_timesteps=500_000), 475.0),
     ],
     "groups": [

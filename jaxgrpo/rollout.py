@@ -4,7 +4,9 @@ Two collectors with one output type:
 - ``collect_episodes`` (GRPO): ``num_groups * group_size`` episodes, the members of a group
   reset with the same key (bitwise-identical start states), each run to its end. A
   ``lax.while_loop`` over a buffer of ``max_steps_in_episode`` rows stops as soon as every
-  episode has ended, so short episodes do not cost a full horizon.
+  episode has ended, so short episodes do not cost a full horizon. With an ``EpisodePool``
+  (partial rollouts) the lanes whose episodes ended meanwhile run their next iterations'
+  episodes instead of idling.
 - ``collect_branches`` (GRPO state groups): main trajectories that, every ``branch_every``
   steps, copy their env state ``group_size`` times and roll each copy ``branch_horizon`` steps.
 - ``collect_segments`` (PPO): ``num_envs`` environments stepped ``num_steps`` times with
