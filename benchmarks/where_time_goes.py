@@ -1,4 +1,4 @@
-"""Where a PPO / GRPO iteration spends its time on CPU, and what a lane-pool collector would buy.
+"""Where a PPO / GRPO iteration spends its time on CPU, and what a lane pool or partial rollouts buy.
 
     python -m benchmarks.where_time_goes        # -> benchmarks/where_time_goes.md
 
@@ -15,6 +15,9 @@
 5. Partial rollouts, measured: GRPO's default CartPole run with ``max_ahead`` = 0, 1, 2, 4
    (a lane whose episode ended runs its episodes of the next A iterations instead of idling):
    valid fraction, steps/s and final training return over 3 seeds.
+6. The per-epoch shuffle of the learn phase: ``update.epoch_order`` (a sort of packed uint32
+   keys) against an argsort and ``jax.random.permutation``, the whole learn phase timed on
+   synthetic batches (PPO's 512 samples; GRPO's default buffer of 16,000, half valid).
 """
 from __future__ import annotations
 
@@ -176,6 +179,63 @@ def partial_rollouts(aheads=(0, 1, 2, 4), seeds=3, budget=500_000):
     return rows
 
 
+def shuffles(inner=8, reps=5):
+    import jaxgrpo.update as U
+    from jaxgrpo import grpo, ppo
+    from jaxgrpo.train import make_train
+    variants = {
+        "`epoch_order` (packed uint32 sort)": U.epoch_order,
+        "argsort of uniform keys": lambda k, m: jnp.argsort(
+            jnp.where(m, jax.random.uniform(k, m.shape), 2.0)).astype(jnp.int32),
+        "`jax.random.permutation` (valid first: PPO only)": lambda k, m: jax.random.permutation(
+            k, m.shape[0]),
+    }
+    cases = [("PPO, 512 samples", jaxgrpo.PPOConfig(), ppo, 512, 512),
+             ("GRPO, 16,000 samples, 8,000 valid", jaxgrpo.GRPOConfig(), grpo, 16_000, 8_000)]
+    rows, real = [], U.epoch_order
+    for name, cfg, algo, C, n_valid in cases:
+        train = make_train(cfg)
+        hp, st = cfg.hparams(), train.init(jax.random.key(0))
+        k = jax.random.key(1)
+        batch = {"obs": jax.random.normal(k, (C, 4)), "action": jnp.zeros(C, jnp.int32),
+                 "logp": jnp.full(C, -0.69), "adv": jax.random.normal(k, (C,)),
+                 "value": jnp.zeros(C), "ret": jnp.ones(C)}
+        mask = jax.random.permutation(k, jnp.arange(C) < n_valid)
+        weight = mask / n_valid
+        dense = cfg.algo == "ppo"
+        cells = []
+        for vname, fn in variants.items():
+            if not dense and "PPO only" in vname:
+                cells.append("-")
+                continue
+            U.epoch_order = fn
+            try:
+                def f(key):
+                    def body(c, kk):
+                        lf = lambda p, ch, w, m: algo.loss(cfg, train.policy, p, st.ref_params,
+                                                           ch, w, m, hp)
+                        out = U.learn(lf, st.params, st.opt_state, train.optimizer(hp), batch,
+                                      weight, mask, kk, epochs=cfg.update_epochs,
+                                      num_minibatches=cfg.num_minibatches, chunk=128,
+                                      all_valid=dense)
+                        return c + out[2]["loss"], None
+                    return jax.lax.scan(body, 0.0, jax.random.split(key, inner))[0]
+                g = jax.jit(f)
+                g(k).block_until_ready()
+                ts = []
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    g(k).block_until_ready()
+                    ts.append(time.perf_counter() - t0)
+            finally:
+                U.epoch_order = real
+            cells.append(f"{statistics.median(ts) / inner * 1e3:.2f}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        print(rows[-1], flush=True)
+    return ["| learn phase of | " + " | ".join(variants) + " |",
+            "|---|" + "---:|" * len(variants)] + rows
+
+
 def _machine() -> str:
     m = machine()
     return (f"{m['cpu']}, {m['cores']} cores, {m['device']}, jax {m['jax']}, "
@@ -210,6 +270,11 @@ def main():
           "compile per row; final return: mean training return of the last 10% of iterations.",
           "", "| max_ahead | valid / simulated | steps/s (wall) | final return (per seed) |",
           "|---:|---:|---:|---|"] + partial_rollouts()
+    L += ["", "## 6. The learn phase's per-epoch shuffle (ms per learn phase, median of 5)", "",
+          "4 epochs x 4 minibatches on a synthetic batch, the library's `learn` with only the "
+          "shuffle swapped. XLA:CPU sorts one primitive operand on a fast path; a key-value "
+          "sort (argsort, `jax.random.permutation`) calls a comparator per comparison.", ""]
+    L += shuffles()
     L += ["", f"({time.time() - t0:.0f} s in all; load average at the end "
               f"{os.getloadavg()[0]:.1f})", ""]
     OUT.write_text("\n".join(L))

@@ -30,8 +30,8 @@ SUITES = {
     "core": [
         ("GRPO", jaxgrpo.GRPOConfig(env="CartPole-v1", total_timesteps=300_000), 475.0),
         ("GRPO", jaxgrpo.GRPOConfig(env="Acrobot-v1", total_timesteps=500_000), -100.0),
-        ("GRPO partial rollouts", jaxgrpo.GRPOConfig(env="CartPole-v1", max_ahead=1,
-                                                     total_timesteps=300_000), 475.0),
+        ("GRPO partial rollouts (comparison)", jaxgrpo.GRPOConfig(env="CartPole-v1", max_ahead=1,
+                                                                  total_timesteps=300_000), 475.0),
         ("PPO", jaxgrpo.PPOConfig(env="CartPole-v1", total_timesteps=500_000), 475.0),
     ],
     "groups": [
