@@ -78,7 +78,7 @@ def make_train(config, callback=None, callback_every=1):
     is_grpo = config.algo == "grpo"
     algo = grpo if is_grpo else ppo
     n_iter = config.iterations
-    pooled = is_grpo and getattr(config, "max_ahead", 0) > 0
+    pooled = is_grpo and config.max_ahead > 0
     if is_grpo:
         worst_case = config.max_steps_per_iteration
         chunk = config.chunk_size
