@@ -1,6 +1,7 @@
 """Smoke test of the benchmark script: it runs end to end in --tiny mode without the peer
 venvs (--no-peers) and writes its report. No timing is asserted (benchmarks are not tests)."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,21 @@ def test_benchmark_tiny_runs(tmp_path):
         assert row["sps"]["median"] > 0 and 0 < row["valid_frac"] <= 1
     md = (tmp_path / "README.md").read_text()
     assert "Machine:" in md and "| GRPO | CartPole-v1 |" in md
+    # links to the hand-written companions resolve from wherever the README was written
+    link = re.search(r"\[FINDINGS\.md\]\(([^)]+)\)", md).group(1)
+    assert (tmp_path / link).resolve() == ROOT / "benchmarks" / "FINDINGS.md"
+    # --render rewrites the same README from results.json alone, measuring nothing
+    (tmp_path / "README.md").unlink()
+    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--render", "--out-dir",
+                        str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "README.md").read_text() == md
+
+
+def test_render_without_results_is_rejected(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--render", "--out-dir",
+                        str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--render: no results.json in" in p.stderr
 
 
 def test_unknown_part_is_rejected():
