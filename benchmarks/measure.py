@@ -275,14 +275,21 @@ def measure_phases(spec) -> dict:
                                   (("collect", t_collect), ("score", t_score), ("learn", t_learn))}}
 
 
+# vector extensions that change XLA:CPU's code (speed, and float rounding: the same seeds can
+# train differently on two CPUs)
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
+
+
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
+    cpu, isa = platform.processor() or "unknown", None
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and cpu in ("unknown", platform.processor()):
                     cpu = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith(("flags", "Features")) and isa is None:
+                    have = set(line.split(":", 1)[1].split())
+                    isa = [x for x in ISA_FLAGS if x in have]
     except OSError:
         pass
     try:
@@ -291,7 +298,7 @@ def machine() -> dict:
         usable = os.cpu_count()
     from importlib.metadata import version
     d = jax.devices()
-    return {"cpu": cpu, "cores": usable, "python": platform.python_version(),
+    return {"cpu": cpu, "isa": isa, "cores": usable, "python": platform.python_version(),
             **{p: version(p) for p in ("jax", "jaxlib", "flax", "optax", "gymnax", "distrax")},
             "device": f"{len(d)} x {d[0].platform} ({d[0].device_kind})",
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
