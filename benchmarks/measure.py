@@ -281,17 +281,17 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve"
 
 
 def machine() -> dict:
-    cpu, isa = platform.processor() or "unknown", None
+    model, isa = None, None       # from the first processor's entry of /proc/cpuinfo
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and cpu in ("unknown", platform.processor()):
-                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("model name") and model is None:
+                    model = line.split(":", 1)[1].strip()
                 elif line.startswith(("flags", "Features")) and isa is None:
-                    have = set(line.split(":", 1)[1].split())
-                    isa = [x for x in ISA_FLAGS if x in have]
+                    isa = [x for x in ISA_FLAGS if x in line.split(":", 1)[1].split()]
     except OSError:
         pass
+    cpu = model or platform.processor() or "unknown"
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

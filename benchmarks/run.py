@@ -4,6 +4,9 @@
     python -m benchmarks.run --tiny --no-peers       # smoke: tiny budgets, seconds after compile
     python -m benchmarks.run --parts throughput,critic --repeats 5
     python -m benchmarks.run --setup-peers           # only create the peer venvs
+    python -m benchmarks.run --parts throughput,peers,critic --out-dir benchmarks/machines/DATE
+                                                     # another machine's table, kept beside
+    python -m benchmarks.run --render [--out-dir D]  # rewrite D/README.md from D/results.json
 
 Every measurement runs in a fresh subprocess (``python -m benchmarks.measure``), so compile
 times are cold and the peak RSS is that measurement's own. Steps/s is *valid* env steps (real
