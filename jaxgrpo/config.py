@@ -119,9 +119,10 @@ class GRPOConfig(_BaseConfig):
     One iteration: ``num_groups`` start states, ``group_size`` episodes from each (same reset key,
     so bitwise-identical starts), advantages normalized within each group, then
     ``update_epochs`` x ``num_minibatches`` clipped-surrogate steps with a KL penalty to the
-    reference policy. Training stops when the next iteration could pass ``total_timesteps``
-    valid env steps, or after ``num_iterations`` iterations (default: derived from the budget);
-    metrics of the iterations not run are NaN.
+    reference policy. Iterations run while fewer than ``total_timesteps`` valid env steps have
+    been used (the last one may end past the budget, by less than one iteration's steps), for
+    at most ``num_iterations`` iterations (default: derived from the budget, see
+    ``iterations``); metrics of the iterations not run are NaN.
 
     Group modes (``group_mode``):
     - ``"episode"``: a group is ``group_size`` episodes from the same start state.
@@ -202,9 +203,6 @@ class GRPOConfig(_BaseConfig):
         _check_int(self, "chunk_size")
         if self.num_iterations is not None:
             _check_int(self, "num_iterations")
-        if self.total_timesteps < self.max_steps_per_iteration:
-            _fail("total_timesteps", f"{self.total_timesteps} is below one iteration's worst case "
-                  f"of {self.max_steps_per_iteration} env steps")
 
     def hparams(self) -> dict:
         """Defaults of the dynamic hyperparameters (``clip_eps_high`` = ``clip_eps`` if None)."""
@@ -241,11 +239,13 @@ class GRPOConfig(_BaseConfig):
 
     @property
     def iterations(self) -> int:
-        """Length of the training scan (and of every metric)."""
+        """Length of the training scan (and of every metric): ``num_iterations``, or by default
+        enough iterations for the budget if episodes average a twentieth of the time limit
+        (a run whose episodes stay shorter stops on this count, below its budget; iterations
+        not needed cost next to nothing)."""
         if self.num_iterations is not None:
             return self.num_iterations
-        # Episodes are shorter than the time limit; budget for an average of a tenth of it.
-        per_iter = max(1, self.max_steps_per_iteration // 10)
+        per_iter = max(1, self.max_steps_per_iteration // 20)
         return max(1, -(-self.total_timesteps // per_iter))
 
 

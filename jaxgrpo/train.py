@@ -66,8 +66,10 @@ def make_train(config, callback=None, callback_every=1):
     Meant for progress bars; the default (None) adds nothing to the program.
 
     Returns ``train(key, hparams=None) -> (TrainState, metrics)``; every entry of ``metrics``
-    has shape ``[config.iterations]`` (one row per iteration; NaN for GRPO iterations skipped
-    because the env-step budget was spent; ``env_steps`` then stays put).
+    has shape ``[config.iterations]`` (one row per iteration). GRPO iterations run while the
+    valid env steps used are below ``total_timesteps`` (so the last one may end past it, as in
+    PPO libraries' ``learn(total_timesteps)``); the rows of the iterations after that are NaN
+    and their ``env_steps`` stays put.
 
     ``train`` also carries ``train.init(key, hparams)`` and ``train.run(state, hparams, n)``
     (for checkpoint/resume and chunked runs), ``train.policy``, ``train.num_iterations`` and
@@ -80,7 +82,6 @@ def make_train(config, callback=None, callback_every=1):
     n_iter = config.iterations
     pooled = is_grpo and config.max_ahead > 0
     if is_grpo:
-        worst_case = config.max_steps_per_iteration
         chunk = config.chunk_size
     else:
         batch_size = config.num_envs * config.num_steps
@@ -109,6 +110,11 @@ def make_train(config, callback=None, callback_every=1):
         return TrainState(params, optimizer(hp).init(params), params if is_grpo else None, key,
                           jnp.int32(0), jnp.float32(0), carry)
 
+    def budget_left(state):
+        """GRPO's budget rule: an iteration runs while fewer than ``total_timesteps`` valid env
+        steps have been used (the last one may end past it, by less than one iteration)."""
+        return state.env_steps < config.total_timesteps
+
     def collect_grpo(params, key, active, carry):
         """-> (rollout, stats, carry)."""
         if config.group_mode == "state":
@@ -127,7 +133,7 @@ def make_train(config, callback=None, callback_every=1):
         if is_grpo:
             # also checked here, not only by run's cond: under vmap that cond is a select that
             # runs this branch for every run, and a spent run must then simulate nothing
-            active = state.env_steps + worst_case <= config.total_timesteps
+            active = budget_left(state)
             rollout, stats, carry = collect_grpo(state.params, k_col, active, state.env_carry)
         else:
             active = jnp.bool_(True)
@@ -179,8 +185,7 @@ def make_train(config, callback=None, callback_every=1):
 
         def body(s, i):
             if is_grpo:   # skipped iterations cost nothing (a cond, not a masked iteration)
-                active = s.env_steps + worst_case <= config.total_timesteps
-                s, metrics = jax.lax.cond(active, lambda s: iteration(s, hp), idle, s)
+                s, metrics = jax.lax.cond(budget_left(s), lambda s: iteration(s, hp), idle, s)
             else:
                 s, metrics = iteration(s, hp)
             if callback is not None:

@@ -68,7 +68,7 @@ BAD = [
     (jaxgrpo.GRPOConfig, {"beta": float("nan")}, "beta"),
     (jaxgrpo.GRPOConfig, {"activation": "sigmoidal"}, "activation"),
     (jaxgrpo.GRPOConfig, {"hidden_sizes": (64, 0)}, "hidden_sizes"),
-    (jaxgrpo.GRPOConfig, {"total_timesteps": 100}, "total_timesteps"),
+    (jaxgrpo.GRPOConfig, {"total_timesteps": 0}, "total_timesteps"),
     (jaxgrpo.PPOConfig, {"num_minibatches": 3}, "num_minibatches"),
     (jaxgrpo.PPOConfig, {"anneal_lr": 1}, "anneal_lr"),
     (jaxgrpo.PPOConfig, {"gae_lambda": -0.1}, "gae_lambda"),
