@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from jaxgrpo import GRPOConfig, make_train
-from jaxgrpo.sweep import sweep
+from jaxgrpo.sweeps import sweep
 
 
 def machine() -> dict:

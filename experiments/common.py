@@ -1,12 +1,14 @@
 """Helpers shared by the experiment scripts: machine description, CIs, final returns.
 
-``machine``, ``last_valid`` and ``bootstrap_ci`` live in ``jaxgrpo.runs`` (the CLI's run folders
-use them too); they are re-exported here so that there is one implementation."""
+``machine`` (``jaxgrpo.provenance``), ``last_valid`` and ``bootstrap_ci`` (``jaxgrpo.stats``)
+are the library's own (run folders use them too), re-exported here so there is one
+implementation."""
 from __future__ import annotations
 
 import subprocess
 
-from jaxgrpo.runs import bootstrap_ci, last_valid, machine
+from jaxgrpo.provenance import machine
+from jaxgrpo.stats import bootstrap_ci, last_valid
 
 __all__ = ["bootstrap_ci", "git_rev", "last_valid", "machine"]
 

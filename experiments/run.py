@@ -59,8 +59,8 @@ import numpy as np
 
 from experiments.common import bootstrap_ci, git_rev, machine
 from jaxgrpo.config import config_class
-from jaxgrpo.runs import yaml_loader
-from jaxgrpo.sweep import _static_key, _unknown_field, expand_grid, grid_configs
+from jaxgrpo.configio import unknown_field, yaml_loader
+from jaxgrpo.sweeps import _static_key, expand_grid, grid_configs
 from jaxgrpo.train import make_train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -128,7 +128,7 @@ def load(path, tiny: bool = False) -> tuple[dict, list[Case]]:
             cls = config_class(algo)
             wrong = sorted(set(fields) - {f.name for f in dataclasses.fields(cls) if f.init})
             if wrong:
-                raise ValueError(_unknown_field(wrong[0], cls))
+                raise ValueError(unknown_field(wrong[0], cls))
             base = cls(**fields)
         except TypeError as e:
             _fail(path, f"arms[{i}] ({arm['name']}): {e}")

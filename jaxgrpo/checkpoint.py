@@ -11,10 +11,14 @@ A checkpoint is one orbax step directory ``DIR/<iteration>/`` with three items:
 - ``meta`` (JSON): the iteration count, the run's resolved config, the key path, shape and dtype
   of every leaf, and a SHA-256 digest of all array bytes.
 
-On restore, the stored leaves are checked against the structure that the current config produces
-(key paths, shapes, dtypes) and against the digest, so a checkpoint of another config, a
-truncated file or flipped bits give a ``CheckpointError`` naming the problem instead of a run that
-silently continues from garbage. Nothing here ever deletes or rewrites an existing step.
+Beside them, ``DIR/<iteration>/files.json`` lists the size and SHA-256 of every file of the
+step as written (orbax's own bookkeeping files included, also those it never reads back).
+
+On restore, every file is checked against ``files.json``, and the stored leaves against the
+structure that the current config produces (key paths, shapes, dtypes) and against the digest,
+so a checkpoint of another config, a truncated file or flipped bits give a ``CheckpointError``
+naming the problem instead of a run that silently continues from garbage. Nothing here ever
+deletes or rewrites an existing step (orbax's ``max_to_keep`` retention aside).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import jax
 import numpy as np
 
 FORMAT = 1
+MANIFEST = "files.json"
 
 
 class CheckpointError(ValueError):
@@ -111,6 +116,27 @@ def digest(state_arrays: Mapping[str, np.ndarray], metrics: Mapping[str, np.ndar
 
 # ----------------------------------------------------------------------------- manager
 
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_manifest(step_dir) -> dict:
+    """``{relative path: [size, sha256]}`` of every file under ``step_dir`` (the manifest
+    itself excluded)."""
+    out = {}
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, step_dir)
+            if rel != MANIFEST:
+                out[rel] = [os.path.getsize(path), _sha256(path)]
+    return dict(sorted(out.items()))
+
+
 def _quiet_orbax():
     for name in ("absl", "orbax", "orbax.checkpoint"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -180,6 +206,53 @@ class Checkpointer:
             state=ocp.args.StandardSave(arrays), history=ocp.args.StandardSave(metrics),
             meta=ocp.args.JsonSave(meta)))
         self.manager.wait_until_finished()
+        step_dir = os.path.join(self.directory, str(step))
+        manifest = os.path.join(step_dir, MANIFEST)
+        files = file_manifest(step_dir)
+        with open(manifest + ".tmp", "w") as f:
+            json.dump(files, f, indent=1)
+        os.replace(manifest + ".tmp", manifest)
+
+    def check_files(self, step: int) -> None:
+        """Raise ``CheckpointError`` unless every file of checkpoint ``step`` is as written
+        (size and SHA-256 against its ``files.json``; a step without one is not checked)."""
+        where = f"checkpoint {self.directory}/{step}"
+        step_dir = os.path.join(self.directory, str(step))
+        try:
+            with open(os.path.join(step_dir, MANIFEST)) as f:
+                want = json.load(f)
+        except FileNotFoundError:
+            # written just after orbax finalizes the step: missing if the process stopped in
+            # between, or in checkpoints of jaxgrpo before 0.1.1; the arrays' digest still
+            # guards their data
+            return
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{where}: its {MANIFEST} is unreadable ({type(e).__name__}); "
+                                  "the checkpoint is corrupt") from None
+        got = file_manifest(step_dir)
+        for rel, (size, sha) in want.items():
+            if rel not in got:
+                raise CheckpointError(f"{where}: file {rel} is missing; the checkpoint is corrupt")
+            if got[rel][0] != size:
+                raise CheckpointError(f"{where}: file {rel} is {got[rel][0]} bytes, {size} when "
+                                      "written; the checkpoint is corrupt")
+            if got[rel][1] != sha:
+                raise CheckpointError(f"{where}: file {rel} has changed since it was written "
+                                      "(SHA-256 differs); the checkpoint is corrupt")
+
+    def intact_steps(self, template, expected_config: Mapping | None = None,
+                     below: int | None = None) -> list[int]:
+        """The steps (ascending, below ``below`` if given) that restore without error."""
+        ok = []
+        for step in self.steps():
+            if below is not None and step >= below:
+                continue
+            try:
+                self.restore(step, template, expected_config)
+            except CheckpointError:
+                continue
+            ok.append(step)
+        return ok
 
     def read_meta(self, step: int) -> dict:
         path = os.path.join(self.directory, str(step), "meta", "metadata")
@@ -202,6 +275,8 @@ class Checkpointer:
         ocp = self._ocp
         where = f"checkpoint {self.directory}/{step}"
         meta = self.read_meta(step)
+        if meta.get("format") == FORMAT:
+            self.check_files(step)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{where}: unknown format {meta.get('format')!r} "
                                   f"(this jaxgrpo writes format {FORMAT})")

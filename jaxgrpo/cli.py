@@ -1,25 +1,27 @@
 """The ``jaxgrpo`` command (also ``python -m jaxgrpo``).
 
-    jaxgrpo train [--algo grpo|ppo] [--env ID] [--seeds N] [--total-timesteps N]
-                  [--config FILE.yaml] [--set key=value ...] [--out DIR] [--seed N]
-                  [--checkpoint-every N] [--resume DIR] [--quiet] [--tensorboard] [--wandb]
-    jaxgrpo eval RUN_DIR [--episodes N] [--gif out.gif]
-    jaxgrpo plot RUN_DIR [RUN_DIR ...] --out FILE.png
-    jaxgrpo sweep SWEEP.yaml [--out DIR]
+    jaxgrpo train [--algo grpo|ppo] [--env ID] [--preset [ENV]] [--seeds N]
+                  [--total-timesteps N] [--config FILE.yaml] [--set key=value ...] [--out DIR]
+                  [--seed N] [--checkpoint-every N] [--resume DIR [--step N]] [--quiet] ...
+    jaxgrpo eval RUN_DIR [--episodes N] [--gif OUT.gif]
+    jaxgrpo plot DIR [DIR ...] --out FILE.png
+    jaxgrpo sweep SWEEP.yaml [--out DIR] [--overwrite]
 
-Bad input (unknown env or field, a value of the wrong type, an unreadable file, an existing
-run folder) prints one line ``jaxgrpo CMD: error: ...`` on stderr and exits with code 2,
-before anything is compiled.
+Bad input (an unknown env or field, a value of the wrong type, an unreadable file, a path that
+is a file or a folder that already holds results) prints one line ``jaxgrpo CMD: error: ...``
+on stderr and exits with code 2, before anything is compiled. No command replaces an existing
+result unless told to with ``--overwrite`` (or continues a run, with ``--resume``). JAX is
+imported only after the arguments are checked, so ``--help`` is instant.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -46,18 +48,29 @@ def _count(low: int):
     return parse
 
 
+def _user_errors():
+    """The exceptions that mean bad input (their message is the one line to print)."""
+    from .checkpoint import CheckpointError
+    from .rundir import RunError
+    return (RunError, CheckpointError, ValueError)
+
+
 # ----------------------------------------------------------------------------- parsers
 
 def _train_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="jaxgrpo train", description=(
         "Train GRPO or PPO on a gymnax environment, seeds vmapped in one compiled loop, into a "
-        "run folder (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/). "
-        "Precedence: defaults < --config < --algo/--env/--seeds/--total-timesteps/--seed < --set."))
-    p.add_argument("--algo", choices=["grpo", "ppo"], help="algorithm (default grpo)")
-    p.add_argument("--env", help="gymnax environment id (default CartPole-v1)")
-    p.add_argument("--seeds", type=_count(1), help="number of seeds, vmapped (default 1)")
+        "run folder (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/), and "
+        "print the result per seed. Precedence: defaults < --preset < --config < "
+        "--algo/--env/--seeds/--total-timesteps/--seed < --set."))
+    p.add_argument("--algo", choices=["grpo", "ppo"], help="algorithm (default: grpo)")
+    p.add_argument("--env", help="gymnax environment id (default: CartPole-v1)")
+    p.add_argument("--preset", nargs="?", const=True, metavar="ENV",
+                   help="start from the tuned settings and budget of --algo on ENV (or on "
+                        "--env when ENV is left out); see docs/presets.md")
+    p.add_argument("--seeds", type=_count(1), help="number of seeds, vmapped (default: 1)")
     p.add_argument("--total-timesteps", type=_count(1), metavar="N",
-                   help="env-step budget per seed")
+                   help="env-step budget per seed (default: the preset's, else 500000)")
     p.add_argument("--config", metavar="FILE.yaml",
                    help="YAML of config fields (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -65,55 +78,81 @@ def _train_parser() -> argparse.ArgumentParser:
                         "KEY.SUB=VALUE sets one entry of a dict field, e.g. "
                         "env_params.max_steps_in_episode=200; repeatable")
     p.add_argument("--out", metavar="DIR",
-                   help="run folder (default runs/<env>-<algo>-<time>); must not hold results")
+                   help="run folder to create (default: runs/<env>-<algo>-<time>); must not "
+                        "hold results")
     p.add_argument("--seed", type=_count(0), metavar="N",
-                   help="base seed: seed s uses split(key(N), seeds)[s] (default 0)")
+                   help="base seed: seed s uses split(key(N), seeds)[s] (default: 0)")
     p.add_argument("--checkpoint-every", type=_count(1), metavar="N",
-                   help="checkpoint every N iterations (always at the end)")
+                   help="checkpoint every N iterations (default: only at the end)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR from its latest checkpoint")
+    p.add_argument("--step", type=_count(1), metavar="N",
+                   help="with --resume: continue from checkpoint N instead of the latest (the "
+                        "later ones are moved to DIR/superseded/, not deleted)")
     p.add_argument("--stop-after", type=_count(1), metavar="N",
                    help="stop (with a checkpoint) after N iterations; continue with --resume")
     p.add_argument("--log-every", type=_count(1), metavar="K",
                    help="update the progress bar and loggers every K iterations "
                         "(default: about 200 updates per run)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, only the result line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, only the result")
     p.add_argument("--tensorboard", action="store_true",
                    help="log to RUN/tensorboard (pip install 'jaxgrpo[tensorboard]')")
     p.add_argument("--wandb", action="store_true",
                    help="log to Weights & Biases (pip install 'jaxgrpo[wandb]')")
-    p.add_argument("--wandb-project", default="jaxgrpo", metavar="NAME")
+    p.add_argument("--wandb-project", default="jaxgrpo", metavar="NAME",
+                   help="W&B project (default: jaxgrpo)")
     return p
 
 
 def _eval_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="jaxgrpo eval", description=(
         "Evaluate a run's latest checkpoint: mean/std return of greedy and sampled actions, "
-        "per seed and overall (also written to RUN/eval.json)."))
+        "per seed and overall; the evaluation is added to RUN/eval.json."))
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--episodes", type=_count(1), default=100, help="episodes per seed and mode")
-    p.add_argument("--seed", type=_count(0), default=0, help="evaluation seed")
+    p.add_argument("--episodes", type=_count(1), default=100,
+                   help="episodes per seed and mode (default: 100)")
+    p.add_argument("--seed", type=_count(0), default=0, help="evaluation seed (default: 0)")
     p.add_argument("--gif", metavar="OUT.gif",
                    help="render one episode of the first seed's policy with gymnax's visualizer")
     p.add_argument("--gif-sampled", action="store_true",
                    help="sample actions in the GIF (default: greedy)")
-    p.add_argument("--gif-max-steps", type=_count(1), metavar="N", help="truncate the GIF")
+    p.add_argument("--gif-max-steps", type=_count(1), metavar="N",
+                   help="truncate the GIF after N steps (default: the whole episode)")
     p.add_argument("--gif-stride", type=_count(1), default=1, metavar="K",
-                   help="draw every K-th step (smaller files)")
+                   help="draw every K-th step, for smaller files (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --gif file")
     return p
 
 
 def _plot_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="jaxgrpo plot", description=(
-        "Overlay runs in one figure: mean over seeds and 95%% bootstrap CI band against env "
-        "steps."))
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", required=True, metavar="FILE.png")
-    p.add_argument("--metric", default="episode_return")
-    p.add_argument("--labels", nargs="+", metavar="LABEL", help="one legend label per run")
-    p.add_argument("--title")
+        "Overlay run folders in one figure: mean over seeds and 95% bootstrap CI band against "
+        "env steps; a sweep folder gives one curve per combination, labelled by its grid "
+        "values."))
+    p.add_argument("runs", nargs="+", metavar="DIR", help="run or sweep folders")
+    p.add_argument("--out", required=True, metavar="FILE.png",
+                   help="image to write (.png, .pdf, .svg, .jpg); its folder must exist")
+    p.add_argument("--metric", default="episode_return",
+                   help="column of metrics.csv to plot (default: episode_return)")
+    p.add_argument("--labels", nargs="+", metavar="LABEL", help="one legend label per curve")
+    p.add_argument("--title", help="figure title (default: the env, when all share one)")
     p.add_argument("--smooth", type=_count(1), default=1, metavar="K",
-                   help="running mean over K iterations per seed before averaging")
+                   help="running mean over K iterations per seed before averaging (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    return p
+
+
+def _sweep_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="jaxgrpo sweep", description=(
+        "Run the hyperparameter sweep a YAML file describes (config fields, grid, seeds) and "
+        "write metrics.csv, summary.csv, curves.png and sweep.yaml to a new folder."))
+    p.add_argument("config", metavar="SWEEP.yaml",
+                   help="YAML with algo, [preset], config fields, grid, seeds, [out]")
+    p.add_argument("--out", metavar="DIR",
+                   help="folder to write (default: the YAML's out, else runs/<YAML name>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier sweep in --out (only once the new "
+                        "sweep has finished; a training run's folder is never replaced)")
     return p
 
 
@@ -122,7 +161,7 @@ def _main_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("train", help="train into a run folder (jaxgrpo train --help)", add_help=False)
     sub.add_parser("eval", help="evaluate a run folder, optionally render a GIF", add_help=False)
-    sub.add_parser("plot", help="plot run folders together", add_help=False)
+    sub.add_parser("plot", help="plot run and sweep folders together", add_help=False)
     sub.add_parser("sweep", help="hyperparameter sweep from a YAML file", add_help=False)
     return p
 
@@ -132,24 +171,29 @@ def _main_parser() -> argparse.ArgumentParser:
 def build_config(args):
     """``(config, seeds, base_seed)`` from the parsed train arguments; ``ValueError`` naming
     the field or file on bad input. Nothing is compiled."""
-    from . import runs
-    d = runs.load_yaml(args.config) if args.config else {}
+    from . import configio
+    d = configio.load_yaml(args.config) if args.config else {}
     origin = {k: "file" for k in d}
     for key, v in (("algo", args.algo), ("env", args.env), ("seeds", args.seeds),
-                   ("total_timesteps", args.total_timesteps), ("base_seed", args.seed)):
+                   ("total_timesteps", args.total_timesteps), ("base_seed", args.seed),
+                   ("preset", args.preset)):
         if v is not None:
             d[key] = v
             origin[key] = "flag"
     for text in args.overrides:
-        d = runs.apply_override(d, text)
+        d = configio.apply_override(d, text)
         origin[text.partition("=")[0].split(".")[0].strip()] = "set"
     try:
-        return runs.config_from_dict(d)
+        return configio.config_from_dict(d)
     except ValueError as e:
         field = str(e).split(":", 1)[0]
         if origin.get(field) == "file":      # blame the file when the value came from it
             raise ValueError(f"{args.config}: {e}") from None
         raise
+
+
+def _preset_name(args, config) -> str | None:
+    return None if not args.preset else f"{config.algo}/{config.env}"
 
 
 def _default_out(config) -> str:
@@ -158,83 +202,117 @@ def _default_out(config) -> str:
     return str(Path("runs") / f"{config.env}-{config.algo}-{stamp}")
 
 
+def _resume_config(args):
+    """``(config, seeds, base_seed)`` of ``--resume DIR``: the run's own config.yaml, changed
+    by any other flags given (which must then leave it the same)."""
+    from . import configio
+    run = Path(args.resume)
+    if args.out and Path(args.out).resolve() != run.resolve():
+        raise UsageError("--resume DIR continues DIR; do not give a different --out")
+    if run.exists() and not run.is_dir():
+        raise UsageError(f"--resume {run}: is a file, not a run folder")
+    if not run.is_dir():
+        raise UsageError(f"--resume {run}: no such run folder")
+    if not (run / "config.yaml").is_file():
+        raise UsageError(f"--resume {run}: no config.yaml there; not a run folder")
+    saved = configio.load_config(run / "config.yaml")
+    given = any(v is not None for v in (args.algo, args.env, args.seeds, args.total_timesteps,
+                                         args.seed, args.config, args.preset))
+    if not (given or args.overrides):
+        return saved
+    args.config = args.config or str(run / "config.yaml")
+    return build_config(args)
+
+
 def cmd_train(argv) -> int:
     args = _train_parser().parse_args(argv)
-    from . import runs
-    from .checkpoint import CheckpointError
-    if args.resume:
-        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
-            raise UsageError("--resume DIR continues DIR; do not give a different --out")
-        if not Path(args.resume).is_dir():
-            raise UsageError(f"--resume {args.resume}: no such run folder")
-        if not (Path(args.resume) / "config.yaml").is_file():
-            raise UsageError(f"--resume {args.resume}: no config.yaml there; not a run folder")
-        try:
-            saved, seeds, base_seed = runs.load_config(Path(args.resume) / "config.yaml")
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        given = any(v is not None for v in (args.algo, args.env, args.seeds,
-                                             args.total_timesteps, args.seed, args.config))
-        if given or args.overrides:
-            # the run's own config, changed by the flags: must come out the same
-            args.config = args.config or str(Path(args.resume) / "config.yaml")
-            try:
-                config, seeds, base_seed = build_config(args)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
+    if args.step is not None and not args.resume:
+        raise UsageError("--step N: only with --resume DIR (which checkpoint to continue from)")
+    try:
+        if args.resume:
+            config, seeds, base_seed = _resume_config(args)
+            out = args.resume
         else:
-            config = saved
-        out = args.resume
-    else:
-        try:
             config, seeds, base_seed = build_config(args)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        out = args.out or _default_out(config)
+            out = args.out or _default_out(config)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    from . import runs
     echo = None if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     try:
         summary = runs.run_training(
             config, out, seeds=seeds, base_seed=base_seed, checkpoint_every=args.checkpoint_every,
-            stop_after=args.stop_after, resume=bool(args.resume), progress=not args.quiet,
-            log_every=args.log_every, tensorboard=args.tensorboard, wandb=args.wandb,
-            wandb_project=args.wandb_project, echo=echo)
-    except (runs.RunError, CheckpointError) as e:
+            stop_after=args.stop_after, resume=bool(args.resume), resume_step=args.step,
+            progress=not args.quiet, log_every=args.log_every, tensorboard=args.tensorboard,
+            wandb=args.wandb, wandb_project=args.wandb_project,
+            preset=_preset_name(args, config), echo=echo)
+    except _user_errors() as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
         print(f"jaxgrpo train: interrupted; continue from the last checkpoint with "
               f"jaxgrpo train --resume {out}", file=sys.stderr)
-        return 130
-    fr = summary["final_return"]
-    ci = fr["ci95"]
-    state = "done" if summary["complete"] else (
-        f"stopped at iteration {summary['iterations_done']}/{summary['iterations']}")
-    fmt = lambda x: "nan" if x is None else f"{x:.2f}"
-    print(f"{summary['algo'].upper()} {summary['env']}: {state}; final return {fmt(fr['mean'])} "
-          f"[95% CI {fmt(ci[0])}, {fmt(ci[1])}] over {summary['seeds']} seed(s); "
-          f"{summary['env_steps_per_seed']:,.0f} env steps per seed; compile "
-          f"{summary['compile_seconds']:.1f} s, run {summary['run_seconds']:.1f} s "
-          f"({(summary['steps_per_second'] or 0):,.0f} steps/s); wrote {out}")
+        return EXIT_INTERRUPTED
+    print(result_table(summary, out))
     return 0
+
+
+def result_table(summary: dict, out) -> str:
+    """What ``jaxgrpo train`` prints: a header line, each seed's final return and env steps,
+    the mean with its 95% CI, a note when the run used far less than its budget, the times."""
+    fmt = lambda x: "nan" if x is None else f"{x:.2f}"
+    fr = summary["final_return"]
+    budget = summary["total_timesteps"]
+    if summary["complete"]:
+        state = "done"
+    else:
+        state = (f"stopped at iteration {summary['iterations_done']}/{summary['iterations']}; "
+                 f"continue with jaxgrpo train --resume {out}")
+    lines = [f"{summary['algo'].upper()} {summary['env']}, {summary['seeds']} seed(s), "
+             f"{budget:,}-step budget: {state}",
+             f"  {'seed':>4}  {'final return':>12}  {'env steps':>10}"]
+    for s, (r, n) in enumerate(zip(fr["per_seed"], summary["env_steps_by_seed"])):
+        lines.append(f"  {s:>4}  {fmt(r):>12}  {n:>10,.0f}")
+    ci = fr["ci95"]
+    lines.append(f"  {'mean':>4}  {fmt(fr['mean']):>12}  {summary['env_steps_per_seed']:>10,.0f}"
+                 f"   95% CI of the mean over seeds: [{fmt(ci[0])}, {fmt(ci[1])}]")
+    used = summary["env_steps_per_seed"]
+    if summary["complete"] and used < 0.9 * budget:
+        lines.append(f"  note: used {used:,.0f} of the {budget:,}-step budget per seed: the run "
+                     f"reached its {summary['iterations']} iterations first (episodes were "
+                     "shorter than the default iteration count assumes); raise num_iterations "
+                     "(--set num_iterations=N) to use the rest")
+    lines.append(f"final return = each seed's training return in its last iteration; compile "
+                 f"{summary['compile_seconds']:.1f} s, run {summary['run_seconds']:.1f} s "
+                 f"({(summary['steps_per_second'] or 0):,.0f} env steps/s, all seeds); "
+                 f"wrote {out}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- eval
 
 def cmd_eval(argv) -> int:
     args = _eval_parser().parse_args(argv)
-    from . import runs
-    from .checkpoint import CheckpointError
+    from . import configio, rundir
     try:
         run_dir = Path(args.run)
+        kind = rundir.folder_kind(run_dir)
         if not run_dir.is_dir():
-            raise runs.RunError(f"{run_dir}: no such run folder")
-        config, _, _ = runs.load_config(run_dir / "config.yaml") if (
-            run_dir / "config.yaml").is_file() else (None, None, None)
-        if args.gif and config is not None:
-            runs.check_gif(config)
+            raise rundir.RunError(f"{run_dir}: no such run folder")
+        if kind == "sweep":
+            raise rundir.RunError(
+                f"{run_dir}: is a sweep folder, which keeps metrics, not policies; evaluate a "
+                "combination from Python (jaxgrpo.evaluate(res.configs[c], res.states[c], key)) "
+                "or train it as a run with jaxgrpo train")
+        if args.gif:
+            rundir.check_new_file(args.gif, "--gif", overwrite=args.overwrite,
+                                  suffixes=(".gif",))
+            if (run_dir / "config.yaml").is_file():
+                from .render import check_gif
+                check_gif(configio.load_config(run_dir / "config.yaml")[0])
+        from . import runs
         run = runs.load_run(run_dir)
-    except (runs.RunError, CheckpointError, ValueError) as e:
+    except _user_errors() as e:
         raise UsageError(str(e)) from None
-    import jax
     cfg = run.config
     partial = "" if run.step == cfg.iterations else (
         f" (checkpoint at iteration {run.step} of {cfg.iterations}: the run is not finished)")
@@ -249,50 +327,74 @@ def cmd_eval(argv) -> int:
     print(f"{'all':>6}  {g['mean']:>9.2f} +- {g['std']:<6.2f}  {m['mean']:>9.2f} +- {m['std']:<6.2f}")
     print(f"95% bootstrap CI of the mean over seeds: greedy [{g['ci95'][0]:.2f}, "
           f"{g['ci95'][1]:.2f}], sampled [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]")
-    with open(run.path / "eval.json", "w") as f:
-        json.dump(res, f, indent=2)
-        f.write("\n")
+    rundir.add_evaluation(run.path, res)
     if args.gif:
+        import jax
+
+        from .render import render_gif
         params0 = jax.tree.map(lambda x: x[0], run.state.params)
-        info = runs.render_gif(cfg, params0, args.gif, jax.random.key(args.seed),
-                               greedy=not args.gif_sampled, max_steps=args.gif_max_steps,
-                               stride=args.gif_stride)
+        with rundir.atomic_path(args.gif) as tmp:
+            info = render_gif(cfg, params0, tmp, jax.random.key(args.seed),
+                              greedy=not args.gif_sampled, max_steps=args.gif_max_steps,
+                              stride=args.gif_stride)
         print(f"wrote {args.gif}: seed 0, {'sampled' if args.gif_sampled else 'greedy'} "
               f"actions, {info['steps']} steps, return {info['return']:.2f}, "
               f"{info['frames']} frames")
     return 0
 
 
-# ----------------------------------------------------------------------------- plot, sweep
+# ----------------------------------------------------------------------------- plot
 
 def cmd_plot(argv) -> int:
     args = _plot_parser().parse_args(argv)
-    from . import runs
+    from . import rundir
     try:
-        for d in args.runs:
-            if not Path(d).is_dir():
-                raise runs.RunError(f"{d}: no such run folder")
-        runs.plot_runs(args.runs, args.out, metric=args.metric, labels=args.labels,
-                       title=args.title, smooth=args.smooth)
-    except (runs.RunError, ValueError) as e:
+        out = rundir.check_new_file(args.out, "--out", overwrite=args.overwrite,
+                                    suffixes=rundir.IMAGE_SUFFIXES)
+        from .plots import plot_runs
+        with rundir.atomic_path(out) as tmp:
+            plot_runs(args.runs, tmp, metric=args.metric, labels=args.labels,
+                      title=args.title, smooth=args.smooth)
+    except _user_errors() as e:
         raise UsageError(str(e)) from None
     print(f"wrote {args.out}")
     return 0
 
 
+# ----------------------------------------------------------------------------- sweep
+
 def cmd_sweep(argv) -> int:
+    args = _sweep_parser().parse_args(argv)
+    from . import configio, rundir
     try:
-        from .sweep import sweep_main
-    except ImportError as e:
-        raise UsageError(f"sweeps are not available in this install ({e})") from None
-    return sweep_main(list(argv))
+        spec = configio.load_sweep_spec(args.config)
+        out = Path(args.out or spec["out"] or Path("runs") / Path(args.config).stem)
+        rundir.check_sweep_out(out, overwrite=args.overwrite)
+    except _user_errors() as e:
+        raise UsageError(str(e)) from None
+    from .sweeps import expand_grid, sweep
+    n = len(expand_grid(spec["grid"]))
+    print(f"jaxgrpo sweep: {n} combinations x {spec['seeds']} seeds -> {out}", flush=True)
+    try:
+        result = sweep(spec["config"], spec["grid"], spec["seeds"], base_seed=spec["base_seed"],
+                       log_every=spec["log_every"], compiler_options=spec["compiler_options"],
+                       vmap_size=spec["vmap_size"])
+    except KeyboardInterrupt:
+        print(f"jaxgrpo sweep: interrupted; nothing was written to {out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    table = rundir.write_sweep(out, result, spec)
+    print(f"{table.attrs['metric']} per combination: mean and 95% bootstrap CI over seeds")
+    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {out}/: metrics.csv, summary.csv, curves.png, sweep.yaml")
+    return 0
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "sweep": cmd_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: returns the exit code (0; 2 for bad input, with one line on stderr)."""
+    """Entry point: returns the exit code (0; 2 for bad input, with one line on stderr; 130
+    when interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "jaxgrpo"
     try:

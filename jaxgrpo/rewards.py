@@ -10,7 +10,6 @@ transform is named by a string: ``"sign"``, ``"symlog"``, ``"clip(-1, 1)"``, ``"
 from __future__ import annotations
 
 import ast
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -174,3 +174,61 @@ def test_checkpoint_of_another_config_is_refused(ppo_runs, tmp_path, capsys):
     cfg = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(cfg.replace("vf_coef: 0.5", "vf_coef: 0.25"))
     _resume_fails(run, capsys, "different config", "vf_coef")
+
+
+def test_every_file_of_a_checkpoint_is_checked(ppo_runs, tmp_path):
+    """Cutting any file of a checkpoint short is detected (orbax's own files included, also
+    the per-process files under history/ocdbt.process_0 that its restore never reads)."""
+    run = ppo_runs / "resumed"
+    with Checkpointer(run / "checkpoints") as ck:
+        for step in ck.steps():                              # all intact as written, also 2
+            ck.check_files(step)                             # after 4 was saved
+    step_dir = run / "checkpoints" / "4"
+    files = sorted(os.path.relpath(os.path.join(r, f), step_dir)
+                   for r, _, fs in os.walk(step_dir) for f in fs if f != "files.json")
+    assert any(f.startswith(os.path.join("history", "ocdbt.process_0")) for f in files)
+    for rel in files:
+        copy = _copy(run, tmp_path / f"c{files.index(rel)}")
+        f = copy / "checkpoints" / "4" / rel
+        with open(f, "r+b") as fh:
+            fh.truncate(os.path.getsize(f) // 2)
+        with pytest.raises(CheckpointError, match="corrupt"):
+            runs.load_run(copy)
+        shutil.rmtree(copy)
+    gc.collect()
+
+
+def test_a_corrupt_latest_checkpoint_names_the_intact_one_and_step_continues_from_it(
+        ppo_runs, tmp_path, capsys):
+    run = _copy(ppo_runs / "resumed", tmp_path / "run")
+    hist = [os.path.join(r, f) for r, _, fs in os.walk(run / "checkpoints" / "4" / "history")
+            for f in fs if "ocdbt.process_0" in r]
+    with open(hist[0], "r+b") as fh:                         # a file orbax itself never reads
+        fh.truncate(1)
+    _resume_fails(run, capsys, "checkpoints/4", "corrupt", "checkpoint 2 is intact",
+                  f"jaxgrpo train --resume {run} --step 2")
+    corrupt, csv = _tree(run / "checkpoints" / "4"), (run / "metrics.csv").read_bytes()
+    lines = []
+    runs.run_training(PPO, run, seeds=2, base_seed=1, checkpoint_every=2, resume=True,
+                      resume_step=2, compiler_options=FAST, echo=lines.append)
+    assert any("moved to" in l and "superseded" in l for l in lines), lines
+    aside = list((run / "superseded").iterdir())
+    assert len(aside) == 1                                   # the corrupt 4, kept as it was
+    assert _tree(aside[0] / "checkpoints" / "4") == {
+        k.replace(str(run / "checkpoints" / "4"), str(aside[0] / "checkpoints" / "4")): v
+        for k, v in corrupt.items()}
+    assert (aside[0] / "metrics.csv").read_bytes() == csv
+    a, b = runs.load_run(ppo_runs / "one_go"), runs.load_run(run)   # continued from 2 == one go
+    assert b.step == 4
+    assert_same_state(a.state, b.state)
+    gc.collect()
+
+
+def test_no_intact_checkpoint_says_so(ppo_runs, tmp_path, capsys):
+    run = _copy(ppo_runs / "resumed", tmp_path / "run")
+    for step in ("2", "4"):
+        for f in _data_files(run / "checkpoints" / step):
+            with open(f, "r+b") as fh:
+                fh.truncate(1)
+    _resume_fails(run, capsys, "corrupt", "no earlier checkpoint is intact")
+    gc.collect()

@@ -121,26 +121,14 @@ def test_eval_and_gif(runs_dir):
     assert "greedy" in out and "sampled" in out
     rows = [l.split() for l in out.splitlines() if l.split()[:1] in (["0"], ["1"], ["all"])]
     assert [r[0] for r in rows] == ["0", "1", "all"]
-    ev = json.loads((a / "eval.json").read_text())
+    evals = json.loads((a / "eval.json").read_text())["evaluations"]
+    assert len(evals) == 1 and evals[0]["episodes_per_seed"] == 3
+    ev = evals[0]
     for mode in ("greedy", "sampled"):
         assert len(ev[mode]["per_seed"]) == 2 and np.isfinite(ev[mode]["mean"])
         assert ev[mode]["mean"] == pytest.approx(np.mean([s["mean"] for s in ev[mode]["per_seed"]]))
     if with_gif:
         assert gif.read_bytes()[:6] == b"GIF89a" and "wrote" in out
-
-
-def test_gif_of_a_minatar_policy(tmp_path):
-    """gymnax's visualizer on MinAtar (matplotlib only; classic control also needs pygame)."""
-    import jax
-    import jaxgrpo
-    from jaxgrpo import runs
-    from jaxgrpo.train import make_policy
-    cfg = jaxgrpo.GRPOConfig(env="Breakout-MinAtar")
-    params = jax.jit(make_policy(cfg).init)(jax.random.key(0))    # eager CNN init is slow
-    info = runs.render_gif(cfg, params, tmp_path / "b.gif", jax.random.key(1), max_steps=4,
-                           greedy=False)
-    assert 1 <= info["steps"] <= 4 and info["frames"] in (info["steps"], info["steps"] + 1)
-    assert (tmp_path / "b.gif").read_bytes()[:6] == b"GIF89a"
 
 
 def test_plot_overlays_runs(runs_dir):
@@ -169,6 +157,9 @@ def bad_yaml(tmp_path):
     (["--env", "NoSuchEnv-v0"], ["env:", "NoSuchEnv-v0"]),
     (["--set", "no_such_field=1"], ["no_such_field: unknown field of GRPOConfig"]),
     (["--algo", "ppo", "--set", "group_size=4"], ["group_size: unknown field of PPOConfig"]),
+    (["--set", "gama=0.9"], ["gama: unknown field", "did you mean 'gamma'?"]),
+    (["--preset", "NoSuchEnv-v0"], ["preset: no grpo preset for 'NoSuchEnv-v0'"]),
+    (["--step", "2"], ["--step N: only with --resume"]),
     (["--set", "lr=fast"], ["lr: must be a number"]),
     (["--set", "group_size=2.5"], ["group_size: must be an int"]),
     (["--set", "hidden_sizes=64"], ["hidden_sizes:"]),
@@ -195,7 +186,7 @@ def test_existing_results_are_not_overwritten(runs_dir, capsys):
     a = root / "A"
     before = (a / "metrics.csv").read_bytes()
     rc = cli.main(["train", *TINY, "--out", str(a)])
-    assert_usage_error(rc, capsys.readouterr().err, "already holds a run", "--resume")
+    assert_usage_error(rc, capsys.readouterr().err, "already holds results", "--resume")
     rc = cli.main(["train", "--resume", str(a), "--set", "lr=0.1"])      # config changed
     assert_usage_error(rc, capsys.readouterr().err, "config differs", "lr")
     assert (a / "metrics.csv").read_bytes() == before
@@ -215,3 +206,75 @@ def test_gif_of_unsupported_env_is_refused(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("algo: grpo\nenv: DeepSea-bsuite\n")
     rc = cli.main(["eval", str(tmp_path), "--gif", str(tmp_path / "x.gif")])
     assert_usage_error(rc, capsys.readouterr().err, "no visualizer for DeepSea-bsuite")
+
+
+def _tree(d):
+    return {os.path.relpath(os.path.join(r, f), d): open(os.path.join(r, f), "rb").read()
+            for r, _, fs in os.walk(d) for f in fs}
+
+
+def test_no_command_overwrites_a_run_or_a_file(runs_dir, tmp_path, capsys):
+    """Data safety: a sweep into a run folder, a train into a file or a run, a plot or GIF onto
+    an existing file or into a missing folder: one line, exit 2, nothing touched."""
+    root, _, _ = runs_dir
+    a = root / "A"
+    before = _tree(a)
+    mine = tmp_path / "notadir"
+    mine.write_text("my notes")
+    png = tmp_path / "mine.png"
+    png.write_bytes(b"my picture")
+    sweep_yaml = tmp_path / "s.yaml"
+    sweep_yaml.write_text("num_groups: 2\ngroup_size: 4\ngrid: {lr: [0.001]}\n")
+    cases = [
+        (["sweep", sweep_yaml, "--out", a], ["holds a training run", "never writes into one"]),
+        (["sweep", sweep_yaml, "--out", a, "--overwrite"], ["holds a training run"]),
+        (["sweep", sweep_yaml, "--out", mine], ["exists and is not a folder"]),
+        (["train", *TINY, "--out", a], ["already holds results", "--resume"]),
+        (["train", *TINY, "--out", mine], ["--out", "exists and is not a folder"]),
+        (["train", *TINY, "--out", mine / "run"], ["is a file, not a folder"]),
+        (["train", "--resume", mine], ["--resume", "is a file, not a run folder"]),
+        (["train", "--resume", a, "--step", "3"], ["--step 3", "no checkpoint 3", "[2, 4]"]),
+        (["plot", a, "--out", tmp_path / "missing" / "dir" / "x.png"],
+         ["--out", "missing/dir does not exist"]),
+        (["plot", a, "--out", png], ["mine.png: exists", "--overwrite"]),
+        (["plot", a, "--out", mine], ["must end in .png"]),
+        (["plot", a, "--out", a / "metrics.csv", "--overwrite"], ["must end in .png"]),
+        (["eval", a, "--gif", png], ["--gif", "must end in .gif"]),
+        (["eval", a, "--gif", tmp_path / "no" / "x.gif"], ["no does not exist"]),
+    ]
+    for args, needles in cases:
+        rc = cli.main([str(x) for x in args])
+        assert_usage_error(rc, capsys.readouterr().err, *needles)
+    assert _tree(a) == before
+    assert mine.read_text() == "my notes" and png.read_bytes() == b"my picture"
+    assert not (tmp_path / "missing").exists()
+
+
+def test_plot_and_eval_of_a_sweep_folder(tmp_path, capsys):
+    sw = tmp_path / "sw"
+    sw.mkdir()
+    (sw / "sweep.yaml").write_text("grid: {lr: [0.001, 0.01]}\n")
+    pd.DataFrame({"combination": [0, 0, 1, 1], "lr": [0.001, 0.001, 0.01, 0.01],
+                  "seed": [0, 0, 0, 0], "iteration": [0, 1, 0, 1],
+                  "env_steps": [10.0, 20.0, 10.0, 20.0],
+                  "episode_return": [1.0, 2.0, 3.0, 4.0]}).to_csv(sw / "metrics.csv", index=False)
+    (sw / "summary.csv").write_text("combination,lr\n0,0.001\n1,0.01\n")
+    assert_usage_error(cli.main(["eval", str(sw)]), capsys.readouterr().err,
+                       "is a sweep folder", "jaxgrpo.evaluate")
+    rc = cli.main(["plot", str(sw), "--out", str(tmp_path / "sw.png"), "--labels", "a", "b"])
+    assert rc == 0 and (tmp_path / "sw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_is_fast_and_complete():
+    """--help never imports JAX, shows defaults, and has no argparse escapes left."""
+    code = ("import sys, jaxgrpo.cli as c\n"
+            "for cmd in ('train', 'eval', 'plot', 'sweep'):\n"
+            "    c.main([cmd, '--help'])\n"
+            "assert 'jax' not in sys.modules, 'jax imported'\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "%%" not in out and "95% bootstrap CI" in out
+    for needle in ("(default: 100)", "(default: grpo)", "(default: 0)",
+                   "column of metrics.csv to plot", "figure title", "image to write"):
+        assert needle in out, needle

@@ -1,7 +1,6 @@
 """Collectors: same-start groups, masks, early stop, truncation, partial rollouts (episode
 pools), PPO segments."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

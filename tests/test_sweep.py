@@ -1,4 +1,4 @@
-"""jaxgrpo.sweep: one compilation per static config, equal to separate runs, sharded over devices.
+"""jaxgrpo.sweep (module jaxgrpo.sweeps) and ``jaxgrpo sweep``: one compilation per static config, equal to separate runs, sharded over devices.
 
 Compilation dominates these tests, so every compiled program is built at most once per module
 (module-scoped fixtures; the sweep's own cache of compiled runners) and compiled with
@@ -15,15 +15,20 @@ import sys
 import textwrap
 import warnings
 
+import yaml
+
 import jax
 import numpy as np
 import pytest
 
-from jaxgrpo import GRPOConfig, PPOConfig, make_train
-from jaxgrpo.sweep import (StaticSweepWarning, SweepResult, bootstrap_ci, grid_configs,
-                           last_valid, sweep, sweep_main)
+from jaxgrpo import GRPOConfig, PPOConfig, cli, make_train
+from jaxgrpo import sweeps as sweep_mod
+from jaxgrpo.stats import bootstrap_ci
+from jaxgrpo.sweeps import StaticSweepWarning, SweepResult, grid_configs, last_valid_row, sweep
 
-sweep_mod = sys.modules["jaxgrpo.sweep"]   # ``jaxgrpo.sweep`` is the function
+
+def sweep_main(argv):
+    return cli.main(["sweep", *argv])
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 O0 = {"xla_backend_optimization_level": 0}
@@ -94,7 +99,7 @@ def test_final_return_summary_and_padding_rows():
     np.testing.assert_array_equal(r.final_return(), [[2.0, 3.0], [7.0, nan]])
     s = r.summary(n_boot=200)
     assert list(s.seeds) == [2, 1]
-    assert s.mean_final_episode_return.tolist() == [2.5, 7.0]
+    assert s["mean"].tolist() == [2.5, 7.0] and s.index.name == "combination"
     assert s.ci_low[0] >= 2.0 and s.ci_high[0] <= 3.0
     assert (s.ci_low[1], s.ci_high[1]) == (7.0, 7.0)
     assert len(r.to_dataframe()) == 2 * 2 + 3 * 2     # the padding row of combination 0 dropped
@@ -105,8 +110,8 @@ def test_final_return_summary_and_padding_rows():
 def test_last_valid_keeps_the_last_real_value_of_a_chunk():
     nan = np.nan
     x = jax.numpy.asarray([[1.0, 5.0, nan], [2.0, nan, nan], [nan, nan, nan]])   # [k=3, 3]
-    np.testing.assert_array_equal(last_valid(x), [2.0, 5.0, nan])
-    assert int(last_valid(jax.numpy.arange(3))) == 2
+    np.testing.assert_array_equal(last_valid_row(x), [2.0, 5.0, nan])
+    assert int(last_valid_row(jax.numpy.arange(3))) == 2
 
 
 @pytest.mark.parametrize("grid, field", [
@@ -185,7 +190,7 @@ SHARDED = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import PartitionSpec as P
     from jaxgrpo import GRPOConfig
-    from jaxgrpo.sweep import sweep, shard_runs, run_mesh
+    from jaxgrpo.sweeps import sweep, shard_runs, run_mesh
     out = sys.argv[1]
     assert len(jax.devices()) == 4, jax.devices()
     # padding: 6 rows over 4 devices -> 8, each device computes its own 2 rows
@@ -249,7 +254,9 @@ def test_cli_writes_files(result, tmp_path, capsys):
         out: {out}
     """)
     assert sweep_main([cfg]) == 0
-    assert "mean_final_episode_return" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    table = [l for l in printed.splitlines() if not l.startswith(("jaxgrpo", "wrote"))]
+    assert "ci_high" in table[1] and max(map(len, table)) <= 80, printed
     import pandas as pd
     m = pd.read_csv(out / "metrics.csv")
     assert len(m) == 6 * 4 * 2 and sorted(m.iteration.unique()) == [1, 2]   # log_every=2: 1, 2
@@ -257,16 +264,67 @@ def test_cli_writes_files(result, tmp_path, capsys):
         assert row.episode_return == pytest.approx(
             result.metrics["episode_return"][c, s, i], rel=1e-4)
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 6 and {"lr", "beta", "ci_low", "ci_high"} <= set(summary.columns)
-    np.testing.assert_allclose(summary.mean_final_episode_return,
+    assert len(summary) == 6 and {"combination", "lr", "beta", "ci_low", "ci_high"} <= set(
+        summary.columns)
+    np.testing.assert_allclose(summary["mean"],
                                np.nanmean(result.final_return(), axis=1), rtol=1e-4)
     assert (out / "curves.png").stat().st_size > 1000
+    again = yaml.safe_load((out / "sweep.yaml").read_text())          # the resolved sweep
+    assert again["grid"] == {"lr": [1e-3, 3e-3, 1e-2], "beta": [0.0, 0.04]}
+    assert again["seeds"] == 4 and again["group_size"] == 4 and again["log_every"] == 2
+    from jaxgrpo.configio import load_sweep_spec
+    assert load_sweep_spec(out / "sweep.yaml")["config"] == load_sweep_spec(cfg)["config"]
+
+
+def _tree(d):
+    return {os.path.relpath(os.path.join(r, f), d): open(os.path.join(r, f), "rb").read()
+            for r, _, fs in os.walk(d) for f in fs}
+
+
+def test_cli_never_replaces_results_unless_asked(tmp_path, capsys, monkeypatch):
+    """A second sweep into a sweep folder is refused; an interrupted --overwrite leaves the old
+    results; a finished --overwrite replaces them."""
+    out = tmp_path / "out"
+    cfg = _write_yaml(tmp_path / "s.yaml", f"""
+        total_timesteps: 2000
+        num_groups: 2
+        group_size: 4
+        num_iterations: 2
+        env_params: {{max_steps_in_episode: 50}}
+        grid: {{lr: [1e-3, 3e-3]}}
+        seeds: 2
+        compiler_options: {{xla_backend_optimization_level: 0}}
+        out: {out}
+    """)
+    assert sweep_main([cfg]) == 0
+    first = _tree(out)
+    assert sorted(first) == ["curves.png", "metrics.csv", "summary.csv", "sweep.yaml"]
+    capsys.readouterr()
+    assert sweep_main([cfg]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds sweep results" in err[0] and "--overwrite" in err[0]
+    assert _tree(out) == first
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sweep_mod, "sweep", interrupted)
+    assert sweep_main([cfg, "--overwrite"]) == 130
+    assert "nothing was written" in capsys.readouterr().err
+    assert _tree(out) == first
+    monkeypatch.undo()
+    (out / "summary.csv").write_text("stale")
+    assert sweep_main([cfg, "--overwrite"]) == 0
+    again = _tree(out)
+    assert again["summary.csv"] != b"stale" and again["metrics.csv"] == first["metrics.csv"]
 
 
 @pytest.mark.parametrize("text, needle", [
     ("grid: {lr: [1e-3\n", "not valid YAML"),
     ("- just\n- a list\n", "mapping"),
-    ("lrr: 0.1\nseeds: 2\n", "'lrr' is not a field"),
+    ("lrr: 0.1\nseeds: 2\n", "lrr: unknown field of GRPOConfig (algo 'grpo'; did you mean 'lr'?)"),
+    ("gird: {lr: [0.1]}\n", "did you mean 'grid'?"),
+    ("seed: 3\n", "did you mean 'seeds'?"),
+    ("vmap_sise: 1\n", "did you mean 'vmap_size'?"),
     ("total_timesteps: 2000\nnum_groups: 2\ngroup_size: 4\nenv_params: {max_steps_in_episode: 50}"
      "\ngrid: {clip: [0.1]}\n", "'clip' is not a field"),
     ("total_timesteps: 2000\nnum_groups: 2\ngroup_size: 4\nenv_params: {max_steps_in_episode: 50}"

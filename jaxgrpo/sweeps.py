@@ -20,19 +20,17 @@
   ``make_train(config.replace(**combination))(key)`` with that key is the sweep's run (equal
   up to float rounding, which RL training amplifies over many iterations: see the README).
 
-``sweep_main(argv)`` is the ``jaxgrpo sweep CONFIG.yaml`` command.
+The ``jaxgrpo sweep SWEEP.yaml`` command is in ``jaxgrpo.cli``; its YAML is read by
+``jaxgrpo.configio.load_sweep_spec``.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import itertools
 import logging
 import operator
 import os
-import re
-import sys
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -42,14 +40,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .config import config_class
-from .runs import bootstrap_ci, yaml_loader
+from .configio import unknown_field
+from .stats import bootstrap_ci, last_valid
 from .train import make_train
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["sweep", "SweepResult", "StaticSweepWarning", "sweep_main", "shard_runs",
-           "run_mesh", "bootstrap_ci", "expand_grid", "grid_configs", "last_valid",
-           "load_sweep_spec"]
+__all__ = ["sweep", "SweepResult", "StaticSweepWarning", "shard_runs", "run_mesh",
+           "expand_grid", "grid_configs", "last_valid_row", "check_count"]
 
 RUN_AXIS = "runs"
 
@@ -108,15 +106,6 @@ def _switch_algo(config, algo: str):
     return cls(**carried)
 
 
-def _unknown_field(name, cls) -> str:
-    import difflib
-
-    fields = sorted(_init_fields(cls))
-    close = difflib.get_close_matches(str(name), fields, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(fields)}"
-    return f"{name!r} is not a field of {cls.__name__} ({hint})"
-
-
 def _field_error(combo: dict, e: Exception) -> ValueError:
     where = ", ".join(f"{k}={v!r}" for k, v in combo.items())
     return ValueError(f"grid: {e} (in the combination {where})")
@@ -140,7 +129,7 @@ def grid_configs(config, grid) -> tuple[list[dict], list]:
         known_any |= _init_fields(config_class("grpo")) | _init_fields(config_class("ppo"))
     for k in (grid or {}):
         if k not in known_any:
-            raise ValueError(f"grid: {_unknown_field(k, type(config))}")
+            raise ValueError(f"grid: {unknown_field(k, type(config))}")
     configs = []
     for combo in combos:
         changes = {k: v for k, v in combo.items() if k != "algo"}
@@ -222,7 +211,7 @@ def shard_runs(fn, inputs, mesh: Mesh):
     return fn(jax.tree.map(place, inputs)), R
 
 
-def last_valid(x: jax.Array) -> jax.Array:
+def last_valid_row(x: jax.Array) -> jax.Array:
     """``x: [k, ...]`` -> ``[...]``: the last non-NaN entry along axis 0 (NaN if there is none).
 
     How a ``log_every``-iteration chunk is reduced to its kept row: a GRPO run whose env-step
@@ -239,7 +228,7 @@ def _single_run(config, log_every: int):
     ``run(state, hp) -> (TrainState, metrics)`` with metrics ``[I_kept]``, where the kept
     iterations ``kept`` are ``log_every - 1, 2 * log_every - 1, ...`` and always the last one
     (0-based). The scan is an outer scan of ``log_every``-iteration chunks; each chunk keeps
-    one row, each metric's last non-NaN value in the chunk (``last_valid``), so only the kept
+    one row, each metric's last non-NaN value in the chunk (``last_valid_row``), so only the kept
     rows are ever stored. With ``log_every=1``, ``run(init(key, hp), hp)`` is
     ``make_train(config)(key, hp)``."""
     train = make_train(config)
@@ -252,12 +241,12 @@ def _single_run(config, log_every: int):
     def run(state, hp):
         def chunk(s, _):
             s, m = train.run(s, hp, k)
-            return s, jax.tree.map(last_valid, m)
+            return s, jax.tree.map(last_valid_row, m)
 
         state, ms = jax.lax.scan(chunk, state, None, length=outer)
         if rem:
             state, m = train.run(state, hp, rem)
-            ms = jax.tree.map(lambda a, b: jnp.concatenate([a, last_valid(b)[None]]), ms, m)
+            ms = jax.tree.map(lambda a, b: jnp.concatenate([a, last_valid_row(b)[None]]), ms, m)
         return state, ms
 
     kept = np.arange(1, outer + 1) * k - 1
@@ -408,69 +397,54 @@ class SweepResult:
 
     def final_return(self, metric: str = "episode_return") -> np.ndarray:
         """``[C, S]``: each seed's last non-NaN value of ``metric`` (NaN if it has none)."""
-        v = self.metrics[metric]
-        ok = ~np.isnan(v)
-        last = v.shape[-1] - 1 - np.argmax(ok[..., ::-1], axis=-1)
-        out = np.take_along_axis(v, last[..., None], axis=-1)[..., 0]
-        return np.where(ok.any(-1), out, np.nan)
+        return last_valid(self.metrics[metric])
 
     def summary(self, metric: str = "episode_return", n_boot: int = 10_000, ci: float = 0.95,
                 seed: int = 0):
-        """``pandas.DataFrame``, one row per combination: the grid fields, ``seeds`` (how many
-        have a final value), ``mean`` of the final ``metric`` over seeds and its percentile
-        bootstrap ``ci_low``/``ci_high`` (``n_boot`` resamples of the seeds, level ``ci``)."""
+        """``pandas.DataFrame``, one row per combination (the index, ``combination``): the
+        grid fields, ``seeds`` (how many have a final value), ``mean`` of each seed's final
+        ``metric`` (``final_return``) over the seeds, and its percentile-bootstrap
+        ``ci_low``/``ci_high`` (``n_boot`` resamples of the seeds, level ``ci``). Short
+        column names, so that ``print(res.summary())`` fits 80 columns for a few grid fields.
+        """
         import pandas as pd
 
         final = self.final_return(metric)
         rows = []
         for c, g in enumerate(self.grid):
             x = final[c][~np.isnan(final[c])]
-            _, lo, hi = bootstrap_ci(x, num=n_boot, seed=seed + c, level=ci)
-            rows.append({"combination": c, **{k: (str(tuple(v)) if isinstance(v, (list, tuple))
-                                                   else v) for k, v in g.items()},
-                         "seeds": len(x), f"mean_final_{metric}": float(np.mean(x)) if len(x)
-                         else float("nan"), "ci_low": lo, "ci_high": hi})
-        return pd.DataFrame(rows)
+            mean, lo, hi = bootstrap_ci(x, num=n_boot, seed=seed + c, level=ci)
+            rows.append({**{k: (str(tuple(v)) if isinstance(v, (list, tuple)) else v)
+                            for k, v in g.items()},
+                         "seeds": len(x), "mean": mean, "ci_low": lo, "ci_high": hi})
+        df = pd.DataFrame(rows)
+        df.index.name = "combination"
+        df.attrs["metric"] = f"final {metric}"
+        return df
 
     def label(self, c: int) -> str:
-        g = self.grid[c]
-        return ", ".join(f"{k}={v}" for k, v in g.items()) or "base config"
+        """``"lr=0.001, beta=0"``: combination ``c``'s grid values."""
+        from .plots import _fmt
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in self.grid[c].items()) or "base config"
 
-    def plot(self, path, metric: str = "episode_return", x: str = "env_steps"):
-        """Learning curves: per combination, the mean over seeds of ``metric`` against the mean
-        of ``x``, with a band of +-1 standard deviation over seeds (seeds whose metric is NaN
-        at an iteration, e.g. GRPO after its budget, are left out there). Saved to ``path``."""
-        import matplotlib
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns
-            for c in range(self.num_combinations):
-                rows = self.iteration[c] >= 0
-                y = self.metrics[metric][c][:, rows]
-                xs = np.nanmean(self.metrics[x][c][:, rows], axis=0)
-                mean, std = np.nanmean(y, axis=0), np.nanstd(y, axis=0)
-                ok = ~np.isnan(mean) & ~np.isnan(xs)
-                line, = ax.plot(xs[ok], mean[ok], label=self.label(c))
-                ax.fill_between(xs[ok], (mean - std)[ok], (mean + std)[ok],
-                                color=line.get_color(), alpha=0.15, linewidth=0)
-        ax.set_xlabel(x)
-        ax.set_ylabel(f"{metric} (mean over {self.seeds} seeds)")
-        ax.legend(fontsize="small")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
+    def plot(self, path, metric: str = "episode_return", title: str | None = None):
+        """Learning curves, one per combination (labelled by its grid values): the mean over
+        seeds of ``metric`` against env steps with a 95% bootstrap CI band, as ``jaxgrpo plot``
+        draws them (``plots.plot_curves``). Saved to ``path``; parent folders are created."""
+        from .plots import plot_curves
+        df = self.to_dataframe()
+        curves = [(f"{self.label(c)} ({self.seeds} seeds)", df[df["combination"] == c])
+                  for c in range(self.num_combinations)]
         path = os.fspath(path)
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        plot_curves(curves, path, metric, title=title or self.configs[0].env)
 
 
 # ----------------------------------------------------------------------------- sweep
 
-def _check_count(name, v, low):
+def check_count(name, v, low):
+    """``v`` as an int >= ``low``; ``ValueError`` naming ``name`` otherwise."""
     try:
         if isinstance(v, bool):
             raise TypeError
@@ -511,11 +485,11 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     fields is one compilation (warned about with ``StaticSweepWarning``); the dynamic fields
     and the seeds of one compilation are one vmapped batch sharded over ``devices``.
     """
-    seeds = _check_count("seeds", seeds, 1)
-    log_every = _check_count("log_every", log_every, 1)
-    base_seed = _check_count("base_seed", base_seed, 0)
+    seeds = check_count("seeds", seeds, 1)
+    log_every = check_count("log_every", log_every, 1)
+    base_seed = check_count("base_seed", base_seed, 0)
     if vmap_size is not None:
-        vmap_size = _check_count("vmap_size", vmap_size, 1)
+        vmap_size = check_count("vmap_size", vmap_size, 1)
     if not hasattr(config, "hparams"):
         raise ValueError(f"config: must be a GRPOConfig or PPOConfig, got {type(config).__name__}")
     combos, configs = grid_configs(config, grid)
@@ -585,104 +559,3 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     return SweepResult(grid=combos, configs=configs, metrics=metrics, iteration=iteration,
                        seeds=seeds, base_seed=base_seed, log_every=log_every, states=states,
                        placement=placement)
-
-
-# ----------------------------------------------------------------------------- command line
-
-_SWEEP_KEYS = ("algo", "grid", "seeds", "base_seed", "log_every", "out", "compiler_options",
-               "vmap_size")
-
-
-def load_sweep_spec(path) -> dict:
-    """Read and validate a sweep YAML; nothing is compiled.
-
-    Returns ``{"config", "grid", "seeds", "base_seed", "log_every", "out",
-    "compiler_options", "vmap_size"}``; raises ``ValueError`` with one message naming the problem.
-    """
-    import yaml
-
-    try:
-        with open(path) as f:
-            spec = yaml.load(f, Loader=yaml_loader())
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = getattr(e, "problem", None) or " ".join(str(e).split())
-        raise ValueError(f"{path}: not valid YAML: {what}{where}") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path}: must be a YAML mapping of config fields plus 'grid' and "
-                         f"'seeds', got {type(spec).__name__}")
-    algo = spec.get("algo", "grpo")
-    cls = config_class(algo)
-    fields = {k: v for k, v in spec.items() if k not in _SWEEP_KEYS}
-    unknown = sorted(set(fields) - _init_fields(cls))
-    if unknown:
-        raise ValueError(f"{_unknown_field(unknown[0], cls)}; the sweep's own keys are "
-                         f"{', '.join(_SWEEP_KEYS)}")
-    try:
-        config = cls(**fields)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"config: {e}") from None
-    grid = spec.get("grid") or {}
-    seeds = spec.get("seeds", 1)
-    _check_count("seeds", seeds, 1)
-    _check_count("log_every", spec.get("log_every", 1), 1)
-    _check_count("base_seed", spec.get("base_seed", 0), 0)
-    if spec.get("vmap_size") is not None:
-        _check_count("vmap_size", spec["vmap_size"], 1)
-    grid_configs(config, grid)   # validates the grid; raises "grid: ..."
-    opts = spec.get("compiler_options")
-    if opts is not None and not isinstance(opts, dict):
-        raise ValueError(f"compiler_options: must be a mapping, got {type(opts).__name__}")
-    out = spec.get("out")
-    if out is not None and not isinstance(out, str):
-        raise ValueError(f"out: must be a path string, got {out!r}")
-    return {"config": config, "grid": grid, "seeds": seeds,
-            "base_seed": spec.get("base_seed", 0), "log_every": spec.get("log_every", 1),
-            "out": out, "compiler_options": opts, "vmap_size": spec.get("vmap_size")}
-
-
-def sweep_main(argv: Sequence[str] | None = None) -> int:
-    """``jaxgrpo sweep CONFIG.yaml [--out DIR]``: ``argv`` is the arguments after ``sweep``
-    (default ``sys.argv[1:]``).
-
-    The YAML holds ``algo`` (grpo/ppo, default grpo), any config fields (the base config),
-    ``grid`` (field -> list of values), ``seeds``, and optionally ``base_seed``, ``log_every``,
-    ``vmap_size``, ``compiler_options`` (the ``sweep`` arguments) and ``out``. Floats may be
-    written ``1e-3`` (YAML 1.2 style). Everything is validated before anything is compiled.
-
-    Writes ``DIR/metrics.csv`` (tidy, one row per combination x seed x iteration),
-    ``DIR/summary.csv`` (mean and 95% bootstrap CI of the final return per combination, also
-    printed) and ``DIR/curves.png``. ``DIR`` is ``--out``, else the YAML's ``out``, else
-    ``runs/<yaml name>``. Returns the exit code: 0, or 2 with one error line for bad input.
-    """
-    parser = argparse.ArgumentParser(
-        prog="jaxgrpo sweep", description="Run a hyperparameter sweep described by a YAML file.")
-    parser.add_argument("config", help="YAML with algo, config fields, grid, seeds, [out]")
-    parser.add_argument("--out", help="output folder (overrides the YAML's out)")
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as e:      # --help, or a usage error argparse has already printed
-        return int(e.code or 0)
-    try:
-        spec = load_sweep_spec(args.config)
-    except ValueError as e:
-        print(f"jaxgrpo sweep: error: {e}", file=sys.stderr)
-        return 2
-    out = args.out or spec["out"] or os.path.join(
-        "runs", os.path.splitext(os.path.basename(args.config))[0])
-    n = len(expand_grid(spec["grid"]))
-    print(f"jaxgrpo sweep: {n} combinations x {spec['seeds']} seeds -> {out}", flush=True)
-    result = sweep(spec["config"], spec["grid"], spec["seeds"], base_seed=spec["base_seed"],
-                   log_every=spec["log_every"], compiler_options=spec["compiler_options"],
-                   vmap_size=spec["vmap_size"])
-    os.makedirs(out, exist_ok=True)
-    result.to_csv(os.path.join(out, "metrics.csv"))
-    table = result.summary()
-    table.to_csv(os.path.join(out, "summary.csv"), index=False)
-    result.plot(os.path.join(out, "curves.png"))
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"wrote {out}/metrics.csv, summary.csv, curves.png")
-    return 0

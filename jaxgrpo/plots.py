@@ -1,0 +1,107 @@
+"""Learning-curve figures: run folders overlaid (mean over seeds and a 95% bootstrap CI band
+against env steps)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from .rundir import RunError, read_run
+from .stats import curve
+
+
+def _steps_label(x, _pos=None) -> str:
+    """Tick labels: 0, 250k, 1.5M."""
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:g}M"
+    return f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
+
+
+def sweep_curves(df) -> list:
+    """``[(label, frame)]``, one per combination of a sweep's tidy metrics (``SweepResult.
+    to_dataframe``: a ``combination`` column, then the grid fields, then ``seed``), labelled by
+    its grid values: ``"lr=0.001, beta=0"``."""
+    cols = list(df.columns)
+    grid = cols[cols.index("combination") + 1:cols.index("seed")]
+    out = []
+    for _, g in df.groupby("combination", sort=True):
+        first = g.iloc[0]
+        label = ", ".join(f"{k}={_fmt(first[k])}" for k in grid if k in g.columns)
+        out.append((label or "base config", g))
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def run_curves(run_dirs: Sequence, metric: str = "episode_return") -> list:
+    """``[(label, frame, config dict)]`` for run and sweep folders: one curve per run folder,
+    one per combination of a sweep folder. Labels name the algorithm (and the env when the
+    folders differ in it), the seed count, and the folder when two would read the same."""
+    read = [(Path(d), *read_run(d)) for d in run_dirs]
+    for d, _, df in read:
+        if metric not in df.columns:
+            raise RunError(f"{d}/metrics.csv: no metric {metric!r}; it has "
+                           f"{[c for c in df.columns if c not in ('seed', 'iteration')]}")
+    envs = {cfg.get("env") for _, cfg, _ in read}
+    algos = [cfg.get("algo") for _, cfg, df in read if "combination" not in df.columns]
+    curves = []
+    for d, cfg, df in read:
+        n = df["seed"].nunique()
+        seeds = f"({n} seed{'s' if n > 1 else ''})"
+        head = str(cfg.get("algo", "grpo")).upper()
+        if len(envs) > 1:
+            head += f" {cfg.get('env')}"
+        if "combination" in df.columns:
+            prefix = f"{d.name}: " if len(read) > 1 else ""
+            curves += [(f"{prefix}{label} {seeds}", g, cfg)
+                       for label, g in sweep_curves(df)]
+        else:
+            label = f"{head} {seeds}"
+            if algos.count(cfg.get("algo")) > 1:
+                label += f" [{d.name}]"
+            curves.append((label, df, cfg))
+    return curves
+
+
+def plot_runs(run_dirs: Sequence, path, metric: str = "episode_return",
+              labels: Sequence[str] | None = None, title: str | None = None,
+              smooth: int = 1) -> None:
+    """One figure of run and sweep folders: per run folder (per combination of a sweep
+    folder), the mean of ``metric`` over seeds against env steps and its 95% bootstrap CI
+    band (``stats.curve``). ``labels``: one legend entry per curve."""
+    curves = run_curves(run_dirs, metric)
+    if labels is not None:
+        if len(labels) != len(curves):
+            raise RunError(f"--labels: {len(labels)} labels for {len(curves)} curves")
+        curves = [(lab, df, cfg) for lab, (_, df, cfg) in zip(labels, curves)]
+    envs = {cfg.get("env") for _, _, cfg in curves}
+    if title is None and len(envs) == 1:
+        title = next(iter(envs))
+    plot_curves([(lab, df) for lab, df, _ in curves], path, metric, title=title, smooth=smooth)
+
+
+def plot_curves(curves: Sequence, path, metric: str = "episode_return",
+                title: str | None = None, smooth: int = 1) -> None:
+    """Draw ``[(label, tidy frame with seed, iteration, env_steps, metric)]`` into ``path``
+    (format from its suffix): mean over seeds and 95% bootstrap CI band against env steps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, df in curves:
+        x, mean, lo, hi = curve(df, metric, smooth=smooth)
+        line, = ax.plot(x, mean, label=label, lw=1.8)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_steps_label))
+    ax.set_xlabel("env steps (per seed)")
+    ax.set_ylabel(metric.replace("_", " ") + " (mean, 95% CI over seeds)")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small" if len(curves) > 4 else None)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)

@@ -1,0 +1,57 @@
+"""jaxgrpo.plots: run folders and sweep folders (one curve per combination) in one figure."""
+import pandas as pd
+import pytest
+import yaml
+
+from jaxgrpo.plots import plot_runs, run_curves
+from jaxgrpo.rundir import RunError
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(path, algo, seeds=2, iters=4):
+    path.mkdir()
+    (path / "config.yaml").write_text(yaml.safe_dump({"algo": algo, "env": "CartPole-v1"}))
+    rows = [{"seed": s, "iteration": i, "env_steps": 100.0 * (i + 1),
+             "episode_return": float(i + s)} for s in range(seeds) for i in range(iters)]
+    pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
+    return path
+
+
+def _sweep(path):
+    path.mkdir()
+    (path / "sweep.yaml").write_text(yaml.safe_dump(
+        {"algo": "grpo", "env": "CartPole-v1", "grid": {"lr": [0.001, 0.003], "beta": [0.0]}}))
+    rows = [{"combination": c, "lr": [0.001, 0.003][c], "beta": 0.0, "seed": s, "iteration": i,
+             "env_steps": 100.0 * (i + 1), "episode_return": float(10 * c + i)}
+            for c in range(2) for s in range(3) for i in range(4)]
+    pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
+    return path
+
+
+def test_a_sweep_folder_is_one_curve_per_combination(tmp_path):
+    sw = _sweep(tmp_path / "sw")
+    curves = run_curves([sw])
+    assert [lab for lab, _, _ in curves] == ["lr=0.001, beta=0 (3 seeds)",
+                                             "lr=0.003, beta=0 (3 seeds)"]
+    for c, (_, df, _) in enumerate(curves):
+        assert (df["combination"] == c).all() and df["seed"].nunique() == 3
+    plot_runs([sw], tmp_path / "sw.png")
+    assert (tmp_path / "sw.png").read_bytes()[:8] == PNG
+
+
+def test_runs_and_sweeps_together_with_labels(tmp_path):
+    a, b = _run(tmp_path / "a", "grpo"), _run(tmp_path / "b", "ppo", seeds=1)
+    sw = _sweep(tmp_path / "sw")
+    labels = [lab for lab, _, _ in run_curves([a, b, sw])]
+    assert labels[:2] == ["GRPO (2 seeds)", "PPO (1 seed)"]
+    assert labels[2].startswith("sw: lr=0.001")
+    plot_runs([a, b, sw], tmp_path / "all.svg", labels=["x", "y", "z1", "z2"])
+    assert b"<svg" in (tmp_path / "all.svg").read_bytes()[:500]
+    with pytest.raises(RunError, match="3 labels for 4 curves"):
+        plot_runs([a, b, sw], tmp_path / "x.png", labels=["x", "y", "z"])
+    with pytest.raises(RunError, match="no metric 'kl'"):
+        plot_runs([a], tmp_path / "x.png", metric="kl")
+    with pytest.raises(RunError, match="no such run folder"):
+        plot_runs([tmp_path / "none"], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

@@ -1,0 +1,97 @@
+"""jaxgrpo.rundir: what counts as results, the path guards, atomic writes (an interrupted write
+leaves the old file), eval.json keeping every evaluation. No compilation."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxgrpo import rundir
+from jaxgrpo.rundir import RunError
+
+
+def test_folder_kinds(tmp_path):
+    assert rundir.folder_kind(tmp_path / "absent") is None
+    assert rundir.folder_kind(tmp_path) is None                       # empty
+    (tmp_path / "notes.txt").write_text("mine")
+    assert rundir.folder_kind(tmp_path) is None                       # no result files
+    run, sweep, other = tmp_path / "run", tmp_path / "sweep", tmp_path / "other"
+    for d in (run, sweep, other):
+        d.mkdir()
+    (run / "checkpoints").mkdir()
+    (sweep / "summary.csv").write_text("x")
+    (other / "metrics.csv").write_text("x")
+    assert [rundir.folder_kind(d) for d in (run, sweep, other)] == ["run", "sweep", "results"]
+
+
+def test_path_guards(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    with pytest.raises(RunError, match="exists and is not a folder"):
+        rundir.check_folder_path(f)
+    with pytest.raises(RunError, match="is a file, not a folder"):
+        rundir.check_folder_path(f / "sub")
+    assert rundir.check_folder_path(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    with pytest.raises(RunError, match="the folder .*missing does not exist"):
+        rundir.check_new_file(tmp_path / "missing" / "x.png")
+    with pytest.raises(RunError, match="must end in .png"):
+        rundir.check_new_file(tmp_path / "x.csv", suffixes=rundir.IMAGE_SUFFIXES)
+    with pytest.raises(RunError, match="exists; .*--overwrite"):
+        rundir.check_new_file(f)
+    assert rundir.check_new_file(f, overwrite=True) == f
+    with pytest.raises(RunError, match="is a folder"):
+        rundir.check_new_file(tmp_path)
+    assert f.read_text() == "keep me"
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("algo: grpo\n")
+    with pytest.raises(RunError, match="holds a training run"):
+        rundir.check_sweep_out(tmp_path / "r", overwrite=True)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "sweep.yaml").write_text("grid: {}\n")
+    with pytest.raises(RunError, match="already holds sweep results.*--overwrite"):
+        rundir.check_sweep_out(tmp_path / "s")
+    rundir.check_sweep_out(tmp_path / "s", overwrite=True)
+
+
+def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.csv"
+    path.write_text("old,results\n1,2\n")
+
+    def half_then_interrupt(self, target, **kw):
+        open(target, "w").write("seed,iter")                          # a partial file ...
+        raise KeyboardInterrupt                                       # ... then Ctrl-C
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_interrupt)
+    metrics = {"env_steps": np.zeros((1, 2)), "episode_return": np.ones((1, 2))}
+    with pytest.raises(KeyboardInterrupt):
+        rundir.write_results(tmp_path, None, metrics, {}, plot=False)
+    assert path.read_text() == "old,results\n1,2\n"
+    assert sorted(os.listdir(tmp_path)) == ["metrics.csv"]             # no temporary left
+
+
+def test_eval_json_keeps_every_evaluation(tmp_path):
+    a = {"checkpoint": 4, "episodes_per_seed": 10, "seed": 0, "greedy": {"mean": 1.0}}
+    b = {"checkpoint": 4, "episodes_per_seed": 100, "seed": 0, "greedy": {"mean": 2.0}}
+    rundir.add_evaluation(tmp_path, a)
+    rundir.add_evaluation(tmp_path, b)
+    rundir.add_evaluation(tmp_path, {**a, "greedy": {"mean": 1.0}})   # the same one again
+    doc = json.loads((tmp_path / "eval.json").read_text())
+    assert [e["episodes_per_seed"] for e in doc["evaluations"]] == [100, 10]
+    (tmp_path / "eval.json").write_text(json.dumps(a))                # an older, single one
+    rundir.add_evaluation(tmp_path, b)
+    assert len(json.loads((tmp_path / "eval.json").read_text())["evaluations"]) == 2
+    (tmp_path / "eval.json").write_text("{broken")
+    with pytest.raises(RunError, match="not valid JSON"):
+        rundir.add_evaluation(tmp_path, b)
+    assert (tmp_path / "eval.json").read_text() == "{broken"
+
+
+def test_metrics_frame_round_trips():
+    m = {"env_steps": np.arange(6.0).reshape(2, 3), "loss": np.array([[1.0, np.nan, 3.0],
+                                                                      [4.0, 5.0, 6.0]])}
+    df = rundir.metrics_frame(m)
+    assert list(df.columns) == ["seed", "iteration", "env_steps", "loss"]
+    back = rundir.frame_to_metrics(df)
+    for k in m:
+        np.testing.assert_array_equal(back[k], m[k])
