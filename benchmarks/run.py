@@ -516,9 +516,9 @@ def markdown(res, outdir: Path | None = None) -> str:
               "(`compiled.memory_analysis()`). valid/simulated: sum of valid env steps / sum of "
               "simulated steps over all runs (GRPO keeps stepping a batch until its longest "
               "episode ends, its finished lanes idling, unless `max_ahead` > 0 lets them run "
-              "the next iterations' episodes meanwhile; PPO never pads). GRPO runs stop when "
-              "the next iteration could pass "
-              "the step budget, so their step counts are a little below the budget.", ""]
+              "the next iterations' episodes meanwhile; PPO never pads). GRPO iterations run "
+              "while the env steps used are below the budget, so their step counts end a "
+              "little above it.", ""]
     pe = res.get("peers")
     if pe:
         jp = next((r for r in pe["rows"] if r["name"] == "jaxgrpo PPO"), None)

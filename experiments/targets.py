@@ -1,24 +1,28 @@
 """Learning targets, 8 seeds vmapped in one call each.
 
-core (defaults plus the budget):
-    GRPO CartPole-v1 >= 475 within 300k env steps
-    GRPO Acrobot-v1  >= -100 within 500k env steps
-    GRPO CartPole-v1 with partial rollouts (max_ahead=1) >= 475 within 300k env steps
-    PPO  CartPole-v1 >= 475 within 500k env steps
+core (defaults plus the budget; GRPO's last iteration may end past the budget, by less than
+one iteration: the table's "max env steps used" column gives the steps each target took):
+    GRPO CartPole-v1 >= 475 with a 300k-step budget
+    GRPO Acrobot-v1  >= -100 with a 500k-step budget
+    GRPO CartPole-v1 with partial rollouts (max_ahead=1) >= 475 with a 300k-step budget
+    PPO  CartPole-v1 >= 475 with a 500k-step budget
 groups (group_mode="state", settings and budgets below):
     GRPO CartPole-v1 >= 475
     GRPO DeepSea-bsuite size 10 >= 0.9 on at least 6 of 8 seeds
 
 "final return" = mean return of 100 sampled-action evaluation episodes of each seed's final
 policy (jaxgrpo.evaluate), averaged over seeds; also shown: the training return of the last
-iteration that ran. Writes experiments/targets_SUITE.md.
+iteration that ran. Writes experiments/targets_SUITE.md and the same table into
+docs/results.md (between its ``targets_SUITE`` markers).
 
     python -m experiments.targets core
     python -m experiments.targets groups
 """
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -63,7 +67,7 @@ def settings(cfg) -> str:
 
 
 def main(suite: str = "core", seeds: int = 8):
-    out = f"experiments/targets_{suite}.md"
+    out = Path(__file__).resolve().parent / f"targets_{suite}.md"
     rows = []
     for name, cfg, target in SUITES[suite]:
         train = jax.jit(jax.vmap(jaxgrpo.make_train(cfg)))
@@ -84,15 +88,22 @@ def main(suite: str = "core", seeds: int = 8):
                f"{'yes' if met else 'NO'} | {t1 - t0:.1f} | {t2 - t1:.1f} |")
         print(row, flush=True)
         rows.append(row)
+    table = (f"`python -m experiments.targets {suite}` (commit {git_rev()}, "
+             f"{time.strftime('%Y-%m-%d')}), {seeds} seeds vmapped in one call.  \n"
+             f"Machine: {machine()}.\n\n"
+             "| algo | env: settings beyond the defaults | max env steps used (of 8 seeds) | "
+             "final return, mean [95% CI] | worst seed | seeds >= target | "
+             "last-iteration train return | target | met | compile s | run s |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     with open(out, "w") as f:
-        f.write(f"# Learning targets: {suite}\n\n")
-        f.write(f"`python -m experiments.targets {suite}` (commit {git_rev()}), {seeds} seeds "
-                f"vmapped in one call.\nMachine: {machine()}.\n\n")
-        f.write("| algo | env: settings beyond the defaults | max env steps used (of 8 seeds) | "
-                "final return, mean [95% CI] | worst seed | seeds >= target | "
-                "last-iteration train return | target | met | compile s | run s |\n")
-        f.write("|---|---|---|---|---|---|---|---|---|---|---|\n")
-        f.write("\n".join(rows) + "\n")
+        f.write(f"# Learning targets: {suite}\n\n{table}")
+    page = Path(__file__).resolve().parent.parent / "docs" / "results.md"
+    if page.is_file():
+        marker = f"targets_{suite}"
+        text = re.sub(rf"<!-- {marker}:begin -->.*?<!-- {marker}:end -->",
+                      lambda _: f"<!-- {marker}:begin -->\n{table}<!-- {marker}:end -->",
+                      page.read_text(), flags=re.S)
+        page.write_text(text)
 
 
 if __name__ == "__main__":

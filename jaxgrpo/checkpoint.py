@@ -31,12 +31,12 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from .rundir import CheckpointError   # defined without JAX (the CLI catches it cheaply)
+
 FORMAT = 1
 MANIFEST = "files.json"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, corrupt or belongs to another run/config."""
 
 
 # ----------------------------------------------------------------------------- pytree <-> arrays
@@ -229,6 +229,10 @@ class Checkpointer:
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{where}: its {MANIFEST} is unreadable ({type(e).__name__}); "
                                   "the checkpoint is corrupt") from None
+        if not isinstance(want, dict) or not want or not all(
+                isinstance(v, list) and len(v) == 2 for v in want.values()):
+            raise CheckpointError(f"{where}: its {MANIFEST} is not a list of files; the "
+                                  "checkpoint is corrupt")
         got = file_manifest(step_dir)
         for rel, (size, sha) in want.items():
             if rel not in got:
@@ -240,29 +244,34 @@ class Checkpointer:
                 raise CheckpointError(f"{where}: file {rel} has changed since it was written "
                                       "(SHA-256 differs); the checkpoint is corrupt")
 
-    def intact_steps(self, template, expected_config: Mapping | None = None,
-                     below: int | None = None) -> list[int]:
-        """The steps (ascending, below ``below`` if given) that restore without error."""
-        ok = []
-        for step in self.steps():
+    def newest_intact(self, template, expected_config: Mapping | None = None,
+                      below: int | None = None) -> int | None:
+        """The newest step (below ``below`` if given) that restores without error, or None."""
+        for step in reversed(self.steps()):
             if below is not None and step >= below:
                 continue
             try:
                 self.restore(step, template, expected_config)
             except CheckpointError:
                 continue
-            ok.append(step)
-        return ok
+            return step
+        return None
 
     def read_meta(self, step: int) -> dict:
         path = os.path.join(self.directory, str(step), "meta", "metadata")
         try:
             with open(path) as f:
-                return json.load(f)
+                meta = json.load(f)
         except (OSError, ValueError) as e:
             raise CheckpointError(f"checkpoint {self.directory}/{step}: its metadata is "
                                   f"unreadable ({type(e).__name__}: {e}); the checkpoint is "
                                   "corrupt") from None
+        missing = [k for k in ("format", "layout", "digest", "metric_names")
+                   if not isinstance(meta, dict) or k not in meta]
+        if missing:
+            raise CheckpointError(f"checkpoint {self.directory}/{step}: its metadata lacks "
+                                  f"{missing[0]!r}; the checkpoint is corrupt or not jaxgrpo's")
+        return meta
 
     def restore(self, step: int, template, expected_config: Mapping | None = None):
         """Read checkpoint ``step`` -> ``(state, metrics, meta)``.

@@ -48,11 +48,12 @@ def _count(low: int):
     return parse
 
 
-def _user_errors():
-    """The exceptions that mean bad input (their message is the one line to print)."""
-    from .checkpoint import CheckpointError
-    from .rundir import RunError
-    return (RunError, CheckpointError, ValueError)
+def _user_errors(config_errors: bool = True):
+    """The exceptions that mean bad input (their message is the one line to print): ours, and
+    ``ValueError`` from validating configs and files (not around compiling or training, where
+    a ``ValueError`` would be a bug to show in full)."""
+    from .rundir import CheckpointError, RunError
+    return (RunError, CheckpointError) + ((ValueError,) if config_errors else ())
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -112,6 +113,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_count(1), default=100,
                    help="episodes per seed and mode (default: 100)")
     p.add_argument("--seed", type=_count(0), default=0, help="evaluation seed (default: 0)")
+    p.add_argument("--step", type=_count(1), metavar="N",
+                   help="evaluate checkpoint N (default: the latest)")
     p.add_argument("--gif", metavar="OUT.gif",
                    help="render one episode of the first seed's policy with gymnax's visualizer")
     p.add_argument("--gif-sampled", action="store_true",
@@ -246,7 +249,7 @@ def cmd_train(argv) -> int:
             progress=not args.quiet, log_every=args.log_every, tensorboard=args.tensorboard,
             wandb=args.wandb, wandb_project=args.wandb_project,
             preset=_preset_name(args, config), echo=echo)
-    except _user_errors() as e:
+    except _user_errors(config_errors=False) as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
         print(f"jaxgrpo train: interrupted; continue from the last checkpoint with "
@@ -277,12 +280,19 @@ def result_table(summary: dict, out) -> str:
                  f"   95% CI of the mean over seeds: [{fmt(ci[0])}, {fmt(ci[1])}]")
     used = summary["env_steps_per_seed"]
     if summary["complete"] and used < 0.9 * budget:
-        lines.append(f"  note: used {used:,.0f} of the {budget:,}-step budget per seed: the run "
-                     f"reached its {summary['iterations']} iterations first (episodes were "
-                     "shorter than the default iteration count assumes); raise num_iterations "
-                     "(--set num_iterations=N) to use the rest")
-    lines.append(f"final return = each seed's training return in its last iteration; compile "
-                 f"{summary['compile_seconds']:.1f} s, run {summary['run_seconds']:.1f} s "
+        if summary["algo"] == "ppo":
+            lines.append(f"  note: used {used:,.0f} of the {budget:,}-step budget per seed: PPO "
+                         f"runs whole iterations of num_envs x num_steps steps, and "
+                         f"{summary['iterations']} fit in the budget")
+        else:
+            why = (f"num_iterations={summary['num_iterations']}"
+                   if summary.get("num_iterations") is not None else
+                   "the default count for this budget; episodes stayed shorter than it assumes")
+            lines.append(f"  note: used {used:,.0f} of the {budget:,}-step budget per seed: the "
+                         f"run ended after its {summary['iterations']} iterations ({why}); raise "
+                         "num_iterations (--set num_iterations=N) to use the rest")
+    lines.append("  (final return: each seed's training return in its last iteration)")
+    lines.append(f"compile {summary['compile_seconds']:.1f} s, run {summary['run_seconds']:.1f} s "
                  f"({(summary['steps_per_second'] or 0):,.0f} env steps/s, all seeds); "
                  f"wrote {out}")
     return "\n".join(lines)
@@ -293,6 +303,7 @@ def result_table(summary: dict, out) -> str:
 def cmd_eval(argv) -> int:
     args = _eval_parser().parse_args(argv)
     from . import configio, rundir
+    from .fileio import atomic_path
     try:
         run_dir = Path(args.run)
         kind = rundir.folder_kind(run_dir)
@@ -309,8 +320,9 @@ def cmd_eval(argv) -> int:
             if (run_dir / "config.yaml").is_file():
                 from .render import check_gif
                 check_gif(configio.load_config(run_dir / "config.yaml")[0])
+        rundir.read_evaluations(run_dir)          # a bad eval.json fails before the work
         from . import runs
-        run = runs.load_run(run_dir)
+        run = runs.load_run(run_dir, step=args.step)
     except _user_errors() as e:
         raise UsageError(str(e)) from None
     cfg = run.config
@@ -327,13 +339,16 @@ def cmd_eval(argv) -> int:
     print(f"{'all':>6}  {g['mean']:>9.2f} +- {g['std']:<6.2f}  {m['mean']:>9.2f} +- {m['std']:<6.2f}")
     print(f"95% bootstrap CI of the mean over seeds: greedy [{g['ci95'][0]:.2f}, "
           f"{g['ci95'][1]:.2f}], sampled [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]")
-    rundir.add_evaluation(run.path, res)
+    try:
+        rundir.add_evaluation(run.path, res)
+    except rundir.RunError as e:
+        raise UsageError(str(e)) from None
     if args.gif:
         import jax
 
         from .render import render_gif
         params0 = jax.tree.map(lambda x: x[0], run.state.params)
-        with rundir.atomic_path(args.gif) as tmp:
+        with atomic_path(args.gif) as tmp:
             info = render_gif(cfg, params0, tmp, jax.random.key(args.seed),
                               greedy=not args.gif_sampled, max_steps=args.gif_max_steps,
                               stride=args.gif_stride)
@@ -348,11 +363,12 @@ def cmd_eval(argv) -> int:
 def cmd_plot(argv) -> int:
     args = _plot_parser().parse_args(argv)
     from . import rundir
+    from .fileio import atomic_path
     try:
         out = rundir.check_new_file(args.out, "--out", overwrite=args.overwrite,
                                     suffixes=rundir.IMAGE_SUFFIXES)
         from .plots import plot_runs
-        with rundir.atomic_path(out) as tmp:
+        with atomic_path(out) as tmp:
             plot_runs(args.runs, tmp, metric=args.metric, labels=args.labels,
                       title=args.title, smooth=args.smooth)
     except _user_errors() as e:
@@ -382,7 +398,14 @@ def cmd_sweep(argv) -> int:
     except KeyboardInterrupt:
         print(f"jaxgrpo sweep: interrupted; nothing was written to {out}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    table = rundir.write_sweep(out, result, spec)
+    try:
+        table = rundir.write_sweep(out, result, spec, overwrite=args.overwrite)
+    except rundir.RunError as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"jaxgrpo sweep: interrupted while writing; {out} is as it was",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"{table.attrs['metric']} per combination: mean and 95% bootstrap CI over seeds")
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out}/: metrics.csv, summary.csv, curves.png, sweep.yaml")

@@ -99,7 +99,10 @@ class _BaseConfig:
         """A copy with ``changes`` applied (validated again)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self) if f.init}
         if unknown:
-            raise ValueError(f"{sorted(unknown)[0]}: unknown field of {type(self).__name__}")
+            from .configio import field_hint
+            name = sorted(unknown)[0]
+            raise ValueError(f"{name}: unknown field of {type(self).__name__} "
+                             f"({field_hint(name, type(self))})")
         return dataclasses.replace(self, **changes)
 
     def hparams(self) -> dict:

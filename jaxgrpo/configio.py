@@ -3,12 +3,16 @@ folder's ``config.yaml`` holds (``algo``, every field, ``seeds``, ``base_seed``)
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import logging
+import operator
 import re
 from typing import Mapping, Sequence
 
 import numpy as np
 
 RUN_KEYS = ("algo", "seeds", "base_seed")
+logger = logging.getLogger("jaxgrpo.sweeps")
 
 
 def yaml_loader():
@@ -104,11 +108,29 @@ def _int_like(annotation) -> bool:
     return str(annotation).replace(" ", "") in ("int", "int|None", "Optional[int]")
 
 
+def init_fields(cls) -> set:
+    """The names of ``cls``'s init fields (a config class's settable fields)."""
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def check_count(name, v, low):
+    """``v`` as an int >= ``low``; ``ValueError`` naming ``name`` otherwise."""
+    try:
+        if isinstance(v, bool):
+            raise TypeError
+        v = operator.index(v)
+    except TypeError:
+        raise ValueError(f"{name}: must be an int, got {type(v).__name__} {v!r}") from None
+    if v < low:
+        raise ValueError(f"{name}: must be >= {low}, got {v}")
+    return v
+
+
 def field_hint(name, cls, extra: Sequence[str] = ()) -> str:
     """``"did you mean 'gamma'?"``: the closest of ``cls``'s init fields and ``extra`` (other
     keys the file may hold) to ``name``, else the list of them."""
     import difflib
-    fields = sorted({f.name for f in dataclasses.fields(cls) if f.init} | set(extra))
+    fields = sorted(init_fields(cls) | set(extra))
     close = difflib.get_close_matches(str(name), fields, n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(fields)}"
 
@@ -133,12 +155,9 @@ def config_from_dict(d: Mapping, extra_keys: Sequence[str] = ()):
     seeds = d.pop("seeds", 1)
     base_seed = d.pop("base_seed", 0)
     preset = d.pop("preset", None)
-    for name, v, low in (("seeds", seeds, 1), ("base_seed", base_seed, 0)):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name}: must be an int >= {low}, got {v!r}")
-    seeds, base_seed = int(seeds), int(base_seed)
+    integral = lambda v: int(v) if isinstance(v, float) and v.is_integer() else v
+    seeds = check_count("seeds", integral(seeds), 1)
+    base_seed = check_count("base_seed", integral(base_seed), 0)
     cls = config_class(algo)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for k in d:
@@ -152,7 +171,18 @@ def config_from_dict(d: Mapping, extra_keys: Sequence[str] = ()):
             raise ValueError(f"{k}: unknown field of {cls.__name__} (algo {algo!r}; {hint})")
     if preset is not None and preset is not False:
         from .presets import preset_fields
-        env = d.get("env", fields["env"].default) if preset is True else preset
+        if preset is True:
+            env = d.get("env", fields["env"].default)
+        elif isinstance(preset, str):
+            p_algo, _, env = preset.rpartition("/")      # "Acrobot-v1" or "grpo/Acrobot-v1"
+            if p_algo and p_algo != algo:
+                raise ValueError(f"preset: {preset!r} is a {p_algo} preset, but algo is "
+                                 f"{algo!r}")
+            if "env" in d and d["env"] != env:
+                raise ValueError(f"preset: {preset!r} is for {env}, but env is {d['env']!r}; "
+                                 "give one of them")
+        else:
+            raise ValueError(f"preset: must be an env id or true, got {preset!r}")
         d = {**preset_fields(algo, env), **d}
     for k, v in list(d.items()):
         if _int_like(fields[k].type) and isinstance(v, float) and v.is_integer():
@@ -189,16 +219,18 @@ def apply_override(d: dict, text: str) -> dict:
     return d
 
 
-def save_config(path, config, seeds: int, base_seed: int, preset: str | None = None) -> None:
-    """Write the resolved config (every field) to ``path`` as YAML, atomically."""
+def save_config(path, config, seeds: int, base_seed: int, preset: str | None = None,
+                exclusive: bool = False) -> None:
+    """Write the resolved config (every field) to ``path`` as YAML, atomically (``exclusive``:
+    only if ``path`` does not exist, else ``FileExistsError``)."""
     import yaml
 
-    from .rundir import write_text
+    from .fileio import write_text
     head = "# jaxgrpo run config: `jaxgrpo train --config THIS_FILE` reproduces the run\n"
     if preset:
         head += f"# (from the preset {preset}; every field is written out below)\n"
     write_text(path, head + yaml.safe_dump(config_to_dict(config, seeds, base_seed),
-                                           sort_keys=False))
+                                           sort_keys=False), exclusive=exclusive)
 
 
 def load_config(path):
@@ -230,7 +262,6 @@ def load_sweep_spec(path) -> dict:
     own = {k: spec.pop(k) for k in SWEEP_KEYS if k in spec}
     try:
         config, seeds, base_seed = config_from_dict(spec, extra_keys=SWEEP_KEYS)
-        from .sweeps import check_count, grid_configs
         check_count("log_every", own.get("log_every", 1), 1)
         if own.get("vmap_size") is not None:
             check_count("vmap_size", own["vmap_size"], 1)
@@ -247,3 +278,84 @@ def load_sweep_spec(path) -> dict:
     return {"config": config, "grid": grid, "seeds": seeds, "base_seed": base_seed,
             "log_every": own.get("log_every", 1), "out": out, "compiler_options": opts,
             "vmap_size": own.get("vmap_size")}
+
+
+# ----------------------------------------------------------------------------- sweep grids
+
+def expand_grid(grid: Mapping[str, Sequence] | None) -> list[dict]:
+    """All combinations of ``grid`` (a dict of non-empty lists), in ``itertools.product``
+    order: the last key varies fastest. ``{}`` or None gives ``[{}]`` (one combination)."""
+    grid = {} if grid is None else grid
+    if not isinstance(grid, Mapping):
+        raise ValueError(f"grid: must be a dict of lists, got {type(grid).__name__}")
+    values = []
+    for k, vals in grid.items():
+        if not isinstance(k, str):
+            raise ValueError(f"grid: field names must be strings, got {k!r}")
+        if isinstance(vals, np.ndarray):
+            vals = vals.tolist()
+        if not isinstance(vals, (list, tuple)) or len(vals) == 0:
+            raise ValueError(f"grid: {k}: values must be a non-empty list, got "
+                             f"{type(vals).__name__} {vals!r}")
+        values.append([plain(v) for v in vals])
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def _switch_algo(config, algo: str):
+    """``config`` as ``config_class(algo)``. A field shared by both classes is carried over when
+    it differs from the source class's default (the user set it); otherwise the target class's
+    own default applies (GRPO's lr default is not PPO's). Fields of the source class only are
+    dropped."""
+    from .config import config_class
+    cls = config_class(algo)
+    if isinstance(config, cls):
+        return config
+    src_defaults = type(config)()  # the source class's defaults (a valid config)
+    shared = init_fields(cls) & init_fields(type(config))
+    carried = {k: getattr(config, k) for k in shared
+               if getattr(config, k) != getattr(src_defaults, k)}
+    dropped = sorted(k for k in init_fields(type(config)) - shared
+                     if getattr(config, k) != getattr(src_defaults, k))
+    if dropped:
+        logger.info("sweep: algo=%s drops %s fields %s", algo, type(config).__name__, dropped)
+    return cls(**carried)
+
+
+def _field_error(combo: dict, e: Exception) -> ValueError:
+    where = ", ".join(f"{k}={v!r}" for k, v in combo.items())
+    return ValueError(f"grid: {e} (in the combination {where})")
+
+
+def grid_configs(config, grid) -> tuple[list[dict], list]:
+    """Validate ``grid`` against ``config`` and build one config per combination.
+
+    Returns ``(combinations, configs)``: ``configs[c] = config.replace(**combinations[c])``
+    (with ``algo`` switching the config class first). Raises ``ValueError`` naming the field for
+    an unknown field, a value of the wrong type or out of range. Nothing is compiled.
+    """
+    from .config import config_class
+    if isinstance(grid, Mapping) and "algo" in grid:
+        algos = grid["algo"]
+        if isinstance(algos, (list, tuple)):
+            for a in algos:
+                config_class(a)   # raises "algo: must be 'grpo' or 'ppo'"
+    combos = expand_grid(grid)
+    known_any = init_fields(type(config)) | {"algo"}
+    if isinstance(grid, Mapping) and "algo" in grid:
+        known_any |= init_fields(config_class("grpo")) | init_fields(config_class("ppo"))
+    for k in (grid or {}):
+        if k not in known_any:
+            raise ValueError(f"grid: {unknown_field(k, type(config))}")
+    configs = []
+    for combo in combos:
+        changes = {k: v for k, v in combo.items() if k != "algo"}
+        try:
+            base = _switch_algo(config, combo["algo"]) if "algo" in combo else config
+            unknown = set(changes) - init_fields(type(base))
+            if unknown:
+                raise ValueError(unknown_field(sorted(unknown)[0], type(base)))
+            configs.append(base.replace(**changes))
+        except (TypeError, ValueError) as e:
+            raise _field_error(combo, e) from None
+    return combos, configs

@@ -16,22 +16,29 @@ def _steps_label(x, _pos=None) -> str:
     return f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
 
 
+def grid_label(values) -> str:
+    """``{"lr": 0.001, "beta": 0.0}`` -> ``"lr=0.001, beta=0"`` (a combination's label)."""
+    fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)
+    return ", ".join(f"{k}={fmt(v)}" for k, v in values.items()) or "base config"
+
+
+def seeds_label(df) -> str:
+    n = df["seed"].nunique()
+    return f"({n} seed{'s' if n > 1 else ''})"
+
+
 def sweep_curves(df) -> list:
     """``[(label, frame)]``, one per combination of a sweep's tidy metrics (``SweepResult.
     to_dataframe``: a ``combination`` column, then the grid fields, then ``seed``), labelled by
-    its grid values: ``"lr=0.001, beta=0"``."""
+    its grid values and seed count: ``"lr=0.001, beta=0 (4 seeds)"``."""
     cols = list(df.columns)
     grid = cols[cols.index("combination") + 1:cols.index("seed")]
     out = []
     for _, g in df.groupby("combination", sort=True):
         first = g.iloc[0]
-        label = ", ".join(f"{k}={_fmt(first[k])}" for k in grid if k in g.columns)
-        out.append((label or "base config", g))
+        values = {k: first[k].item() if hasattr(first[k], "item") else first[k] for k in grid}
+        out.append((f"{grid_label(values)} {seeds_label(g)}", g))
     return out
-
-
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def run_curves(run_dirs: Sequence, metric: str = "episode_return") -> list:
@@ -47,15 +54,13 @@ def run_curves(run_dirs: Sequence, metric: str = "episode_return") -> list:
     algos = [cfg.get("algo") for _, cfg, df in read if "combination" not in df.columns]
     curves = []
     for d, cfg, df in read:
-        n = df["seed"].nunique()
-        seeds = f"({n} seed{'s' if n > 1 else ''})"
+        seeds = seeds_label(df)
         head = str(cfg.get("algo", "grpo")).upper()
         if len(envs) > 1:
             head += f" {cfg.get('env')}"
         if "combination" in df.columns:
             prefix = f"{d.name}: " if len(read) > 1 else ""
-            curves += [(f"{prefix}{label} {seeds}", g, cfg)
-                       for label, g in sweep_curves(df)]
+            curves += [(f"{prefix}{label}", g, cfg) for label, g in sweep_curves(df)]
         else:
             label = f"{head} {seeds}"
             if algos.count(cfg.get("algo")) > 1:
@@ -82,9 +87,10 @@ def plot_runs(run_dirs: Sequence, path, metric: str = "episode_return",
 
 
 def plot_curves(curves: Sequence, path, metric: str = "episode_return",
-                title: str | None = None, smooth: int = 1) -> None:
-    """Draw ``[(label, tidy frame with seed, iteration, env_steps, metric)]`` into ``path``
-    (format from its suffix): mean over seeds and 95% bootstrap CI band against env steps."""
+                title: str | None = None, smooth: int = 1, x: str = "env_steps") -> None:
+    """Draw ``[(label, tidy frame with seed, iteration, x, metric)]`` into ``path`` (format
+    from its suffix): mean over seeds and 95% bootstrap CI band against ``x`` (env steps, or
+    any other column of the frames, e.g. ``"iteration"``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,11 +98,12 @@ def plot_curves(curves: Sequence, path, metric: str = "episode_return",
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, df in curves:
-        x, mean, lo, hi = curve(df, metric, smooth=smooth)
-        line, = ax.plot(x, mean, label=label, lw=1.8)
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_steps_label))
-    ax.set_xlabel("env steps (per seed)")
+        xs, mean, lo, hi = curve(df, metric, smooth=smooth, x=x)
+        line, = ax.plot(xs, mean, label=label, lw=1.8)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    if x == "env_steps":
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_steps_label))
+    ax.set_xlabel("env steps (per seed)" if x == "env_steps" else x.replace("_", " "))
     ax.set_ylabel(metric.replace("_", " ") + " (mean, 95% CI over seeds)")
     if title:
         ax.set_title(title)

@@ -25,18 +25,24 @@ from typing import Any, Mapping
 import numpy as np
 
 from .configio import load_yaml
+from .fileio import atomic_path, write_json
 from .provenance import device, machine, versions
 from .stats import bootstrap_ci, last_valid
 
 RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoints",
              "eval.json")
-SWEEP_FILES = ("sweep.yaml", "metrics.csv", "summary.csv", "curves.png")
+SWEEP_FILES = ("metrics.csv", "summary.csv", "curves.png", "sweep.yaml")
 FIRST_COLUMNS = ("seed", "iteration", "env_steps")
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 class RunError(ValueError):
     """Bad input for a run (existing results, not a run folder, mismatched resume, ...)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, corrupt or belongs to another run/config (defined
+    here, without JAX, so that the command line can catch it cheaply)."""
 
 
 # ----------------------------------------------------------------------------- guards
@@ -86,38 +92,14 @@ def check_new_file(path, flag: str = "--out", overwrite: bool = False,
     if path.is_dir():
         raise RunError(f"{flag} {path}: is a folder; give a file name")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise RunError(f"{flag} {path}: {parent} is a file, not a folder")
     if not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist"
-        raise RunError(f"{flag} {path}: the folder {parent} {what}")
+        raise RunError(f"{flag} {path}: the folder {parent} does not exist")
     if path.exists() and not overwrite:
         raise RunError(f"{flag} {path}: exists; choose another name or pass --overwrite "
                        "to replace it")
     return path
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path`` (same suffix) to write to; on success it is
-    renamed onto ``path`` in one step, on any error (or interruption) it is removed and
-    ``path`` is left as it was."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see ``atomic_path``)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_json(path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def check_sweep_out(out, overwrite: bool = False) -> Path:
@@ -169,7 +151,8 @@ def summarize(config, metrics, *, seeds, base_seed, iterations_done, compile_sec
     nan_none = lambda x: None if x is None or not np.isfinite(x) else float(x)
     return {
         "algo": config.algo, "env": config.env, "seeds": seeds, "base_seed": base_seed,
-        "total_timesteps": config.total_timesteps, "iterations": config.iterations, "iterations_done": int(iterations_done),
+        "total_timesteps": config.total_timesteps, "iterations": config.iterations,
+        "num_iterations": getattr(config, "num_iterations", None), "iterations_done": int(iterations_done),
         "complete": int(iterations_done) == config.iterations,
         "final_return": {"mean": nan_none(mean), "ci95": [nan_none(lo), nan_none(hi)],
                          "per_seed": [nan_none(x) for x in per_seed],
@@ -223,19 +206,32 @@ def read_run(run_dir) -> tuple[dict, Any]:
 
 
 
+def read_evaluations(run_dir) -> list:
+    """The evaluations recorded in ``RUN/eval.json`` (``[]`` if there is none); ``RunError``
+    if the file is not one jaxgrpo wrote (so that nothing replaces it)."""
+    path = Path(run_dir) / "eval.json"
+    if not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict):
+        raise RunError(f"{path}: not an evaluation record jaxgrpo wrote; move it away to record "
+                       "a new evaluation")
+    entries = old.get("evaluations", [old])          # a single one: jaxgrpo before 0.1.1
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise RunError(f"{path}: its evaluations are not a list of records; move it away to "
+                       "record a new evaluation")
+    return entries
+
+
 def add_evaluation(run_dir, result: dict) -> dict:
     """Add ``result`` (``runs.evaluate_run``'s dict) to ``RUN/eval.json``, which keeps every
     evaluation: ``{"evaluations": [...]}``, oldest first. An evaluation of the same
     checkpoint, episode count and seed replaces its earlier entry (the same numbers)."""
     path = Path(run_dir) / "eval.json"
-    entries = []
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            raise RunError(f"{path}: not valid JSON; move it away to record a new "
-                           "evaluation") from None
-        entries = old.get("evaluations", [old]) if isinstance(old, dict) else []
+    entries = read_evaluations(run_dir)
     same = lambda e: all(e.get(k) == result.get(k)
                          for k in ("checkpoint", "episodes_per_seed", "seed"))
     entries = [e for e in entries if not same(e)] + [result]
@@ -246,31 +242,69 @@ def add_evaluation(run_dir, result: dict) -> dict:
 
 # ----------------------------------------------------------------------------- sweep folders
 
-def write_sweep(out, result, spec: dict):
+def write_sweep(out, result, spec: dict, overwrite: bool = False):
     """Write a sweep's folder: ``metrics.csv`` (tidy, one row per combination x seed x kept
     iteration), ``summary.csv`` (``result.summary()``), ``curves.png`` and ``sweep.yaml`` (the
     resolved sweep: every field of the base config, the grid and the sweep arguments;
-    ``jaxgrpo sweep OUT/sweep.yaml --out OTHER`` runs it again). Each file is written
-    atomically. Returns the summary table."""
+    ``jaxgrpo sweep OUT/sweep.yaml --out OTHER`` runs it again). Returns the summary table.
+
+    The files are written to a staging folder beside ``out`` first. A new ``out`` is then
+    created by renaming that folder (one step: if another command took ``out`` meanwhile,
+    ``RunError`` says where the results are, and nothing of theirs is touched); with
+    ``overwrite``, ``out`` is checked again and the four files are renamed into it."""
+    import shutil
+
     import yaml
 
     from .configio import config_to_dict, plain
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = result.summary()
-    with atomic_path(out / "metrics.csv") as tmp:
-        result.to_csv(tmp)
-    with atomic_path(out / "summary.csv") as tmp:
-        table.to_csv(tmp)
-    with atomic_path(out / "curves.png") as tmp:
-        result.plot(tmp)
-    resolved = {**config_to_dict(spec["config"], result.seeds, result.base_seed),
-                "grid": {k: list(v) for k, v in (spec["grid"] or {}).items()},
-                "log_every": result.log_every, "vmap_size": spec.get("vmap_size"),
-                "compiler_options": spec.get("compiler_options")}
-    resolved = {k: v for k, v in resolved.items() if v is not None}
-    write_text(out / "sweep.yaml",
-               "# jaxgrpo sweep: `jaxgrpo sweep THIS_FILE --out DIR` runs it again\n"
-               + yaml.safe_dump(plain(resolved), sort_keys=False))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.staging-{os.getpid()}"
+    stage.mkdir()
+    try:
+        table = result.summary()
+        result.to_csv(stage / "metrics.csv")
+        table.to_csv(stage / "summary.csv")
+        result.plot(stage / "curves.png")
+        resolved = {**config_to_dict(spec["config"], result.seeds, result.base_seed),
+                    "grid": {k: list(v) for k, v in (spec["grid"] or {}).items()},
+                    "log_every": result.log_every, "vmap_size": spec.get("vmap_size"),
+                    "compiler_options": spec.get("compiler_options")}
+        resolved = {k: v for k, v in resolved.items() if v is not None}
+        (stage / "sweep.yaml").write_text(
+            "# jaxgrpo sweep: `jaxgrpo sweep THIS_FILE --out DIR` runs it again\n"
+            + yaml.safe_dump(plain(resolved), sort_keys=False))
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    try:
+        if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+            os.rename(stage, out)               # fails if out became a non-empty folder
+            return table
+    except OSError:
+        pass
+    try:
+        check_sweep_out(out, overwrite=overwrite)
+    except RunError as e:
+        raise RunError(f"{e}; it changed while the sweep ran: the results are in {stage}")
+    with _no_interrupt():                      # the four renames happen all or none
+        for name in SWEEP_FILES:
+            os.replace(stage / name, out / name)
+    shutil.rmtree(stage)
     return table
+
+
+@contextlib.contextmanager
+def _no_interrupt():
+    """Hold back SIGINT (Ctrl-C) inside the block; it is delivered when the block ends."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

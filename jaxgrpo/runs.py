@@ -18,10 +18,11 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .configio import config_to_dict, load_config, save_config
+from .configio import check_count, config_to_dict, load_config, save_config
 from .loggers import _SINK, Reporter, TensorBoardLogger, WandbLogger, require
 from .provenance import versions
-from .rundir import RunError, check_folder_path, holds_results, summarize, write_results
+from .rundir import (RunError, check_folder_path, folder_kind, holds_results, summarize,
+                     write_results)
 from .stats import bootstrap_ci
 
 
@@ -141,14 +142,17 @@ def _run_training(ckpt, config, out, *, seeds, base_seed, checkpoint_every, stop
                   compiler_options, preset, echo) -> dict:
     import jax
 
-    from .checkpoint import CheckpointError, config_diff
+    from .checkpoint import config_diff
 
     say = echo or (lambda *a, **k: None)
     run_dict = config_to_dict(config, seeds, base_seed)
     for name, v in (("checkpoint_every", checkpoint_every), ("stop_after", stop_after),
                     ("resume_step", resume_step)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise RunError(f"{name}: must be an int >= 1, got {v!r}")
+        if v is not None:
+            try:
+                check_count(name, v, 1)
+            except ValueError as e:
+                raise RunError(str(e)) from None
     if resume_step is not None and not resume:
         raise RunError("--step: only with --resume (which checkpoint to continue from)")
     I = config.iterations
@@ -169,8 +173,10 @@ def _run_training(ckpt, config, out, *, seeds, base_seed, checkpoint_every, stop
                            f"has {steps or 'none'}")
         start = resume_step if resume_step is not None else (steps[-1] if steps else None)
     elif holds_results(out):
+        hint = ("or continue the run with --resume" if folder_kind(out) == "run"
+                else "it is not a training run")
         raise RunError(f"{out} already holds results ({_listing(out)}); choose another --out, "
-                       "or continue the run with --resume")
+                       f"{hint}")
 
     if tensorboard:
         require("tensorboardX", "--tensorboard", "tensorboard")
@@ -182,26 +188,21 @@ def _run_training(ckpt, config, out, *, seeds, base_seed, checkpoint_every, stop
     chunks: list[dict] = []
     if start is not None:                     # a bad checkpoint fails here, before any write
         template = state_template(config, seeds, log_every)
-        try:
-            state, metrics0, meta = ckpt.restore(start, template, expected_config=run_dict)
-            done = int(meta["iteration"])
-            if done != start or any(v.shape != (seeds, done) for v in metrics0.values()):
-                raise CheckpointError(f"checkpoint {ckpt.directory}/{start}: holds "
-                                      f"{done} iterations of metrics, expected {start}")
-        except CheckpointError as e:
-            intact = ckpt.intact_steps(template, run_dict, below=start)
-            hint = (f"; checkpoint {intact[-1]} is intact: continue from it with "
-                    f"`jaxgrpo train --resume {out} --step {intact[-1]}` (later checkpoints "
-                    f"are then kept in {out}/superseded/)" if intact
-                    else "; no earlier checkpoint is intact")
-            raise CheckpointError(f"{e}{hint}") from None
+        state, metrics0, meta = restore(ckpt, start, template, run_dict, out, "train")
+        done = int(meta["iteration"])
+        preset = preset or meta.get("preset")
         later = [s for s in ckpt.steps() if s > start]
         if later:
             where = _set_aside(out, later, ckpt)
-            say(f"continuing from checkpoint {start}: checkpoint(s) {later} and the results "
-                f"written after them moved to {where} (kept, not deleted)")
+            say(f"continuing from checkpoint {start}: checkpoint(s) {later} moved to {where} "
+                "(kept, not deleted), beside copies of the run's results as they were")
         compile_s, run_s = float(meta.get("compile_seconds", 0)), float(meta.get("run_seconds", 0))
         chunks.append(metrics0)
+        if done >= I and not later and _summary_done(out) == done:
+            say(f"{out}: the run is complete ({done}/{I} iterations); nothing to do")
+            return summarize(config, metrics0, seeds=seeds, base_seed=base_seed,
+                             iterations_done=done, compile_seconds=compile_s, run_seconds=run_s,
+                             preset=preset)
         say(f"resuming {out} at iteration {done}/{I}")
     else:
         if resume:
@@ -210,7 +211,12 @@ def _run_training(ckpt, config, out, *, seeds, base_seed, checkpoint_every, stop
 
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
-        save_config(out / "config.yaml", config, seeds, base_seed, preset=preset)
+        try:                           # claims the folder: two runs cannot both start in it
+            save_config(out / "config.yaml", config, seeds, base_seed, preset=preset,
+                        exclusive=True)
+        except FileExistsError:
+            raise RunError(f"{out}: another run started there meanwhile; choose another "
+                           "--out") from None
     loggers = []
     if tensorboard:
         loggers.append(TensorBoardLogger(out / "tensorboard"))
@@ -257,7 +263,7 @@ def _run_training(ckpt, config, out, *, seeds, base_seed, checkpoint_every, stop
             chunks = [metrics]
             ckpt.save(done, state, metrics, {
                 "iteration": done, "num_iterations": I, "config": run_dict,
-                "compile_seconds": compile_s, "run_seconds": run_s,
+                "compile_seconds": compile_s, "run_seconds": run_s, "preset": preset,
                 "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
                 "versions": versions()})
             if done < stop:
@@ -280,9 +286,25 @@ def _listing(out: Path) -> str:
     return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
+def _concat(chunks: list[dict]) -> dict:
+    if len(chunks) == 1:
+        return chunks[0]
+    return {k: np.concatenate([c[k] for c in chunks], axis=1) for k in chunks[0]}
+
+
+def _summary_done(out: Path):
+    """``iterations_done`` of ``out/summary.json``, None if it is missing or unreadable."""
+    try:
+        return json.loads((out / "summary.json").read_text()).get("iterations_done")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _set_aside(out: Path, steps: list, ckpt) -> Path:
-    """Move checkpoints ``steps`` to ``out/superseded/<time>/checkpoints/`` with copies of the
-    run's current result files; returns that folder."""
+    """Put checkpoints ``steps`` aside in ``out/superseded/<time>/checkpoints/``, with copies
+    of the run's config.yaml, metrics.csv, summary.json and curves.png as they are now (copied
+    first, so an interruption loses nothing) and its eval.json (moved: its entries name those
+    checkpoints). Returns that folder."""
     import shutil
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     dest = out / "superseded" / stamp
@@ -291,19 +313,44 @@ def _set_aside(out: Path, steps: list, ckpt) -> Path:
         n += 1
         dest = out / "superseded" / f"{stamp}-{n}"
     (dest / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png"):
+        if (out / name).is_file():
+            shutil.copy2(out / name, dest / name)
     ckpt.close()                         # orbax caches the step list: reopen after the move
     for step in steps:
         os.replace(Path(ckpt.directory) / str(step), dest / "checkpoints" / str(step))
-    for name in ("metrics.csv", "summary.json", "curves.png", "eval.json"):
-        if (out / name).is_file():
-            shutil.copy2(out / name, dest / name)
+    if (out / "eval.json").is_file():
+        os.replace(out / "eval.json", dest / "eval.json")
     return dest
 
 
-def _concat(chunks: list[dict]) -> dict:
-    if len(chunks) == 1:
-        return chunks[0]
-    return {k: np.concatenate([c[k] for c in chunks], axis=1) for k in chunks[0]}
+def restore(ckpt, step: int, template, run_dict: dict, out: Path, command: str):
+    """``ckpt.restore(step, ...)`` checked to hold ``step`` iterations of metrics; on any
+    ``CheckpointError`` the message also names the newest intact earlier checkpoint and the
+    ``jaxgrpo COMMAND ... --step N`` that uses it."""
+    from .checkpoint import CheckpointError
+    try:
+        state, metrics, meta = ckpt.restore(step, template, expected_config=run_dict)
+        done = meta.get("iteration")
+        if not isinstance(done, int):
+            raise CheckpointError(f"checkpoint {ckpt.directory}/{step}: its metadata has no "
+                                  "iteration count; the checkpoint is corrupt")
+        if done != step or any(v.shape[-1] != done for v in metrics.values()):
+            raise CheckpointError(f"checkpoint {ckpt.directory}/{step}: holds "
+                                  f"{done} iterations of metrics, expected {step}")
+        return state, metrics, meta
+    except CheckpointError as e:
+        intact = ckpt.newest_intact(template, run_dict, below=step)
+        if intact is None:
+            hint = "no earlier checkpoint is intact"
+        elif command == "train":
+            hint = (f"checkpoint {intact} is intact: continue from it with `jaxgrpo train "
+                    f"--resume {out} --step {intact}` (later checkpoints are then kept in "
+                    f"{out}/superseded/)")
+        else:
+            hint = (f"checkpoint {intact} is intact: `jaxgrpo {command} {out} --step {intact}` "
+                    "uses it")
+        raise CheckpointError(f"{e}; {hint}") from None
 
 
 # ----------------------------------------------------------------------------- loading, eval
@@ -339,9 +386,9 @@ def load_run(run_dir, step: int | None = None) -> Run:
             step = steps[-1]
         elif step not in steps:
             raise CheckpointError(f"{run_dir}: no checkpoint {step}; there are {steps}")
-        state, metrics, meta = ckpt.restore(
-            step, state_template(config, seeds),
-            expected_config=config_to_dict(config, seeds, base_seed))
+        state, metrics, meta = restore(ckpt, step, state_template(config, seeds),
+                                       config_to_dict(config, seeds, base_seed), run_dir,
+                                       "eval")
     return Run(run_dir, config, seeds, base_seed, state, metrics, step, meta)
 
 

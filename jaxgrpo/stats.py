@@ -38,8 +38,8 @@ class no_warnings(warnings.catch_warnings):
 
 
 def curve(df, metric: str = "episode_return", points: int = 200, smooth: int = 1,
-          num_boot: int = 1000, seed: int = 0):
-    """Mean and 95% bootstrap CI band over seeds of ``metric`` against env steps.
+          num_boot: int = 1000, seed: int = 0, x: str = "env_steps"):
+    """Mean and 95% bootstrap CI band over seeds of ``metric`` against ``x`` (env steps).
 
     Each seed's valid (non-NaN) points are smoothed with a running mean over ``smooth``
     iterations and interpolated on a common grid of ``points`` env-step values (a seed counts
@@ -48,23 +48,23 @@ def curve(df, metric: str = "episode_return", points: int = 200, smooth: int = 1
     """
     rows = []
     for _, g in df.sort_values(["seed", "iteration"]).groupby("seed"):
-        x = g["env_steps"].to_numpy(np.float64)
+        xs = g[x].to_numpy(np.float64)
         y = g[metric].to_numpy(np.float64)
-        ok = ~np.isnan(y) & ~np.isnan(x)
-        x, y = x[ok], y[ok]
+        ok = ~np.isnan(y) & ~np.isnan(xs)
+        xs, y = xs[ok], y[ok]
         if smooth > 1 and y.size:     # running mean over the last `smooth` valid points
             c = np.concatenate([[0.0], np.cumsum(y)])
             j = np.arange(y.size)
             start = np.maximum(0, j + 1 - smooth)
             y = (c[j + 1] - c[start]) / (j + 1 - start)
-        rows.append((x, y))
-    xmax = max((x.max() for x, _ in rows if x.size), default=1.0)
+        rows.append((xs, y))
+    xmax = max((xs.max() for xs, _ in rows if xs.size), default=1.0)
     grid = np.linspace(0.0, xmax, points)
     Y = np.full((len(rows), points), np.nan)
-    for i, (x, y) in enumerate(rows):
-        if x.size:
-            inside = (grid >= x[0]) & (grid <= x[-1])
-            Y[i, inside] = np.interp(grid[inside], x, y)
+    for i, (xs, y) in enumerate(rows):
+        if xs.size:
+            inside = (grid >= xs[0]) & (grid <= xs[-1])
+            Y[i, inside] = np.interp(grid[inside], xs, y)
     with np.errstate(all="ignore"), no_warnings():
         mean = np.nanmean(Y, 0)
         rng = np.random.default_rng(seed)

@@ -18,7 +18,7 @@
   device, ``vmap_size`` runs are vmapped at once (default: all of them).
 - Seed ``s`` uses ``jax.random.split(jax.random.key(base_seed), seeds)[s]``, so
   ``make_train(config.replace(**combination))(key)`` with that key is the sweep's run (equal
-  up to float rounding, which RL training amplifies over many iterations: see the README).
+  up to float rounding, which RL training amplifies over many iterations: see docs/sweeps.md).
 
 The ``jaxgrpo sweep SWEEP.yaml`` command is in ``jaxgrpo.cli``; its YAML is read by
 ``jaxgrpo.configio.load_sweep_spec``.
@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 import logging
-import operator
 import os
 import warnings
 from typing import Any, Mapping, Sequence
@@ -39,8 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .config import config_class
-from .configio import unknown_field
+from .configio import check_count, expand_grid, grid_configs
 from .stats import bootstrap_ci, last_valid
 from .train import make_train
 
@@ -54,95 +51,6 @@ RUN_AXIS = "runs"
 
 class StaticSweepWarning(UserWarning):
     """The grid names static fields, so the sweep compiles more than once."""
-
-
-# ----------------------------------------------------------------------------- grid -> configs
-
-def _init_fields(cls) -> set:
-    return {f.name for f in dataclasses.fields(cls) if f.init}
-
-
-def _plain(v):
-    """numpy scalars -> Python scalars (so ``np.linspace`` values pass the config's checks)."""
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def expand_grid(grid: Mapping[str, Sequence] | None) -> list[dict]:
-    """All combinations of ``grid`` (a dict of non-empty lists), in ``itertools.product``
-    order: the last key varies fastest. ``{}`` or None gives ``[{}]`` (one combination)."""
-    grid = {} if grid is None else grid
-    if not isinstance(grid, Mapping):
-        raise ValueError(f"grid: must be a dict of lists, got {type(grid).__name__}")
-    values = []
-    for k, vals in grid.items():
-        if not isinstance(k, str):
-            raise ValueError(f"grid: field names must be strings, got {k!r}")
-        if isinstance(vals, np.ndarray):
-            vals = vals.tolist()
-        if not isinstance(vals, (list, tuple)) or len(vals) == 0:
-            raise ValueError(f"grid: {k}: values must be a non-empty list, got "
-                             f"{type(vals).__name__} {vals!r}")
-        values.append([_plain(v) for v in vals])
-    keys = list(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
-
-
-def _switch_algo(config, algo: str):
-    """``config`` as ``config_class(algo)``. A field shared by both classes is carried over when
-    it differs from the source class's default (the user set it); otherwise the target class's
-    own default applies (GRPO's lr default is not PPO's). Fields of the source class only are
-    dropped."""
-    cls = config_class(algo)
-    if isinstance(config, cls):
-        return config
-    src_defaults = type(config)()  # the source class's defaults (a valid config)
-    shared = _init_fields(cls) & _init_fields(type(config))
-    carried = {k: getattr(config, k) for k in shared
-               if getattr(config, k) != getattr(src_defaults, k)}
-    dropped = sorted(k for k in _init_fields(type(config)) - shared
-                     if getattr(config, k) != getattr(src_defaults, k))
-    if dropped:
-        logger.info("sweep: algo=%s drops %s fields %s", algo, type(config).__name__, dropped)
-    return cls(**carried)
-
-
-def _field_error(combo: dict, e: Exception) -> ValueError:
-    where = ", ".join(f"{k}={v!r}" for k, v in combo.items())
-    return ValueError(f"grid: {e} (in the combination {where})")
-
-
-def grid_configs(config, grid) -> tuple[list[dict], list]:
-    """Validate ``grid`` against ``config`` and build one config per combination.
-
-    Returns ``(combinations, configs)``: ``configs[c] = config.replace(**combinations[c])``
-    (with ``algo`` switching the config class first). Raises ``ValueError`` naming the field for
-    an unknown field, a value of the wrong type or out of range. Nothing is compiled.
-    """
-    if isinstance(grid, Mapping) and "algo" in grid:
-        algos = grid["algo"]
-        if isinstance(algos, (list, tuple)):
-            for a in algos:
-                config_class(a)   # raises "algo: must be 'grpo' or 'ppo'"
-    combos = expand_grid(grid)
-    known_any = _init_fields(type(config)) | {"algo"}
-    if isinstance(grid, Mapping) and "algo" in grid:
-        known_any |= _init_fields(config_class("grpo")) | _init_fields(config_class("ppo"))
-    for k in (grid or {}):
-        if k not in known_any:
-            raise ValueError(f"grid: {unknown_field(k, type(config))}")
-    configs = []
-    for combo in combos:
-        changes = {k: v for k, v in combo.items() if k != "algo"}
-        try:
-            base = _switch_algo(config, combo["algo"]) if "algo" in combo else config
-            unknown = set(changes) - _init_fields(type(base))
-            if unknown:
-                raise ValueError(f"{sorted(unknown)[0]!r} is not a field of "
-                                 f"{type(base).__name__}")
-            configs.append(base.replace(**changes))
-        except (TypeError, ValueError) as e:
-            raise _field_error(combo, e) from None
-    return combos, configs
 
 
 def _static_key(config) -> tuple:
@@ -424,37 +332,23 @@ class SweepResult:
 
     def label(self, c: int) -> str:
         """``"lr=0.001, beta=0"``: combination ``c``'s grid values."""
-        from .plots import _fmt
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in self.grid[c].items()) or "base config"
+        from .plots import grid_label
+        return grid_label(self.grid[c])
 
-    def plot(self, path, metric: str = "episode_return", title: str | None = None):
-        """Learning curves, one per combination (labelled by its grid values): the mean over
-        seeds of ``metric`` against env steps with a 95% bootstrap CI band, as ``jaxgrpo plot``
-        draws them (``plots.plot_curves``). Saved to ``path``; parent folders are created."""
-        from .plots import plot_curves
-        df = self.to_dataframe()
-        curves = [(f"{self.label(c)} ({self.seeds} seeds)", df[df["combination"] == c])
-                  for c in range(self.num_combinations)]
+    def plot(self, path, metric: str = "episode_return", x: str = "env_steps",
+             title: str | None = None):
+        """Learning curves, one per combination, exactly as ``jaxgrpo plot`` draws a sweep
+        folder (``plots.sweep_curves``): the mean over seeds of ``metric`` against ``x`` with a
+        95% bootstrap CI band. Saved to ``path``; parent folders are created."""
+        from .plots import plot_curves, sweep_curves
         path = os.fspath(path)
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        plot_curves(curves, path, metric, title=title or self.configs[0].env)
+        plot_curves(sweep_curves(self.to_dataframe()), path, metric, x=x,
+                    title=title or self.configs[0].env)
 
 
 # ----------------------------------------------------------------------------- sweep
-
-def check_count(name, v, low):
-    """``v`` as an int >= ``low``; ``ValueError`` naming ``name`` otherwise."""
-    try:
-        if isinstance(v, bool):
-            raise TypeError
-        v = operator.index(v)
-    except TypeError:
-        raise ValueError(f"{name}: must be an int, got {type(v).__name__} {v!r}") from None
-    if v < low:
-        raise ValueError(f"{name}: must be >= {low}, got {v}")
-    return v
-
 
 def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
           base_seed: int = 0, log_every: int = 1, devices=None,

@@ -232,3 +232,35 @@ def test_no_intact_checkpoint_says_so(ppo_runs, tmp_path, capsys):
                 fh.truncate(1)
     _resume_fails(run, capsys, "corrupt", "no earlier checkpoint is intact")
     gc.collect()
+
+
+def test_eval_of_a_corrupt_latest_checkpoint_names_the_intact_one(ppo_runs, tmp_path, capsys):
+    run = _copy(ppo_runs / "resumed", tmp_path / "run")
+    for f in _data_files(run / "checkpoints" / "4"):
+        with open(f, "r+b") as fh:
+            fh.truncate(1)
+    before = _tree(run)
+    rc = cli.main(["eval", str(run), "--episodes", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "checkpoint 2 is intact" in err and f"jaxgrpo eval {run} --step 2" in err
+    assert _tree(run) == before
+    assert cli.main(["eval", str(run), "--episodes", "2", "--step", "2"]) == 0
+    assert "iteration 2 of 4" in capsys.readouterr().out
+    gc.collect()
+
+
+def test_resume_keeps_the_preset_and_a_finished_run_is_left_alone(ppo_runs, tmp_path):
+    import json
+    run = tmp_path / "p"
+    runs.run_training(PPO, run, seeds=2, base_seed=1, checkpoint_every=2, stop_after=2,
+                      compiler_options=FAST, preset="ppo/CartPole-v1")
+    runs.run_training(PPO, run, seeds=2, base_seed=1, checkpoint_every=2, resume=True,
+                      compiler_options=FAST)
+    summary = (run / "summary.json").read_bytes()
+    assert json.loads(summary)["preset"] == "ppo/CartPole-v1"
+    lines = []
+    runs.run_training(PPO, run, seeds=2, base_seed=1, resume=True, compiler_options=FAST,
+                      echo=lines.append)
+    assert any("nothing to do" in l for l in lines), lines
+    assert (run / "summary.json").read_bytes() == summary

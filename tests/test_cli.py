@@ -198,7 +198,7 @@ def test_other_commands_report_bad_input(tmp_path, capsys):
     assert_usage_error(cli.main(["plot", str(tmp_path), "--out", str(tmp_path / "p.png")]),
                        capsys.readouterr().err, "no metrics.csv")
     assert_usage_error(cli.main(["frobnicate"]), capsys.readouterr().err, "unknown command")
-    assert cli.main(["sweep", str(tmp_path / "none.yaml")]) == 2   # wired to sweep_main
+    assert cli.main(["sweep", str(tmp_path / "none.yaml")]) == 2
     assert "none.yaml" in capsys.readouterr().err
 
 
@@ -278,3 +278,21 @@ def test_help_is_fast_and_complete():
     for needle in ("(default: 100)", "(default: grpo)", "(default: 0)",
                    "column of metrics.csv to plot", "figure title", "image to write"):
         assert needle in out, needle
+
+
+def test_result_table_lists_seeds_and_says_when_the_budget_was_not_used():
+    summary = {"algo": "grpo", "env": "CartPole-v1", "seeds": 2, "total_timesteps": 20_000,
+               "complete": True, "iterations_done": 3, "iterations": 3, "num_iterations": 3,
+               "final_return": {"per_seed": [34.5, None], "mean": 34.5, "ci95": [34.5, 34.5]},
+               "env_steps_by_seed": [2748.0, 2885.0], "env_steps_per_seed": 2816.5,
+               "compile_seconds": 1.0, "run_seconds": 0.5, "steps_per_second": 11266.0}
+    text = cli.result_table(summary, "runs/x")
+    lines = text.splitlines()
+    assert lines[0] == "GRPO CartPole-v1, 2 seed(s), 20,000-step budget: done"
+    assert lines[2].split() == ["0", "34.50", "2,748"] and lines[3].split() == ["1", "nan", "2,885"]
+    assert "used 2,816 of the 20,000-step budget" in text and "num_iterations=3" in text
+    summary.update(env_steps_by_seed=[20_100.0, 20_200.0], env_steps_per_seed=20_150.0)
+    assert "note" not in cli.result_table(summary, "runs/x")
+    summary.update(complete=False, iterations_done=2)
+    assert "stopped at iteration 2/3; continue with jaxgrpo train --resume runs/x" in \
+        cli.result_table(summary, "runs/x")

@@ -54,6 +54,20 @@ def test_preset_fields_come_first_and_the_dict_overrides_them():
     assert cfg.total_timesteps == 1234
     with pytest.raises(ValueError, match="^preset: no ppo preset for 'DeepSea-bsuit'"):
         config_from_dict({"algo": "ppo", "preset": "DeepSea-bsuit"})
+    other = "Acrobot-v1" if env != "Acrobot-v1" else "CartPole-v1"
+    with pytest.raises(ValueError, match=f"^preset: '{env}' is for {env}, but env is '{other}'"):
+        config_from_dict({"algo": algo, "preset": env, "env": other})
+    assert config_from_dict({"algo": algo, "preset": f"{algo}/{env}"})[0].env == env
+    wrong = "ppo" if algo == "grpo" else "grpo"
+    with pytest.raises(ValueError, match=f"is a {wrong} preset, but algo is '{algo}'"):
+        config_from_dict({"algo": algo, "preset": f"{wrong}/{env}"})
+
+
+def test_a_field_of_the_other_algorithm_says_so():
+    with pytest.raises(ValueError, match="anneal_lr: .*it is a PPOConfig field: set algo to 'ppo'"):
+        config_from_dict({"anneal_lr": False})
+    with pytest.raises(ValueError, match="gama: unknown field of GRPOConfig .did you mean 'gamma'"):
+        jaxgrpo.GRPOConfig().replace(gama=0.9)
 
 
 def test_sweep_spec_names_the_file_and_the_key(tmp_path):

@@ -82,9 +82,13 @@ def test_eval_json_keeps_every_evaluation(tmp_path):
     rundir.add_evaluation(tmp_path, b)
     assert len(json.loads((tmp_path / "eval.json").read_text())["evaluations"]) == 2
     (tmp_path / "eval.json").write_text("{broken")
-    with pytest.raises(RunError, match="not valid JSON"):
+    with pytest.raises(RunError, match="not an evaluation record jaxgrpo wrote"):
         rundir.add_evaluation(tmp_path, b)
     assert (tmp_path / "eval.json").read_text() == "{broken"
+    (tmp_path / "eval.json").write_text("[1, 2]")                     # JSON, but not ours
+    with pytest.raises(RunError, match="not an evaluation record"):
+        rundir.add_evaluation(tmp_path, b)
+    assert (tmp_path / "eval.json").read_text() == "[1, 2]"
 
 
 def test_metrics_frame_round_trips():
@@ -95,3 +99,12 @@ def test_metrics_frame_round_trips():
     back = rundir.frame_to_metrics(df)
     for k in m:
         np.testing.assert_array_equal(back[k], m[k])
+
+
+def test_exclusive_write_never_replaces(tmp_path):
+    from jaxgrpo.fileio import write_text
+    write_text(tmp_path / "config.yaml", "first", exclusive=True)
+    with pytest.raises(FileExistsError):
+        write_text(tmp_path / "config.yaml", "second", exclusive=True)
+    assert (tmp_path / "config.yaml").read_text() == "first"
+    assert sorted(os.listdir(tmp_path)) == ["config.yaml"]

@@ -36,7 +36,7 @@ CFG = GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iteration
                  env_params={"max_steps_in_episode": 50})
 GRID = {"lr": [1e-3, 3e-3, 1e-2], "beta": [0.0, 0.04]}
 SEEDS = 4
-TOL = dict(rtol=1e-4, atol=1e-5)   # float rounding; see README "Sweeps" on vmapped vs separate
+TOL = dict(rtol=1e-4, atol=1e-5)   # float rounding; see docs/sweeps.md on vmapped vs separate
 
 
 @pytest.fixture(scope="module")
@@ -307,15 +307,30 @@ def test_cli_never_replaces_results_unless_asked(tmp_path, capsys, monkeypatch):
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
+    real_sweep = sweep_mod.sweep
     monkeypatch.setattr(sweep_mod, "sweep", interrupted)
     assert sweep_main([cfg, "--overwrite"]) == 130
     assert "nothing was written" in capsys.readouterr().err
     assert _tree(out) == first
+    from jaxgrpo import rundir
+    real_plot = SweepResult.plot
+
+    def plot_then_interrupt(self, path, *a, **k):
+        real_plot(self, path, *a, **k)
+        raise KeyboardInterrupt                      # Ctrl-C while the results are written
+    monkeypatch.setattr(sweep_mod, "sweep", real_sweep)
+    monkeypatch.setattr(SweepResult, "plot", plot_then_interrupt)
+    assert sweep_main([cfg, "--overwrite"]) == 130
+    assert "interrupted while writing" in capsys.readouterr().err
+    assert _tree(out) == first
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no staging
     monkeypatch.undo()
     (out / "summary.csv").write_text("stale")
     assert sweep_main([cfg, "--overwrite"]) == 0
     again = _tree(out)
     assert again["summary.csv"] != b"stale" and again["metrics.csv"] == first["metrics.csv"]
+    from jaxgrpo.plots import run_curves                  # plotted per combination, by grid value
+    assert [lab for lab, _, _ in run_curves([out])] == ["lr=0.001 (2 seeds)", "lr=0.003 (2 seeds)"]
 
 
 @pytest.mark.parametrize("text, needle", [
