@@ -61,7 +61,8 @@ _PRESETS = [
            "'stay left' within 1M steps)"),
     Preset("grpo", "Breakout-MinAtar", {"lr": 1e-3, "total_timesteps": 65_536}, 2.5,
            "the defaults with lr 1e-3; a short budget (the CNN is slow on a CPU, and episode "
-           "groups wait for their longest episode): returns still rise at its end"),
+           "groups wait for their longest episode), of which the default iteration count "
+           "uses about 37k steps; returns still rise at its end"),
     Preset("ppo", "Breakout-MinAtar",
            {"num_envs": 64, "num_steps": 128, "lr": 5e-4, "num_minibatches": 8,
             "total_timesteps": 131_072}, 3.0,
