@@ -17,7 +17,7 @@ _NAMES = {
 }
 _MODULES = ("advantages", "checkpoint", "cli", "config", "configio", "envs", "grpo", "loggers",
             "losses", "networks", "plots", "ppo", "presets", "provenance", "render", "rewards",
-            "rollout", "rundir", "runs", "stats", "sweeps", "train", "update")
+            "rollout", "rundir", "runs", "stats", "sweeps", "text", "train", "update")
 
 __all__ = sorted(_NAMES)
 

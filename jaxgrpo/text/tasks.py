@@ -1,0 +1,323 @@
+"""Verifiable text tasks for language-model GRPO: a prompt sampler and a reward function, both
+pure JAX (jittable, vmappable).
+
+A ``TextTask`` is ``(name, tokenizer, prompt_len, max_new_tokens, sample, verify)``:
+
+* ``sample(key) -> Prompt``: ``tokens`` int32 [prompt_len], left-padded with PAD and starting
+  with BOS, so the last position holds the last prompt token; ``length`` int32 [] (non-pad
+  tokens, BOS included); ``answer`` int32 [A], the answer tokens padded with PAD; ``answer_len``
+  int32 [].
+* ``verify(prompt, completion, length) -> reward`` float32 []: ``completion`` int32 [M] (any
+  static M, normally ``max_new_tokens``); ``length`` int32 [] is the number of completion tokens
+  before the first EOS, M if there is none (``completion_length``).
+
+``jax.vmap(task.sample)(keys)`` gives a batch of prompts; ``jax.vmap(task.verify)`` scores a batch.
+The built-in tasks all use ``exact_match``: 1.0 when the completion is exactly the answer tokens
+followed by EOS (tokens after the EOS are ignored; a truncated completion, without EOS, gets 0),
+else 0.0. A PAD or BOS inside the completion is a wrong token, not skipped.
+``max_new_tokens`` defaults to the answer's width plus one (room for the longest answer and its
+EOS); change it with ``task._replace(max_new_tokens=...)``. A task is static: close over it or
+pass it as a static argument (its fields are functions, not arrays). A task whose alphabet goes
+beyond ``TOKENIZER`` gets an extended tokenizer, so size a model by ``task.tokenizer.vocab_size``.
+
+Built-ins (``TASKS``; build one with ``make_task(name, **options)``), numbers written in decimal
+without leading zeros, operands uniform over ``[0, 10**digits)``:
+
+* ``addition(digits=3, reverse_answer=False)``: ``123+456=`` -> ``579`` (``975`` reversed).
+* ``multiply(digits=2)``: ``12*34=`` -> ``408``.
+* ``chain_sum(terms=3, digits=1)``: ``3+5+2=`` -> ``10``.
+* ``sort(length=5)``: ``sort:31415=`` -> ``11345`` (digits, ascending).
+* ``reverse(length=5, alphabet=a-z)``: ``reverse:abcde=`` -> ``edcba``.
+* ``count(length=8, alphabet="abc")``: ``count a:abcaab=`` -> ``3``.
+
+A user-defined task is just a ``TextTask``; for example, echo one digit::
+
+    from jaxgrpo.text import TOKENIZER, Prompt, TextTask, exact_match
+    DIGITS = jnp.asarray(TOKENIZER.encode("0123456789"))
+
+    def sample(key):
+        d = DIGITS[jax.random.randint(key, (), 0, 10)]
+        tokens = jnp.concatenate([TOKENIZER.encode("echo:", bos=True), d[None],
+                                  TOKENIZER.encode("=")])
+        return Prompt(tokens, jnp.int32(tokens.shape[0]), d[None], jnp.int32(1))
+
+    echo = TextTask("echo", TOKENIZER, 8, 2, sample, exact_match)
+
+``reference_completion(prompt, max_new_tokens)`` (or ``task.reference_completion(prompt)``) is the
+answer followed by EOS, the target for supervised warm starts; it assumes, as the built-ins do,
+that ``prompt.answer`` holds the tokens to generate.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .tokenizer import BOS, EOS, PAD, TOKENIZER, CharTokenizer
+
+INT32_MAX = 2**31 - 1
+
+
+class Prompt(NamedTuple):
+    """One prompt (a pytree; batched under vmap, with a leading batch axis on every field)."""
+    tokens: jax.Array      # int32 [prompt_len], left-padded with PAD, BOS first
+    length: jax.Array      # int32 [], non-pad tokens
+    answer: jax.Array      # int32 [A], answer tokens padded with PAD
+    answer_len: jax.Array  # int32 []
+
+
+class TextTask(NamedTuple):
+    """A task; hashable, so it can be a static argument or closed over by a jitted function."""
+    name: str
+    tokenizer: CharTokenizer
+    prompt_len: int
+    max_new_tokens: int
+    sample: Callable[[jax.Array], Prompt]
+    verify: Callable[[Prompt, jax.Array, jax.Array], jax.Array]
+
+    def reference_completion(self, prompt: Prompt, max_new_tokens: int | None = None):
+        """int32 [max_new_tokens] (default ``self.max_new_tokens``): the answer, EOS, PAD."""
+        return reference_completion(prompt, self.max_new_tokens if max_new_tokens is None
+                                    else max_new_tokens)
+
+
+# ----------------------------------------------------------------------------- completions
+
+def completion_length(completion):
+    """int tokens [..., M] -> int32 [...]: the index of the first EOS, M where there is none."""
+    is_eos = completion == EOS
+    return jnp.where(is_eos.any(-1), jnp.argmax(is_eos, -1), completion.shape[-1]).astype(jnp.int32)
+
+
+def reference_completion(prompt: Prompt, max_new_tokens: int):
+    """Prompt (unbatched) -> int32 [max_new_tokens]: answer tokens, EOS, then PAD (the EOS or
+    the answer's tail is cut off if max_new_tokens is too small)."""
+    i = jnp.arange(max_new_tokens)
+    answer = jnp.pad(prompt.answer, (0, max(0, max_new_tokens - prompt.answer.shape[0])),
+                     constant_values=PAD)[:max_new_tokens]
+    out = jnp.where(i < prompt.answer_len, answer, jnp.where(i == prompt.answer_len, EOS, PAD))
+    return out.astype(jnp.int32)
+
+
+def exact_match(prompt: Prompt, completion, length):
+    """float32 []: 1.0 when ``completion`` [M] is ``prompt.answer[:answer_len]`` then EOS at
+    position ``length``; 0.0 otherwise (including truncated completions, length == M)."""
+    m, a = completion.shape[-1], prompt.answer.shape[-1]
+    w = min(m, a)
+    same = (completion[:w] == prompt.answer[:w]) | (jnp.arange(w) >= prompt.answer_len)
+    ended = (length < m) & (completion[jnp.clip(length, 0, m - 1)] == EOS)
+    return (same.all() & ended & (length == prompt.answer_len)).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def _text(tok, s):
+    """A fixed piece of prompt: (tokens [len(s)], mask [len(s)])."""
+    return jnp.asarray(tok.encode(s)), jnp.ones(len(s), bool)
+
+
+def _number(x, width, digit_ids, reverse=False):
+    """int32 [] in [0, 10**width) -> (tokens [width], mask [width]): its decimal digits without
+    leading zeros (most significant first, or least significant first with ``reverse``),
+    left-aligned and padded with PAD."""
+    powers = jnp.asarray(10 ** np.arange(width), jnp.int32)
+    lsd_first = (x // powers) % 10
+    n = 1 + (x >= powers[1:]).sum()
+    j = jnp.arange(width)
+    d = lsd_first if reverse else lsd_first[jnp.clip(n - 1 - j, 0, width - 1)]
+    mask = j < n
+    return jnp.where(mask, digit_ids[d], PAD).astype(jnp.int32), mask
+
+
+def _randint(key, shape, high):
+    """int32 [shape], uniform over [0, high) for a small ``high``: 32 random bits mod ``high``
+    (bias below high / 2**32). One random_bits call, where jax.random.randint makes three (a
+    split and two draws), which triples the compile time under vmap."""
+    return (jax.random.bits(key, shape, jnp.uint32) % high).astype(jnp.int32)
+
+
+def _uniform_numbers(key, count, digits):
+    """int32 [count], uniform over [0, 10**digits), drawn digit by digit (exactly uniform up to
+    _randint's bias; jax.random.randint is visibly biased for spans near 2**32)."""
+    d = _randint(key, (count, digits), 10)
+    return (d * jnp.asarray(10 ** np.arange(digits), jnp.int32)).sum(-1)
+
+
+def _width(max_value):
+    return len(str(max_value))
+
+
+def _pack(pieces, prompt_len):
+    """Pieces (tokens [w_i], mask [w_i]) -> (tokens [prompt_len], length []): the masked-in tokens
+    concatenated in order, then left-padded with PAD."""
+    tokens = jnp.concatenate([t for t, _ in pieces])
+    mask = jnp.concatenate([m for _, m in pieces])
+    length = mask.sum().astype(jnp.int32)
+    pos = jnp.where(mask, prompt_len - length + jnp.cumsum(mask) - 1, prompt_len)
+    return jnp.full(prompt_len, PAD, jnp.int32).at[pos].set(tokens, mode="drop"), length
+
+
+def _task(name, tok, parts):
+    """A TextTask from ``parts(key) -> (pieces, answer [A], answer_len [])``, graded by
+    ``exact_match``; prompt_len is BOS plus the widest prompt, max_new_tokens is A + 1."""
+    bos = (jnp.array([BOS], jnp.int32), jnp.ones(1, bool))
+    pieces, answer, _ = jax.eval_shape(parts, jax.random.PRNGKey(0))
+    prompt_len = 1 + sum(t.shape[0] for t, _ in pieces)
+
+    def sample(key):
+        pieces, answer, answer_len = parts(key)
+        tokens, length = _pack([bos, *pieces], prompt_len)
+        return Prompt(tokens, length, answer.astype(jnp.int32), jnp.asarray(answer_len, jnp.int32))
+
+    return TextTask(name, tok, prompt_len, answer.shape[0] + 1, sample, exact_match)
+
+
+def _digit_ids(tok):
+    return jnp.asarray(tok.encode("0123456789"))
+
+
+def _fail(task, msg):
+    raise ValueError(f"{task}: {msg}")
+
+
+def _check_int(task, option, value, low, high=None, why=""):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        _fail(task, f"{option} must be an integer, got {value!r}")
+    if value < low:
+        _fail(task, f"{option} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        _fail(task, f"{option} must be <= {high}{why}, got {value}")
+    return int(value)
+
+
+def _check_alphabet(task, alphabet):
+    if not isinstance(alphabet, str) or not alphabet:
+        _fail(task, f"alphabet must be a non-empty string, got {alphabet!r}")
+    if len(set(alphabet)) != len(alphabet):
+        _fail(task, f"alphabet must not repeat characters, got {alphabet!r}")
+    return alphabet
+
+
+# ----------------------------------------------------------------------------- built-in tasks
+
+def addition(digits: int = 3, reverse_answer: bool = False) -> TextTask:
+    """``a+b=`` -> ``a+b``; a, b uniform over [0, 10**digits), no leading zeros. With
+    ``reverse_answer`` the sum's digits come least significant first (``579`` -> ``975``)."""
+    digits = _check_int("addition", "digits", digits, 1, 9, " (int32 arithmetic)")
+    if not isinstance(reverse_answer, bool):
+        _fail("addition", f"reverse_answer must be a bool, got {reverse_answer!r}")
+    return _binary("addition", "+", digits, digits + 1, jnp.add, reverse_answer)
+
+
+def multiply(digits: int = 2) -> TextTask:
+    """``a*b=`` -> ``a*b``; a, b uniform over [0, 10**digits), no leading zeros."""
+    digits = _check_int("multiply", "digits", digits, 1, 4, " (int32 arithmetic)")
+    return _binary("multiply", "*", digits, 2 * digits, jnp.multiply)
+
+
+def _binary(name, op, digits, width, fn, reverse_answer=False):
+    """``a<op>b=`` -> ``fn(a, b)`` (at most ``width`` digits)."""
+    tok, ids = TOKENIZER, _digit_ids(TOKENIZER)
+
+    def parts(key):
+        a, b = _uniform_numbers(key, 2, digits)
+        answer, mask = _number(fn(a, b), width, ids, reverse_answer)
+        pieces = [_number(a, digits, ids), _text(tok, op), _number(b, digits, ids),
+                  _text(tok, "=")]
+        return pieces, answer, mask.sum()
+
+    return _task(name, tok, parts)
+
+
+def chain_sum(terms: int = 3, digits: int = 1) -> TextTask:
+    """``x1+x2+...+xn=`` -> the sum; terms uniform over [0, 10**digits), no leading zeros."""
+    terms = _check_int("chain_sum", "terms", terms, 2, 64)
+    digits = _check_int("chain_sum", "digits", digits, 1, 9)
+    if terms * (10**digits - 1) > INT32_MAX:
+        _fail("chain_sum", f"terms * (10**digits - 1) must fit in int32, got terms={terms}, "
+                           f"digits={digits}")
+    tok, ids = TOKENIZER, _digit_ids(TOKENIZER)
+
+    def parts(key):
+        xs = _uniform_numbers(key, terms, digits)
+        answer, mask = _number(xs.sum(), _width(terms * (10**digits - 1)), ids)
+        pieces = []
+        for i in range(terms):
+            pieces += [_number(xs[i], digits, ids), _text(tok, "+" if i < terms - 1 else "=")]
+        return pieces, answer, mask.sum()
+
+    return _task("chain_sum", tok, parts)
+
+
+def sort(length: int = 5) -> TextTask:
+    """``sort:31415=`` -> ``11345``: ``length`` uniform digits, sorted ascending."""
+    length = _check_int("sort", "length", length, 1, 256)
+    tok, ids = TOKENIZER, _digit_ids(TOKENIZER)
+
+    def parts(key):
+        xs = _randint(key, (length,), 10)
+        pieces = [_text(tok, "sort:"), (ids[xs], jnp.ones(length, bool)), _text(tok, "=")]
+        return pieces, ids[jnp.sort(xs)], length
+
+    return _task("sort", tok, parts)
+
+
+def reverse(length: int = 5, alphabet: str = "abcdefghijklmnopqrstuvwxyz") -> TextTask:
+    """``reverse:abcde=`` -> ``edcba``: ``length`` characters uniform over ``alphabet``."""
+    length = _check_int("reverse", "length", length, 1, 256)
+    alphabet = _check_alphabet("reverse", alphabet)
+    tok = TOKENIZER.extended(alphabet)
+    ids = jnp.asarray(tok.encode(alphabet))
+
+    def parts(key):
+        s = ids[_randint(key, (length,), len(alphabet))]
+        pieces = [_text(tok, "reverse:"), (s, jnp.ones(length, bool)), _text(tok, "=")]
+        return pieces, s[::-1], length
+
+    return _task("reverse", tok, parts)
+
+
+def count(length: int = 8, alphabet: str = "abc") -> TextTask:
+    """``count a:abcaab=`` -> ``3``: how often a character (uniform over ``alphabet``) occurs in
+    ``length`` characters uniform over ``alphabet``; the answer in decimal."""
+    length = _check_int("count", "length", length, 1, 256)
+    alphabet = _check_alphabet("count", alphabet)
+    tok = TOKENIZER.extended(alphabet)
+    ids, digit_ids = jnp.asarray(tok.encode(alphabet)), _digit_ids(tok)
+
+    def parts(key):
+        chars = ids[_randint(key, (1 + length,), len(alphabet))]
+        c, s = chars[:1], chars[1:]
+        answer, mask = _number((s == c).sum(), _width(length), digit_ids)
+        pieces = [_text(tok, "count "), (c, jnp.ones(1, bool)), _text(tok, ":"),
+                  (s, jnp.ones(length, bool)), _text(tok, "=")]
+        return pieces, answer, mask.sum()
+
+    return _task("count", tok, parts)
+
+
+TASKS: dict[str, Callable[..., TextTask]] = {
+    "addition": addition, "multiply": multiply, "chain_sum": chain_sum,
+    "sort": sort, "reverse": reverse, "count": count,
+}
+
+
+def make_task(name: str, **options) -> TextTask:
+    """``TASKS[name](**options)``, with a ValueError naming an unknown task or option."""
+    if name not in TASKS:
+        close = difflib.get_close_matches(str(name), TASKS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown task {name!r}{hint}; tasks: {', '.join(TASKS)}")
+    params = inspect.signature(TASKS[name]).parameters
+    for option in options:
+        if option not in params:
+            close = difflib.get_close_matches(option, params, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{name}: unknown option {option!r}{hint}; "
+                             f"options: {', '.join(params) or 'none'}")
+    return TASKS[name](**options)
