@@ -6,26 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from .advantages import episode_returns, group_normalize, group_stats, reverse_discounted_cumsum
-from .losses import clipped_surrogate, kl_estimate
+from .losses import grpo_token_loss, loss_weights
 from .rollout import Rollout
-
-
-def loss_weights(mask, loss_type, horizon):
-    """Per-step weights [T, N] whose weighted sum of per-step losses is the aggregated loss.
-
-    grpo: mean over each episode's steps, then over episodes; bnpo/dapo: mean over all valid
-    steps; dr_grpo: sum over steps / (num episodes * horizon), horizon = the env's time limit.
-    """
-    m = mask.astype(jnp.float32)
-    ep_len = jnp.sum(m, axis=0)
-    n_ep = jnp.maximum(jnp.sum(ep_len > 0), 1)
-    if loss_type == "grpo":
-        return m / jnp.maximum(ep_len, 1.0) / n_ep
-    if loss_type in ("bnpo", "dapo"):
-        return m / jnp.maximum(jnp.sum(m), 1.0)
-    if loss_type == "dr_grpo":
-        return m / (n_ep * horizon)
-    raise ValueError(f"loss_type: unknown {loss_type!r}")
 
 
 def advantages(config, rollout: Rollout, gamma):
@@ -75,16 +57,16 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
     dist = policy.dist(params, chunk["obs"])
     logp = dist.log_prob(chunk["action"])
     entropy = dist.entropy()
-    pg, clipped = clipped_surrogate(logp, chunk["logp"], chunk["adv"], hp["clip_eps"],
-                                    hp["clip_eps_high"])
     # beta = 0 (the default) multiplies the KL by 0: skip the reference forward pass (under a
     # vmap over beta the cond becomes a select and both branches run, as before)
-    ref_logp = jax.lax.cond(
+    ref_logp_fn = lambda: jax.lax.cond(
         hp["beta"] > 0,
         lambda: jax.lax.stop_gradient(policy.dist(ref_params, chunk["obs"]).log_prob(chunk["action"])),
         lambda: jax.lax.stop_gradient(logp))
-    kl = kl_estimate(logp, ref_logp, config.kl_estimator)
-    per_sample = pg + hp["beta"] * kl - hp["ent_coef"] * entropy
+    per_token, pg, kl, clipped = grpo_token_loss(
+        jnp.exp(logp - chunk["logp"]), chunk["adv"], logp, ref_logp_fn, hp["beta"], hp["clip_eps"],
+        hp["clip_eps_high"], kl_estimator=config.kl_estimator)
+    per_sample = per_token - hp["ent_coef"] * entropy
     m = mask.astype(jnp.float32)
     log_ratio = logp - chunk["logp"]
     s = lambda x: jnp.sum(x * m)
