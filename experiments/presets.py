@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from experiments.common import bootstrap_ci, git_rev, machine
+from experiments.common import bootstrap_ci, git_rev, machine, train_and_evaluate
 from jaxgrpo import presets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,21 +34,14 @@ def measure(p: presets.Preset, seeds: int = 8, tiny: bool = False) -> dict:
         small = ({"total_timesteps": 2 * cfg.num_envs * cfg.num_steps} if p.algo == "ppo"
                  else {"total_timesteps": 2_000, "num_iterations": 2})
         cfg = cfg.replace(**small)
-    train = jax.jit(jax.vmap(jaxgrpo.make_train(cfg)))
-    keys = jax.random.split(jax.random.key(0), seeds)
-    t0 = time.perf_counter()
-    compiled = train.lower(keys).compile()
-    t1 = time.perf_counter()
-    state, m = jax.block_until_ready(compiled(keys))
-    t2 = time.perf_counter()
-    ev = np.asarray(jaxgrpo.evaluate(cfg, state, jax.random.key(1), 10 if tiny else 100))
+    ev, m, compile_s, run_s = train_and_evaluate(cfg, seeds, 10 if tiny else 100)
     mean, lo, hi = bootstrap_ci(ev)
     steps = np.asarray(m["env_steps"])[:, -1]
     return {"algo": p.algo, "env": p.env, "fields": p.fields, "target": p.target,
             "note": p.note, "seeds": seeds, "eval_per_seed": [float(x) for x in ev],
             "mean": mean, "ci95": [lo, hi], "worst": float(ev.min()),
             "met": bool(mean >= p.target), "env_steps_max": float(steps.max()),
-            "compile_s": round(t1 - t0, 1), "run_s": round(t2 - t1, 1)}
+            "compile_s": round(compile_s, 1), "run_s": round(run_s, 1)}
 
 
 def render(results: dict, meta: dict) -> str:

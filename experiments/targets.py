@@ -24,11 +24,10 @@ import re
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 import jaxgrpo
-from experiments.common import bootstrap_ci, git_rev, last_valid, machine
+from experiments.common import bootstrap_ci, git_rev, last_valid, machine, train_and_evaluate
 
 SUITES = {
     "core": [
@@ -70,14 +69,7 @@ def main(suite: str = "core", seeds: int = 8):
     out = Path(__file__).resolve().parent / f"targets_{suite}.md"
     rows = []
     for name, cfg, target in SUITES[suite]:
-        train = jax.jit(jax.vmap(jaxgrpo.make_train(cfg)))
-        keys = jax.random.split(jax.random.key(0), seeds)
-        t0 = time.time()
-        compiled = train.lower(keys).compile()
-        t1 = time.time()
-        state, m = jax.block_until_ready(compiled(keys))
-        t2 = time.time()
-        ev = np.asarray(jaxgrpo.evaluate(cfg, state, jax.random.key(1), 100))
+        ev, m, compile_s, run_s = train_and_evaluate(cfg, seeds, 100)
         mean, lo, hi = bootstrap_ci(ev)
         steps = np.asarray(m["env_steps"])[:, -1]
         need = PER_SEED.get(cfg.env)
@@ -85,7 +77,7 @@ def main(suite: str = "core", seeds: int = 8):
         row = (f"| {name} | {settings(cfg)} | {int(steps.max()):,} | "
                f"{mean:.2f} [{lo:.2f}, {hi:.2f}] | {ev.min():.2f} | {(ev >= target).sum()}/{seeds} | "
                f"{np.mean(last_valid(m['episode_return'])):.2f} | {target:g} | "
-               f"{'yes' if met else 'NO'} | {t1 - t0:.1f} | {t2 - t1:.1f} |")
+               f"{'yes' if met else 'NO'} | {compile_s:.1f} | {run_s:.1f} |")
         print(row, flush=True)
         rows.append(row)
     table = (f"`python -m experiments.targets {suite}` (commit {git_rev()}, "
