@@ -3,7 +3,8 @@
     jaxgrpo train [--algo grpo|ppo] [--env ID] [--preset [ENV]] [--seeds N]
                   [--total-timesteps N] [--config FILE.yaml] [--set key=value ...] [--out DIR]
                   [--seed N] [--checkpoint-every N] [--resume DIR [--step N]] [--quiet] ...
-    jaxgrpo eval RUN_DIR [--episodes N] [--gif OUT.gif]
+    jaxgrpo sft [--env text:NAME] [--steps N] [--seeds N] [--set key=value ...] [--out DIR]
+    jaxgrpo eval RUN_DIR [--episodes N] [--gif OUT.gif]   (text runs: [--prompts N] [--samples N])
     jaxgrpo plot DIR [DIR ...] --out FILE.png
     jaxgrpo sweep SWEEP.yaml [--out DIR] [--overwrite]
 
@@ -58,20 +59,33 @@ def _user_errors(config_errors: bool = True):
 
 # ----------------------------------------------------------------------------- parsers
 
-def _train_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="jaxgrpo train", description=(
-        "Train GRPO or PPO on a gymnax environment, seeds vmapped in one compiled loop, into a "
-        "run folder (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/), and "
-        "print the result per seed. Precedence: defaults < --preset < --config < "
-        "--algo/--env/--seeds/--total-timesteps/--seed < --set."))
-    p.add_argument("--algo", choices=["grpo", "ppo"], help="algorithm (default: grpo)")
-    p.add_argument("--env", help="gymnax environment id (default: CartPole-v1)")
-    p.add_argument("--preset", nargs="?", const=True, metavar="ENV",
-                   help="start from the tuned settings and budget of --algo on ENV (or on "
-                        "--env when ENV is left out); see docs/presets.md")
+def _train_parser(sft: bool = False) -> argparse.ArgumentParser:
+    if sft:
+        p = _Parser(prog="jaxgrpo sft", description=(
+            "Supervised warm start on a text task (next-token prediction on task samples, "
+            "compiled) into a run folder like jaxgrpo train's; prints the held-out greedy "
+            "accuracy. Start GRPO from it with jaxgrpo train --env text:NAME --set "
+            "init_from=RUN_DIR. Precedence: defaults < --config < --env/--steps/--seeds/--seed "
+            "< --set."))
+        p.add_argument("--env", help="text task, text:NAME (default: text:addition)")
+        p.add_argument("--steps", type=_count(1), metavar="N", dest="num_steps",
+                       help="optimizer steps (default: 800)")
+    else:
+        p = _Parser(prog="jaxgrpo train", description=(
+            "Train GRPO or PPO on a gymnax environment or a text task, seeds vmapped in one "
+            "compiled loop, into a run folder (config.yaml, metrics.csv, summary.json, "
+            "curves.png, checkpoints/), and print the result per seed. Precedence: defaults < "
+            "--preset < --config < --algo/--env/--seeds/--total-timesteps/--seed < --set."))
+        p.add_argument("--algo", choices=["grpo", "ppo"], help="algorithm (default: grpo)")
+        p.add_argument("--env", help="gymnax environment id or text:NAME (default: "
+                                     "CartPole-v1)")
+        p.add_argument("--preset", nargs="?", const=True, metavar="ENV",
+                       help="start from the tuned settings and budget of --algo on ENV (or on "
+                            "--env when ENV is left out); see docs/presets.md")
+        p.add_argument("--total-timesteps", type=_count(1), metavar="N",
+                       help="env-step budget per seed, completion tokens for text tasks "
+                            "(default: the preset's, else 500000; text: 400000)")
     p.add_argument("--seeds", type=_count(1), help="number of seeds, vmapped (default: 1)")
-    p.add_argument("--total-timesteps", type=_count(1), metavar="N",
-                   help="env-step budget per seed (default: the preset's, else 500000)")
     p.add_argument("--config", metavar="FILE.yaml",
                    help="YAML of config fields (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -112,6 +126,10 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--episodes", type=_count(1), default=100,
                    help="episodes per seed and mode (default: 100)")
+    p.add_argument("--prompts", type=_count(1), default=512,
+                   help="text runs: held-out prompts (default: 512)")
+    p.add_argument("--samples", type=_count(1), default=64,
+                   help="text runs: sampled completions per prompt for pass@k (default: 64)")
     p.add_argument("--seed", type=_count(0), default=0, help="evaluation seed (default: 0)")
     p.add_argument("--step", type=_count(1), metavar="N",
                    help="evaluate checkpoint N (default: the latest)")
@@ -163,6 +181,8 @@ def _main_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="jaxgrpo", description="GRPO and PPO on gymnax environments.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("train", help="train into a run folder (jaxgrpo train --help)", add_help=False)
+    sub.add_parser("sft", help="supervised warm start on a text task (jaxgrpo sft --help)",
+                   add_help=False)
     sub.add_parser("eval", help="evaluate a run folder, optionally render a GIF", add_help=False)
     sub.add_parser("plot", help="plot run and sweep folders together", add_help=False)
     sub.add_parser("sweep", help="hyperparameter sweep from a YAML file", add_help=False)
@@ -177,9 +197,14 @@ def build_config(args):
     from . import configio
     d = configio.load_yaml(args.config) if args.config else {}
     origin = {k: "file" for k in d}
-    for key, v in (("algo", args.algo), ("env", args.env), ("seeds", args.seeds),
-                   ("total_timesteps", args.total_timesteps), ("base_seed", args.seed),
-                   ("preset", args.preset)):
+    sft = getattr(args, "num_steps", False) is not False
+    if sft:
+        d["algo"] = "sft"
+    for key, v in (("algo", getattr(args, "algo", None)), ("env", args.env),
+                   ("seeds", args.seeds),
+                   ("total_timesteps", getattr(args, "total_timesteps", None)),
+                   ("num_steps", getattr(args, "num_steps", None)), ("base_seed", args.seed),
+                   ("preset", getattr(args, "preset", None))):
         if v is not None:
             d[key] = v
             origin[key] = "flag"
@@ -196,7 +221,7 @@ def build_config(args):
 
 
 def _preset_name(args, config) -> str | None:
-    return None if not args.preset else f"{config.algo}/{config.env}"
+    return None if not getattr(args, "preset", None) else f"{config.algo}/{config.env}"
 
 
 def _default_out(config) -> str:
@@ -219,16 +244,21 @@ def _resume_config(args):
     if not (run / "config.yaml").is_file():
         raise UsageError(f"--resume {run}: no config.yaml there; not a run folder")
     saved = configio.load_config(run / "config.yaml")
-    given = any(v is not None for v in (args.algo, args.env, args.seeds, args.total_timesteps,
-                                         args.seed, args.config, args.preset))
+    given = any(getattr(args, k, None) is not None for k in (
+        "algo", "env", "seeds", "total_timesteps", "num_steps", "seed", "config", "preset"))
     if not (given or args.overrides):
         return saved
     args.config = args.config or str(run / "config.yaml")
     return build_config(args)
 
 
-def cmd_train(argv) -> int:
-    args = _train_parser().parse_args(argv)
+def cmd_sft(argv) -> int:
+    return cmd_train(argv, sft=True)
+
+
+def cmd_train(argv, sft: bool = False) -> int:
+    args = _train_parser(sft).parse_args(argv)
+    name = "sft" if sft else "train"
     if args.step is not None and not args.resume:
         raise UsageError("--step N: only with --resume DIR (which checkpoint to continue from)")
     try:
@@ -252,10 +282,20 @@ def cmd_train(argv) -> int:
     except _user_errors(config_errors=False) as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
-        print(f"jaxgrpo train: interrupted; continue from the last checkpoint with "
-              f"jaxgrpo train --resume {out}", file=sys.stderr)
+        print(f"jaxgrpo {name}: interrupted; continue from the last checkpoint with "
+              f"jaxgrpo {name} --resume {out}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(result_table(summary, out))
+    if sft and summary["complete"]:
+        from .text.evaluation import evaluate_text
+        run = runs.load_run(out)
+        res = evaluate_text(config, run.state.params, num_prompts=1000, num_samples=0,
+                            seed=base_seed)
+        acc = res["greedy_accuracy"]
+        print(f"held-out greedy accuracy (1000 prompts): "
+              + ", ".join(f"{100 * a:.1f}%" for a in acc["per_seed"])
+              + (f"; mean {100 * acc['mean']:.1f}%" if run.seeds > 1 else ""))
+        print(f"start GRPO from it: jaxgrpo train --env {config.env} --set init_from={out}")
     return 0
 
 
@@ -264,6 +304,10 @@ def result_table(summary: dict, out) -> str:
     the mean with its 95% CI, a note when the run used far less than its budget, the times."""
     fmt = lambda x: "nan" if x is None else f"{x:.2f}"
     fr = summary["final_return"]
+    text = str(summary["env"]).startswith("text:")
+    what = ("final acc." if summary["algo"] == "sft" else "final reward") if text else \
+        "final return"
+    steps = ("prompts" if summary["algo"] == "sft" else "tokens") if text else "env steps"
     budget = summary["total_timesteps"]
     if summary["complete"]:
         state = "done"
@@ -272,7 +316,7 @@ def result_table(summary: dict, out) -> str:
                  f"continue with jaxgrpo train --resume {out}")
     lines = [f"{summary['algo'].upper()} {summary['env']}, {summary['seeds']} seed(s), "
              f"{budget:,}-step budget: {state}",
-             f"  {'seed':>4}  {'final return':>12}  {'env steps':>10}"]
+             f"  {'seed':>4}  {what:>12}  {steps:>10}"]
     for s, (r, n) in enumerate(zip(fr["per_seed"], summary["env_steps_by_seed"])):
         lines.append(f"  {s:>4}  {fmt(r):>12}  {n:>10,.0f}")
     ci = fr["ci95"]
@@ -291,7 +335,12 @@ def result_table(summary: dict, out) -> str:
             lines.append(f"  note: used {used:,.0f} of the {budget:,}-step budget per seed: the "
                          f"run ended after its {summary['iterations']} iterations ({why}); raise "
                          "num_iterations (--set num_iterations=N) to use the rest")
-    lines.append("  (final return: each seed's training return in its last iteration)")
+    lines.append({"final return": "  (final return: each seed's training return in its last "
+                                  "iteration)",
+                  "final reward": "  (final reward: each seed's mean verifier reward of its "
+                                  "last iteration's completions)",
+                  "final acc.": "  (final accuracy: each seed's last training batch, greedy "
+                                "by teacher forcing)"}[what])
     lines.append(f"compile {summary['compile_seconds']:.1f} s, run {summary['run_seconds']:.1f} s "
                  f"({(summary['steps_per_second'] or 0):,.0f} env steps/s, all seeds); "
                  f"wrote {out}")
@@ -329,6 +378,10 @@ def cmd_eval(argv) -> int:
     partial = "" if run.step == cfg.iterations else (
         f" (checkpoint at iteration {run.step} of {cfg.iterations}: the run is not finished)")
     print(f"{run.path}: {cfg.algo.upper()} on {cfg.env}, {run.seeds} seed(s){partial}")
+    if cfg.env.startswith("text:"):
+        if args.gif:
+            raise UsageError("--gif: only for gymnax environments, not text tasks")
+        return _eval_text(run, args)
     res = runs.evaluate_run(run, args.episodes, args.seed)
     print(f"{args.episodes} episodes per seed and mode; return mean +- std over episodes")
     print(f"{'seed':>6}  {'greedy':>18}  {'sampled':>18}")
@@ -355,6 +408,39 @@ def cmd_eval(argv) -> int:
         print(f"wrote {args.gif}: seed 0, {'sampled' if args.gif_sampled else 'greedy'} "
               f"actions, {info['steps']} steps, return {info['return']:.2f}, "
               f"{info['frames']} frames")
+    return 0
+
+
+def _eval_text(run, args) -> int:
+    """``jaxgrpo eval`` of a text run: held-out greedy accuracy and pass@k per seed, a few
+    decoded prompts with seed 0's greedy completions; added to RUN/eval.json."""
+    from . import rundir
+    from .text.evaluation import evaluate_text
+    res = evaluate_text(run.config, run.state.params, num_prompts=args.prompts,
+                        num_samples=args.samples, seed=args.seed)
+    res["checkpoint"] = run.step
+    pct = lambda x: f"{100 * x:6.1f}%"
+    ks = list(res["pass_at_k"])
+    print(f"{args.prompts} held-out prompts; pass@k from {args.samples} completions per prompt "
+          f"at temperature {res['temperature']:g} (unbiased estimator)")
+    print(f"{'seed':>6}  {'greedy':>7}  " + "  ".join(f"{'pass@' + str(k):>8}" for k in ks))
+    for s in range(run.seeds):
+        print(f"{s:>6}  {pct(res['greedy_accuracy']['per_seed'][s])}  " + "  ".join(
+            f"{pct(res['pass_at_k'][k]['per_seed'][s]):>8}" for k in ks))
+    print(f"{'mean':>6}  {pct(res['greedy_accuracy']['mean'])}  " + "  ".join(
+        f"{pct(res['pass_at_k'][k]['mean']):>8}" for k in ks))
+    lo, hi = res["greedy_accuracy"]["ci95"]
+    print(f"95% bootstrap CI of the mean greedy accuracy over seeds: [{100 * lo:.1f}%, "
+          f"{100 * hi:.1f}%]")
+    print("seed 0, greedy:")
+    for ex in res["examples"]:
+        mark = "ok" if ex["reward"] >= 1.0 else "wrong"
+        print(f"  {ex['prompt']}{ex['completion']}   ({mark})")
+    res["pass_at_k"] = {str(k): v for k, v in res["pass_at_k"].items()}
+    try:
+        rundir.add_evaluation(run.path, res)
+    except rundir.RunError as e:
+        raise UsageError(str(e)) from None
     return 0
 
 
@@ -412,7 +498,8 @@ def cmd_sweep(argv) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "sweep": cmd_sweep}
+COMMANDS = {"train": cmd_train, "sft": cmd_sft, "eval": cmd_eval, "plot": cmd_plot,
+            "sweep": cmd_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

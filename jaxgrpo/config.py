@@ -115,8 +115,73 @@ class _BaseConfig:
         raise NotImplementedError
 
 
+POSITIONS = ("learned", "rotary")
+
+
+def is_text(env: str) -> bool:
+    """True for a text task id, ``"text:NAME"`` (see ``jaxgrpo.text``)."""
+    return isinstance(env, str) and env.startswith("text:")
+
+
 @dataclass(frozen=True)
-class GRPOConfig(_BaseConfig):
+class _TextFields:
+    """The transformer policy and its decoding, for text tasks (``env="text:NAME"``); the
+    model is ``jaxgrpo.text.ModelConfig`` of these fields (``model_config``)."""
+
+    num_layers: int = 2
+    width: int = 128
+    num_heads: int = 4
+    max_len: int = 64                      # context: prompt + completion tokens
+    positions: str = "learned"             # or "rotary"
+    max_new_tokens: int | None = None      # None: the task's (its longest answer + EOS)
+
+    def _check_text_fields(self):
+        text = is_text(self.env)
+        for f in dataclasses.fields(_TextFields):
+            if not text and getattr(self, f.name) != f.default:
+                _fail(f.name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
+        if not text:
+            return
+        for name in ("num_layers", "width", "num_heads", "max_len"):
+            _check_int(self, name)
+        if self.width % self.num_heads:
+            _fail("num_heads", f"must divide width ({self.width}), got {self.num_heads}")
+        _check_choice(self, "positions", POSITIONS)
+        if self.max_new_tokens is not None:
+            _check_int(self, "max_new_tokens")
+        task = self.task
+        need = task.prompt_len + task.max_new_tokens
+        if need > self.max_len:
+            _fail("max_len", f"{self.env}'s prompts ({task.prompt_len} tokens) plus max_new_tokens "
+                  f"({task.max_new_tokens}) need {need} positions; max_len is {self.max_len}")
+
+    @property
+    def task(self):
+        """The ``jaxgrpo.text.TextTask`` of a text env (``max_new_tokens`` applied)."""
+        from .envs import make_text_task
+        return make_text_task(self)
+
+    def model_config(self):
+        """The ``jaxgrpo.text.ModelConfig`` of the policy."""
+        from .text.model import ModelConfig
+        return ModelConfig(vocab_size=self.task.tokenizer.vocab_size, num_layers=self.num_layers,
+                           width=self.width, num_heads=self.num_heads, max_len=self.max_len,
+                           positions=self.positions)
+
+
+# GRPOConfig fields whose default depends on the kind of env: None in the class means "the
+# default of this kind", resolved when the config is built (and again by ``replace`` when
+# the env changes kind, unless the field was set).
+_KIND_DEFAULTS = {
+    "env": {"lr": 3e-3, "num_groups": 4, "max_grad_norm": 0.5, "total_timesteps": 500_000,
+            "update_epochs": 4},
+    "text": {"lr": 3e-4, "num_groups": 64, "max_grad_norm": 1.0, "total_timesteps": 400_000,
+             "update_epochs": 1},
+}
+
+
+@dataclass(frozen=True)
+class GRPOConfig(_TextFields, _BaseConfig):
     """Group Relative Policy Optimization on gymnax environments.
 
     One iteration: ``num_groups`` start states, ``group_size`` episodes from each (same reset key,
@@ -143,15 +208,27 @@ class GRPOConfig(_BaseConfig):
     a policy up to A updates older than the one they train; the clipped ratio uses the
     logged behaviour log-probs, as PPO's does for its epochs.
     ``reward_transform``: ``f(rewards, mask) -> rewards`` or a name (see ``jaxgrpo.rewards``).
+
+    Text tasks (``env="text:NAME"``, ``env_kwargs`` the task's options; see ``jaxgrpo.text``):
+    an episode is a completion, a step a completion token, a group the ``group_size``
+    completions of one of ``num_groups`` prompts; the policy is a causal transformer (the
+    ``_TextFields``: ``num_layers``, ``width``, ``num_heads``, ``max_len``, ``positions``),
+    ``max_new_tokens`` bounds a completion, ``total_timesteps`` counts completion tokens, and
+    the loss is ``jaxgrpo.losses.policy_loss`` with the token-level options below. Fields left
+    None take the text defaults (lr 3e-4, 64 prompts, max_grad_norm 1.0, 400k tokens).
+    ``init_from``: the run folder of a ``jaxgrpo sft`` (or GRPO) run; its params (seed 0, latest
+    checkpoint) are the initial policy and the reference policy.
     """
 
-    lr: float = 3e-3
+    total_timesteps: int | None = None    # None: 500_000 env steps; text: 400_000 tokens
+    lr: float | None = None               # None: 3e-3; text: 3e-4
     gamma: float = 0.99
-    update_epochs: int = 4
+    update_epochs: int | None = None      # None: 4; text: 1 (TRL's num_iterations)
     num_minibatches: int = 4
+    max_grad_norm: float | None = None    # None: 0.5; text: 1.0
     ent_coef: float = 0.0
     group_size: int = 8
-    num_groups: int = 4
+    num_groups: int | None = None         # None: 4; text: 64 prompts
     group_mode: str = "episode"
     branch_every: int = 1
     branch_horizon: int = 1
@@ -169,15 +246,32 @@ class GRPOConfig(_BaseConfig):
     adv_eps: float = 1e-4
     num_iterations: int | None = None
     chunk_size: int = 128
+    warmup_steps: int = 0                 # linear lr warmup over this many optimizer updates
+    # token-level options (TRL's names and meanings; see jaxgrpo.losses.policy_loss)
+    importance_sampling_level: str = "token"   # text only: or "sequence" (GSPO)
+    delta: float | None = None                 # two-sided clipping: the ratio capped at delta
+    mask_truncated_completions: bool = False   # text: completions without EOS leave the loss
+    dynamic_sampling: bool = False             # text: groups with equal rewards leave the loss
+    kl_bias_correction: bool = False           # text: per-token KL times the ratio (TRL)
+    temperature: float = 1.0                   # text: sampling temperature (dynamic)
+    init_from: str | None = None               # text: a run folder (SFT or GRPO) to start from
 
     _HPARAMS: tuple = field(
         default=("lr", "gamma", "clip_eps", "clip_eps_high", "beta", "ent_coef",
                  "max_grad_norm", "ref_mixup_alpha"),
         init=False, repr=False, compare=False,
     )
+    _defaulted: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        kind = "text" if is_text(self.env) else "env"
+        defaulted = frozenset(k for k in _KIND_DEFAULTS[kind] if getattr(self, k) is None)
+        for k in defaulted:
+            object.__setattr__(self, k, _KIND_DEFAULTS[kind][k])
+        object.__setattr__(self, "_defaulted", defaulted)
         super().__post_init__()
+        self._check_text_fields()
+        self._check_token_options()
         _check_int(self, "group_size")
         _check_int(self, "num_groups")
         _check_choice(self, "group_mode", ("episode", "state", "batch"))
@@ -204,14 +298,59 @@ class GRPOConfig(_BaseConfig):
         _check_float(self, "ref_mixup_alpha", low=0.0, high=1.0)
         _check_float(self, "adv_eps", low=0.0)
         _check_int(self, "chunk_size")
+        _check_int(self, "warmup_steps", low=0)
         if self.num_iterations is not None:
             _check_int(self, "num_iterations")
 
+    def _check_token_options(self):
+        text = is_text(self.env)
+        _check_choice(self, "importance_sampling_level", ("token", "sequence"))
+        if self.delta is not None:
+            _check_float(self, "delta", low=1.0, low_open=True)
+        for name in ("mask_truncated_completions", "dynamic_sampling", "kl_bias_correction"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, f"must be a bool, got {getattr(self, name)!r}")
+        _check_float(self, "temperature", low=0.0, low_open=True)
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            _fail("init_from", f"must be a run folder path, got {self.init_from!r}")
+        if self.init_from is not None and text:
+            from .runs import check_init_from
+            check_init_from(self)
+        text_only = {"importance_sampling_level": "token", "mask_truncated_completions": False,
+                     "dynamic_sampling": False, "kl_bias_correction": False,
+                     "temperature": 1.0, "init_from": None}
+        for name, default in text_only.items():
+            if not text and getattr(self, name) != default:
+                _fail(name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
+        if text:
+            if self.group_mode != "episode":
+                _fail("group_mode", "text tasks group the completions of one prompt: only "
+                      f"'episode', got {self.group_mode!r}")
+            if self.supervision != "outcome" or self.max_ahead or self.share_env_noise:
+                name = ("supervision" if self.supervision != "outcome" else
+                        "max_ahead" if self.max_ahead else "share_env_noise")
+                _fail(name, "not available for text tasks (one verifier reward per completion)")
+            from .rewards import identity
+            if self.reward_transform is not identity:
+                _fail("reward_transform", "not available for text tasks; write it into the "
+                      "task's verify function")
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (validated again). Fields left at their
+        env-kind default (``lr``, ``num_groups``, ``max_grad_norm``, ``total_timesteps``) take
+        the new kind's default when ``env`` changes between a gymnax env and a text task."""
+        if "env" in changes and is_text(changes["env"]) != is_text(self.env):
+            changes = {**{k: None for k in self._defaulted}, **changes}
+        return super().replace(**changes)
+
     def hparams(self) -> dict:
-        """Defaults of the dynamic hyperparameters (``clip_eps_high`` = ``clip_eps`` if None)."""
+        """Defaults of the dynamic hyperparameters (``clip_eps_high`` = ``clip_eps`` if None);
+        text tasks add ``temperature``."""
         hp = super().hparams()
         if self.clip_eps_high is None:
             hp["clip_eps_high"] = hp["clip_eps"]
+        if is_text(self.env):
+            hp["temperature"] = jnp.asarray(self.temperature, jnp.float32)
         return hp
 
     @property
@@ -234,7 +373,7 @@ class GRPOConfig(_BaseConfig):
         episode/batch: num_groups * group_size * T. state: per trajectory, a branch point every
         ``branch_every`` steps costs group_size * branch_horizon steps (the first branch's
         first step is the main step), the other steps one each."""
-        T = self.max_episode_steps
+        T = self.max_episode_steps            # text: max_new_tokens
         if self.group_mode == "state":
             points = -(-T // self.branch_every)
             return self.num_groups * (points * self.group_size * self.branch_horizon + T - points)
@@ -248,7 +387,8 @@ class GRPOConfig(_BaseConfig):
         not needed cost next to nothing)."""
         if self.num_iterations is not None:
             return self.num_iterations
-        per_iter = max(1, self.max_steps_per_iteration // 20)
+        # text: enough iterations if completions average half of max_new_tokens
+        per_iter = max(1, self.max_steps_per_iteration // (2 if is_text(self.env) else 20))
         return max(1, -(-self.total_timesteps // per_iter))
 
 
@@ -290,9 +430,66 @@ class PPOConfig(_BaseConfig):
         return self.total_timesteps // (self.num_envs * self.num_steps)
 
 
+@dataclass(frozen=True)
+class SFTConfig(_TextFields):
+    """Supervised warm start on a text task: next-token cross-entropy on the reference
+    completion (answer + EOS) of fresh task prompts, ``batch_size`` prompts per step, for
+    ``num_steps`` Adam steps (linear warmup over ``warmup_steps``, then constant ``lr``).
+    One iteration of the training scan is one step; its metrics are ``loss`` (mean token
+    cross-entropy), ``token_accuracy`` and ``accuracy`` (share of the batch whose every
+    reference token is the model's argmax: exactly the completions greedy decoding gets
+    right), with ``episode_return`` = ``accuracy`` and ``env_steps`` the prompts seen.
+    Run it with ``jaxgrpo sft`` or ``jaxgrpo.text.sft``; start GRPO from it with
+    ``GRPOConfig(init_from=RUN_DIR)``."""
+
+    env: str = "text:addition"
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    num_steps: int = 800
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 40
+    max_grad_norm: float = 1.0
+
+    _HPARAMS: tuple = field(default=("lr", "max_grad_norm"), init=False, repr=False,
+                            compare=False)
+
+    def __post_init__(self):
+        from .envs import validate_env
+        if not is_text(self.env):
+            _fail("env", f"SFT needs a text task ('text:NAME'), got {self.env!r}")
+        if not isinstance(self.env_kwargs, Mapping):
+            _fail("env_kwargs", f"must be a dict, got {type(self.env_kwargs).__name__}")
+        validate_env(self.env, dict(self.env_kwargs), {})
+        _check_int(self, "num_steps")
+        _check_int(self, "batch_size")
+        _check_int(self, "warmup_steps", low=0)
+        _check_float(self, "lr", low=0.0, low_open=True)
+        _check_float(self, "max_grad_norm", low=0.0, low_open=True)
+        self._check_text_fields()
+
+    replace = _BaseConfig.replace
+    hparams = _BaseConfig.hparams
+
+    @property
+    def algo(self) -> str:
+        return "sft"
+
+    @property
+    def iterations(self) -> int:
+        return self.num_steps
+
+    @property
+    def total_timesteps(self) -> int:
+        """Prompts seen in the whole run (the progress bar's budget)."""
+        return self.num_steps * self.batch_size
+
+
+ALGOS = ("grpo", "ppo", "sft")
+
+
 def config_class(algo: str):
-    """``"grpo"`` -> GRPOConfig, ``"ppo"`` -> PPOConfig."""
+    """``"grpo"`` -> GRPOConfig, ``"ppo"`` -> PPOConfig, ``"sft"`` -> SFTConfig."""
     try:
-        return {"grpo": GRPOConfig, "ppo": PPOConfig}[algo]
+        return {"grpo": GRPOConfig, "ppo": PPOConfig, "sft": SFTConfig}[algo]
     except KeyError:
-        raise ValueError(f"algo: must be 'grpo' or 'ppo', got {algo!r}") from None
+        raise ValueError(f"algo: must be 'grpo', 'ppo' or 'sft', got {algo!r}") from None

@@ -19,6 +19,11 @@ class ActionSpec(NamedTuple):
 
 def validate_env(env_id: str, env_kwargs: dict, env_params: dict) -> None:
     """Raise ``ValueError`` naming the field if the env id, kwargs or params are wrong."""
+    if env_id.startswith("text:"):
+        if env_params:
+            raise ValueError("env_params: text tasks take their options in env_kwargs")
+        _text_task(env_id, tuple(sorted(env_kwargs.items())))
+        return
     if env_id not in gymnax.registered_envs:
         close = [e for e in gymnax.registered_envs if env_id.lower().split("-")[0] in e.lower()]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -47,6 +52,24 @@ def _make(env_id, kwargs_items, params_items):
     return env, params
 
 
+@functools.lru_cache(maxsize=64)
+def _text_task(env_id, kwargs_items):
+    from .text.tasks import make_task
+    try:
+        return make_task(env_id[len("text:"):], **dict(kwargs_items))
+    except ValueError as e:
+        msg = str(e)
+        field = "env" if msg.startswith("unknown task") else "env_kwargs"
+        raise ValueError(f"{field}: {msg.replace('unknown task', 'unknown text task')}") from None
+
+
+def make_text_task(config):
+    """The ``TextTask`` of a text config (``env="text:NAME"``), ``max_new_tokens`` applied."""
+    task = _text_task(config.env, tuple(sorted(config.env_kwargs.items())))
+    m = getattr(config, "max_new_tokens", None)
+    return task if m is None else task._replace(max_new_tokens=int(m))
+
+
 def make_env(config):
     """``(env, env_params)`` for a config; env_params has the config's overrides applied."""
     return _make(config.env, tuple(sorted(config.env_kwargs.items())),
@@ -54,7 +77,10 @@ def make_env(config):
 
 
 def max_episode_steps(config) -> int:
-    """The time limit, which bounds every episode (and the GRPO rollout buffer)."""
+    """The time limit, which bounds every episode (and the GRPO rollout buffer); for a text
+    task ``max_new_tokens``."""
+    if config.env.startswith("text:"):
+        return make_text_task(config).max_new_tokens
     return int(make_env(config)[1].max_steps_in_episode)
 
 

@@ -104,7 +104,7 @@ def loss_weights(mask, loss_type, horizon, *, count_empty=False, dtype=jnp.float
 
 def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, clip_eps_high,
                 delta=None, beta=0.0, kl_estimator="k3", importance_sampling_level="token",
-                max_len=None, kl_bias_correction=False):
+                max_len=None, kl_bias_correction=False, weight=None):
     """TRL's ``GRPOTrainer._compute_loss`` (TRL v1.9.0) for the loss types grpo, bnpo, dr_grpo
     and dapo, on one batch (one process, no gradient accumulation).
 
@@ -144,6 +144,11 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
     (an empty sequence counts, never clipped). (TRL's metric helper takes any [B, 1] tensor
     for one value per sequence, so at L = 1 it would average token metrics over all B rows;
     here L = 1 is like any L.) ``pg_loss``: the surrogate alone, aggregated the same way.
+
+    ``weight`` [B, L] (optional) replaces the ``loss_type`` aggregation weights: a minibatch of
+    a larger batch passes the weights computed on the whole batch
+    (``loss_weights(mask.T, loss_type, max_len, count_empty=True).T``), so that the minibatch
+    losses add up to the batch's loss.
 
     ``clip_eps``, ``clip_eps_high``, ``delta`` and ``beta`` may be traced; ``loss_type``,
     ``kl_estimator``, ``importance_sampling_level``, ``kl_bias_correction`` are static.
@@ -196,7 +201,8 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
                                            kl_bias_correction=kl_bias_correction)
 
     horizon = L if max_len is None else max_len
-    weight = loss_weights(mask.T, loss_type, horizon, count_empty=True, dtype=dtype).T
+    if weight is None:
+        weight = loss_weights(mask.T, loss_type, horizon, count_empty=True, dtype=dtype).T
     agg = lambda x: jnp.sum(jnp.where(mask, weight * x, zero))
     loss = agg(per_token)
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from . import grpo, ppo
+from .config import is_text
 from .envs import action_spec, make_env, obs_shape
 from .networks import Policy
 from .rollout import (collect_branches, collect_episodes, collect_segments, init_pool,
@@ -35,7 +36,12 @@ class TrainState(NamedTuple):
     env_carry: Any
 
 
-def make_policy(config) -> Policy:
+def make_policy(config):
+    """The policy of a config: ``networks.Policy`` for gymnax envs, a ``text.Transformer``
+    for text tasks (both with ``init(key) -> params``)."""
+    if is_text(config.env):
+        from .text.grpo import make_policy as text_policy
+        return text_policy(config)
     env, env_params = make_env(config)
     return Policy(config, action_spec(env, env_params), obs_shape(env, env_params),
                   with_critic=config.algo == "ppo")
@@ -56,6 +62,34 @@ def resolve_hparams(config, hparams=None) -> dict:
     return hp
 
 
+def clipped_adam(lr, max_grad_norm, warmup_steps=0, eps=1e-8):
+    """Adam after global-norm gradient clipping, on one flat parameter vector (a few large
+    kernels per step instead of many tiny ones). ``lr``: a number or a schedule of the update
+    count; ``warmup_steps`` > 0 scales it linearly from 1/warmup_steps to 1 over the first
+    updates (Adam's first steps move every parameter by about lr whatever the gradient's
+    size, which noisy policy gradients turn into a large random step)."""
+    if warmup_steps:
+        base = lr
+        lr = lambda count: ((base(count) if callable(base) else base)
+                            * jnp.minimum(1.0, (count + 1) / warmup_steps))
+    return optax.flatten(optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                                     optax.adam(lr, eps=eps)))
+
+
+def scan_iterations(step, state, num_iterations, callback=None, callback_every=1):
+    """``lax.scan`` of ``step(state) -> (state, metrics)`` over ``num_iterations`` iterations,
+    calling ``callback(i, metrics)`` on the host after every ``callback_every``-th iteration
+    and the last one (see ``make_train``). -> (state, metrics stacked [num_iterations])."""
+    def body(s, i):
+        s, metrics = step(s)
+        if callback is not None:
+            report = (i % callback_every == callback_every - 1) | (i == num_iterations - 1)
+            jax.lax.cond(report, lambda: jax.debug.callback(callback, i, metrics), lambda: None)
+        return s, metrics
+
+    return jax.lax.scan(body, state, jnp.arange(num_iterations))
+
+
 def make_train(config, callback=None, callback_every=1):
     """Build the pure training function for a GRPOConfig or PPOConfig.
 
@@ -74,11 +108,26 @@ def make_train(config, callback=None, callback_every=1):
     ``train`` also carries ``train.init(key, hparams)`` and ``train.run(state, hparams, n)``
     (for checkpoint/resume and chunked runs), ``train.policy``, ``train.num_iterations`` and
     ``train.optimizer(hparams) -> optax transformation`` (the one the update uses).
+
+    Text tasks (``env="text:NAME"``) run the same loop with ``jaxgrpo.text.grpo``'s collect,
+    score and loss: an episode is a completion, ``env_steps`` counts completion tokens.
+    ``SFTConfig`` gets ``jaxgrpo.text.sft.make_train``'s loop, with the same interface.
     """
-    env, env_params = make_env(config)
+    if config.algo == "sft":
+        from .text.sft import make_train as make_sft_train
+        return make_sft_train(config, callback, callback_every)
+    text = is_text(config.env)
+    if text:
+        from .runs import init_params
+        from .text import grpo as text_grpo
+        env = env_params = None
+        task = config.task
+        start_params = init_params(config)      # None, or the params of config.init_from
+    else:
+        env, env_params = make_env(config)
     policy = make_policy(config)
     is_grpo = config.algo == "grpo"
-    algo = grpo if is_grpo else ppo
+    algo = text_grpo if text else grpo if is_grpo else ppo
     n_iter = config.iterations
     pooled = is_grpo and config.max_ahead > 0
     if is_grpo:
@@ -92,13 +141,14 @@ def make_train(config, callback=None, callback_every=1):
         if not is_grpo and config.anneal_lr:
             per_iter = config.update_epochs * config.num_minibatches
             lr = lambda count: hp["lr"] * (1.0 - (count // per_iter) / n_iter)
-        # one flat parameter vector: a few large kernels per step instead of many tiny ones
-        return optax.flatten(optax.chain(optax.clip_by_global_norm(hp["max_grad_norm"]),
-                                         optax.adam(lr, eps=1e-5)))
+        return clipped_adam(lr, hp["max_grad_norm"], getattr(config, "warmup_steps", 0),
+                            eps=1e-5)
 
     def init(key, hp) -> TrainState:
         key, k_init, k_env = jax.random.split(key, 3)
         params = policy.init(k_init)
+        if text and start_params is not None:
+            params = jax.tree.map(jnp.asarray, start_params)
         if not is_grpo:
             carry = reset_segments(env, env_params, k_env, config.num_envs)
         elif pooled:
@@ -115,8 +165,11 @@ def make_train(config, callback=None, callback_every=1):
         steps have been used (the last one may end past it, by less than one iteration)."""
         return state.env_steps < config.total_timesteps
 
-    def collect_grpo(params, key, active, carry):
+    def collect_grpo(params, key, active, carry, hp):
         """-> (rollout, stats, carry)."""
+        if text:
+            return (*text_grpo.collect(policy, task, params, key, config.num_groups,
+                                       config.group_size, hp["temperature"], active), None)
         if config.group_mode == "state":
             return (*collect_branches(policy, env, env_params, params, key, config.num_groups,
                                       config.group_size, config.branch_every,
@@ -134,7 +187,7 @@ def make_train(config, callback=None, callback_every=1):
             # also checked here, not only by run's cond: under vmap that cond is a select that
             # runs this branch for every run, and a spent run must then simulate nothing
             active = budget_left(state)
-            rollout, stats, carry = collect_grpo(state.params, k_col, active, state.env_carry)
+            rollout, stats, carry = collect_grpo(state.params, k_col, active, state.env_carry, hp)
         else:
             active = jnp.bool_(True)
             rollout, stats, carry = collect_segments(policy, env, env_params, state.params, k_col,
@@ -183,18 +236,12 @@ def make_train(config, callback=None, callback_every=1):
                 nan["episodes"] = jnp.zeros_like(nan["episodes"])
             return s._replace(key=jax.random.split(s.key, 3)[0]), nan
 
-        def body(s, i):
+        def step(s):
             if is_grpo:   # skipped iterations cost nothing (a cond, not a masked iteration)
-                s, metrics = jax.lax.cond(budget_left(s), lambda s: iteration(s, hp), idle, s)
-            else:
-                s, metrics = iteration(s, hp)
-            if callback is not None:
-                report = (i % callback_every == callback_every - 1) | (i == num_iterations - 1)
-                jax.lax.cond(report, lambda: jax.debug.callback(callback, i, metrics),
-                             lambda: None)
-            return s, metrics
+                return jax.lax.cond(budget_left(s), lambda s: iteration(s, hp), idle, s)
+            return iteration(s, hp)
 
-        return jax.lax.scan(body, state, jnp.arange(num_iterations))
+        return scan_iterations(step, state, num_iterations, callback, callback_every)
 
     def train(key, hparams=None):
         return run(init_state(key, hparams), hparams, n_iter)

@@ -49,7 +49,8 @@ def epoch_order(key, mask):
 
 def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, epochs,
           num_minibatches, chunk, all_valid=False):
-    """batch: pytree of [C, ...] samples; weight: [C] float; mask: [C] bool (valid).
+    """batch: pytree of [C, ...] samples; weight: [C, ...] float (per sample, or per token of a
+    sequence sample: [C, M]); mask: [C] bool (valid samples).
 
     aux of ``loss_fn`` is a dict of sums over the chunk's masked samples, with a ``"count"``
     entry; the returned metrics are those sums divided by the total count (means over every
@@ -68,7 +69,8 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
 
     aux_shape = jax.eval_shape(
         lambda: loss_fn(params, chunk_slice(jnp.zeros(C + chunk, jnp.int32), 0)[1],
-                        jnp.zeros(chunk), jnp.zeros(chunk, bool))[1])
+                        jnp.zeros((chunk, *weight.shape[1:]), weight.dtype),
+                        jnp.zeros(chunk, bool))[1])
     zeros_aux = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
 
     def epoch(carry):

@@ -1,6 +1,7 @@
 """Verifiable text tasks for language-model GRPO: a character tokenizer, prompt samplers and
 reward functions in pure JAX, and pass@k. See ``jaxgrpo.text.tasks`` for the task interface."""
-from .evaluation import pass_at_k
+from .evaluation import evaluate_text, heldout_prompts, pass_at_k
+from .model import ModelConfig, Transformer
 from .tasks import (
     TASKS,
     Prompt,
@@ -11,7 +12,9 @@ from .tasks import (
     reference_completion,
 )
 from .tokenizer import BOS, EOS, PAD, TOKENIZER, VOCAB_SIZE, CharTokenizer
+from .sft import sft  # noqa: E402  (the function; the module stays jaxgrpo.text.sft)
 
-__all__ = ["BOS", "EOS", "PAD", "TASKS", "TOKENIZER", "VOCAB_SIZE", "CharTokenizer", "Prompt",
-           "TextTask", "completion_length", "exact_match", "make_task", "pass_at_k",
-           "reference_completion"]
+__all__ = ["BOS", "EOS", "PAD", "TASKS", "TOKENIZER", "VOCAB_SIZE", "CharTokenizer",
+           "ModelConfig", "Prompt", "TextTask", "Transformer", "completion_length",
+           "evaluate_text", "exact_match", "heldout_prompts", "make_task", "pass_at_k",
+           "reference_completion", "sft"]

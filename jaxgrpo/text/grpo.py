@@ -1,0 +1,160 @@
+"""GRPO on text tasks: collect, score and loss with the signatures of ``jaxgrpo.grpo``'s, so
+``make_train``'s iteration (collect -> score -> ``update.learn`` -> reference sync) runs them
+unchanged.
+
+An episode is a completion and a step a completion token: ``collect`` draws ``num_groups``
+prompts, samples ``group_size`` completions of each with the KV cache (a group is the
+completions of one prompt, the text form of same-start episode groups) and scores them with
+the task's verifier; ``score`` normalizes the rewards within groups (``group_normalize``) and
+builds per-token aggregation weights over the whole batch; ``loss`` recomputes the chunk's
+token log-probs in one causal forward pass and applies ``jaxgrpo.losses.policy_loss`` (the same
+clipped surrogate and KL as the environment path). The learn phase's unit is a whole sequence:
+``update.learn`` shuffles and minibatches completions, never single tokens.
+
+Shapes: G prompts (groups), N = group_size, C = G * N completions, P prompt tokens,
+M = max_new_tokens.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..advantages import group_normalize, group_stats
+from ..losses import loss_weights, policy_loss
+from ..rollout import EpisodeStats
+from .model import Transformer
+from .tokenizer import EOS, PAD
+
+
+class Completions(NamedTuple):
+    """One iteration's samples (leading axis C = G * N, group g's members at g*N .. g*N+N-1)."""
+    prompt: jax.Array      # int32 [C, P], left-padded prompts
+    completion: jax.Array  # int32 [C, M], PAD after the first EOS
+    logp: jax.Array        # float32 [C, M], sampling-time log-probs (temperature-scaled), 0 after EOS
+    length: jax.Array      # int32 [C], tokens before the first EOS (M if none: truncated)
+    mask: jax.Array        # bool [C, M], the completion's tokens, its EOS included
+    reward: jax.Array      # float32 [C], the verifier's
+    group_id: jax.Array    # int32 [C]
+
+
+def make_policy(config) -> Transformer:
+    return Transformer(config.model_config())
+
+
+def token_mask(length, max_new_tokens):
+    """bool [C, M]: the tokens of each completion, up to and including its first EOS."""
+    return jnp.arange(max_new_tokens)[None, :] <= jnp.minimum(length, max_new_tokens - 1)[:, None]
+
+
+def sample_groups(task, key, num_groups, group_size):
+    """``num_groups`` prompts, each repeated ``group_size`` times: (Prompt [C], group_id [C])."""
+    prompts = jax.vmap(task.sample)(jax.random.split(key, num_groups))
+    rep = lambda x: jnp.repeat(x, group_size, axis=0)
+    return jax.tree.map(rep, prompts), rep(jnp.arange(num_groups, dtype=jnp.int32))
+
+
+def collect(model, task, params, key, num_groups, group_size, temperature, active=True,
+            greedy=False):
+    """Sample and verify ``group_size`` completions of each of ``num_groups`` fresh prompts.
+    -> (Completions, EpisodeStats); with ``active`` False (a run past its budget) every mask
+    is False, so nothing is counted or trained."""
+    k_prompt, k_gen = jax.random.split(key)
+    prompts, gid = sample_groups(task, k_prompt, num_groups, group_size)
+    M = task.max_new_tokens
+    completion, logp, length = model.generate(params, k_gen, prompts.tokens,
+                                              prompts.tokens != PAD, M,
+                                              temperature=temperature, eos_id=EOS, greedy=greedy)
+    reward = jax.vmap(task.verify)(prompts, completion, length).astype(jnp.float32)
+    mask = token_mask(length, M) & active
+    valid = jnp.any(mask, axis=1).astype(jnp.float32)
+    stats = EpisodeStats(return_sum=jnp.sum(reward * valid),
+                         length_sum=jnp.sum(mask.astype(jnp.float32)),
+                         count=jnp.sum(valid), valid_steps=jnp.sum(mask.astype(jnp.float32)),
+                         sim_steps=jnp.float32(mask.size) * active)
+    return Completions(prompts.tokens, completion, logp, length, mask, reward, gid), stats
+
+
+def score(config, model, params, rollout: Completions, hp):
+    """-> (batch of C sequences, weight [C, M], keep [C], metrics).
+
+    Advantages: each completion's reward normalized within its group (``scale_rewards``,
+    ``baseline``, ``adv_eps`` as on environments). ``keep``: the completions the loss trains
+    on: all of them, less those without EOS with ``mask_truncated_completions`` and those of
+    groups whose rewards are all equal with ``dynamic_sampling`` (DAPO; counted in
+    ``dropped_groups``). ``weight``: TRL's ``loss_type`` aggregation over the kept tokens of the
+    whole batch (the grpo and dr_grpo sequence count is every completion except those of
+    dropped groups: a masked truncated completion still counts, as in TRL), so that the
+    minibatches' weighted losses add up to the batch's loss."""
+    C, M = rollout.completion.shape
+    G = C // config.group_size
+    seq_valid = jnp.any(rollout.mask, axis=1)
+    adv = group_normalize(rollout.reward, rollout.group_id, G, mask=seq_valid,
+                          scale=config.scale_rewards, baseline=config.baseline,
+                          eps=config.adv_eps)
+    std, zero = group_stats(rollout.reward, rollout.group_id, G, seq_valid)
+    truncated = rollout.length >= M
+    in_batch = seq_valid
+    if config.dynamic_sampling:
+        in_batch = in_batch & ~zero[rollout.group_id]
+    keep = in_batch & ~truncated if config.mask_truncated_completions else in_batch
+    tok = rollout.mask & keep[:, None]
+    weight = loss_weights(tok.T, config.loss_type, M, count_empty=True).T
+    if config.loss_type in ("grpo", "dr_grpo"):   # divide by the rows in the batch, not by C
+        weight = weight * (C / jnp.maximum(jnp.sum(in_batch), 1).astype(jnp.float32))
+    n = jnp.maximum(jnp.sum(seq_valid), 1).astype(jnp.float32)
+    seq_mean = lambda x: jnp.sum(jnp.where(seq_valid, x, 0.0)) / n
+    metrics = {"reward": seq_mean(rollout.reward), "reward_std": jnp.mean(std),
+               "frac_reward_zero_std": jnp.mean(zero),
+               "accuracy": seq_mean((rollout.reward >= 1.0).astype(jnp.float32)),
+               "completions/mean_length": seq_mean(jnp.sum(rollout.mask, 1).astype(jnp.float32)),
+               "completions/clipped_ratio": seq_mean(truncated.astype(jnp.float32)),
+               "dropped_groups": jnp.float32(0) if not config.dynamic_sampling else
+                                 jnp.sum(zero & jnp.any(seq_valid.reshape(G, -1), 1),
+                                         dtype=jnp.float32),
+               "adv_abs": seq_mean(jnp.abs(adv))}
+    batch = {"prompt": rollout.prompt, "completion": rollout.completion, "logp": rollout.logp,
+             "adv": adv, "mask": tok,
+             # the batch's kept tokens (one copy per row): turns the chunks' weighted sums
+             # into the metrics update.learn reports (sums over counts)
+             "batch_tokens": jnp.full(C, jnp.sum(tok), jnp.float32)}
+    return batch, weight, keep, metrics
+
+
+def loss(config, model, params, ref_params, chunk, weight, mask, hp):
+    """``(sum of the chunk's weighted per-token losses, metric sums)`` for ``update.learn``:
+    chunk is a dict of [B, ...] completions, ``weight`` [B, M] from ``score``, ``mask`` [B]
+    the completions of the current minibatch. Per token: ``policy_loss``'s clipped surrogate
+    + beta * KL to the reference policy, minus ``ent_coef`` * entropy."""
+    prompt_valid = chunk["prompt"] != PAD
+    temp = hp["temperature"]
+    logp, entropy = model.token_logp(params, chunk["prompt"], prompt_valid, chunk["completion"],
+                                     temp)
+    m = chunk["mask"] & mask[:, None]
+    # beta = 0 (the default): no reference forward pass, and the KL term is exactly 0
+    ref_logp = jax.lax.cond(
+        hp["beta"] > 0,
+        lambda: jax.lax.stop_gradient(model.token_logp(ref_params, chunk["prompt"], prompt_valid,
+                                                       chunk["completion"], temp)[0]),
+        lambda: jax.lax.stop_gradient(logp))
+    w = jnp.where(m, weight, 0.0)
+    pl, metrics = policy_loss(logp, chunk["logp"], ref_logp, chunk["adv"], m,
+                              loss_type=config.loss_type, clip_eps=hp["clip_eps"],
+                              clip_eps_high=hp["clip_eps_high"], delta=config.delta,
+                              beta=hp["beta"], kl_estimator=config.kl_estimator,
+                              importance_sampling_level=config.importance_sampling_level,
+                              max_len=chunk["completion"].shape[1],
+                              kl_bias_correction=config.kl_bias_correction, weight=w)
+    total = pl - hp["ent_coef"] * jnp.sum(w * entropy)
+    n_tok = jnp.sum(m).astype(jnp.float32)
+    log_ratio = jnp.where(m, logp - chunk["logp"], 0.0)
+    # loss, pg_loss: the batch loss (the chunk's share of it, times the batch's token count,
+    # which update.learn divides by); the others: token means
+    per_batch = chunk["batch_tokens"][0]
+    aux = {"count": n_tok, "loss": total * per_batch, "pg_loss": metrics["pg_loss"] * per_batch,
+           "entropy": jnp.sum(jnp.where(m, entropy, 0.0)),
+           "approx_kl": jnp.sum(jnp.expm1(log_ratio) - log_ratio),
+           **{k: metrics[k] * n_tok for k in ("kl", "clip_ratio/low_mean",
+                                              "clip_ratio/high_mean", "clip_ratio/region_mean")}}
+    return total, aux
