@@ -254,7 +254,7 @@ def test_init_from_shape_mismatch_and_missing_folder_are_one_line(sft_run, tmp_p
 
 def test_text_config_errors_name_the_field():
     for kw, field in [(dict(env="text:adition"), "env"), (dict(env_kwargs={"digts": 2}),
-                      "env_kwargs"), (dict(max_len=8), "max_len"),
+                      "env_kwargs"), (dict(max_len=6), "max_len"),
                       (dict(group_mode="state"), "group_mode"),
                       (dict(importance_sampling_level="seq"), "importance_sampling_level"),
                       (dict(delta=0.5), "delta"), (dict(num_heads=3), "num_heads")]:
