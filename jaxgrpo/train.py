@@ -243,14 +243,21 @@ def make_train(config, callback=None, callback_every=1):
 
         return scan_iterations(step, state, num_iterations, callback, callback_every)
 
+    return train_function(init_state, run, optimizer, policy, n_iter)
+
+
+def train_function(init_state, run, optimizer, policy, num_iterations):
+    """``train(key, hparams=None) = run(init_state(key, hparams), hparams, num_iterations)``
+    with the attributes ``make_train`` documents (init, run, optimizer, policy,
+    num_iterations)."""
     def train(key, hparams=None):
-        return run(init_state(key, hparams), hparams, n_iter)
+        return run(init_state(key, hparams), hparams, num_iterations)
 
     train.init = init_state
     train.run = run
     train.optimizer = optimizer
     train.policy = policy
-    train.num_iterations = n_iter
+    train.num_iterations = num_iterations
     return train
 
 

@@ -45,7 +45,8 @@ def make_train(config, callback=None, callback_every=1):
     metrics)``, metrics ``[num_steps]`` each (``loss``, ``token_accuracy``, ``accuracy``,
     ``episode_return`` = accuracy, ``episode_length`` = mean target tokens, ``episodes`` = prompts
     per step, ``env_steps`` = prompts so far); see ``jaxgrpo.make_train``."""
-    from ..train import TrainState, clipped_adam, resolve_hparams, scan_iterations
+    from ..train import (TrainState, clipped_adam, resolve_hparams, scan_iterations,
+                         train_function)
 
     task = config.task
     model = Transformer(config.model_config())
@@ -85,15 +86,7 @@ def make_train(config, callback=None, callback_every=1):
         return scan_iterations(lambda s: iteration(s, hp), state, num_iterations, callback,
                                callback_every)
 
-    def train(key, hparams=None):
-        return run(init_state(key, hparams), hparams, n_iter)
-
-    train.init = init_state
-    train.run = run
-    train.optimizer = optimizer
-    train.policy = model
-    train.num_iterations = n_iter
-    return train
+    return train_function(init_state, run, optimizer, model, n_iter)
 
 
 def sft(config, out, *, seeds: int = 1, base_seed: int = 0, **kwargs) -> dict:
