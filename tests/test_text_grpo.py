@@ -269,7 +269,7 @@ def test_text_config_errors_name_the_field():
 def test_kind_defaults_follow_the_env():
     env, text = GRPOConfig(), GRPOConfig(env="text:addition")
     assert (env.lr, env.num_groups, env.update_epochs) == (3e-3, 4, 4)
-    assert (text.lr, text.num_groups, text.update_epochs) == (3e-4, 64, 1)
+    assert (text.lr, text.num_groups, text.update_epochs) == (1e-4, 64, 1)
     assert env.replace(env="text:addition") == text
     assert env.replace(env="text:addition", lr=1e-3).lr == 1e-3
     assert GRPOConfig(lr=1e-3).replace(env="text:sort").lr == 1e-3

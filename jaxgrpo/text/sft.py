@@ -56,9 +56,13 @@ def make_train(config, callback=None, callback_every=1):
     def optimizer(hp):
         return clipped_adam(hp["lr"], hp["max_grad_norm"], config.warmup_steps)
 
+    from ..runs import init_params
+    start_params = init_params(config)      # None, or the params of config.init_from
+
     def init(key, hp) -> TrainState:
         key, k_init = jax.random.split(key)
-        params = model.init(k_init)
+        params = (model.init(k_init) if start_params is None
+                  else jax.tree.map(jnp.asarray, start_params))
         return TrainState(params, optimizer(hp).init(params), None, key, jnp.int32(0),
                           jnp.float32(0), None)
 

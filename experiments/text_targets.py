@@ -1,0 +1,150 @@
+"""Language-model GRPO learning targets: SFT warm start, then GRPO with 8 seeds vmapped,
+against continued SFT for the same wall time.
+
+    python -m experiments.text_targets            # all cases -> results/text_targets.{json,md,png}
+    python -m experiments.text_targets --tiny     # smoke size (tests/test_experiments.py)
+
+Per case: one SFT run (seed 0) into a run folder, as ``jaxgrpo sft`` writes it; its held-out
+greedy accuracy on 1000 prompts; then GRPO from it (``init_from``) with 8 seeds vmapped in one
+compiled call (keys ``split(key(0), 8)``), and a continued-SFT arm (``SFTConfig(init_from=...)``,
+8 seeds vmapped, fresh prompts) given as many steps as fit in the GRPO arm's measured run
+time; both arms are evaluated on the same held-out prompts (``jaxgrpo.text.evaluate_text``:
+greedy accuracy, mean over seeds with a 95% bootstrap CI). Seconds exclude compilation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+# name, env, env_kwargs, SFT steps, GRPO iterations; other settings are the defaults
+CASES = [
+    ("addition (defaults: 3 digits)", "text:addition", {}, 800, 100),
+    ("addition, 2 digits", "text:addition", {"digits": 2}, 300, 200),
+    ("sort, 8 digits", "text:sort", {"length": 8}, 70, 60),
+]
+SEEDS = 8
+
+
+def _timed(fn, *args):
+    import jax
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    t1 = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return out, t1 - t0, time.perf_counter() - t1
+
+
+def run_case(name, env, env_kwargs, sft_steps, grpo_iters, workdir, seeds=SEEDS, prompts=1000):
+    import jax
+    import numpy as np
+
+    from jaxgrpo import make_train
+    from jaxgrpo.config import GRPOConfig, SFTConfig
+    from jaxgrpo.runs import load_run
+    from jaxgrpo.text import evaluate_text, sft
+
+    out = Path(workdir) / name.split()[0]
+    sft_cfg = SFTConfig(env=env, env_kwargs=env_kwargs, num_steps=sft_steps)
+    s = sft(sft_cfg, out, progress=False)
+    base = evaluate_text(sft_cfg, load_run(out).state.params, num_prompts=prompts,
+                         num_samples=0)["greedy_accuracy"]
+    keys = jax.random.split(jax.random.key(0), seeds)
+
+    grpo_cfg = GRPOConfig(env=env, env_kwargs=env_kwargs, init_from=str(out),
+                          num_iterations=grpo_iters, total_timesteps=10**9)
+    (g_state, g_m), g_compile, g_run = _timed(jax.vmap(make_train(grpo_cfg)), keys)
+    g_acc = evaluate_text(grpo_cfg, g_state.params, num_prompts=prompts, num_samples=0)
+
+    # continued SFT: as many steps as fit in the GRPO arm's run time, at the SFT run's speed
+    # for 8 seeds vmapped (measured on a short run first)
+    cont = lambda n: SFTConfig(env=env, env_kwargs=env_kwargs, num_steps=n, init_from=str(out))
+    _, _, probe = _timed(jax.vmap(make_train(cont(20))), keys)
+    steps = max(1, int(g_run / (probe / 20)))
+    (c_state, c_m), _, c_run = _timed(jax.vmap(make_train(cont(steps))), keys)
+    c_acc = evaluate_text(cont(steps), c_state.params, num_prompts=prompts, num_samples=0)
+    return {"case": name, "env": env, "env_kwargs": env_kwargs, "sft_steps": sft_steps,
+            "sft_seconds": s["run_seconds"], "seeds": seeds, "sft_greedy": base["mean"],
+            "grpo_iterations": grpo_iters, "grpo_compile_s": g_compile, "grpo_run_s": g_run,
+            "grpo_greedy": g_acc["greedy_accuracy"],
+            "grpo_train_accuracy": np.asarray(g_m["accuracy"]).tolist(),
+            "cont_sft_steps": steps, "cont_sft_run_s": c_run,
+            "cont_sft_greedy": c_acc["greedy_accuracy"],
+            "examples": g_acc["examples"][:3]}
+
+
+def _ci(g):
+    return f"{100 * g['mean']:.1f}% [{100 * g['ci95'][0]:.1f}, {100 * g['ci95'][1]:.1f}]"
+
+
+def table(results, header) -> str:
+    rows = [header, "",
+            "| case | SFT steps (s) | SFT greedy | GRPO iterations (s, all seeds) | GRPO greedy "
+            "| continued SFT steps (s, all seeds) | continued-SFT greedy |",
+            "|---|---|---|---|---|---|---|"]
+    for r in results:
+        rows.append(f"| {r['case']} | {r['sft_steps']} ({r['sft_seconds']:.0f}) "
+                    f"| {100 * r['sft_greedy']:.1f}% | {r['grpo_iterations']} "
+                    f"({r['grpo_run_s']:.0f}) | {_ci(r['grpo_greedy'])} "
+                    f"| {r['cont_sft_steps']} ({r['cont_sft_run_s']:.0f}) "
+                    f"| {_ci(r['cont_sft_greedy'])} |")
+    return "\n".join(rows) + "\n"
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        acc = np.asarray(r["grpo_train_accuracy"])          # [seeds, iterations]
+        x = np.arange(1, acc.shape[1] + 1)
+        mean = acc.mean(0)
+        half = 1.96 * acc.std(0, ddof=1) / np.sqrt(acc.shape[0]) if acc.shape[0] > 1 else 0
+        ax.plot(x, mean, label="GRPO (sampled, training)")
+        ax.fill_between(x, mean - half, mean + half, alpha=0.3)
+        ax.axhline(r["sft_greedy"], color="gray", ls="--", label="SFT start (greedy)")
+        ax.axhline(r["grpo_greedy"]["mean"], color="C0", ls=":", label="GRPO end (greedy)")
+        ax.axhline(r["cont_sft_greedy"]["mean"], color="C1", ls=":",
+                   label="continued SFT end (greedy)")
+        ax.set(title=r["case"], xlabel="GRPO iteration", ylabel="accuracy", ylim=(0, 1))
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    from experiments.common import git_rev, machine
+    from experiments.run import update_readme
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true", help="smoke size, results to a temp folder")
+    p.add_argument("--out", default=str(HERE / "results"))
+    a = p.parse_args(argv)
+    cases = CASES if not a.tiny else [("sort, 4 digits", "text:sort", {"length": 4}, 5, 2)]
+    seeds, prompts = (SEEDS, 1000) if not a.tiny else (2, 16)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [run_case(*c, tmp, seeds=seeds, prompts=prompts) for c in cases]
+    header = (f"`python -m experiments.text_targets` on commit {git_rev()}, {machine()}; "
+              f"greedy accuracy on {prompts} held-out prompts, mean over {seeds} seeds "
+              "[95% bootstrap CI]; seconds exclude compilation.")
+    md = table(results, header)
+    (out / "text_targets.json").write_text(json.dumps(results, indent=1))
+    (out / "text_targets.md").write_text(md)
+    plot(results, out / "text_targets.png")
+    if not a.tiny:
+        update_readme(HERE / "README.md", "text_targets",
+                      md + "\n![GRPO on text tasks](results/text_targets.png)\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
