@@ -119,13 +119,29 @@ def plot(results, path):
     plt.close(fig)
 
 
+def publish(md):
+    """The table into experiments/README.md, README.md and docs/language-models.md (between
+    their ``<!-- text_targets:begin/end -->`` markers), with the plot beside it."""
+    from experiments.run import update_readme
+    root = HERE.parent
+    for page, png in ((HERE / "README.md", "results/text_targets.png"),
+                      (root / "README.md", "experiments/results/text_targets.png"),
+                      (root / "docs" / "language-models.md",
+                       "../experiments/results/text_targets.png")):
+        update_readme(page, "text_targets", md + f"\n![GRPO on text tasks]({png})\n")
+
+
 def main(argv=None) -> int:
     from experiments.common import git_rev, machine
-    from experiments.run import update_readme
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="smoke size, results to a temp folder")
     p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--publish", action="store_true",
+                   help="only copy results/text_targets.md into the READMEs and docs page")
     a = p.parse_args(argv)
+    if a.publish:
+        publish((HERE / "results" / "text_targets.md").read_text())
+        return 0
     cases = CASES if not a.tiny else [("sort, 4 digits", "text:sort", {"length": 4}, 5, 2)]
     seeds, prompts = (SEEDS, 1000) if not a.tiny else (2, 16)
     out = Path(a.out)
@@ -140,8 +156,7 @@ def main(argv=None) -> int:
     (out / "text_targets.md").write_text(md)
     plot(results, out / "text_targets.png")
     if not a.tiny:
-        update_readme(HERE / "README.md", "text_targets",
-                      md + "\n![GRPO on text tasks](results/text_targets.png)\n")
+        publish(md)
     print(md)
     return 0
 

@@ -53,6 +53,7 @@ BAD = [
     (jaxgrpo.GRPOConfig, {"gamma": 1.5}, "gamma"),
     (jaxgrpo.GRPOConfig, {"group_size": 0}, "group_size"),
     (jaxgrpo.GRPOConfig, {"group_size": 4.0}, "group_size"),
+    (jaxgrpo.GRPOConfig, {"group_size": 1}, "group_size"),       # a group of one: no advantage
     (jaxgrpo.GRPOConfig, {"num_groups": True}, "num_groups"),
     (jaxgrpo.GRPOConfig, {"kl_estimator": "k4"}, "kl_estimator"),
     (jaxgrpo.GRPOConfig, {"loss_type": "sum"}, "loss_type"),

@@ -138,3 +138,17 @@ def test_repeated_configs_reuse_runs(monkeypatch):
     assert [r["case"] for r in out] == [0, 0, 1, 1, 2, 2]
     assert [r["seed"] for r in out] == [0, 1, 0, 1, 0, 1]
     assert out[4]["metrics"] is out[0]["metrics"]
+
+
+def test_text_targets_tiny(tmp_path):
+    """experiments/text_targets.py at its smoke size: SFT, GRPO from it and the continued-SFT
+    arm, 2 seeds, into a temporary folder; the table and plot are written, nothing published."""
+    import json
+
+    from experiments import text_targets
+    assert text_targets.main(["--tiny", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "text_targets.json").read_text())
+    assert len(res) == 1 and res[0]["seeds"] == 2 and res[0]["cont_sft_steps"] >= 1
+    assert 0 <= res[0]["grpo_greedy"]["mean"] <= 1
+    assert (tmp_path / "text_targets.png").stat().st_size > 0
+    assert "| sort, 4 digits |" in (tmp_path / "text_targets.md").read_text()

@@ -119,6 +119,7 @@ def test_last_valid_keeps_the_last_real_value_of_a_chunk():
     ({"lr": ["fast"]}, "lr"),                        # wrong type (dynamic)
     ({"lr": [True]}, "lr"),
     ({"group_size": [2.5]}, "group_size"),           # wrong type (static)
+    ({"group_size": [4, 1]}, "group_size"),          # a group of one has no advantage
     ({"hidden_sizes": [64]}, "hidden_sizes"),
     ({"lr": 1e-3}, "lr"),                            # not a list
     ({"beta": []}, "beta"),

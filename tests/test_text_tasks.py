@@ -319,7 +319,8 @@ def test_make_task_errors(name, opts, message):
 
 
 def test_tasks_registry():
-    assert set(TASKS) == {"addition", "multiply", "chain_sum", "sort", "reverse", "count"}
+    assert set(TASKS) == {"addition", "multiply", "chain_sum", "sort", "reverse", "count",
+                          "reasoning_gym"}
     assert make_task("addition", digits=2).prompt_len == 1 + 2 + 1 + 2 + 1
     assert make_task("count", alphabet="ab").tokenizer is TOKENIZER
     assert make_task("reverse", alphabet="aZ").tokenizer.vocab_size == VOCAB_SIZE + 1

@@ -42,12 +42,14 @@ def pass_at_k(n, c, k):
 
 
 def heldout_prompts(task, num_prompts: int, seed: int = 0):
-    """``num_prompts`` evaluation prompts (a batched ``Prompt``), drawn from a key stream no
-    training run uses (``fold_in(key(seed), 0x5EED)``; training draws its prompts from splits of
-    ``key(base_seed)``). Prompts are random, so a held-out prompt can coincide with one seen in
-    training when the task has few distinct prompts (3-digit addition has 10**6)."""
+    """``num_prompts`` evaluation prompts (a batched ``Prompt``): from ``task.sample_heldout``
+    where the task has a held-out split (a dataset), else from ``task.sample`` with a key stream
+    no training run uses (``fold_in(key(seed), 0x5EED)``; training draws its prompts from splits
+    of ``key(base_seed)``). Sampled prompts are random, so a held-out prompt can coincide with one
+    seen in training when the task has few distinct prompts (3-digit addition has 10**6)."""
     key = jax.random.fold_in(jax.random.key(seed), 0x5EED)
-    return jax.vmap(task.sample)(jax.random.split(key, num_prompts))
+    sample = task.sample if task.sample_heldout is None else task.sample_heldout
+    return jax.vmap(sample)(jax.random.split(key, num_prompts))
 
 
 def completion_scores(model, task, params, prompts, key, num_samples: int,

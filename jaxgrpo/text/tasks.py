@@ -15,6 +15,8 @@ A ``TextTask`` is ``(name, tokenizer, prompt_len, max_new_tokens, sample, verify
 The built-in tasks all use ``exact_match``: 1.0 when the completion is exactly the answer tokens
 followed by EOS (tokens after the EOS are ignored; a truncated completion, without EOS, gets 0),
 else 0.0. A PAD or BOS inside the completion is a wrong token, not skipped.
+``sample_heldout(key) -> Prompt`` (optional) draws evaluation prompts kept apart from training
+ones (a dataset's held-out split); without it evaluation draws from ``sample`` with its own keys.
 ``max_new_tokens`` defaults to the answer's width plus one (room for the longest answer and its
 EOS); change it with ``task._replace(max_new_tokens=...)``. A task is static: close over it or
 pass it as a static argument (its fields are functions, not arrays). A task whose alphabet goes
@@ -29,6 +31,8 @@ without leading zeros, operands uniform over ``[0, 10**digits)``:
 * ``sort(length=5)``: ``sort:31415=`` -> ``11345`` (digits, ascending).
 * ``reverse(length=5, alphabet=a-z)``: ``reverse:abcde=`` -> ``edcba``.
 * ``count(length=8, alphabet="abc")``: ``count a:abcaab=`` -> ``3``.
+* ``reasoning_gym(dataset, size=2000, seed=0, heldout=0.1, **options)``: a reasoning-gym dataset
+  (``jaxgrpo.text.datasets.from_reasoning_gym``; needs ``pip install 'jaxgrpo[text]'``).
 
 A user-defined task is just a ``TextTask``; for example, echo one digit::
 
@@ -79,6 +83,7 @@ class TextTask(NamedTuple):
     max_new_tokens: int
     sample: Callable[[jax.Array], Prompt]
     verify: Callable[[Prompt, jax.Array, jax.Array], jax.Array]
+    sample_heldout: Callable[[jax.Array], Prompt] | None = None  # held-out prompts, if apart
 
     def reference_completion(self, prompt: Prompt, max_new_tokens: int | None = None):
         """int32 [max_new_tokens] (default ``self.max_new_tokens``): the answer, EOS, PAD."""
@@ -301,9 +306,17 @@ def count(length: int = 8, alphabet: str = "abc") -> TextTask:
     return _task("count", tok, parts)
 
 
+def reasoning_gym(dataset: str, size: int = 2000, seed: int = 0, heldout: float = 0.1,
+                  **cfg) -> TextTask:
+    """reasoning-gym's dataset ``dataset`` (``jaxgrpo.text.from_reasoning_gym``; needs
+    ``jaxgrpo[text]``)."""
+    from .datasets import from_reasoning_gym
+    return from_reasoning_gym(dataset, size, seed, heldout=heldout, **cfg)
+
+
 TASKS: dict[str, Callable[..., TextTask]] = {
     "addition": addition, "multiply": multiply, "chain_sum": chain_sum,
-    "sort": sort, "reverse": reverse, "count": count,
+    "sort": sort, "reverse": reverse, "count": count, "reasoning_gym": reasoning_gym,
 }
 
 
@@ -314,10 +327,15 @@ def make_task(name: str, **options) -> TextTask:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown task {name!r}{hint}; tasks: {', '.join(TASKS)}")
     params = inspect.signature(TASKS[name]).parameters
+    open_ended = any(p.kind == p.VAR_KEYWORD for p in params.values())
     for option in options:
-        if option not in params:
+        if option not in params and not open_ended:
             close = difflib.get_close_matches(option, params, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"{name}: unknown option {option!r}{hint}; "
                              f"options: {', '.join(params) or 'none'}")
+    missing = [p for p, v in params.items() if v.default is v.empty
+               and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL) and p not in options]
+    if missing:
+        raise ValueError(f"{name}: option {missing[0]!r} is required")
     return TASKS[name](**options)
