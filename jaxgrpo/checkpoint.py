@@ -147,10 +147,12 @@ class Checkpointer:
     step number being the iteration count).
 
     ``max_to_keep``: the newest checkpoints kept (older ones are removed by orbax after a newer
-    one is written successfully); None keeps all.
+    one is written successfully); None keeps all. ``this_process_only``: in a multi-process
+    job, a manager that only this process uses (no barriers with the others; they must not
+    write to ``directory``), for host arrays that one process saves for all.
     """
 
-    def __init__(self, directory, max_to_keep: int | None = 3):
+    def __init__(self, directory, max_to_keep: int | None = 3, this_process_only: bool = False):
         import orbax.checkpoint as ocp
 
         _quiet_orbax()
@@ -158,13 +160,22 @@ class Checkpointer:
         self._ocp = ocp
         self._manager = None
         self._max_to_keep = max_to_keep
+        self._this_process_only = this_process_only
 
     @property
     def manager(self):
         if self._manager is None:
             ocp = self._ocp
+            kw = {"create": True}
+            if self._this_process_only and jax.process_count() > 1:
+                os.makedirs(self.directory, exist_ok=True)   # orbax cannot, with these options
+                me = jax.process_index()
+                kw["create"] = False
+                kw["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                    primary_host=me, active_processes={me},
+                    barrier_sync_key_prefix=f"jaxgrpo-p{me}")
             opts = ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep,
-                                                enable_async_checkpointing=False, create=True)
+                                                enable_async_checkpointing=False, **kw)
             self._manager = ocp.CheckpointManager(self.directory, options=opts)
         return self._manager
 

@@ -292,7 +292,7 @@ def cmd_train(argv, sft: bool = False) -> int:
         res = evaluate_text(config, run.state.params, num_prompts=1000, num_samples=0,
                             seed=base_seed)
         acc = res["greedy_accuracy"]
-        print(f"held-out greedy accuracy (1000 prompts): "
+        print("held-out greedy accuracy (1000 prompts): "
               + ", ".join(f"{100 * a:.1f}%" for a in acc["per_seed"])
               + (f"; mean {100 * acc['mean']:.1f}%" if run.seeds > 1 else ""))
         print(f"start GRPO from it: jaxgrpo train --env {config.env} --set init_from={out}")

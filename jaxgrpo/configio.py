@@ -113,6 +113,15 @@ def init_fields(cls) -> set:
     return {f.name for f in dataclasses.fields(cls) if f.init}
 
 
+def check_vmap_size(vmap_size):
+    """``vmap_size`` validated: ``"auto"``, None or an int >= 1 (``ValueError`` otherwise)."""
+    if vmap_size is None or vmap_size == "auto":
+        return vmap_size
+    if isinstance(vmap_size, str):
+        raise ValueError(f"vmap_size: must be 'auto', an int >= 1 or null, got {vmap_size!r}")
+    return check_count("vmap_size", vmap_size, 1)
+
+
 def check_count(name, v, low):
     """``v`` as an int >= ``low``; ``ValueError`` naming ``name`` otherwise."""
     try:
@@ -246,7 +255,7 @@ def load_config(path):
 
 # ----------------------------------------------------------------------------- sweep files
 
-SWEEP_KEYS = ("grid", "log_every", "out", "compiler_options", "vmap_size")
+SWEEP_KEYS = ("grid", "log_every", "out", "compiler_options", "vmap_size", "checkpoint_every")
 
 
 def load_sweep_spec(path) -> dict:
@@ -254,17 +263,19 @@ def load_sweep_spec(path) -> dict:
 
     The file holds ``algo`` (default grpo), optionally ``preset``, any config fields (the base
     config), ``grid`` (field -> list of values), ``seeds``, and optionally ``base_seed``,
-    ``log_every``, ``vmap_size``, ``compiler_options`` (the ``sweep`` arguments) and ``out``.
-    Returns ``{"config", "grid", "seeds", "base_seed", "log_every", "out",
-    "compiler_options", "vmap_size"}``; raises ``ValueError`` with one message naming the
+    ``log_every``, ``vmap_size`` (default ``"auto"``), ``compiler_options``,
+    ``checkpoint_every`` (the ``sweep`` arguments) and ``out``. Returns ``{"config", "grid",
+    "seeds", "base_seed", "log_every", "out", "compiler_options", "vmap_size",
+    "checkpoint_every"}``; raises ``ValueError`` with one message naming the
     file and the problem (a misspelled key gets a "did you mean")."""
     spec = load_yaml(path)
     own = {k: spec.pop(k) for k in SWEEP_KEYS if k in spec}
     try:
         config, seeds, base_seed = config_from_dict(spec, extra_keys=SWEEP_KEYS)
         check_count("log_every", own.get("log_every", 1), 1)
-        if own.get("vmap_size") is not None:
-            check_count("vmap_size", own["vmap_size"], 1)
+        check_vmap_size(own.get("vmap_size", "auto"))
+        if own.get("checkpoint_every") is not None:
+            check_count("checkpoint_every", own["checkpoint_every"], 1)
         grid = own.get("grid") or {}
         grid_configs(config, grid)   # validates the grid; raises "grid: ..."
         opts = own.get("compiler_options")
@@ -277,7 +288,8 @@ def load_sweep_spec(path) -> dict:
         raise ValueError(f"{path}: {e}") from None
     return {"config": config, "grid": grid, "seeds": seeds, "base_seed": base_seed,
             "log_every": own.get("log_every", 1), "out": out, "compiler_options": opts,
-            "vmap_size": own.get("vmap_size")}
+            "vmap_size": own.get("vmap_size", "auto"),
+            "checkpoint_every": own.get("checkpoint_every")}
 
 
 # ----------------------------------------------------------------------------- sweep grids

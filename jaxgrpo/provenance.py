@@ -42,3 +42,16 @@ def device() -> str:
     s = d[0].platform + ("" if d[0].device_kind == d[0].platform else f": {d[0].device_kind}")
     return s + (f" x{len(d)}" if len(d) > 1 else "")
 
+
+
+def code_digest() -> str:
+    """SHA-256 (first 16 hex digits) of every ``.py`` file of the installed ``jaxgrpo``
+    package, by relative path: what a sweep checkpoint records, so that a resume under changed
+    code is refused rather than mixing two programs' results."""
+    import hashlib
+    from pathlib import Path
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]

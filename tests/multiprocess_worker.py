@@ -1,0 +1,58 @@
+"""One process of the two-process sweep tests (tests/test_multiprocess.py), not a test module.
+
+    python tests/multiprocess_worker.py PORT PROCESS_ID OUT_DIR
+
+Joins a 2-process ``jax.distributed`` job on 127.0.0.1:PORT (CPU collectives over gloo; the
+caller sets ``--xla_force_host_platform_device_count``), then on every process:
+
+1. runs ``SWEEP`` (the grid of tests/test_multiprocess.py) and saves its metrics and
+   placement to OUT_DIR/p<ID>.npz / .json;
+2. makes a call that differs between the processes (``seeds``) and records the error;
+3. passes ``devices`` of process 0 only and records the error;
+4. runs it with checkpoints in OUT_DIR/ck every 2 of its 3 iterations, then removes the last
+   checkpoint (as if the job had been killed before writing it) and calls the sweep again:
+   it continues from iteration 2, and its metrics are compared with the first call's.
+"""
+import json
+import sys
+
+import jax
+
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+port, pid, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid,
+                           initialization_timeout=60)
+
+import numpy as np  # noqa: E402
+
+from jaxgrpo.sweeps import sweep  # noqa: E402
+
+from multiprocess_worker_spec import CFG, GRID, KW, SEEDS  # noqa: E402
+
+info = {"devices": [d.id for d in jax.devices()],
+        "local": [d.id for d in jax.local_devices()]}
+r = sweep(CFG, GRID, SEEDS, **KW)
+info["placement"] = r.placement
+info["states_none"] = r.states is None
+np.savez(f"{out}/p{pid}.npz", **r.metrics)
+
+for name, call in (("mismatch", lambda: sweep(CFG, GRID, SEEDS + pid, **KW)),
+                   ("subset", lambda: sweep(CFG, GRID, SEEDS, devices=jax.devices()[:2], **KW))):
+    try:
+        call()
+        info[name] = None
+    except ValueError as e:
+        info[name] = str(e)
+
+ck = sweep(CFG, GRID, SEEDS, checkpoint_dir=f"{out}/ck", checkpoint_every=2, **KW)
+if pid == 0:
+    import shutil
+    shutil.rmtree(f"{out}/ck/3")          # steps: iterations done, 2 then 3
+from jax.experimental import multihost_utils  # noqa: E402
+multihost_utils.sync_global_devices("removed")
+again = sweep(CFG, GRID, SEEDS, checkpoint_dir=f"{out}/ck", checkpoint_every=2, **KW)
+np.savez(f"{out}/p{pid}_ck.npz", **ck.metrics)
+info["resumed_equal"] = all(np.array_equal(ck.metrics[k], again.metrics[k], equal_nan=True)
+                            for k in ck.metrics)
+json.dump(info, open(f"{out}/p{pid}.json", "w"))
+print(f"process {pid} done", flush=True)
