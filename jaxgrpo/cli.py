@@ -166,14 +166,32 @@ def _plot_parser() -> argparse.ArgumentParser:
 def _sweep_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="jaxgrpo sweep", description=(
         "Run the hyperparameter sweep a YAML file describes (config fields, grid, seeds) and "
-        "write metrics.csv, summary.csv, curves.png and sweep.yaml to a new folder."))
-    p.add_argument("config", metavar="SWEEP.yaml",
+        "write metrics.csv, summary.csv, curves.png and sweep.yaml to a new folder. On several "
+        "processes (one per host), start the same command on each with --coordinator, "
+        "--num-processes and --process-id (or --distributed on a cluster launcher): process "
+        "0 writes the folder."))
+    p.add_argument("config", metavar="SWEEP.yaml", nargs="?",
                    help="YAML with algo, [preset], config fields, grid, seeds, [out]")
     p.add_argument("--out", metavar="DIR",
                    help="folder to write (default: the YAML's out, else runs/<YAML name>)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier sweep in --out (only once the new "
                         "sweep has finished; a training run's folder is never replaced)")
+    p.add_argument("--checkpoint-every", type=_count(1), metavar="N",
+                   help="save every run's state and the metrics so far to "
+                        "OUT/sweep-checkpoints/ every N iterations (a multiple of log_every); "
+                        "a killed sweep continues with --resume OUT")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the checkpointed sweep in DIR from its newest checkpoint "
+                        "(instead of SWEEP.yaml)")
+    g = p.add_argument_group("several processes (jax.distributed)")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="address of process 0's coordinator (the same on every process)")
+    g.add_argument("--num-processes", type=_count(1), metavar="N", help="processes in the job")
+    g.add_argument("--process-id", type=_count(0), metavar="I", help="this process, 0..N-1")
+    g.add_argument("--distributed", action="store_true",
+                   help="join the job the cluster launcher describes "
+                        "(jax.distributed.initialize() with no arguments: SLURM, TPU pods, ...)")
     return p
 
 
@@ -465,34 +483,130 @@ def cmd_plot(argv) -> int:
 
 # ----------------------------------------------------------------------------- sweep
 
+def _sweep_args(args, rundir, configio):
+    """``(spec, out)`` from the parsed arguments (nothing compiled, nothing written)."""
+    if (args.config is None) == (args.resume is None):
+        raise UsageError("give SWEEP.yaml or --resume DIR (one of them)")
+    if args.resume is not None:
+        for flag, v in (("--out", args.out), ("--overwrite", args.overwrite),
+                        ("--checkpoint-every", args.checkpoint_every)):
+            if v:
+                raise UsageError(f"{flag}: not with --resume (the sweep continues in its own "
+                                 "folder, with its own sweep.yaml)")
+        out = rundir.check_resume_sweep(args.resume)
+        spec = configio.load_sweep_spec(out / "sweep.yaml")
+        if spec["checkpoint_every"] is None:
+            raise rundir.RunError(f"--resume {out}: its sweep.yaml has no checkpoint_every")
+        return spec, out
+    spec = configio.load_sweep_spec(args.config)
+    if args.checkpoint_every is not None:
+        spec["checkpoint_every"] = args.checkpoint_every
+        if args.checkpoint_every % spec["log_every"]:
+            raise ValueError(f"--checkpoint-every: must be a multiple of log_every "
+                             f"({spec['log_every']}), got {args.checkpoint_every}")
+    out = Path(args.out or spec["out"] or Path("runs") / Path(args.config).stem)
+    rundir.check_sweep_out(out, overwrite=args.overwrite)
+    if spec["checkpoint_every"] is not None and rundir.folder_kind(out) is not None:
+        raise rundir.RunError(f"--out {out}: already holds results; a checkpointed sweep starts "
+                              "in a new folder (continue one with jaxgrpo sweep --resume DIR)")
+    return spec, out
+
+
+def _join(args) -> None:
+    """``jax.distributed.initialize`` as the flags ask (nothing when none is given)."""
+    addr = [args.coordinator, args.num_processes, args.process_id]
+    if args.distributed and any(v is not None for v in addr):
+        raise UsageError("--distributed: not with --coordinator/--num-processes/--process-id "
+                         "(it reads them from the cluster launcher)")
+    if any(v is not None for v in addr) and any(v is None for v in addr):
+        raise UsageError("--coordinator, --num-processes and --process-id go together")
+    if args.coordinator is not None:
+        host, _, port = args.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--coordinator {args.coordinator!r}: must be HOST:PORT")
+        if args.process_id >= args.num_processes:
+            raise UsageError(f"--process-id {args.process_id}: must be < --num-processes "
+                             f"{args.num_processes}")
+    if not args.distributed and args.coordinator is None:
+        return
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices; else unused
+    if args.distributed:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+
+
 def cmd_sweep(argv) -> int:
     args = _sweep_parser().parse_args(argv)
     from . import configio, rundir
+    _join(args)          # first: building a config starts JAX's backend
+    error = None
     try:
-        spec = configio.load_sweep_spec(args.config)
-        out = Path(args.out or spec["out"] or Path("runs") / Path(args.config).stem)
-        rundir.check_sweep_out(out, overwrite=args.overwrite)
+        spec, out = _sweep_args(args, rundir, configio)
     except _user_errors() as e:
-        raise UsageError(str(e)) from None
+        error, spec, out = UsageError(str(e)), None, None
+    except UsageError as e:
+        error, spec, out = e, None, None
+    multi = args.distributed or args.coordinator is not None
+    if error is not None and not multi:
+        raise error
+    import jax
+    me, n_proc = jax.process_index(), jax.process_count()
+    if n_proc > 1:   # every process stops, with one message, if any process must
+        from .sweeps import _describe, agree
+        desc = {} if spec is None else _describe(
+            spec["config"], spec["grid"], spec["seeds"], spec["base_seed"], spec["log_every"],
+            None, spec["compiler_options"], spec["vmap_size"], spec["checkpoint_every"])
+        try:
+            agree(desc, None if error is None else ValueError(str(error)))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    ckpt_dir = None
+    if spec["checkpoint_every"] is not None:
+        ckpt_dir = out / rundir.SWEEP_CHECKPOINTS
+        if args.resume is None and me == 0:
+            rundir.start_sweep(out, spec)
     from .sweeps import expand_grid, sweep
     n = len(expand_grid(spec["grid"]))
-    print(f"jaxgrpo sweep: {n} combinations x {spec['seeds']} seeds -> {out}", flush=True)
+    who = f" (process {me} of {n_proc})" if n_proc > 1 else ""
+    print(f"jaxgrpo sweep{who}: {n} combinations x {spec['seeds']} seeds -> {out}"
+          + (f", checkpoints every {spec['checkpoint_every']} iterations in {ckpt_dir}"
+             if ckpt_dir else ""), flush=True)
     try:
         result = sweep(spec["config"], spec["grid"], spec["seeds"], base_seed=spec["base_seed"],
                        log_every=spec["log_every"], compiler_options=spec["compiler_options"],
-                       vmap_size=spec["vmap_size"])
+                       vmap_size=spec["vmap_size"], checkpoint_dir=ckpt_dir,
+                       checkpoint_every=spec["checkpoint_every"])
+    except rundir.CheckpointError as e:
+        raise UsageError(f"{e}; it was left as it is") from None
     except KeyboardInterrupt:
-        print(f"jaxgrpo sweep: interrupted; nothing was written to {out}", file=sys.stderr)
+        kept = (f"; continue with jaxgrpo sweep --resume {out}" if ckpt_dir else
+                f"; nothing was written to {out}")
+        print(f"jaxgrpo sweep: interrupted{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if me != 0:
+        mine = {d.id for d in jax.local_devices()}
+        rows = sum(r for p in result.placement for d, r in p["rows_per_device"].items()
+                   if d in mine)
+        print(f"jaxgrpo sweep (process {me} of {n_proc}): computed {rows} run rows on devices "
+              f"{sorted(mine)}; process 0 writes {out}")
+        return 0
     try:
-        table = rundir.write_sweep(out, result, spec, overwrite=args.overwrite)
+        table = rundir.write_sweep(out, result, spec, overwrite=args.overwrite,
+                                   in_progress=ckpt_dir is not None)
     except rundir.RunError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
         print(f"jaxgrpo sweep: interrupted while writing; {out} is as it was",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"{table.attrs['metric']} per combination: mean and 95% bootstrap CI over seeds")
+    used = sorted({str(p["vmap_size"] or "all") for p in result.placement})
+    print(f"{table.attrs['metric']} per combination: mean and 95% bootstrap CI over seeds "
+          f"({sum(p['runs'] for p in result.placement)} runs on {jax.device_count()} "
+          f"device{'s' if jax.device_count() > 1 else ''}, "
+          f"vmap_size {', '.join(used)})")
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out}/: metrics.csv, summary.csv, curves.png, sweep.yaml")
     return 0

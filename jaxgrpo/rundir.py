@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .configio import load_yaml
-from .fileio import atomic_path, write_json
+from .fileio import atomic_path, write_json, write_text
 from .provenance import device, machine, versions
 from .stats import bootstrap_ci, last_valid
 
@@ -242,7 +242,58 @@ def add_evaluation(run_dir, result: dict) -> dict:
 
 # ----------------------------------------------------------------------------- sweep folders
 
-def write_sweep(out, result, spec: dict, overwrite: bool = False):
+SWEEP_CHECKPOINTS = "sweep-checkpoints"
+
+
+def sweep_yaml(spec: dict) -> str:
+    """The resolved sweep file of ``spec`` (as ``configio.load_sweep_spec`` returns it): every
+    field of the base config, the seeds, the grid and the sweep arguments."""
+    import yaml
+
+    from .configio import config_to_dict, plain
+    resolved = {**config_to_dict(spec["config"], spec["seeds"], spec["base_seed"]),
+                "grid": {k: list(v) for k, v in (spec["grid"] or {}).items()},
+                "log_every": spec.get("log_every", 1), "vmap_size": spec.get("vmap_size"),
+                "compiler_options": spec.get("compiler_options"),
+                "checkpoint_every": spec.get("checkpoint_every")}
+    resolved = {k: v for k, v in resolved.items() if v is not None}
+    if spec.get("vmap_size", "auto") is None:
+        resolved["vmap_size"] = None          # explicit: vmap all (the default is "auto")
+    return ("# jaxgrpo sweep: `jaxgrpo sweep THIS_FILE --out DIR` runs it again\n"
+            + yaml.safe_dump(plain(resolved), sort_keys=False))
+
+
+def start_sweep(out, spec: dict) -> Path:
+    """Create the folder of a checkpointed sweep (``jaxgrpo sweep --checkpoint-every``) with its
+    ``sweep.yaml``; ``OUT/sweep-checkpoints/`` then fills as it runs, and ``write_sweep(...,
+    in_progress=True)`` adds the results. ``out`` must be new or empty (``check_sweep_out``)."""
+    out = check_sweep_out(out)
+    if folder_kind(out) is not None:
+        raise RunError(f"--out {out}: already holds results; a checkpointed sweep starts in a "
+                       "new folder (continue one with jaxgrpo sweep --resume DIR)")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "sweep.yaml", sweep_yaml(spec), exclusive=True)
+    return out
+
+
+def check_resume_sweep(out) -> Path:
+    """``out`` as a checkpointed sweep that has not finished (``RunError`` otherwise)."""
+    out = Path(out)
+    if not out.exists():
+        raise RunError(f"--resume {out}: no such folder")
+    if not (out / "sweep.yaml").is_file() or not (out / SWEEP_CHECKPOINTS).is_dir():
+        what = ("holds a training run; continue it with jaxgrpo train --resume"
+                if folder_kind(out) == "run" else
+                f"is not a checkpointed sweep's folder (sweep.yaml and {SWEEP_CHECKPOINTS}/, "
+                "written by jaxgrpo sweep --checkpoint-every)")
+        raise RunError(f"--resume {out}: {what}")
+    if (out / "summary.csv").exists():
+        raise RunError(f"--resume {out}: this sweep has finished (summary.csv is there); "
+                       "nothing to continue")
+    return out
+
+
+def write_sweep(out, result, spec: dict, overwrite: bool = False, in_progress: bool = False):
     """Write a sweep's folder: ``metrics.csv`` (tidy, one row per combination x seed x kept
     iteration), ``summary.csv`` (``result.summary()``), ``curves.png`` and ``sweep.yaml`` (the
     resolved sweep: every field of the base config, the grid and the sweep arguments;
@@ -251,12 +302,11 @@ def write_sweep(out, result, spec: dict, overwrite: bool = False):
     The files are written to a staging folder beside ``out`` first. A new ``out`` is then
     created by renaming that folder (one step: if another command took ``out`` meanwhile,
     ``RunError`` says where the results are, and nothing of theirs is touched); with
-    ``overwrite``, ``out`` is checked again and the four files are renamed into it."""
+    ``overwrite``, ``out`` is checked again and the four files are renamed into it; with
+    ``in_progress``, ``out`` is this sweep's own folder (``start_sweep``) and the files are
+    renamed into it unchecked."""
     import shutil
 
-    import yaml
-
-    from .configio import config_to_dict, plain
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.staging-{os.getpid()}"
@@ -266,25 +316,21 @@ def write_sweep(out, result, spec: dict, overwrite: bool = False):
         result.to_csv(stage / "metrics.csv")
         table.to_csv(stage / "summary.csv")
         result.plot(stage / "curves.png")
-        resolved = {**config_to_dict(spec["config"], result.seeds, result.base_seed),
-                    "grid": {k: list(v) for k, v in (spec["grid"] or {}).items()},
-                    "log_every": result.log_every, "vmap_size": spec.get("vmap_size"),
-                    "compiler_options": spec.get("compiler_options")}
-        resolved = {k: v for k, v in resolved.items() if v is not None}
-        (stage / "sweep.yaml").write_text(
-            "# jaxgrpo sweep: `jaxgrpo sweep THIS_FILE --out DIR` runs it again\n"
-            + yaml.safe_dump(plain(resolved), sort_keys=False))
+        (stage / "sweep.yaml").write_text(sweep_yaml(
+            {**spec, "seeds": result.seeds, "base_seed": result.base_seed,
+             "log_every": result.log_every}))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     try:
-        if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        if not in_progress and (not out.exists() or (out.is_dir() and not any(out.iterdir()))):
             os.rename(stage, out)               # fails if out became a non-empty folder
             return table
     except OSError:
         pass
     try:
-        check_sweep_out(out, overwrite=overwrite)
+        if not in_progress:
+            check_sweep_out(out, overwrite=overwrite)
     except RunError as e:
         raise RunError(f"{e}; it changed while the sweep ran: the results are in {stage}")
     with _no_interrupt():                      # the four renames happen all or none

@@ -2,34 +2,45 @@
 
     python tests/multiprocess_worker.py PORT PROCESS_ID OUT_DIR
 
-Joins a 2-process ``jax.distributed`` job on 127.0.0.1:PORT (CPU collectives over gloo; the
-caller sets ``--xla_force_host_platform_device_count``), then on every process:
+On every process (the caller sets ``--xla_force_host_platform_device_count``):
 
-1. runs ``SWEEP`` (the grid of tests/test_multiprocess.py) and saves its metrics and
-   placement to OUT_DIR/p<ID>.npz / .json;
+0. runs ``jaxgrpo sweep YAML --out OUT_DIR/cli --coordinator 127.0.0.1:PORT --num-processes 2
+   --process-id ID`` (``multiprocess_worker_spec.YAML``), which joins the 2-process
+   ``jax.distributed`` job (CPU collectives over gloo) that the steps below then use;
+1. runs the same sweep from Python (compiled already) and saves its metrics and placement to
+   OUT_DIR/p<ID>.npz / .json;
 2. makes a call that differs between the processes (``seeds``) and records the error;
 3. passes ``devices`` of process 0 only and records the error;
 4. runs it with checkpoints in OUT_DIR/ck every 2 of its 3 iterations, then removes the last
    checkpoint (as if the job had been killed before writing it) and calls the sweep again:
    it continues from iteration 2, and its metrics are compared with the first call's.
 """
+import contextlib
+import io
 import json
 import sys
 
 import jax
+import numpy as np
+from multiprocess_worker_spec import YAML
 
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
+from jaxgrpo import cli
+
 port, pid, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid,
-                           initialization_timeout=60)
+with open(f"{out}/s{pid}.yaml", "w") as f:
+    f.write(YAML)
+printed = io.StringIO()
+with contextlib.redirect_stdout(printed):
+    rc = cli.main(["sweep", f"{out}/s{pid}.yaml", "--out", f"{out}/cli", "--coordinator",
+                   f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(pid)])
+assert jax.process_count() == 2
+from multiprocess_worker_spec import sweep_args  # noqa: E402
 
-import numpy as np  # noqa: E402
+CFG, GRID, SEEDS, KW = sweep_args()
 
 from jaxgrpo.sweeps import sweep  # noqa: E402
 
-from multiprocess_worker_spec import CFG, GRID, KW, SEEDS  # noqa: E402
-
-info = {"devices": [d.id for d in jax.devices()],
+info = {"cli_rc": rc, "cli_out": printed.getvalue(), "devices": [d.id for d in jax.devices()],
         "local": [d.id for d in jax.local_devices()]}
 r = sweep(CFG, GRID, SEEDS, **KW)
 info["placement"] = r.placement

@@ -73,7 +73,8 @@ def two(tmp_path_factory):
 
 def test_both_processes_get_the_single_process_results(two):
     d, info = two
-    ref = sweep(spec.CFG, spec.GRID, spec.SEEDS, **spec.KW)          # 1 process, 1 device
+    cfg, grid, seeds, kw = spec.sweep_args()
+    ref = sweep(cfg, grid, seeds, **kw)                   # 1 process, 1 device
     for i in range(2):
         got = np.load(d / f"p{i}.npz")
         assert set(got.files) == set(ref.metrics)
@@ -82,6 +83,23 @@ def test_both_processes_get_the_single_process_results(two):
     p0, p1 = (np.load(d / f"p{i}.npz") for i in range(2))
     for name in p0.files:                                   # the same arrays on both, bitwise
         assert np.array_equal(p0[name], p1[name], equal_nan=True), name
+
+
+def test_command_line_on_two_processes_writes_one_folder(two):
+    d, info = two
+    assert info[0]["cli_rc"] == 0 and info[1]["cli_rc"] == 0
+    assert "wrote" in info[0]["cli_out"] and "runs on 4 devices, vmap_size 1" in info[0]["cli_out"]
+    assert info[1]["cli_out"].strip().splitlines()[-1] == (
+        f"jaxgrpo sweep (process 1 of 2): computed 4 run rows on devices "
+        f"{info[1]['local']}; process 0 writes {d}/cli")
+    assert sorted(os.listdir(d / "cli")) == ["curves.png", "metrics.csv", "summary.csv",
+                                             "sweep.yaml"]
+    import pandas as pd
+    df = pd.read_csv(d / "cli" / "metrics.csv")
+    p0 = np.load(d / "p0.npz")
+    got = df.sort_values(["combination", "seed", "iteration"])["episode_return"].to_numpy()
+    # the same sweep twice on the same two processes: reproducible (up to the CSV's decimals)
+    np.testing.assert_allclose(got, p0["episode_return"].ravel(), rtol=1e-6, atol=0)
 
 
 def test_placement_is_the_same_global_view(two):

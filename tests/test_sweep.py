@@ -313,7 +313,6 @@ def test_cli_never_replaces_results_unless_asked(tmp_path, capsys, monkeypatch):
     assert sweep_main([cfg, "--overwrite"]) == 130
     assert "nothing was written" in capsys.readouterr().err
     assert _tree(out) == first
-    from jaxgrpo import rundir
     real_plot = SweepResult.plot
 
     def plot_then_interrupt(self, path, *a, **k):
