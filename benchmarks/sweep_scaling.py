@@ -1,7 +1,9 @@
-"""Wall time of n vmapped seeds (one ``jaxgrpo.sweep``) against n sequential runs.
+"""Wall time of n vmapped seeds (one ``jaxgrpo.sweep``) against n sequential runs, for GRPO and
+PPO, and which of them ``sweep``'s default (``vmap_size="auto"``) picks on this backend.
 
-GRPO on CartPole-v1 with the default group shape (4 groups x 8 episodes, 500-step limit) and a
-short fixed number of iterations. For each n in ``--counts``:
+GRPO on CartPole-v1 with the default group shape (4 groups x 8 episodes, 500-step limit) and
+PPO with its defaults (4 envs x 128 steps), each a short fixed number of iterations. For each
+algorithm and each n in ``--counts``:
 
 - sequential: ``jax.jit(make_train(config))`` compiled once, then called for n keys one
   after the other (each waited for);
@@ -10,12 +12,15 @@ short fixed number of iterations. For each n in ``--counts``:
 - vmap_size=1: the same with ``sweep(..., vmap_size=1)``: one compiled program that runs the
   n runs one after the other (``lax.map``) instead of vmapping them.
 
+The default, ``vmap_size="auto"``, is one of the last two (``resolve_vmap_size``: 1 on CPU,
+all vmapped on accelerators); the table names which.
+
 Seed s is ``jax.random.split(jax.random.key(0), n)[s]`` in both, so both do the same work.
 Peak RSS is read after each vmapped sweep (runs go in increasing n, so the value after the
 largest sweep bounds its memory). Writes a markdown table (``--out``).
 
     python -m benchmarks.sweep_scaling          # n = 1, 8, 64 -> benchmarks/sweep_scaling.md
-    python -m benchmarks.sweep_scaling --tiny   # ~20 s: tiny config, n = 2, printed only
+    python -m benchmarks.sweep_scaling --tiny   # ~30 s: tiny configs, n = 2, printed only
 """
 from __future__ import annotations
 
@@ -28,8 +33,8 @@ import time
 import jax
 import numpy as np
 
-from jaxgrpo import GRPOConfig, make_train
-from jaxgrpo.sweeps import sweep
+from jaxgrpo import GRPOConfig, PPOConfig, make_train
+from jaxgrpo.sweeps import resolve_vmap_size, sweep
 
 
 def machine() -> dict:
@@ -87,45 +92,61 @@ def run(config, counts, compiler_options=None, log=print) -> list[dict]:
     return rows
 
 
-def markdown(config, rows, info, note="") -> str:
-    it = config.iterations
+def describe(config) -> str:
+    if config.algo == "grpo":
+        return (f"GRPO, {config.num_groups} groups x {config.group_size} episodes (time limit "
+                f"{config.max_episode_steps}), update_epochs {config.update_epochs} x "
+                f"num_minibatches {config.num_minibatches}")
+    return (f"PPO, {config.num_envs} envs x {config.num_steps} steps, update_epochs "
+            f"{config.update_epochs} x num_minibatches {config.num_minibatches}")
+
+
+def markdown(tables, info, note="") -> str:
+    """tables: ``[(config, rows)]``, one per algorithm."""
+    default = resolve_vmap_size("auto", jax.devices()[0].platform)
+    default = "vmap_size=1" if default == 1 else "vmapped"
+    config0 = tables[0][0]
     lines = [
         "# Sweep scaling: vmapped seeds vs sequential runs",
         "",
-        f"GRPO, {config.env}, {config.num_groups} groups x {config.group_size} episodes "
-        f"(time limit {config.max_episode_steps}), {it} iterations per run, hidden "
-        f"{config.hidden_sizes}, update_epochs {config.update_epochs} x num_minibatches "
-        f"{config.num_minibatches}. Wall seconds for all n runs with the compiled program "
-        "reused:",
+        f"`python -m benchmarks.sweep_scaling`: {config0.env}, {config0.iterations} iterations "
+        f"per run, hidden {config0.hidden_sizes}. Wall seconds for all n runs with the "
+        "compiled program reused:",
         "",
-        "- sequential: one `jax.jit(make_train(config))`, compiled once "
-        f"({rows[0]['seq_first']:.1f} s including one run), called for the n keys one after "
-        "the other;",
-        "- vmapped: `sweep(config, {}, n)`, all n runs in one vmapped batch (the default);",
+        "- sequential: one `jax.jit(make_train(config))`, compiled once, called for the n keys "
+        "one after the other;",
+        "- vmapped: `sweep(config, {}, n, vmap_size=None)`, all n runs in one vmapped batch;",
         "- vmap_size=1: `sweep(config, {}, n, vmap_size=1)`, one compiled program that loops over "
         "the runs (`lax.map`).",
         "",
-        "\"first call\" is the sweep's first call, compilation included. Peak RSS is the process's "
-        "maximum resident memory after the vmapped sweep of that n (n increasing).",
-        "",
-        "| runs n | sequential (s) | vmapped (s) | vmap_size=1 (s) | seq / vmapped "
-        "| seq / vmap_size=1 | first call: vmapped, vmap_size=1 (s) | peak RSS (MiB) "
-        "| mean final return |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"The default, `vmap_size=\"auto\"`, is **{default}** on this backend "
+        f"({jax.devices()[0].platform}); its column is marked (default). \"first call\" is the "
+        "sweep's first call, compilation included. Peak RSS is the process's maximum resident "
+        "memory after the vmapped sweep of that n (n increasing, GRPO first).",
     ]
-    for r in rows:
-        lines.append(f"| {r['n']} | {r['seq_run']:.2f} | {r['vm_run']:.2f} | {r['map_run']:.2f} "
-                     f"| {r['seq_run'] / r['vm_run']:.2f} | {r['seq_run'] / r['map_run']:.2f} "
-                     f"| {r['vm_first']:.1f}, {r['map_first']:.1f} | {r['rss']:.0f} "
-                     f"| {r['final_return']:.1f} |")
+    for config, rows in tables:
+        mark = lambda name: f"{name} (default)" if name == default else name
+        lines += [
+            "", f"## {describe(config)}", "",
+            f"Sequential compile + one run: {rows[0]['seq_first']:.1f} s.", "",
+            f"| runs n | sequential (s) | {mark('vmapped')} (s) | {mark('vmap_size=1')} (s) "
+            "| seq / vmapped | seq / vmap_size=1 | first call: vmapped, vmap_size=1 (s) "
+            "| peak RSS (MiB) | mean final return |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(f"| {r['n']} | {r['seq_run']:.2f} | {r['vm_run']:.2f} "
+                         f"| {r['map_run']:.2f} | {r['seq_run'] / r['vm_run']:.2f} "
+                         f"| {r['seq_run'] / r['map_run']:.2f} "
+                         f"| {r['vm_first']:.1f}, {r['map_first']:.1f} | {r['rss']:.0f} "
+                         f"| {r['final_return']:.1f} |")
     lines += ["", "Reading: vmapped runs move in lockstep. GRPO's rollout loop runs until the "
               "longest episode of the whole batch has ended and the update's chunk loop until the "
-              "largest batch is done, for every run, with batched (scatter/gather) indexing; a "
-              "2-core CPU "
-              "has no idle lanes for the extra runs to fill, so vmapping costs time there, while "
-              "`vmap_size=1` keeps the one compilation and runs near sequential speed. On a GPU "
-              "the trade goes the other way (not measured here). Other jobs shared the CPU: "
-              "treat differences under ~20% as noise."]
+              "largest batch is done, for every run, with batched (scatter/gather) indexing; "
+              "PPO's rollouts have a fixed length, so it loses less. A 2-core CPU has no idle "
+              "lanes for the extra runs to fill, while `vmap_size=1` keeps the one compilation "
+              "and runs near sequential speed; on a GPU the trade goes the other way (not "
+              "measured here). Treat differences under ~10% as noise."]
     lines += ["", "Machine:", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     if note:
@@ -143,18 +164,24 @@ def main(argv=None) -> int:
                    "benchmarks/sweep_scaling.md; tiny mode writes only when given)")
     a = p.parse_args(argv)
     if a.tiny:
-        config = GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iterations=3,
-                            env_params={"max_steps_in_episode": 50})
+        configs = [GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iterations=3,
+                              env_params={"max_steps_in_episode": 50}),
+                   PPOConfig(total_timesteps=3 * 2 * 16, num_envs=2, num_steps=16,
+                             num_minibatches=2, update_epochs=1)]
         counts, opts, out = a.counts or [2], {"xla_backend_optimization_level": 0}, a.out
     else:
         worst = 4 * 8 * 500
-        config = GRPOConfig(num_iterations=a.iterations, total_timesteps=a.iterations * worst)
+        configs = [GRPOConfig(num_iterations=a.iterations, total_timesteps=a.iterations * worst),
+                   PPOConfig(total_timesteps=a.iterations * 4 * 128)]
         counts, opts = a.counts or [1, 8, 64], None
         out = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep_scaling.md")
     info = machine()
     print(info)
-    rows = run(config, counts, opts)
-    md = markdown(config, rows, info)
+    tables = []
+    for config in configs:
+        print(describe(config))
+        tables.append((config, run(config, counts, opts)))
+    md = markdown(tables, info)
     if out:
         with open(out, "w") as f:
             f.write(md)

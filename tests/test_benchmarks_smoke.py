@@ -43,3 +43,17 @@ def test_unknown_part_is_rejected():
     p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--tiny", "--parts", "nope"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "--parts: unknown 'nope'" in p.stderr
+
+
+def test_accelerator_script_tiny(tmp_path):
+    """benchmarks/accelerator.py, the script to run when a GPU/TPU is lent, at CPU smoke size."""
+    from benchmarks import accelerator
+    out = tmp_path / "acc.md"
+    assert accelerator.main(["--tiny", "--out", str(out)]) == 0
+    text = out.read_text()
+    rows = [line.split("|") for line in text.splitlines() if line.startswith(("| ppo", "| grpo"))]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [
+        ("ppo", "4"), ("grpo", "4"), ("ppo", "2"), ("grpo", "2")]
+    for r in rows:
+        assert float(r[3].replace(",", "")) > 0 and 0 < float(r[6]) <= 1    # steps/s, valid
+    assert "not run" in text and "device: 1 x cpu" in text
