@@ -103,8 +103,9 @@ def describe(config) -> str:
 
 def markdown(tables, info, note="") -> str:
     """tables: ``[(config, rows)]``, one per algorithm."""
-    default = resolve_vmap_size("auto", jax.devices()[0].platform)
-    default = "vmap_size=1" if default == 1 else "vmapped"
+    platform = jax.devices()[0].platform
+    default_of = lambda c: ("vmap_size=1" if resolve_vmap_size("auto", platform, c.algo) == 1
+                            else "vmapped")
     config0 = tables[0][0]
     lines = [
         "# Sweep scaling: vmapped seeds vs sequential runs",
@@ -119,13 +120,14 @@ def markdown(tables, info, note="") -> str:
         "- vmap_size=1: `sweep(config, {}, n, vmap_size=1)`, one compiled program that loops over "
         "the runs (`lax.map`).",
         "",
-        f"The default, `vmap_size=\"auto\"`, is **{default}** on this backend "
-        f"({jax.devices()[0].platform}); its column is marked (default). \"first call\" is the "
+        "The default, `vmap_size=\"auto\"`, is "
+        + ", ".join(f"**{default_of(c)}** for {c.algo.upper()}" for c, _ in tables)
+        + f" on this backend ({platform}); its column is marked (default). \"first call\" is the "
         "sweep's first call, compilation included. Peak RSS is the process's maximum resident "
         "memory after the vmapped sweep of that n (n increasing, GRPO first).",
     ]
     for config, rows in tables:
-        mark = lambda name: f"{name} (default)" if name == default else name
+        mark = lambda name: f"{name} (default)" if name == default_of(config) else name
         lines += [
             "", f"## {describe(config)}", "",
             f"Sequential compile + one run: {rows[0]['seq_first']:.1f} s.", "",
@@ -143,10 +145,11 @@ def markdown(tables, info, note="") -> str:
     lines += ["", "Reading: vmapped runs move in lockstep. GRPO's rollout loop runs until the "
               "longest episode of the whole batch has ended and the update's chunk loop until the "
               "largest batch is done, for every run, with batched (scatter/gather) indexing; "
-              "PPO's rollouts have a fixed length, so it loses less. A 2-core CPU has no idle "
-              "lanes for the extra runs to fill, while `vmap_size=1` keeps the one compilation "
-              "and runs near sequential speed; on a GPU the trade goes the other way (not "
-              "measured here). Treat differences under ~10% as noise."]
+              "a 2-core CPU has no idle lanes for the extra runs to fill, so vmapping costs GRPO "
+              "time there, while `vmap_size=1` keeps the one compilation and runs near "
+              "sequential speed. PPO's rollouts have a fixed length, and its vmapped runs were "
+              "as fast as `vmap_size=1` or faster at every n. On a GPU the trade goes the other "
+              "way (not measured here). Treat differences under ~10% as noise."]
     lines += ["", "Machine:", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     if note:

@@ -204,7 +204,7 @@ class _Runner:
         init, run, self.kept_rows, self.num_iterations = _single_run(config, log_every)
         self.kept = self.kept_rows(0, self.num_iterations)
         self._run = run
-        self._vmap_size = vmap_size
+        self.vmap_size = vmap_size
         self.template = jax.eval_shape(init, jax.random.key(0, impl=key_impl),
                                        config.hparams())
 
@@ -226,10 +226,10 @@ class _Runner:
 
     def _local_run(self, state, hp, m):
         R_local = jax.tree.leaves(hp)[0].shape[0]
-        if self._vmap_size is None or self._vmap_size >= R_local:
+        if self.vmap_size is None or self.vmap_size >= R_local:
             return jax.vmap(lambda s, h: self._run(s, h, m))(state, hp)
         # groups of vmap_size runs vmapped, the groups one after the other (one program)
-        return jax.lax.map(lambda a: self._run(*a, m), (state, hp), batch_size=self._vmap_size)
+        return jax.lax.map(lambda a: self._run(*a, m), (state, hp), batch_size=self.vmap_size)
 
     def _compile(self, local):
         spec = P(RUN_AXIS)
@@ -415,13 +415,16 @@ class SweepResult:
 
 # ----------------------------------------------------------------------------- checks
 
-def resolve_vmap_size(vmap_size, platform: str) -> int | None:
-    """The ``vmap_size`` a sweep uses on ``platform`` (``jax.Device.platform``): ``"auto"``
-    is 1 on ``"cpu"`` (vmapped runs move in lockstep, which a CPU pays for in full: see
-    benchmarks/sweep_scaling.md) and None (all of a device's runs vmapped) on accelerators;
-    an int or None is returned as given."""
+def resolve_vmap_size(vmap_size, platform: str, algo: str = "grpo") -> int | None:
+    """The ``vmap_size`` a sweep uses for ``algo`` on ``platform`` (``jax.Device.platform``).
+
+    ``"auto"``: on ``"cpu"``, 1 for GRPO (its vmapped runs move in lockstep: every rollout lasts
+    as long as the longest episode of the batch, which a CPU pays for in full) and None (all
+    of a device's runs vmapped) for PPO (fixed-length rollouts: vmapped was a little faster);
+    None on accelerators. benchmarks/sweep_scaling.md has the measurements. An int or None is
+    returned as given."""
     if vmap_size == "auto":
-        return 1 if platform == "cpu" else None
+        return 1 if platform == "cpu" and algo == "grpo" else None
     return vmap_size
 
 
@@ -554,29 +557,34 @@ class _SweepCheckpoints:
             from jax.experimental import multihost_utils as mh
             mh.sync_global_devices(f"jaxgrpo-sweep-save-{step}")
 
-    def restore(self, template_for):
+    def restore(self, template_for, n_groups: int):
         """``(states, metrics, done)`` of the newest step, or None when there is none.
         ``template_for(g)``: the abstract ``[R_g, ...]`` raw state of compilation ``g``.
         A foreign (other sweep or code) or corrupt checkpoint raises ``CheckpointError``
         naming it, on every process; nothing is written."""
-        from .checkpoint import CheckpointError
+        from .checkpoint import CheckpointError, config_diff
         info, got = {"error": None, "done": None}, None
         if self.primary:
             try:
                 step = self.ck.latest_step()
                 if step is not None:
-                    done = self.ck.read_meta(step).get("done")
-                    if not (isinstance(done, list) and all(isinstance(d, int) for d in done)):
-                        raise CheckpointError(f"checkpoint {self.directory}/{step}: its metadata "
-                                              "has no iteration counts; not a jaxgrpo sweep's")
+                    where = f"checkpoint {self.directory}/{step}"
+                    meta = self.ck.read_meta(step)
+                    diff = config_diff(meta.get("config", {}), self.identity)
+                    if diff:
+                        raise CheckpointError(f"{where} was written by a different sweep: {diff}")
+                    done = meta.get("done")
+                    if not (isinstance(done, list) and 0 < len(done) <= n_groups
+                            and all(isinstance(d, int) for d in done)):
+                        raise CheckpointError(f"{where}: its metadata has no valid iteration "
+                                              "counts; the checkpoint is corrupt")
                     tmpl = {f"g{g}": template_for(g) for g in range(len(done))}
                     states, metrics, meta = self.ck.restore(step, tmpl, self.identity)
                     got = (states, metrics)
                     info["done"] = done
                     info["metrics"] = {k: list(v.shape) for k, v in metrics.items()}
             except CheckpointError as e:
-                info["error"] = str(e).replace("written by a different config",
-                                               "written by a different sweep")
+                info["error"] = str(e)
         if jax.process_count() > 1:
             info = _from_process_0(info)
         if info["error"]:
@@ -632,9 +640,10 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
       multi-process job every process must own at least one).
     compiler_options: passed to ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}``
       to trade run speed for compile speed on CPU).
-    vmap_size: how many runs each device vmaps at once. ``"auto"`` (default): 1 on CPU, all
-      of them on GPU/TPU (``resolve_vmap_size``). None: all. A smaller value runs groups of
-      ``vmap_size`` one after the other (``lax.map``) in the same compiled program. Vmapped
+    vmap_size: how many runs each device vmaps at once. ``"auto"`` (default): on CPU 1 for
+      GRPO and all for PPO, all of them on GPU/TPU (``resolve_vmap_size``). None: all. A
+      smaller value runs groups of ``vmap_size`` one after the other (``lax.map``) in the same
+      compiled program. Vmapped
       runs move in lockstep (a GRPO rollout lasts as long as the longest episode of the
       batch), which costs a CPU its full price and an accelerator nothing until it is full
       (benchmarks/sweep_scaling.md). The value used is in ``placement`` and the log line.
@@ -698,8 +707,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     key_impl = jax.random.key_impl(keys)
     key_data = np.asarray(jax.random.key_data(keys))          # [S, *key_shape]
     platform = mesh.devices.flat[0].platform
-    used_vmap = resolve_vmap_size(vmap_size, platform)
-    runners = [_runner(configs[idx[0]], log_every, mesh, key_impl, compiler_options, used_vmap)
+    runners = [_runner(configs[idx[0]], log_every, mesh, key_impl, compiler_options,
+                       resolve_vmap_size(vmap_size, platform, configs[idx[0]].algo))
                for idx in groups.values()]
 
     ckpt = None
@@ -714,18 +723,18 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
         ckpt = _SweepCheckpoints(checkpoint_dir, identity)
     try:
         return _sweep(configs, combos, groups, runners, static_in_grid, seeds, key_data,
-                      base_seed, log_every, mesh, vmap_size, used_vmap, ckpt, checkpoint_every)
+                      base_seed, log_every, mesh, vmap_size, ckpt, checkpoint_every)
     finally:
         if ckpt is not None:
             ckpt.close()
 
 
 def _sweep(configs, combos, groups, runners, static_in_grid, seeds, key_data, base_seed,
-           log_every, mesh, vmap_size, used_vmap, ckpt, checkpoint_every) -> SweepResult:
+           log_every, mesh, vmap_size, ckpt, checkpoint_every) -> SweepResult:
     sizes = [len(idx) * seeds for idx in groups.values()]
     restored = None
     if ckpt is not None:
-        restored = ckpt.restore(lambda g: _batched(runners[g].template, sizes[g]))
+        restored = ckpt.restore(lambda g: _batched(runners[g].template, sizes[g]), len(runners))
         if restored is not None:
             logger.info("sweep: continuing from %s (iterations done per compilation: %s)",
                         ckpt.directory, restored[2])
@@ -736,6 +745,7 @@ def _sweep(configs, combos, groups, runners, static_in_grid, seeds, key_data, ba
     states: list | None = [None] * len(configs)
     placement: list = []
     for gi, (idx, runner) in enumerate(zip(groups.values(), runners)):
+        used_vmap = runner.vmap_size
         hp = [configs[c].hparams() for c in idx]
         hp = {k: np.repeat(np.asarray([float(h[k]) for h in hp], np.float32), seeds)
               for k in hp[0]}                                   # [C_g * S]

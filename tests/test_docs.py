@@ -67,12 +67,16 @@ def test_command_lines_parse(b, argv, shown, tmp_path, monkeypatch, capsys):
         # init_from names a run an earlier example writes: checked by the text tests instead
         args.overrides = [o for o in args.overrides if not o.startswith("init_from=")]
         cli.build_config(args)
-    if cmd == "sweep":
+    if cmd == "sweep" and args.resume:
+        assert args.config is None
+    elif cmd == "sweep":
         page_yaml = {ex.yaml_name(x): x for x in BLOCKS if x.page == b.page and x.lang == "yaml"}
         name = Path(args.config).name
         if name in page_yaml:
             (tmp_path / name).write_text(page_yaml[name].text)
             load_sweep_spec(tmp_path / name)
+        elif (ROOT / args.config).is_file():   # a file of the repository
+            load_sweep_spec(ROOT / args.config)
         else:                             # a file an earlier example wrote (a sweep.yaml)
             assert "runs/" in args.config, f"{b.page}: no YAML block {args.config}"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ import pytest
 
 from jaxgrpo import GRPOConfig, PPOConfig, cli, make_train
 from jaxgrpo import sweeps as sweep_mod
+from jaxgrpo.configio import load_sweep_spec
 from jaxgrpo.stats import bootstrap_ci
 from jaxgrpo.sweeps import StaticSweepWarning, SweepResult, grid_configs, last_valid_row, sweep
 
@@ -163,6 +165,7 @@ def test_static_fields_loop_over_compilations(monkeypatch):
     class FakeRunner:
         def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size):
             self.kept = np.arange(config.group_size)        # groups of different length
+            self.vmap_size = vmap_size
             calls.append(config.group_size)
 
         def __call__(self, key_data, hp):
@@ -369,3 +372,26 @@ def test_benchmark_tiny_smoke(tmp_path):
     assert bench.main(["--tiny", "--out", str(out)]) == 0
     text = out.read_text()
     assert "| 2 |" in text and "jax: " in text and "cpu" in text
+
+
+def test_vmap_size_auto_resolves_per_backend_and_algorithm(result):
+    from jaxgrpo.sweeps import resolve_vmap_size
+    assert resolve_vmap_size("auto", "cpu", "grpo") == 1
+    assert resolve_vmap_size("auto", "cpu", "ppo") is None
+    assert resolve_vmap_size("auto", "gpu", "grpo") is None
+    assert resolve_vmap_size("auto", "tpu", "ppo") is None
+    assert resolve_vmap_size(8, "cpu", "grpo") == 8 and resolve_vmap_size(None, "cpu") is None
+    assert result.vmap_size == "auto" and result.placement[0]["vmap_size"] == 1   # GRPO, CPU
+
+
+def test_bad_vmap_size_is_refused_before_compiling(no_compile, tmp_path):
+    for bad, msg in (("wide", "vmap_size: must be 'auto', an int >= 1 or null, got 'wide'"),
+                     (0, "vmap_size: must be >= 1, got 0")):
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            sweep(CFG, {}, 1, vmap_size=bad)
+    f = tmp_path / "s.yaml"
+    f.write_text("algo: grpo\nseeds: 2\n")
+    assert load_sweep_spec(f)["vmap_size"] == "auto"
+    f.write_text("algo: grpo\nseeds: 2\nvmap_size: wide\n")
+    with pytest.raises(ValueError, match="vmap_size: must be 'auto'"):
+        load_sweep_spec(f)

@@ -144,12 +144,12 @@ def test_resume_refuses_bad_folders(tmp_path, capsys):
 
 
 def test_python_checkpointed_sweep_equals_one_call(tmp_path):
-    cfg = GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iterations=5,
+    cfg = GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iterations=4,
                      env_params={"max_steps_in_episode": 50})
     one = sweep(cfg, {"lr": [1e-3, 1e-2]}, 2, compiler_options=O0)
     ck = sweep(cfg, {"lr": [1e-3, 1e-2]}, 2, compiler_options=O0,
                checkpoint_dir=tmp_path / "ck", checkpoint_every=2)
-    assert _steps(tmp_path / "ck") == [4, 5]                       # max_to_keep 2 of 2, 4, 5
+    assert _steps(tmp_path / "ck") == [2, 4]                       # one segment length: 2
     for k in one.metrics:
         np.testing.assert_allclose(ck.metrics[k], one.metrics[k], rtol=1e-4, atol=1e-5,
                                    err_msg=k)
@@ -157,3 +157,16 @@ def test_python_checkpointed_sweep_equals_one_call(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every: must be a multiple of log_every"):
         sweep(cfg, {}, 1, log_every=2, checkpoint_dir=tmp_path / "x", checkpoint_every=3)
     assert not (tmp_path / "x").exists()
+
+
+def test_checkpoint_of_other_code_is_refused_and_left_as_it_was(killed, capsys, monkeypatch):
+    d, out, _ = killed
+    work = d / "other-code"
+    shutil.copytree(out, work)
+    before = _tree_digest(work)
+    monkeypatch.setattr("jaxgrpo.provenance.code_digest", lambda: "0123456789abcdef")
+    assert cli.main(["sweep", "--resume", str(work)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "jaxgrpo_code is" in err, err
+    assert "'0123456789abcdef' here" in err
+    assert _tree_digest(work) == before
