@@ -603,10 +603,10 @@ def cmd_sweep(argv) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     used = sorted({str(p["vmap_size"] or "all") for p in result.placement})
-    print(f"{table.attrs['metric']} per combination: mean and 95% bootstrap CI over seeds "
-          f"({sum(p['runs'] for p in result.placement)} runs on {jax.device_count()} "
-          f"device{'s' if jax.device_count() > 1 else ''}, "
-          f"vmap_size {', '.join(used)})")
+    n_dev = jax.device_count()
+    print(f"jaxgrpo sweep: {sum(p['runs'] for p in result.placement)} runs on {n_dev} "
+          f"device{'s' if n_dev > 1 else ''}, vmap_size {', '.join(used)}")
+    print(f"{table.attrs['metric']} per combination: mean and 95% bootstrap CI over seeds")
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out}/: metrics.csv, summary.csv, curves.png, sweep.yaml")
     return 0

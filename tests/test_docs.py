@@ -45,7 +45,9 @@ def _jaxgrpo_lines():
         else:
             continue
         for line, shown in steps:
-            words = shlex.split(line)
+            words = shlex.split(line, comments=True)
+            if words and words[-1] == "&":              # started in the background
+                words = words[:-1]
             if words and words[0] == "jaxgrpo":
                 yield pytest.param(b, words[1:], shown, id=f"{b.page}:{b.line} {line[:50]}")
 
