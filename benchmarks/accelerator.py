@@ -68,6 +68,9 @@ def points(tiny: bool) -> list[dict]:
                                   "total_timesteps": (3 if tiny else 11) * 32 * T,
                                   **({"num_groups": 2, "group_size": 2} if tiny else {}),
                                   **short}})
+    if tiny:   # the smoke test: one point of each axis (PPO envs, GRPO seeds)
+        out = [p for p in out if (p["axis"], p["algo"]) in (("num_envs", "ppo"),
+                                                            ("seeds", "grpo"))]
     return out
 
 
@@ -135,7 +138,7 @@ def markdown(rows, info: dict, command: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tiny", action="store_true", help="CPU smoke sizes (num_envs 4, seeds 2)")
+    p.add_argument("--tiny", action="store_true", help="CPU smoke size: PPO at num_envs 4, GRPO at 2 seeds")
     p.add_argument("--out", help="markdown to write (default benchmarks/accelerator.md; with "
                    "--tiny only when given)")
     p.add_argument("--rejax-python", help="a Python with rejax installed, to run rejax PPO too")

@@ -79,6 +79,9 @@ class _BaseConfig:
                 _fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         _check_int(self, "total_timesteps")
+        if self.total_timesteps > 2**31 - 1:      # counted in int32 / float32 in the program
+            _fail("total_timesteps", f"must be < 2**31 (the step counters are 32-bit), got "
+                  f"{self.total_timesteps:,}")
         _check_int(self, "update_epochs")
         _check_int(self, "num_minibatches")
         _check_float(self, "lr", low=0.0, low_open=True)

@@ -49,6 +49,8 @@ BAD = [
     (jaxgrpo.GRPOConfig, {"env_params": {"gravity": "high"}}, "env_params"),
     (jaxgrpo.GRPOConfig, {"env": "DeepSea-bsuite", "env_kwargs": {"sise": 10}}, "env_kwargs"),
     (jaxgrpo.GRPOConfig, {"lr": -1.0}, "lr"),
+    (jaxgrpo.GRPOConfig, {"total_timesteps": 10**12}, "total_timesteps"),   # int32 counters
+    (jaxgrpo.PPOConfig, {"total_timesteps": 2**31}, "total_timesteps"),
     (jaxgrpo.GRPOConfig, {"lr": "fast"}, "lr"),
     (jaxgrpo.GRPOConfig, {"gamma": 1.5}, "gamma"),
     (jaxgrpo.GRPOConfig, {"group_size": 0}, "group_size"),
