@@ -26,7 +26,7 @@ median of
   the whole sequences); the learn phase's model FLOPs utilization is
   ``6 x non-embedding parameters x sequence tokens (prompt + completion) per second`` over
   the dense-matmul rate measured here (float32 ``[2048, 2048] @ [2048, 2048]`` in XLA);
-- peak RSS of each system's process.
+- peak resident memory of each system's process (VmHWM).
 
 Also: jaxgrpo's generation time against ``max_new_tokens`` in {16, 64, 256} (the KV cache
 makes it linear), at the middle width.

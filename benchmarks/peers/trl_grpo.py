@@ -25,6 +25,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 
+def vm_hwm_mib() -> float:
+    """This process's peak resident memory (VmHWM; getrusage's ru_maxrss would include the
+    parent's peak, inherited across fork on Linux)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main():
     spec = json.load(open(sys.argv[1]))
     import torch
@@ -83,7 +95,7 @@ def main():
     from importlib.metadata import version
     out = {"step_s": statistics.median(per_step), "step_s_all": per_step, "train_s": total,
            "completion_tokens_per_step": P * G * int(spec["max_new_tokens"]),
-           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "peak_rss_mib": vm_hwm_mib(),
            "torch_threads": torch.get_num_threads(),
            "params": sum(p.numel() for p in model.parameters()),
            "versions": {p: version(p) for p in ("trl", "transformers", "torch")}}
