@@ -522,9 +522,6 @@ def _placement(idx, R, x: jax.Array, vmap_size) -> dict:
 
 # ----------------------------------------------------------------------------- checkpoints
 
-SWEEP_CHECKPOINTS = "sweep-checkpoints"
-
-
 class _SweepCheckpoints:
     """A sweep's orbax checkpoints in ``directory``, one step per save (the step is the number
     of iterations done, summed over the compilations so far).
