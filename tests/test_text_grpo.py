@@ -155,6 +155,11 @@ def test_score_metrics_match_numpy(setup):
     np.testing.assert_allclose(m["frac_reward_zero_std"], 0.25)
     lengths = np.asarray(r.mask).sum(1)
     np.testing.assert_allclose(m["completions/mean_length"], lengths.mean(), rtol=1e-6)
+    ok = np.asarray(r.reward) >= 1
+    np.testing.assert_allclose(m["completions/mean_length_correct"], lengths[ok].mean(), rtol=1e-6)
+    np.testing.assert_allclose(m["completions/mean_length_wrong"], lengths[~ok].mean(), rtol=1e-6)
+    _, _, _, m1 = tg.score(c, model, params, r._replace(reward=jnp.zeros(16)), hp)
+    assert np.isnan(m1["completions/mean_length_correct"])   # no correct completion
     trunc = np.asarray(r.length) >= r.completion.shape[1]
     np.testing.assert_allclose(m["completions/clipped_ratio"], trunc.mean())
 

@@ -355,3 +355,52 @@ def test_pass_at_k():
         pass_at_k(5, np.array([1, 6]), 1)
     with pytest.raises(TypeError, match="n must be concrete"):
         jax.jit(lambda n: pass_at_k(n, 1, 1))(5)
+
+
+# ----------------------------------------------------------------------------- filler
+
+def test_filler_answers_and_verifier_match_python():
+    """``filler=K``: answers end with 0..K dots (each count drawn), the verifier ignores every
+    dot, a completion that never ends still gets 0, and max_new_tokens grows by K."""
+    K = 3
+    task = make_task("addition", digits=2, filler=K)
+    assert make_task("addition", digits=2, filler=0).max_new_tokens == 4
+    assert task.max_new_tokens == 4 + K
+    prompts = jax.jit(jax.vmap(task.sample))(jax.random.split(jax.random.key(0), 256))
+    tok, M, rng = TOKENIZER, task.max_new_tokens, np.random.default_rng(0)
+    counts, comps, want, rows = [], [], [], []
+    for i in range(256):
+        a, b = map(int, tok.decode(np.asarray(prompts.tokens[i])).rstrip("=").split("+"))
+        answer = tok.decode(np.asarray(prompts.answer[i]))
+        core = answer.rstrip(".")
+        assert core == str(a + b) and set(answer[len(core):]) <= {"."}
+        assert int(prompts.answer_len[i]) == len(answer)
+        counts.append(len(answer) - len(core))
+        for _ in range(3):
+            s = list(core if rng.random() < 0.7 else str(a + b + 1))
+            for _ in range(rng.integers(0, 6)):                  # dots anywhere, maybe too many
+                s.insert(rng.integers(0, len(s) + 1), ".")
+            s = "".join(s)
+            ids = list(tok.encode(s)) + [EOS]
+            ids = (ids + [PAD] * M)[:M]
+            comps.append(ids)
+            rows.append(i)
+            want.append(float(len(s) < M and s.replace(".", "") == str(a + b)))
+    assert set(counts) == set(range(K + 1))
+    comps = jnp.asarray(comps, jnp.int32)
+    got = jax.jit(jax.vmap(task.verify))(jax.tree.map(lambda x: x[np.asarray(rows)], prompts),
+                                         comps, completion_length(comps))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert 0.2 < np.mean(want) < 0.8
+    refs = jax.vmap(task.reference_completion)(prompts)
+    assert np.all(np.asarray(jax.vmap(task.verify)(prompts, refs, completion_length(refs))) == 1)
+    with pytest.raises(ValueError, match="addition: filler must be >= 0, got -1"):
+        make_task("addition", filler=-1)
+
+
+def test_filler_in_a_config():
+    from jaxgrpo.config import GRPOConfig
+    c = GRPOConfig(env="text:addition", env_kwargs={"digits": 2, "filler": 4})
+    assert c.task.max_new_tokens == 8
+    with pytest.raises(ValueError, match="env_kwargs: addition: filler must be an integer"):
+        GRPOConfig(env="text:addition", env_kwargs={"filler": 1.5})

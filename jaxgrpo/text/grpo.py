@@ -105,10 +105,20 @@ def score(config, model, params, rollout: Completions, hp):
         weight = weight * (C / jnp.maximum(jnp.sum(in_batch), 1).astype(jnp.float32))
     n = jnp.maximum(jnp.sum(seq_valid), 1).astype(jnp.float32)
     seq_mean = lambda x: jnp.sum(jnp.where(seq_valid, x, 0.0)) / n
+    length = jnp.sum(rollout.mask, 1).astype(jnp.float32)
+    correct = rollout.reward >= 1.0
+
+    def length_of(sel):     # mean length of the valid completions in sel; NaN if none
+        sel = seq_valid & sel
+        k = jnp.sum(sel)
+        return jnp.where(k > 0, jnp.sum(jnp.where(sel, length, 0.0)) / jnp.maximum(k, 1), jnp.nan)
     metrics = {"reward": seq_mean(rollout.reward), "reward_std": jnp.mean(std),
                "frac_reward_zero_std": jnp.mean(zero),
                "accuracy": seq_mean((rollout.reward >= 1.0).astype(jnp.float32)),
-               "completions/mean_length": seq_mean(jnp.sum(rollout.mask, 1).astype(jnp.float32)),
+               "completions/mean_length": seq_mean(length),
+               # the length-bias diagnostics of Dr. GRPO: correct vs wrong (reward < 1)
+               "completions/mean_length_correct": length_of(correct),
+               "completions/mean_length_wrong": length_of(~correct),
                "completions/clipped_ratio": seq_mean(truncated.astype(jnp.float32)),
                "dropped_groups": jnp.float32(0) if not config.dynamic_sampling else
                                  jnp.sum(zero & jnp.any(seq_valid.reshape(G, -1), 1),

@@ -34,6 +34,10 @@ without leading zeros, operands uniform over ``[0, 10**digits)``:
 * ``reasoning_gym(dataset, size=2000, seed=0, heldout=0.1, **options)``: a reasoning-gym dataset
   (``jaxgrpo.text.datasets.from_reasoning_gym``; needs ``pip install 'jaxgrpo[text]'``).
 
+Every task also takes ``filler=K`` (default 0; ``with_filler``): its answers may end with up to
+K filler dots ``.`` that the verifier ignores, so completion length varies without changing
+correctness (``addition(filler=4)``: ``12+34=`` -> ``46``, ``46..`` and ``46....`` are all right).
+
 A user-defined task is just a ``TextTask``; for example, echo one digit::
 
     from jaxgrpo.text import TOKENIZER, Prompt, TextTask, exact_match
@@ -320,8 +324,62 @@ TASKS: dict[str, Callable[..., TextTask]] = {
 }
 
 
-def make_task(name: str, **options) -> TextTask:
-    """``TASKS[name](**options)``, with a ValueError naming an unknown task or option."""
+FILLER = "."
+
+
+def _drop(tokens, drop):
+    """int32 [M], bool [M] -> int32 [M]: the tokens not dropped, in order, then PAD."""
+    keep = ~drop
+    pos = jnp.where(keep, jnp.cumsum(keep) - 1, tokens.shape[0])
+    return jnp.full_like(tokens, PAD).at[pos].set(tokens, mode="drop")
+
+
+def with_filler(task: TextTask, filler: int) -> TextTask:
+    """``task`` whose answers may end with up to ``filler`` dots (``FILLER``) that do not count.
+
+    ``sample`` appends k ~ uniform{0..filler} dots to each answer (so the SFT target's length
+    varies for the same prompt, and a warm-started model samples a spread of lengths);
+    ``verify`` removes every dot from the completion and from the answer, then applies the
+    task's own verifier; ``max_new_tokens`` grows by ``filler``. Correctness is then independent
+    of length up to truncation: the testbed of the loss-aggregation length-bias study
+    (``experiments/text_length.yaml``). Needs a tokenizer with ``.`` whose answers have none."""
+    filler = _check_int(task.name, "filler", filler, 0, 256)
+    if filler == 0:
+        return task
+    if FILLER not in task.tokenizer.chars:
+        _fail(task.name, f"filler needs {FILLER!r} in the task's vocabulary")
+    dot = int(task.tokenizer.encode(FILLER)[0])
+
+    def padded(sample):
+        def fn(key):
+            p = sample(key)
+            k = _randint(jax.random.fold_in(key, 0xF1), (), filler + 1)
+            i = jnp.arange(p.answer.shape[0] + filler)
+            answer = jnp.pad(p.answer, (0, filler), constant_values=PAD)
+            answer = jnp.where(i < p.answer_len, answer,
+                               jnp.where(i < p.answer_len + k, dot, PAD)).astype(jnp.int32)
+            return p._replace(answer=answer, answer_len=p.answer_len + k)
+        return fn
+
+    def verify(prompt, completion, length):
+        m = completion.shape[-1]
+        before = jnp.arange(m) < length
+        core_len = jnp.sum(before & (completion != dot)).astype(jnp.int32)
+        a = prompt.answer
+        core = prompt._replace(answer=_drop(a, a == dot), answer_len=jnp.sum(
+            (a != dot) & (jnp.arange(a.shape[0]) < prompt.answer_len)).astype(jnp.int32))
+        return task.verify(core, _drop(completion, completion == dot),
+                           jnp.where(length >= m, m, core_len))
+
+    return task._replace(sample=padded(task.sample), verify=verify,
+                         max_new_tokens=task.max_new_tokens + filler,
+                         sample_heldout=None if task.sample_heldout is None
+                         else padded(task.sample_heldout))
+
+
+def make_task(name: str, filler: int = 0, **options) -> TextTask:
+    """``TASKS[name](**options)``, with a ValueError naming an unknown task or option;
+    ``filler`` > 0 wraps it in ``with_filler``."""
     if name not in TASKS:
         close = difflib.get_close_matches(str(name), TASKS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -333,9 +391,9 @@ def make_task(name: str, **options) -> TextTask:
             close = difflib.get_close_matches(option, params, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"{name}: unknown option {option!r}{hint}; "
-                             f"options: {', '.join(params) or 'none'}")
+                             f"options: {', '.join([*params, 'filler'])}")
     missing = [p for p, v in params.items() if v.default is v.empty
                and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL) and p not in options]
     if missing:
         raise ValueError(f"{name}: option {missing[0]!r} is required")
-    return TASKS[name](**options)
+    return with_filler(TASKS[name](**options), filler)
