@@ -23,6 +23,10 @@ Parts (``--parts``, comma-separated; default all):
 - ``critic``: GRPO (no critic) against PPO at matched batch: steps/s, time per phase
   (collect / score / learn) and parameter + Adam bytes.
 - ``scaling``: steps/s against parallel envs, group size and vmapped seeds; PNG plots.
+- ``text``: language-model GRPO against TRL's GRPOTrainer (``python -m benchmarks.text_vs_trl``
+  in its own process, TRL in ``benchmarks/.venv-trl``; ``--no-peers``: jaxgrpo only): completion
+  tokens/s of whole iterations, the learn phase's share of the matmul rate, generation against
+  ``max_new_tokens`` -> text_vs_trl.md and .json in the out-dir.
 - ``analysis``: the two stand-alone analyses, each in its own process:
   ``python -m benchmarks.where_time_goes`` (ablations, op counts, XLA options, lane-pool
   simulation -> where_time_goes.md) and ``python -m benchmarks.sweep_scaling`` (vmapped vs
@@ -36,12 +40,13 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PARTS = ("throughput", "peers", "critic", "scaling", "analysis")
+PARTS = ("throughput", "peers", "critic", "scaling", "text", "analysis")
 ENVS = ("CartPole-v1", "Acrobot-v1", "Breakout-MinAtar")
 TARGET = 475.0
 
@@ -448,6 +453,18 @@ def check_targets(res) -> list[tuple[str, str, str]]:
         out.append(("GRPO CartPole: >= 90% of simulated steps valid", yn(best["valid_frac"] >= 0.9),
                     f"{100 * best['valid_frac']:.1f}% with {best.get('label', 'GRPO')} (whole "
                     f"run{per}{'; ' + others if others else ''})"))
+    text = res.get("text") or {}
+    for w in text.get("widths", []):
+        j, t = w["jax"], w.get("trl")
+        if t:
+            q = j["tokens_per_s"] / t["tokens_per_s"]
+            out.append((f"text, width {w['width']}: jaxgrpo >= 3x TRL completion tokens/s",
+                        yn(q >= 3), f"{q:.2f}x ({fmt_k(j['tokens_per_s'])} vs "
+                        f"{fmt_k(t['tokens_per_s'])} tokens/s)"))
+        share = j["learn_gflops"] / text["matmul_gflops"]
+        out.append((f"text, width {w['width']}: learn phase >= 50% of the matmul rate",
+                    yn(share >= 0.5), f"{100 * share:.0f}% ({j['learn_gflops']:.0f} of "
+                    f"{text['matmul_gflops']:.0f} GFLOP/s)"))
     for r in res.get("throughput", []):
         if r["env"] == "CartPole-v1" and not r.get("extra"):
             c = r["compile_s"]
@@ -600,9 +617,34 @@ def markdown(res, outdir: Path | None = None) -> str:
               "num_envs x 128 steps; GRPO num_groups x 4 episodes. group_size: GRPO with 256 "
               "episodes per iteration (num_groups = 256 / G), and with 4 groups (4 G episodes). seeds: default configs, 100k steps per seed, seeds vmapped "
               "in one program; steps/s summed over seeds.", ""]
+    if res.get("text"):
+        t = res["text"]
+        L += ["## Language-model GRPO against TRL", "",
+              f"`{t['command']}` (the `text` part); the full table, settings and the generation "
+              f"scaling are in [text_vs_trl.md](text_vs_trl.md) beside this page. "
+              f"TRL: {t.get('trl_versions', 'not run')}; matmul rate {t['matmul_gflops']:.0f} GFLOP/s.", "",
+              "| width | jaxgrpo tokens/s | TRL tokens/s | ratio | learn phase share of matmul rate |",
+              "|---:|---:|---:|---:|---:|"]
+        for w in t["widths"]:
+            j, tr = w["jax"], w.get("trl")
+            ratio = f"{j['tokens_per_s'] / tr['tokens_per_s']:.2f}x" if tr else "-"
+            L.append(f"| {w['width']} | {fmt_k(j['tokens_per_s'])} "
+                     f"| {fmt_k(tr['tokens_per_s']) if tr else 'not run'} | {ratio} |"
+                     f" {100 * j['learn_gflops'] / t['matmul_gflops']:.0f}% |")
+        L += [""]
     if res.get("notes"):
         L += ["## Notes", "", res["notes"], ""]
     return "\n".join(L)
+
+
+def part_text(a, res):
+    cmd = [sys.executable, "-m", "benchmarks.text_vs_trl"] + ["--tiny"] * a.tiny \
+        + ["--no-trl"] * a.no_peers
+    with tempfile.TemporaryDirectory() as tmp:
+        out = (a.outdir if a.outdir is not None else Path(tmp)) / "text_vs_trl.md"
+        log(f"[text] {' '.join(cmd[1:])} --out {out}")
+        subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, check=True)
+        res["text"] = json.loads(out.with_suffix(".json").read_text())
 
 
 def part_analysis(a, res):

@@ -37,6 +37,8 @@ iteration), ``NAME.json`` (per run: compile and run seconds, memory, steps), ``N
 table: mean and 95% percentile-bootstrap CI over seeds) and ``NAME.png`` (mean over seeds
 against each x axis, shaded 95% Student-t CI of the mean), and replaces the ``NAME`` block of
 experiments/README.md.
+A YAML with a ``study:`` key is a language-model study instead (``experiments.text_studies``:
+pass@k, length bias, KL estimators), with its own keys; the options below mean the same.
 ``--tiny`` validates every case, then runs the first case of the first arm (``--tiny
 --all-arms``: of every arm) with 1 seed for two iterations into ``--out`` (default: a
 temporary folder; experiments/ is left alone). ``--replot`` rebuilds the table, plots and
@@ -87,15 +89,25 @@ def _fail(path, msg):
     raise ValueError(f"{os.path.basename(path)}: {msg}")
 
 
-def load(path, tiny: bool = False) -> tuple[dict, list[Case]]:
-    """Read and validate an experiment YAML -> (spec, cases). Nothing is compiled."""
+def read(path):
+    """The YAML at ``path`` (ValueError if it cannot be read)."""
     import yaml
-
     try:
         with open(path) as f:
-            spec = yaml.load(f, Loader=yaml_loader())
+            return yaml.load(f, Loader=yaml_loader())
     except OSError as e:
         raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def is_study(path) -> bool:
+    """Whether ``path`` is a text study (a ``study:`` key; ``experiments.text_studies``)."""
+    spec = read(path)
+    return isinstance(spec, dict) and "study" in spec
+
+
+def load(path, tiny: bool = False) -> tuple[dict, list[Case]]:
+    """Read and validate an experiment YAML -> (spec, cases). Nothing is compiled."""
+    spec = read(path)
     if not isinstance(spec, dict):
         _fail(path, "must be a YAML mapping")
     unknown = sorted(set(spec) - set(KEYS))
@@ -512,6 +524,9 @@ def main(argv=None) -> int:
     path = args.name if args.name.endswith((".yaml", ".yml")) else os.path.join(HERE, f"{args.name}.yaml")
     name = os.path.splitext(os.path.basename(path))[0]
     try:
+        if is_study(path):
+            from experiments import text_studies
+            return text_studies.main(name, read(path), args, update_readme)
         spec, cases = load(path, tiny=args.tiny)
         if args.seeds is not None and args.seeds < 1:
             raise ValueError(f"--seeds: must be >= 1, got {args.seeds}")
