@@ -46,7 +46,7 @@ import numpy as np
 
 STUDIES = ("passk", "length", "kl")
 KEYS = ("title", "study", "seeds", "base_seed", "model", "sft", "grpo", "tasks", "grid", "eval",
-        "tiny", "conclusion")
+        "tiny")
 TASK_KEYS = ("name", "env", "env_kwargs", "sft", "grpo")
 EVAL_KEYS = ("prompts", "samples", "every", "grad_prompts")
 EVAL_DEFAULTS = {"prompts": 256, "samples": 64, "every": 10, "grad_prompts": 64}
@@ -634,13 +634,10 @@ def main(name, raw_spec, args, update_readme) -> int:
     plot(res, out / f"{name}.png")
     cmd = f"python -m experiments.run {name}" + (" --tiny" if args.tiny else "")
     rel = os.path.relpath(out, os.path.dirname(os.path.abspath(__file__)))
-    conclusion = spec.get("conclusion")
     block = (f"`{cmd}` (commit {meta['commit']}, {meta['seeds']} seeds, {meta['seconds']} s in "
              f"all, {meta['date']}).  \nMachine: {meta['machine']}.  \nSetup: {meta['setup']}; "
              f"held-out evaluation on {meta['eval']['prompts']} prompts; [95% bootstrap CI over "
-             f"seeds].\n\n{tab}\n\n![{name}]({rel}/{name}.png)\n\nRaw: [{name}.json]({rel}/{name}.json)."
-             + (f"\n\n**Reading** (written by hand from the numbers above): {conclusion.strip()}"
-                if conclusion and not args.tiny else ""))
+             f"seeds].\n\n{tab}\n\n![{name}]({rel}/{name}.png)\n\nRaw: [{name}.json]({rel}/{name}.json).")
     (out / f"{name}.md").write_text(f"# {spec.get('title', name)}\n\n{block}\n")
     if not args.tiny and args.out is None:
         update_readme(os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md"),
