@@ -127,9 +127,10 @@ def test_cache_matches_forward(positions, which):
 def test_cache_layout():
     model, _, _ = setup("learned")
     cache = model.init_cache(3, 20)
-    assert cache.k.shape == cache.v.shape == (2, 3, 20, 4, 16)
+    assert len(cache.k) == len(cache.v) == 2                          # one per layer
+    assert all(a.shape == (3, 4, 20, 16) for a in cache.k + cache.v)  # [B, H, S, hd]
     assert cache.valid.shape == (3, 20) and cache.pos.shape == (3,) and cache.index.shape == ()
-    assert model.init_cache(3).k.shape[2] == 32
+    assert model.init_cache(3).k[0].shape[2] == 32
     with pytest.raises(ValueError, match="max_len"):
         model.init_cache(3, 33)
 

@@ -29,13 +29,15 @@ prompt's first real token has position 0 however much padding it has; a query at
 real keys at or before it (a pad query, whose output is never used, attends to itself only, so
 no softmax row is empty). Logits of real tokens thus do not depend on the amount of padding.
 
-KV cache (``Cache``): keys and values of every layer, preallocated as [L, B, S, H, hd], a key
+KV cache (``Cache``): keys and values, one [B, H, S, hd] array per layer, preallocated; a key
 mask ``valid`` [B, S], each sequence's next position ``pos`` [B] and one write index ``index``
 [] shared by the batch (prompts are left-padded to the same length, so every sequence writes
 the same slot). ``prefill`` writes a chunk of tokens at ``index`` (normally the whole prompt
 into an empty cache) and ``decode_step`` one token; slots at or past the write index are never
 attended to. Shapes are static, so a decode step's attention runs over all S slots with the
 unwritten ones masked: size the cache to what will be used (``generate`` uses S = P + M).
+Each layer's cache is its own array, heads before slots, so a decode step writes one slot in
+place and its attention reads the cache as it lies (no per-step copy or transpose of it).
 """
 from __future__ import annotations
 
@@ -102,12 +104,13 @@ class ModelConfig:
 
 
 class Cache(NamedTuple):
-    """KV cache (a pytree). ``k``, ``v``: [L, B, S, H, hd] in ``cfg.dtype``; ``valid``: bool
+    """KV cache (a pytree). ``k``, ``v``: tuples of L arrays [B, H, S, hd] (one per layer) in
+    ``cfg.dtype``; ``valid``: bool
     [B, S], slots holding real tokens; ``pos``: int32 [B], the position the next real token of
     each sequence gets (its count of real tokens so far); ``index``: int32 [], the next slot to
     write (the same for the whole batch)."""
-    k: jax.Array
-    v: jax.Array
+    k: tuple
+    v: tuple
     valid: jax.Array
     pos: jax.Array
     index: jax.Array
@@ -265,12 +268,12 @@ class Transformer:
         return x + self._dense(h, p["proj"])
 
     def _attend(self, q, k, v, allowed):
-        """q [B, T, H, hd]; k, v [B, K, H, hd]; allowed bool [B, T, K] -> float32 [B*T, D]."""
+        """q [B, T, H, hd]; k, v [B, H, K, hd]; allowed bool [B, T, K] -> float32 [B*T, D]."""
         B, T = q.shape[:2]
         scale = 1.0 / math.sqrt(self.cfg.head_dim)
-        s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+        s = jnp.einsum("bqhd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
         w = _softmax_rows(s, allowed[:, None]).astype(q.dtype)
-        o = jnp.einsum("bhqk,bkhd->bqhd", w, v, preferred_element_type=jnp.float32)
+        o = jnp.einsum("bhqk,bhkd->bqhd", w, v, preferred_element_type=jnp.float32)
         return o.reshape(B * T, -1)
 
     def _check_len(self, n, what):
@@ -293,7 +296,8 @@ class Transformer:
         x = self._embed(params, tokens, pos)
         for p in params["blocks"]:
             q, k, v = self._qkv(p, x, B, T, rope)
-            x = x + self._dense(self._attend(q, k, v, allowed), p["out"])
+            heads_first = lambda a: a.transpose(0, 2, 1, 3)
+            x = x + self._dense(self._attend(q, heads_first(k), heads_first(v), allowed), p["out"])
             x = self._mlp(p, x)
         return x
 
@@ -341,8 +345,9 @@ class Transformer:
         c = self.cfg
         S = c.max_len if max_len is None else max_len
         self._check_len(S, "cache length")
-        shape = (c.num_layers, batch, S, c.num_heads, c.head_dim)
-        return Cache(k=jnp.zeros(shape, c.dtype), v=jnp.zeros(shape, c.dtype),
+        zeros = lambda: tuple(jnp.zeros((batch, c.num_heads, S, c.head_dim), c.dtype)
+                              for _ in range(c.num_layers))
+        return Cache(k=zeros(), v=zeros(),
                      valid=jnp.zeros((batch, S), bool), pos=jnp.zeros(batch, jnp.int32),
                      index=jnp.zeros((), jnp.int32))
 
@@ -361,16 +366,18 @@ class Transformer:
         allowed = ((slot[None, :] <= qslot[:, None])
                    & (kv_valid[:, None, :] | (slot[None, :] == qslot[:, None])))   # [B, T, S]
         x = self._embed(params, tokens, pos)
-        ks, vs = cache.k, cache.v
         zero = jnp.zeros((), jnp.int32)
-        for layer, p in enumerate(params["blocks"]):
+        at = (zero, zero, index, zero)
+        write = lambda cached, new: jax.lax.dynamic_update_slice(
+            cached, new.transpose(0, 2, 1, 3).astype(cached.dtype), at)
+        ks, vs = [], []
+        for p, k_cache, v_cache in zip(params["blocks"], cache.k, cache.v):
             q, k, v = self._qkv(p, x, B, T, rope)
-            at = (jnp.int32(layer), zero, index, zero, zero)
-            ks = jax.lax.dynamic_update_slice(ks, k[None].astype(ks.dtype), at)
-            vs = jax.lax.dynamic_update_slice(vs, v[None].astype(vs.dtype), at)
-            x = x + self._dense(self._attend(q, ks[layer], vs[layer], allowed), p["out"])
+            ks.append(write(k_cache, k))
+            vs.append(write(v_cache, v))
+            x = x + self._dense(self._attend(q, ks[-1], vs[-1], allowed), p["out"])
             x = self._mlp(p, x)
-        new = Cache(ks, vs, kv_valid, cache.pos + valid.sum(1, dtype=jnp.int32), index + T)
+        new = Cache(tuple(ks), tuple(vs), kv_valid, cache.pos + valid.sum(1, dtype=jnp.int32), index + T)
         return x, new
 
     def prefill(self, params, tokens, valid, cache):
