@@ -241,8 +241,34 @@ def markdown(res) -> str:
               "count on both sides. The learn phase is `text.grpo.score` + `update.learn` timed "
               "on its own; its FLOPs are 6 x non-embedding parameters (output head included) x "
               "sequence tokens, prompt included. jaxgrpo's peak RSS is that of the whole "
-              "benchmark process."]
+              "benchmark process.", "", "Targets (computed from the table above): " + reading(res)]
     return "\n".join(lines) + "\n"
+
+
+def reading(res) -> str:
+    """The targets, met or not, in words (from the measured numbers only)."""
+    gf, out = res["matmul_gflops"], []
+    ratios = [(w["width"], w["jax"]["tokens_per_s"] / w["trl"]["tokens_per_s"])
+              for w in res["widths"] if w.get("trl")]
+    if ratios:
+        met = [str(w) for w, r in ratios if r >= 3]
+        out.append("jaxgrpo / TRL tokens per second is "
+                   + ", ".join(f"{r:.1f}x at width {w}" for w, r in ratios)
+                   + f"; the 3x target is met at {'width ' + ', '.join(met) if met else 'no width'}.")
+    shares = [(w["width"], w["jax"]["learn_gflops"] / gf) for w in res["widths"]]
+    met = [str(w) for w, s in shares if s >= 0.5]
+    out.append("The learn phase runs at " + ", ".join(f"{100 * s:.0f}%" for _, s in shares)
+               + " of the matmul rate; the 50% target is met at "
+               + (f"width {', '.join(met)}." if met else "no width."))
+    g = res["generation"]
+    if len(g) > 1:
+        first, last = g[0], g[-1]
+        out.append(f"Generation costs {first['per_token_ms']:.2f} ms per token at "
+                   f"max_new_tokens {first['max_new_tokens']} and {last['per_token_ms']:.2f} at "
+                   f"{last['max_new_tokens']} ({last['per_token_ms'] / first['per_token_ms']:.1f}x): "
+                   "O(max_new_tokens) decode steps, each of which attends to (reads) every slot "
+                   "of the preallocated cache, so the per-token cost grows with the cache.")
+    return " ".join(out)
 
 
 def main(argv=None) -> int:
