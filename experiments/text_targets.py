@@ -25,7 +25,7 @@ HERE = Path(__file__).parent
 
 # name, env, env_kwargs, SFT steps, GRPO iterations; other settings are the defaults
 CASES = [
-    ("addition (defaults: 3 digits)", "text:addition", {}, 800, 100),
+    ("addition (defaults: 3 digits)", "text:addition", {}, 1000, 100),
     ("addition, 2 digits", "text:addition", {"digits": 2}, 300, 200),
     ("sort, 8 digits", "text:sort", {"length": 8}, 70, 120),
 ]

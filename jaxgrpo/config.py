@@ -449,7 +449,7 @@ class SFTConfig(_TextFields):
 
     env: str = "text:addition"
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    num_steps: int = 800
+    num_steps: int = 1000
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 40
