@@ -105,10 +105,9 @@ class ModelConfig:
 
 class Cache(NamedTuple):
     """KV cache (a pytree). ``k``, ``v``: tuples of L arrays [B, H, S, hd] (one per layer) in
-    ``cfg.dtype``; ``valid``: bool
-    [B, S], slots holding real tokens; ``pos``: int32 [B], the position the next real token of
-    each sequence gets (its count of real tokens so far); ``index``: int32 [], the next slot to
-    write (the same for the whole batch)."""
+    ``cfg.dtype``; ``valid``: bool [B, S], slots holding real tokens; ``pos``: int32 [B], the
+    position the next real token of each sequence gets (its count of real tokens so far);
+    ``index``: int32 [], the next slot to write (the same for the whole batch)."""
     k: tuple
     v: tuple
     valid: jax.Array
@@ -294,9 +293,9 @@ class Transformer:
         i = jnp.arange(T)
         allowed = (i[:, None] >= i[None, :]) & (valid[:, None, :] | (i[:, None] == i[None, :]))
         x = self._embed(params, tokens, pos)
+        heads_first = lambda a: a.transpose(0, 2, 1, 3)       # [B, T, H, hd] -> [B, H, T, hd]
         for p in params["blocks"]:
             q, k, v = self._qkv(p, x, B, T, rope)
-            heads_first = lambda a: a.transpose(0, 2, 1, 3)
             x = x + self._dense(self._attend(q, heads_first(k), heads_first(v), allowed), p["out"])
             x = self._mlp(p, x)
         return x
