@@ -80,7 +80,9 @@ def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
 
 def config(a, width, iterations, new_tokens=None, max_len=64):
     from jaxgrpo import GRPOConfig
-    return GRPOConfig(env="text:addition", num_layers=a.layers, width=width, num_heads=a.heads,
+    # prompts without leading zeros (``123+45=``), as the measured tables were made
+    return GRPOConfig(env="text:addition", env_kwargs={"leading_zeros": False},
+                      num_layers=a.layers, width=width, num_heads=a.heads,
                       max_len=max_len, max_new_tokens=new_tokens or a.new_tokens,
                       num_groups=a.prompts, group_size=a.group_size, update_epochs=1,
                       num_minibatches=1, loss_type="grpo", beta=0.0, temperature=1.0,

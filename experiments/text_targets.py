@@ -7,10 +7,11 @@ against continued SFT for the same wall time.
     python -m experiments.text_targets --tiny     # smoke size (tests/test_experiments.py)
 
 Per case: one SFT run (seed 0) into a run folder, as ``jaxgrpo sft`` writes it; its held-out
-greedy accuracy on 1000 prompts; then GRPO from it (``init_from``) with 8 seeds vmapped in one
-compiled call (keys ``split(key(0), 8)``), and a continued-SFT arm (``SFTConfig(init_from=...)``,
-8 seeds vmapped, fresh prompts) given as many steps as fit in the GRPO arm's measured run
-time; both arms are evaluated on the same held-out prompts (``jaxgrpo.text.evaluate_text``:
+greedy accuracy on 1000 prompts; then GRPO from it (``init_from``) with 8 seeds in one compiled
+call (keys ``split(key(0), 8)``; vmapped on an accelerator, one after another with ``lax.map``
+on a CPU, as ``jaxgrpo train --seeds 8`` runs them there: ``vmap_size="auto"``), and a
+continued-SFT arm (``SFTConfig(init_from=...)``, 8 seeds the same way, fresh prompts) given as
+many steps as fit in the GRPO arm's measured run time; both arms are evaluated on the same held-out prompts (``jaxgrpo.text.evaluate_text``:
 greedy accuracy, mean over seeds with a 95% bootstrap CI). Seconds exclude compilation.
 """
 from __future__ import annotations
@@ -23,13 +24,23 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
-# name, env, env_kwargs, SFT steps, GRPO iterations; other settings are the defaults
+# name, env, env_kwargs, SFT steps, GRPO iterations (None: the defaults, GRPO's from its
+# total_timesteps budget); other settings are the defaults
 CASES = [
-    ("addition (defaults: 3 digits)", "text:addition", {}, 1000, 100),
-    ("addition, 2 digits", "text:addition", {"digits": 2}, 300, 200),
+    ("addition (defaults: 3 digits)", "text:addition", {}, None, None),
+    ("addition, 2 digits", "text:addition", {"digits": 2, "leading_zeros": False}, 300, 200),
     ("sort, 8 digits", "text:sort", {"length": 8}, 70, 120),
 ]
 SEEDS = 8
+
+
+def _seeds(train):
+    """``train(key)`` over a batch of keys: vmapped on an accelerator, one after another
+    (``lax.map``) on a CPU, where vmapping text runs is slower (``sweeps`` ``vmap_size``)."""
+    import jax
+    if jax.default_backend() == "cpu":
+        return lambda keys: jax.lax.map(train, keys)
+    return jax.vmap(train)
 
 
 def _timed(fn, *args):
@@ -51,29 +62,32 @@ def run_case(name, env, env_kwargs, sft_steps, grpo_iters, workdir, seeds=SEEDS,
     from jaxgrpo.text import evaluate_text, sft
 
     out = Path(workdir) / name.split()[0]
-    sft_cfg = SFTConfig(env=env, env_kwargs=env_kwargs, num_steps=sft_steps)
+    sft_cfg = SFTConfig(env=env, env_kwargs=env_kwargs,
+                        **({} if sft_steps is None else {"num_steps": sft_steps}))
     s = sft(sft_cfg, out, progress=False)
     base = evaluate_text(sft_cfg, load_run(out).state.params, num_prompts=prompts,
                          num_samples=0)["greedy_accuracy"]
     keys = jax.random.split(jax.random.key(0), seeds)
 
     grpo_cfg = GRPOConfig(env=env, env_kwargs=env_kwargs, init_from=str(out),
-                          num_iterations=grpo_iters, total_timesteps=10**9)
-    (g_state, g_m), g_compile, g_run = _timed(jax.vmap(make_train(grpo_cfg)), keys)
+                          **({} if grpo_iters is None else
+                             {"num_iterations": grpo_iters, "total_timesteps": 10**9}))
+    (g_state, g_m), g_compile, g_run = _timed(_seeds(make_train(grpo_cfg)), keys)
+    ran = np.isfinite(np.asarray(g_m["accuracy"])[0])   # iterations past the budget are NaN
     g_acc = evaluate_text(grpo_cfg, g_state.params, num_prompts=prompts, num_samples=0)
 
     # continued SFT: as many steps as fit in the GRPO arm's run time, at the SFT run's speed
     # for 8 seeds vmapped (measured on a short run first)
     cont = lambda n: SFTConfig(env=env, env_kwargs=env_kwargs, num_steps=n, init_from=str(out))
-    _, _, probe = _timed(jax.vmap(make_train(cont(20))), keys)
+    _, _, probe = _timed(_seeds(make_train(cont(20))), keys)
     steps = max(1, int(g_run / (probe / 20)))
-    (c_state, c_m), _, c_run = _timed(jax.vmap(make_train(cont(steps))), keys)
+    (c_state, c_m), _, c_run = _timed(_seeds(make_train(cont(steps))), keys)
     c_acc = evaluate_text(cont(steps), c_state.params, num_prompts=prompts, num_samples=0)
-    return {"case": name, "env": env, "env_kwargs": env_kwargs, "sft_steps": sft_steps,
+    return {"case": name, "env": env, "env_kwargs": env_kwargs, "sft_steps": sft_cfg.num_steps,
             "sft_seconds": s["run_seconds"], "seeds": seeds, "sft_greedy": base["mean"],
-            "grpo_iterations": grpo_iters, "grpo_compile_s": g_compile, "grpo_run_s": g_run,
+            "grpo_iterations": int(ran.sum()), "grpo_compile_s": g_compile, "grpo_run_s": g_run,
             "grpo_greedy": g_acc["greedy_accuracy"],
-            "grpo_train_accuracy": np.asarray(g_m["accuracy"]).tolist(),
+            "grpo_train_accuracy": np.asarray(g_m["accuracy"])[:, ran].tolist(),
             "cont_sft_steps": steps, "cont_sft_run_s": c_run,
             "cont_sft_greedy": c_acc["greedy_accuracy"],
             "examples": g_acc["examples"][:3], "commit": _rev()}

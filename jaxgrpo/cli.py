@@ -69,7 +69,7 @@ def _train_parser(sft: bool = False) -> argparse.ArgumentParser:
             "< --set."))
         p.add_argument("--env", help="text task, text:NAME (default: text:addition)")
         p.add_argument("--steps", type=_count(1), metavar="N", dest="num_steps",
-                       help="optimizer steps (default: 1000)")
+                       help="optimizer steps (default: 400)")
     else:
         p = _Parser(prog="jaxgrpo train", description=(
             "Train GRPO or PPO on a gymnax environment or a text task, seeds vmapped in one "

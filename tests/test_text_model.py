@@ -13,7 +13,7 @@ import pytest
 from jaxgrpo.text import EOS, PAD, completion_length, make_task, reference_completion
 from jaxgrpo.text.model import ModelConfig, Transformer, init
 
-TASK = make_task("addition", digits=2)          # prompt_len 7; answers of 1-3 digits
+TASK = make_task("addition", digits=2, leading_zeros=False)   # prompt_len 7; answers of 1-3 digits
 V = TASK.tokenizer.vocab_size
 P = TASK.prompt_len
 M = 8                                           # completion width: past the answer's EOS

@@ -33,7 +33,10 @@ CASES = [
     ("addition", {}),
     ("addition", {"digits": 1, "reverse_answer": True}),
     ("addition", {"digits": 9}),
+    ("addition", {"digits": 2, "leading_zeros": False}),
+    ("addition", {"digits": 3, "leading_zeros": False, "reverse_answer": True}),
     ("multiply", {}),
+    ("multiply", {"leading_zeros": False}),
     ("chain_sum", {}),
     ("chain_sum", {"terms": 4, "digits": 2}),
     ("sort", {}),
@@ -47,8 +50,13 @@ IDS = [name + "".join(f"-{k}={v}" for k, v in opts.items()) for name, opts in CA
 
 # ----------------------------------------------------------------------------- references
 
-def _operand(s, digits):
-    assert s == str(int(s)), f"leading zero in {s!r}"
+def _operand(s, digits, zeros=False):
+    """An operand's text -> int: exactly ``digits`` digits with ``zeros`` (leading zeros
+    written), else no leading zero and at most ``digits`` digits."""
+    if zeros:
+        assert len(s) == digits, f"{s!r} is not {digits} digits wide"
+    else:
+        assert s == str(int(s)), f"leading zero in {s!r}"
     assert int(s) < 10**digits
     return int(s)
 
@@ -58,10 +66,13 @@ def ref_parse(name, opts, text):
     if name in ("addition", "multiply"):
         d = opts.get("digits", 3 if name == "addition" else 2)
         op = "+" if name == "addition" else "*"
+        zeros = opts.get("leading_zeros", True)
         m = re.fullmatch(rf"(\d+){re.escape(op)}(\d+)=", text)
         assert m, text
-        a, b = (_operand(s, d) for s in m.groups())
+        a, b = (_operand(s, d, zeros) for s in m.groups())
         ans = str(a + b if name == "addition" else a * b)
+        if zeros:       # the answer at full width: d + 1 digits a sum, 2 d a product
+            ans = ans.zfill(d + 1 if name == "addition" else 2 * d)
         return (ans[::-1] if opts.get("reverse_answer") else ans), [a, b], 10**d
     if name == "chain_sum":
         terms, d = opts.get("terms", 3), opts.get("digits", 1)
@@ -305,6 +316,8 @@ def test_user_defined_task():
     ("addition", {"digits": "3"}, "addition: digits must be an integer, got '3'"),
     ("addition", {"digits": True}, "addition: digits must be an integer, got True"),
     ("addition", {"reverse_answer": 1}, "addition: reverse_answer must be a bool, got 1"),
+    ("addition", {"leading_zeros": "no"}, "addition: leading_zeros must be a bool, got 'no'"),
+    ("multiply", {"leading_zeros": 0}, "multiply: leading_zeros must be a bool, got 0"),
     ("multiply", {"digits": 5}, "multiply: digits must be <= 4"),
     ("chain_sum", {"terms": 1}, "chain_sum: terms must be >= 2, got 1"),
     ("chain_sum", {"terms": 64, "digits": 9},
@@ -372,12 +385,12 @@ def test_filler_answers_and_verifier_match_python():
     for i in range(256):
         a, b = map(int, tok.decode(np.asarray(prompts.tokens[i])).rstrip("=").split("+"))
         answer = tok.decode(np.asarray(prompts.answer[i]))
-        core = answer.rstrip(".")
-        assert core == str(a + b) and set(answer[len(core):]) <= {"."}
+        core, right = answer.rstrip("."), str(a + b).zfill(3)     # 3 digits, leading zeros
+        assert core == right and set(answer[len(core):]) <= {"."}
         assert int(prompts.answer_len[i]) == len(answer)
         counts.append(len(answer) - len(core))
         for _ in range(3):
-            s = list(core if rng.random() < 0.7 else str(a + b + 1))
+            s = list(core if rng.random() < 0.7 else str(a + b + 1).zfill(3))
             for _ in range(rng.integers(0, 6)):                  # dots anywhere, maybe too many
                 s.insert(rng.integers(0, len(s) + 1), ".")
             s = "".join(s)
@@ -385,7 +398,7 @@ def test_filler_answers_and_verifier_match_python():
             ids = (ids + [PAD] * M)[:M]
             comps.append(ids)
             rows.append(i)
-            want.append(float(len(s) < M and s.replace(".", "") == str(a + b)))
+            want.append(float(len(s) < M and s.replace(".", "") == right))
     assert set(counts) == set(range(K + 1))
     comps = jnp.asarray(comps, jnp.int32)
     got = jax.jit(jax.vmap(task.verify))(jax.tree.map(lambda x: x[np.asarray(rows)], prompts),

@@ -22,12 +22,14 @@ EOS); change it with ``task._replace(max_new_tokens=...)``. A task is static: cl
 pass it as a static argument (its fields are functions, not arrays). A task whose alphabet goes
 beyond ``TOKENIZER`` gets an extended tokenizer, so size a model by ``task.tokenizer.vocab_size``.
 
-Built-ins (``TASKS``; build one with ``make_task(name, **options)``), numbers written in decimal
-without leading zeros, operands uniform over ``[0, 10**digits)``:
+Built-ins (``TASKS``; build one with ``make_task(name, **options)``), numbers written in decimal,
+operands uniform over ``[0, 10**digits)``:
 
-* ``addition(digits=3, reverse_answer=False)``: ``123+456=`` -> ``579`` (``975`` reversed).
-* ``multiply(digits=2)``: ``12*34=`` -> ``408``.
-* ``chain_sum(terms=3, digits=1)``: ``3+5+2=`` -> ``10``.
+* ``addition(digits=3, reverse_answer=False, leading_zeros=True)``: ``123+456=`` -> ``0579``
+  (``9750`` reversed); numbers at fixed width, ``007+045=0052``; without leading zeros
+  (``leading_zeros=False``) ``7+45=`` -> ``52``.
+* ``multiply(digits=2, leading_zeros=True)``: ``12*34=`` -> ``0408``.
+* ``chain_sum(terms=3, digits=1)``: ``3+5+2=`` -> ``10`` (no leading zeros).
 * ``sort(length=5)``: ``sort:31415=`` -> ``11345`` (digits, ascending).
 * ``reverse(length=5, alphabet=a-z)``: ``reverse:abcde=`` -> ``edcba``.
 * ``count(length=8, alphabet="abc")``: ``count a:abcaab=`` -> ``3``.
@@ -36,7 +38,8 @@ without leading zeros, operands uniform over ``[0, 10**digits)``:
 
 Every task also takes ``filler=K`` (default 0; ``with_filler``): its answers may end with up to
 K filler dots ``.`` that the verifier ignores, so completion length varies without changing
-correctness (``addition(filler=4)``: ``12+34=`` -> ``46``, ``46..`` and ``46....`` are all right).
+correctness (``addition(digits=2, filler=4)``: ``12+34=`` -> ``046``, ``046..`` and
+``046....`` are all right).
 
 A user-defined task is just a ``TextTask``; for example, echo one digit::
 
@@ -130,13 +133,14 @@ def _text(tok, s):
     return jnp.asarray(tok.encode(s)), jnp.ones(len(s), bool)
 
 
-def _number(x, width, digit_ids, reverse=False):
+def _number(x, width, digit_ids, reverse=False, zeros=False):
     """int32 [] in [0, 10**width) -> (tokens [width], mask [width]): its decimal digits without
     leading zeros (most significant first, or least significant first with ``reverse``),
-    left-aligned and padded with PAD."""
+    left-aligned and padded with PAD; with ``zeros``, all ``width`` digits, leading zeros
+    included."""
     powers = jnp.asarray(10 ** np.arange(width), jnp.int32)
     lsd_first = (x // powers) % 10
-    n = 1 + (x >= powers[1:]).sum()
+    n = width if zeros else 1 + (x >= powers[1:]).sum()
     j = jnp.arange(width)
     d = lsd_first if reverse else lsd_first[jnp.clip(n - 1 - j, 0, width - 1)]
     mask = j < n
@@ -214,30 +218,38 @@ def _check_alphabet(task, alphabet):
 
 # ----------------------------------------------------------------------------- built-in tasks
 
-def addition(digits: int = 3, reverse_answer: bool = False) -> TextTask:
-    """``a+b=`` -> ``a+b``; a, b uniform over [0, 10**digits), no leading zeros. With
-    ``reverse_answer`` the sum's digits come least significant first (``579`` -> ``975``)."""
+def addition(digits: int = 3, reverse_answer: bool = False,
+             leading_zeros: bool = True) -> TextTask:
+    """``a+b=`` -> ``a+b``; a, b uniform over [0, 10**digits). Numbers are written at fixed
+    width with leading zeros: ``007+123=0130`` (``digits`` digits an operand, ``digits + 1`` the
+    sum), so every digit has the same place in every prompt and answer; ``leading_zeros=False``
+    writes them without (``7+123=130``: the sum's k-th digit is then a different place value
+    depending on its length). With ``reverse_answer`` the sum's digits come least significant
+    first (``0579`` -> ``9750``)."""
     digits = _check_int("addition", "digits", digits, 1, 9, " (int32 arithmetic)")
     if not isinstance(reverse_answer, bool):
         _fail("addition", f"reverse_answer must be a bool, got {reverse_answer!r}")
-    return _binary("addition", "+", digits, digits + 1, jnp.add, reverse_answer)
+    return _binary("addition", "+", digits, digits + 1, jnp.add, reverse_answer, leading_zeros)
 
 
-def multiply(digits: int = 2) -> TextTask:
-    """``a*b=`` -> ``a*b``; a, b uniform over [0, 10**digits), no leading zeros."""
+def multiply(digits: int = 2, leading_zeros: bool = True) -> TextTask:
+    """``a*b=`` -> ``a*b``; a, b uniform over [0, 10**digits), written as in ``addition``
+    (``07*12=0084``: ``2 * digits`` digits the product)."""
     digits = _check_int("multiply", "digits", digits, 1, 4, " (int32 arithmetic)")
-    return _binary("multiply", "*", digits, 2 * digits, jnp.multiply)
+    return _binary("multiply", "*", digits, 2 * digits, jnp.multiply, False, leading_zeros)
 
 
-def _binary(name, op, digits, width, fn, reverse_answer=False):
-    """``a<op>b=`` -> ``fn(a, b)`` (at most ``width`` digits)."""
+def _binary(name, op, digits, width, fn, reverse_answer, zeros):
+    """``a<op>b=`` -> ``fn(a, b)`` (at most ``width`` digits; exactly, with ``zeros``)."""
+    if not isinstance(zeros, bool):
+        _fail(name, f"leading_zeros must be a bool, got {zeros!r}")
     tok, ids = TOKENIZER, _digit_ids(TOKENIZER)
 
     def parts(key):
         a, b = _uniform_numbers(key, 2, digits)
-        answer, mask = _number(fn(a, b), width, ids, reverse_answer)
-        pieces = [_number(a, digits, ids), _text(tok, op), _number(b, digits, ids),
-                  _text(tok, "=")]
+        answer, mask = _number(fn(a, b), width, ids, reverse_answer, zeros)
+        pieces = [_number(a, digits, ids, zeros=zeros), _text(tok, op),
+                  _number(b, digits, ids, zeros=zeros), _text(tok, "=")]
         return pieces, answer, mask.sum()
 
     return _task(name, tok, parts)
