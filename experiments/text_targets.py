@@ -153,10 +153,10 @@ def publish(md):
 
 
 def main(argv=None) -> int:
-    from experiments.common import machine
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="smoke size, results to a temp folder")
-    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--out", help="results folder (default: experiments/results; with --tiny a "
+                                 "temporary folder)")
     p.add_argument("--publish", action="store_true",
                    help="only copy results/text_targets.md into the READMEs and docs page")
     p.add_argument("--only", metavar="PREFIX",
@@ -166,25 +166,37 @@ def main(argv=None) -> int:
     if a.publish:
         publish((HERE / "results" / "text_targets.md").read_text())
         return 0
-    cases = CASES if not a.tiny else [("sort, 4 digits", "text:sort", {"length": 4}, 5, 2)]
-    seeds, prompts = (SEEDS, 1000) if not a.tiny else (2, 16)
-    out = Path(a.out)
+    if a.tiny:
+        with tempfile.TemporaryDirectory() as tmp:     # a smoke run never touches results/
+            return _run(a, p, [("sort, 4 digits", "text:sort", {"length": 4}, 5, 2)], 2, 16,
+                        Path(a.out or tmp))
+    return _run(a, p, CASES, SEEDS, 1000, Path(a.out or HERE / "results"))
+
+
+def _run(a, p, all_cases, seeds, prompts, out) -> int:
+    from experiments.common import machine
     out.mkdir(parents=True, exist_ok=True)
-    saved = {}
+    cases, saved = all_cases, {}
     if a.only:
-        cases = [c for c in cases if c[0].startswith(a.only)]
+        cases = [c for c in all_cases if c[0].startswith(a.only)]
         if not cases:
-            p.error(f"--only {a.only!r} matches no case; cases: {[c[0] for c in CASES]}")
-        saved = {r["case"]: r for r in json.loads((out / "text_targets.json").read_text())}
+            p.error(f"--only {a.only!r} matches no case; cases: {[c[0] for c in all_cases]}")
+        path = out / "text_targets.json"
+        saved = {r["case"]: r for r in json.loads(path.read_text())} if path.exists() else {}
+        missing = [c[0] for c in all_cases if c not in cases and c[0] not in saved]
+        if missing:
+            p.error(f"--only: {out / 'text_targets.json'} has no saved results for {missing}")
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = {c[0]: run_case(*c, tmp, seeds=seeds, prompts=prompts) for c in cases}
-    results = [fresh.get(c[0]) or saved[c[0]] for c in (CASES if not a.tiny else cases)]
+        for c in cases:       # saved as each case ends, so a later failure loses nothing
+            saved[c[0]] = run_case(*c, tmp, seeds=seeds, prompts=prompts)
+            (out / "text_targets.json").write_text(
+                json.dumps([saved[k[0]] for k in all_cases if k[0] in saved], indent=1))
+    results = [saved[c[0]] for c in all_cases]
     commits = sorted({r["commit"] for r in results})
     header = (f"`python -m experiments.text_targets` on commit {', '.join(commits)}, {machine()}; "
               f"greedy accuracy on {prompts} held-out prompts, mean over {seeds} seeds "
               "[95% bootstrap CI]; seconds exclude compilation.")
     md = table(results, header)
-    (out / "text_targets.json").write_text(json.dumps(results, indent=1))
     (out / "text_targets.md").write_text(md)
     plot(results, out / "text_targets.png")
     if not a.tiny:
