@@ -11,8 +11,9 @@ greedy accuracy on 1000 prompts; then GRPO from it (``init_from``) with 8 seeds 
 call (keys ``split(key(0), 8)``; vmapped on an accelerator, one after another with ``lax.map``
 on a CPU, as ``jaxgrpo train --seeds 8`` runs them there: ``vmap_size="auto"``), and a
 continued-SFT arm (``SFTConfig(init_from=...)``, 8 seeds the same way, fresh prompts) given as
-many steps as fit in the GRPO arm's measured run time; both arms are evaluated on the same held-out prompts (``jaxgrpo.text.evaluate_text``:
-greedy accuracy, mean over seeds with a 95% bootstrap CI). Seconds exclude compilation.
+many steps as fit in the GRPO arm's measured run time; both arms are evaluated on the same
+held-out prompts (``jaxgrpo.text.evaluate_text``: greedy accuracy, mean over seeds with a 95%
+bootstrap CI). Seconds exclude compilation.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def run_case(name, env, env_kwargs, sft_steps, grpo_iters, workdir, seeds=SEEDS,
     g_acc = evaluate_text(grpo_cfg, g_state.params, num_prompts=prompts, num_samples=0)
 
     # continued SFT: as many steps as fit in the GRPO arm's run time, at the SFT run's speed
-    # for 8 seeds vmapped (measured on a short run first)
+    # for the same seeds (measured on a short run first)
     cont = lambda n: SFTConfig(env=env, env_kwargs=env_kwargs, num_steps=n, init_from=str(out))
     _, _, probe = _timed(_seeds(make_train(cont(20))), keys)
     steps = max(1, int(g_run / (probe / 20)))
