@@ -178,7 +178,7 @@ class _TextFields:
 _KIND_DEFAULTS = {
     "env": {"lr": 3e-3, "num_groups": 4, "max_grad_norm": 0.5, "total_timesteps": 500_000,
             "update_epochs": 4},
-    "text": {"lr": 1e-4, "num_groups": 64, "max_grad_norm": 1.0, "total_timesteps": 1_000_000,
+    "text": {"lr": 1e-4, "num_groups": 64, "max_grad_norm": 1.0, "total_timesteps": 1_400_000,
              "update_epochs": 1},
 }
 
@@ -218,12 +218,12 @@ class GRPOConfig(_TextFields, _BaseConfig):
     ``_TextFields``: ``num_layers``, ``width``, ``num_heads``, ``max_len``, ``positions``),
     ``max_new_tokens`` bounds a completion, ``total_timesteps`` counts completion tokens, and
     the loss is ``jaxgrpo.losses.policy_loss`` with the token-level options below. Fields left
-    None take the text defaults (lr 1e-4, 64 prompts, max_grad_norm 1.0, 1M tokens).
+    None take the text defaults (lr 1e-4, 64 prompts, max_grad_norm 1.0, 1.4M tokens).
     ``init_from``: the run folder of a ``jaxgrpo sft`` (or GRPO) run; its params (seed 0, latest
     checkpoint) are the initial policy and the reference policy.
     """
 
-    total_timesteps: int | None = None    # None: 500_000 env steps; text: 1_000_000 tokens
+    total_timesteps: int | None = None    # None: 500_000 env steps; text: 1_400_000 tokens
     lr: float | None = None               # None: 3e-3; text: 1e-4 (3e-4 destabilized SFT models)
     gamma: float = 0.99
     update_epochs: int | None = None      # None: 4; text: 1 (TRL's num_iterations)
