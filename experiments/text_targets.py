@@ -36,10 +36,12 @@ SEEDS = 8
 
 
 def _seeds(train):
-    """``train(key)`` over a batch of keys: vmapped on an accelerator, one after another
-    (``lax.map``) on a CPU, where vmapping text runs is slower (``sweeps`` ``vmap_size``)."""
+    """``train(key)`` over a batch of keys, batched as a sweep's ``vmap_size="auto"`` does:
+    vmapped on an accelerator, one after another (``lax.map``) on a CPU."""
     import jax
-    if jax.default_backend() == "cpu":
+
+    from jaxgrpo.sweeps import resolve_vmap_size
+    if resolve_vmap_size("auto", jax.default_backend()) == 1:
         return lambda keys: jax.lax.map(train, keys)
     return jax.vmap(train)
 
