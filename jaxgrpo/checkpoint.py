@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from .keys import impl_name, is_key
 from .rundir import CheckpointError   # defined without JAX (the CLI catches it cheaply)
 
 FORMAT = 1
@@ -40,16 +41,6 @@ MANIFEST = "files.json"
 
 
 # ----------------------------------------------------------------------------- pytree <-> arrays
-
-def _is_key(x) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _impl_name(key_dtype) -> str:
-    """``"threefry2x32"`` etc.: the name ``jax.random.wrap_key_data(impl=...)`` takes."""
-    impl = key_dtype._impl
-    return getattr(impl, "name", str(impl))
-
 
 def flatten_state(state) -> tuple[dict[str, np.ndarray], dict]:
     """A pytree -> ``({"leaf_000": np.ndarray, ...}, layout)``.
@@ -61,8 +52,8 @@ def flatten_state(state) -> tuple[dict[str, np.ndarray], dict]:
     arrays, layout = {}, {"paths": [], "shapes": [], "dtypes": [], "key_impls": {}}
     for i, (path, leaf) in enumerate(leaves):
         name = f"leaf_{i:03d}"
-        if _is_key(leaf):
-            layout["key_impls"][name] = _impl_name(leaf.dtype)
+        if is_key(leaf):
+            layout["key_impls"][name] = impl_name(leaf.dtype)
             leaf = jax.random.key_data(leaf)
         arr = np.asarray(jax.device_get(leaf))
         arrays[name] = arr
@@ -80,8 +71,8 @@ def _abstract_layout(template) -> tuple[dict, Any]:
     for i, (path, leaf) in enumerate(leaves):
         name = f"leaf_{i:03d}"
         shape, dtype = tuple(leaf.shape), leaf.dtype
-        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-            layout["key_impls"][name] = _impl_name(dtype)
+        if is_key(leaf):
+            layout["key_impls"][name] = impl_name(dtype)
             data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(shape, dtype))
             shape, dtype = data.shape, data.dtype
         layout["paths"].append(jax.tree_util.keystr(path))
