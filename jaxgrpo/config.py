@@ -12,8 +12,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import jax.numpy as jnp
-
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 
 
@@ -110,6 +108,8 @@ class _BaseConfig:
 
     def hparams(self) -> dict:
         """Defaults of the dynamic hyperparameters: ``{name: float32 scalar}``."""
+        import jax.numpy as jnp   # here, not at the top: `jaxgrpo train --help` reads these
+        #                           classes' defaults and must not import JAX
         return {k: jnp.asarray(getattr(self, k) if getattr(self, k) is not None else jnp.nan,
                                jnp.float32) for k in self._HPARAMS}
 
@@ -174,8 +174,8 @@ class _TextFields:
 
 # GRPOConfig fields whose default depends on the kind of env: None in the class means "the
 # default of this kind", resolved when the config is built (and again by ``replace`` when
-# the env changes kind, unless the field was set).
-_KIND_DEFAULTS = {
+# the env changes kind, unless the field was set). Public: `jaxgrpo train --help` quotes them.
+KIND_DEFAULTS = {
     "env": {"lr": 3e-3, "num_groups": 4, "max_grad_norm": 0.5, "total_timesteps": 500_000,
             "update_epochs": 4},
     "text": {"lr": 1e-4, "num_groups": 64, "max_grad_norm": 1.0, "total_timesteps": 1_400_000,
@@ -268,9 +268,9 @@ class GRPOConfig(_TextFields, _BaseConfig):
 
     def __post_init__(self):
         kind = "text" if is_text(self.env) else "env"
-        defaulted = frozenset(k for k in _KIND_DEFAULTS[kind] if getattr(self, k) is None)
+        defaulted = frozenset(k for k in KIND_DEFAULTS[kind] if getattr(self, k) is None)
         for k in defaulted:
-            object.__setattr__(self, k, _KIND_DEFAULTS[kind][k])
+            object.__setattr__(self, k, KIND_DEFAULTS[kind][k])
         object.__setattr__(self, "_defaulted", defaulted)
         super().__post_init__()
         self._check_text_fields()
@@ -353,6 +353,7 @@ class GRPOConfig(_TextFields, _BaseConfig):
         if self.clip_eps_high is None:
             hp["clip_eps_high"] = hp["clip_eps"]
         if is_text(self.env):
+            import jax.numpy as jnp   # not at the top: see _BaseConfig.hparams
             hp["temperature"] = jnp.asarray(self.temperature, jnp.float32)
         return hp
 
