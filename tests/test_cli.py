@@ -268,16 +268,76 @@ def test_plot_and_eval_of_a_sweep_folder(tmp_path, capsys):
 def test_help_is_fast_and_complete():
     """--help never imports JAX, shows defaults, and has no argparse escapes left."""
     code = ("import sys, jaxgrpo.cli as c\n"
-            "for cmd in ('train', 'eval', 'plot', 'sweep'):\n"
-            "    c.main([cmd, '--help'])\n"
+            "for cmd in ('', 'train', 'sft', 'eval', 'plot', 'sweep'):\n"
+            "    c.main([cmd, '--help'] if cmd else ['--help'])\n"
             "assert 'jax' not in sys.modules, 'jax imported'\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     out = p.stdout
     assert "%%" not in out and "95% bootstrap CI" in out
-    for needle in ("(default: 100)", "(default: grpo)", "(default: 0)",
+    for needle in ("(default: 100)", "(default: grpo)", "(default: 0)", "text tasks",
                    "column of metrics.csv to plot", "figure title", "image to write"):
         assert needle in out, needle
+    for cmd in cli.COMMANDS:                       # the front page lists every command
+        assert f"    {cmd} " in out, cmd
+
+
+def _quoted_default(text):
+    """What follows ``(default: `` in ``text``, up to its closing parenthesis."""
+    start = text.index("(default: ") + len("(default: ")
+    depth, i = 1, start
+    while depth:
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        i += 1
+    return text[start:i - 1]
+
+
+def _help_defaults(parser):
+    """``{dest: quoted default}`` of every option whose help says ``(default: ...)``."""
+    fmt = parser._get_formatter()
+    return {a.dest: _quoted_default(fmt._expand_help(a))
+            for a in parser._actions if a.help and "(default:" in a.help}
+
+
+def test_help_defaults_are_the_config_defaults():
+    """Every default a --help quotes is the default the command really uses: the config's
+    (built from no flags, as the command builds it) or the option's own argparse default.
+    A default given in words names no number; those are listed here so a new one is seen."""
+    from jaxgrpo.config import SFTConfig
+
+    def built(*argv, sft=False):
+        return cli.build_config(cli.train_parser(sft).parse_args(list(argv)))
+
+    grpo, seeds, base_seed = built()
+    ppo = built("--algo", "ppo")[0]
+    text = built("--env", "text:addition")[0]
+    sft = built(sft=True)[0]
+    env = (f"{grpo.total_timesteps}" if grpo.total_timesteps == ppo.total_timesteps else
+           f"GRPO {grpo.total_timesteps}, PPO {ppo.total_timesteps}")
+    in_words = {"checkpoint_every": "only at the end",
+                "log_every": "about 200 updates per run", "step": "the latest",
+                "gif_sampled": "greedy", "gif_max_steps": "the whole episode",
+                "title": "the env, when all share one"}
+    run = {"seeds": str(seeds), "seed": str(base_seed), "out": "runs/<env>-<algo>-<time>"}
+    expected = {
+        "train": {"algo": grpo.algo, "env": grpo.env, **run,
+                  "total_timesteps": f"the preset's, else {env}; text: {text.total_timesteps}"},
+        "sft": {"env": sft.env, "num_steps": str(sft.num_steps), **run},
+        "sweep": {"out": "the YAML's out, else runs/<YAML name>"},
+    }
+    assert isinstance(sft, SFTConfig) and text.total_timesteps != grpo.total_timesteps
+    for cmd, make in cli.PARSERS.items():
+        parser = make()
+        for dest, quoted in _help_defaults(parser).items():
+            action = next(a for a in parser._actions if a.dest == dest)
+            if dest in expected.get(cmd, {}):
+                want = expected[cmd][dest]
+            elif action.default is not None and not isinstance(action.default, bool):
+                want = str(action.default)            # the parser's own default
+            else:
+                want = in_words.get(dest, "(not listed in this test)")
+            assert " ".join(quoted.split()) == want, (cmd, dest, quoted, want)
+        assert set(expected.get(cmd, {})) <= set(_help_defaults(parser)), cmd
 
 
 def test_result_table_lists_seeds_and_says_when_the_budget_was_not_used():

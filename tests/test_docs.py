@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jaxgrpo import cli
-from jaxgrpo.configio import load_sweep_spec
+from jaxgrpo.grids import load_sweep_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("run_examples", ROOT / "docs" / "run_examples.py")
@@ -61,9 +61,7 @@ def test_command_lines_parse(b, argv, shown, tmp_path, monkeypatch, capsys):
         assert cli.main(argv) == 2
         assert capsys.readouterr().err.strip().splitlines() == shown
         return
-    parser = {"train": cli._train_parser, "sft": lambda: cli._train_parser(sft=True),
-              "eval": cli._eval_parser, "plot": cli._plot_parser,
-              "sweep": cli._sweep_parser}[cmd]()
+    parser = cli.PARSERS[cmd]()
     args = parser.parse_args(rest)
     if cmd in ("train", "sft") and not args.resume:
         # init_from names a run an earlier example writes: checked by the text tests instead

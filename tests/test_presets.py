@@ -30,7 +30,7 @@ def test_each_preset_is_a_valid_config_everywhere(name):
         assert written[k] == (list(v) if isinstance(v, tuple) else v), k
     assert config_to_dict(config_from_dict({"algo": algo, "preset": env})[0]) == \
         config_to_dict(cfg)
-    args = cli._train_parser().parse_args(["--algo", algo, "--preset", env])
+    args = cli.train_parser().parse_args(["--algo", algo, "--preset", env])
     assert cli.build_config(args)[0].total_timesteps == p.fields["total_timesteps"]
     budget = 2 * p.fields["total_timesteps"]
     assert jaxgrpo.preset(algo, env, total_timesteps=budget).total_timesteps == budget

@@ -1,0 +1,124 @@
+"""``jaxgrpo sweep``: the sweep a YAML file describes, on one or several processes, written
+to a sweep folder (or continued from its checkpoints with ``--resume``)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .. import grids, rundir, sweepdir
+from ..errors import CheckpointError, RunError
+from .distributed import agree_or_stop, join
+from .parsers import sweep_parser
+from .usage import EXIT_INTERRUPTED, UsageError, user_errors
+
+
+def sweep_args(args):
+    """``(spec, out)`` from the parsed arguments (nothing compiled, nothing written)."""
+    if (args.config is None) == (args.resume is None):
+        raise UsageError("give SWEEP.yaml or --resume DIR (one of them)")
+    if args.resume is not None:
+        for flag, v in (("--out", args.out), ("--overwrite", args.overwrite),
+                        ("--checkpoint-every", args.checkpoint_every)):
+            if v:
+                raise UsageError(f"{flag}: not with --resume (the sweep continues in its own "
+                                 "folder, with its own sweep.yaml)")
+        out = sweepdir.check_resume_sweep(args.resume)
+        spec = grids.load_sweep_spec(out / "sweep.yaml")
+        if spec["checkpoint_every"] is None:
+            raise RunError(f"--resume {out}: its sweep.yaml has no checkpoint_every")
+        return spec, out
+    spec = grids.load_sweep_spec(args.config)
+    if args.checkpoint_every is not None:
+        spec["checkpoint_every"] = args.checkpoint_every
+        if args.checkpoint_every % spec["log_every"]:
+            raise ValueError(f"--checkpoint-every: must be a multiple of log_every "
+                             f"({spec['log_every']}), got {args.checkpoint_every}")
+    out = Path(args.out or spec["out"] or Path("runs") / Path(args.config).stem)
+    sweepdir.check_sweep_out(out, overwrite=args.overwrite)
+    if spec["checkpoint_every"] is not None and rundir.folder_kind(out) is not None:
+        raise RunError(f"--out {out}: already holds results; a checkpointed sweep starts "
+                              "in a new folder (continue one with jaxgrpo sweep --resume DIR)")
+    return spec, out
+
+
+def _spec_or_error(args):
+    """``(spec, out, None)``, or ``(None, None, UsageError)`` on bad input."""
+    try:
+        return (*sweep_args(args), None)
+    except user_errors() as e:
+        return None, None, UsageError(str(e))
+    except UsageError as e:
+        return None, None, e
+
+
+def cmd_sweep(argv) -> int:
+    args = sweep_parser().parse_args(argv)
+    multi = join(args)          # first: building a config starts JAX's backend
+    spec, out, error = _spec_or_error(args)
+    if error is not None and not multi:
+        raise error
+    import jax               # here: --help and bad input never need it
+    me, n_proc = jax.process_index(), jax.process_count()
+    if n_proc > 1:
+        agree_or_stop(spec, error)
+    if error is not None:
+        raise error
+    ckpt_dir = None
+    if spec["checkpoint_every"] is not None:
+        ckpt_dir = out / sweepdir.SWEEP_CHECKPOINTS
+        if args.resume is None and me == 0:
+            sweepdir.start_sweep(out, spec)
+    result = _run(spec, out, ckpt_dir, f" (process {me} of {n_proc})" if n_proc > 1 else "")
+    if isinstance(result, int):
+        return result
+    if me != 0:
+        mine = {d.id for d in jax.local_devices()}
+        rows = sum(r for p in result.placement for d, r in p["rows_per_device"].items()
+                   if d in mine)
+        print(f"jaxgrpo sweep (process {me} of {n_proc}): computed {rows} run rows on devices "
+              f"{sorted(mine)}; process 0 writes {out}")
+        return 0
+    return _write(result, spec, out, args.overwrite, ckpt_dir)
+
+
+def _run(spec, out, ckpt_dir, who: str):
+    """The sweep's result, or the exit code when it was interrupted."""
+    from ..sweeps import sweep      # here: it imports JAX
+    n = len(grids.expand_grid(spec["grid"]))
+    print(f"jaxgrpo sweep{who}: {n} combinations x {spec['seeds']} seeds -> {out}"
+          + (f", checkpoints every {spec['checkpoint_every']} iterations in {ckpt_dir}"
+             if ckpt_dir else ""), flush=True)
+    try:
+        return sweep(spec["config"], spec["grid"], spec["seeds"], base_seed=spec["base_seed"],
+                     log_every=spec["log_every"], compiler_options=spec["compiler_options"],
+                     vmap_size=spec["vmap_size"], checkpoint_dir=ckpt_dir,
+                     checkpoint_every=spec["checkpoint_every"])
+    except CheckpointError as e:
+        raise UsageError(f"{e}; it was left as it is") from None
+    except KeyboardInterrupt:
+        kept = (f"; continue with jaxgrpo sweep --resume {out}" if ckpt_dir else
+                f"; nothing was written to {out}")
+        print(f"jaxgrpo sweep: interrupted{kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _write(result, spec, out, overwrite: bool, ckpt_dir) -> int:
+    """Process 0 writes the sweep folder and prints the summary table."""
+    import jax
+    try:
+        table = sweepdir.write_sweep(out, result, spec, overwrite=overwrite,
+                                   in_progress=ckpt_dir is not None)
+    except RunError as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"jaxgrpo sweep: interrupted while writing; {out} is as it was",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    used = sorted({str(p["vmap_size"] or "all") for p in result.placement})
+    n_dev = jax.device_count()
+    print(f"jaxgrpo sweep: {sum(p['runs'] for p in result.placement)} runs on {n_dev} "
+          f"device{'s' if n_dev > 1 else ''}, vmap_size {', '.join(used)}")
+    print(f"{table.attrs['metric']} per combination: mean and 95% bootstrap CI over seeds")
+    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {out}/: metrics.csv, summary.csv, curves.png, sweep.yaml")
+    return 0
