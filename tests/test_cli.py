@@ -340,6 +340,19 @@ def test_help_defaults_are_the_config_defaults():
         assert set(expected.get(cmd, {})) <= set(_help_defaults(parser)), cmd
 
 
+def test_docs_options_reference_is_current():
+    """docs/command-line.md's options reference is what the parsers say (rewrite it with
+    ``python docs/cli_reference.py``), and the page names all five commands."""
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "cli_reference.py")
+    spec = importlib.util.spec_from_file_location("cli_reference", path)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    text = ref.PAGE.read_text()
+    assert ref.page_with_reference(text) == text, "run python docs/cli_reference.py"
+    for cmd in cli.COMMANDS:
+        assert f"`jaxgrpo {cmd}`" in text and f"### jaxgrpo {cmd}" in text, cmd
+
+
 def test_result_table_lists_seeds_and_says_when_the_budget_was_not_used():
     summary = {"algo": "grpo", "env": "CartPole-v1", "seeds": 2, "total_timesteps": 20_000,
                "complete": True, "iterations_done": 3, "iterations": 3, "num_iterations": 3,

@@ -131,15 +131,15 @@ def eval_parser() -> Parser:
         "Evaluate a run's latest checkpoint and add the evaluation to RUN/eval.json: on a "
         "gymnax environment the mean/std return of greedy and sampled actions, per seed and "
         "overall; on a text task the held-out greedy accuracy and pass@k per seed."))
-    p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--episodes", type=count(1), default=100,
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder (of jaxgrpo train or sft)")
+    p.add_argument("--episodes", type=count(1), default=100, metavar="N",
                    help="episodes per seed and mode (default: %(default)s)")
-    p.add_argument("--prompts", type=count(1), default=512,
+    p.add_argument("--prompts", type=count(1), default=512, metavar="N",
                    help="text runs: held-out prompts (default: %(default)s)")
-    p.add_argument("--samples", type=count(1), default=64,
+    p.add_argument("--samples", type=count(1), default=64, metavar="N",
                    help="text runs: sampled completions per prompt for pass@k "
                         "(default: %(default)s)")
-    p.add_argument("--seed", type=count(0), default=0,
+    p.add_argument("--seed", type=count(0), default=0, metavar="N",
                    help="evaluation seed (default: %(default)s)")
     p.add_argument("--step", type=count(1), metavar="N",
                    help="evaluate checkpoint N (default: the latest)")
@@ -163,10 +163,10 @@ def plot_parser() -> Parser:
     p.add_argument("runs", nargs="+", metavar="DIR", help="run or sweep folders")
     p.add_argument("--out", required=True, metavar="FILE.png",
                    help="image to write (.png, .pdf, .svg, .jpg); its folder must exist")
-    p.add_argument("--metric", default="episode_return",
+    p.add_argument("--metric", default="episode_return", metavar="NAME",
                    help="column of metrics.csv to plot (default: %(default)s)")
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="one legend label per curve")
-    p.add_argument("--title", help="figure title (default: the env, when all share one)")
+    p.add_argument("--title", metavar="TEXT", help="figure title (default: the env, when all share one)")
     p.add_argument("--smooth", type=count(1), default=1, metavar="K",
                    help="running mean over K iterations per seed before averaging "
                         "(default: %(default)s)")
