@@ -60,10 +60,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import bootstrap_ci, git_rev, machine
+from jaxgrpo import compiled
+from jaxgrpo.checks import unknown_field
 from jaxgrpo.config import config_class
-from jaxgrpo.configio import unknown_field, yaml_loader
-from jaxgrpo.sweeps import _static_key, expand_grid, grid_configs
-from jaxgrpo.train import make_train
+from jaxgrpo.configio import yaml_loader
+from jaxgrpo.grids import expand_grid, grid_configs
+from jaxgrpo.runs import build_train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEYS = ("title", "seeds", "base_seed", "threshold", "at_episodes", "x", "columns", "tiny", "arms",
@@ -179,32 +181,32 @@ def _hparams(config) -> dict:
 
 
 class _Compiled:
-    """One compiled ``train(key, hparams)`` per static config, with a per-iteration clock.
-    One instance per process (``COMPILED``): experiments run in one process share programs."""
+    """One compiled ``train(key, hparams)`` per static config, with a per-iteration clock, kept
+    in ``jaxgrpo.compiled``'s cache. One instance per process (``COMPILED``): experiments run
+    in one process share programs."""
 
     def __init__(self):
-        self.cache = {}
         self.clock = []
 
     def _tick(self, i, metrics):
         self.clock.append((int(i), time.perf_counter()))
 
+    def _build(self, config, key, clock):
+        train = build_train(config, callback=self._tick if clock else None)
+        t0 = time.perf_counter()
+        fn = jax.jit(train).lower(key, _hparams(config)).compile()
+        mem = fn.memory_analysis()
+        temp = getattr(mem, "temp_size_in_bytes", float("nan")) if mem else float("nan")
+        st = jax.eval_shape(train.init, key)
+        nbytes = lambda t: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t))
+        return dict(fn=fn, compile_s=time.perf_counter() - t0, temp_bytes=temp,
+                    params_bytes=nbytes(st.params), opt_bytes=nbytes(st.opt_state))
+
     def get(self, config, key, clock=False):
-        sk = (_static_key(config), clock)
-        if sk in self.cache:
-            self.cache[sk]["compile_s"] = 0.0   # shared with an earlier case: no compile
-        else:
-            train = make_train(config, callback=self._tick if clock else None)
-            t0 = time.perf_counter()
-            compiled = jax.jit(train).lower(key, _hparams(config)).compile()
-            mem = compiled.memory_analysis()
-            temp = getattr(mem, "temp_size_in_bytes", float("nan")) if mem else float("nan")
-            st = jax.eval_shape(train.init, key)
-            nbytes = lambda t: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t))
-            self.cache[sk] = dict(fn=compiled, compile_s=time.perf_counter() - t0,
-                                  temp_bytes=temp, params_bytes=nbytes(st.params),
-                                  opt_bytes=nbytes(st.opt_state))
-        return self.cache[sk]
+        sk = ("experiments", compiled.static_key(config), id(self) if clock else None)
+        shared = sk in compiled.CACHE   # with an earlier case: no compile
+        c, _ = compiled.cached(sk, lambda: self._build(config, key, clock))
+        return {**c, "compile_s": 0.0} if shared else c
 
     def run(self, config, key, clock=False):
         """-> (metrics {name: [I]} as numpy, wall_s [I], info)."""

@@ -59,9 +59,8 @@ def run_case(name, env, env_kwargs, sft_steps, grpo_iters, workdir, seeds=SEEDS,
     import jax
     import numpy as np
 
-    from jaxgrpo import make_train
     from jaxgrpo.config import GRPOConfig, SFTConfig
-    from jaxgrpo.runs import load_run
+    from jaxgrpo.runs import build_train, load_run
     from jaxgrpo.text import evaluate_text, sft
 
     out = Path(workdir) / name.split()[0]
@@ -75,16 +74,16 @@ def run_case(name, env, env_kwargs, sft_steps, grpo_iters, workdir, seeds=SEEDS,
     grpo_cfg = GRPOConfig(env=env, env_kwargs=env_kwargs, init_from=str(out),
                           **({} if grpo_iters is None else
                              {"num_iterations": grpo_iters, "total_timesteps": 10**9}))
-    (g_state, g_m), g_compile, g_run = _timed(_seeds(make_train(grpo_cfg)), keys)
+    (g_state, g_m), g_compile, g_run = _timed(_seeds(build_train(grpo_cfg)), keys)
     ran = np.isfinite(np.asarray(g_m["accuracy"])[0])   # iterations past the budget are NaN
     g_acc = evaluate_text(grpo_cfg, g_state.params, num_prompts=prompts, num_samples=0)
 
     # continued SFT: as many steps as fit in the GRPO arm's run time, at the SFT run's speed
     # for the same seeds (measured on a short run first)
     cont = lambda n: SFTConfig(env=env, env_kwargs=env_kwargs, num_steps=n, init_from=str(out))
-    _, _, probe = _timed(_seeds(make_train(cont(20))), keys)
+    _, _, probe = _timed(_seeds(build_train(cont(20))), keys)
     steps = max(1, int(g_run / (probe / 20)))
-    (c_state, c_m), _, c_run = _timed(_seeds(make_train(cont(steps))), keys)
+    (c_state, c_m), _, c_run = _timed(_seeds(build_train(cont(steps))), keys)
     c_acc = evaluate_text(cont(steps), c_state.params, num_prompts=prompts, num_samples=0)
     return {"case": name, "env": env, "env_kwargs": env_kwargs, "sft_steps": sft_cfg.num_steps,
             "sft_seconds": s["run_seconds"], "seeds": seeds, "sft_greedy": base["mean"],

@@ -1,4 +1,4 @@
-"""jaxgrpo.sweep (module jaxgrpo.sweeps) and ``jaxgrpo sweep``: one compilation per static config, equal to separate runs, sharded over devices.
+"""jaxgrpo.sweep (package jaxgrpo.sweeps) and ``jaxgrpo sweep``: one compilation per static config, equal to separate runs, sharded over devices.
 
 Compilation dominates these tests, so every compiled program is built at most once per module
 (module-scoped fixtures; the sweep's own cache of compiled runners) and compiled with
@@ -22,9 +22,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgrpo import GRPOConfig, PPOConfig, cli, make_train
+from jaxgrpo import GRPOConfig, PPOConfig, cli, compiled, make_train
 from jaxgrpo import sweeps as sweep_mod
-from jaxgrpo.configio import load_sweep_spec
+from jaxgrpo.grids import load_sweep_spec
+from jaxgrpo.sweeps import runner as runner_mod
 from jaxgrpo.stats import bootstrap_ci
 from jaxgrpo.sweeps import StaticSweepWarning, SweepResult, grid_configs, last_valid_row, sweep
 
@@ -51,8 +52,8 @@ def no_compile(monkeypatch):
     """Fail the test if anything tries to build a training program."""
     def boom(*a, **k):
         raise AssertionError("compiled before validating")
-    monkeypatch.setattr(sweep_mod, "make_train", boom)
-    monkeypatch.setattr(sweep_mod, "_Runner", boom)
+    monkeypatch.setattr(runner_mod, "build_train", boom)
+    monkeypatch.setattr(runner_mod, "Runner", boom)
 
 
 def test_shapes_and_grid_order(result):
@@ -173,8 +174,8 @@ def test_static_fields_loop_over_compilations(monkeypatch):
             lr = np.repeat(np.asarray(hp["lr"])[:, None], len(self.kept), 1)
             return {}, {"lr_seen": jax.numpy.asarray(lr)}, R
 
-    monkeypatch.setattr(sweep_mod, "_Runner", FakeRunner)
-    monkeypatch.setattr(sweep_mod, "_RUNNERS", type(sweep_mod._RUNNERS)())
+    monkeypatch.setattr(runner_mod, "Runner", FakeRunner)
+    monkeypatch.setattr(compiled, "CACHE", compiled.CompileCache())
     with pytest.warns(StaticSweepWarning, match="group_size"):
         r = sweep(CFG, {"group_size": [2, 4], "lr": [0.1, 0.2, 0.3]}, 3)
     assert calls == [2, 4]
@@ -276,7 +277,6 @@ def test_cli_writes_files(result, tmp_path, capsys):
     again = yaml.safe_load((out / "sweep.yaml").read_text())          # the resolved sweep
     assert again["grid"] == {"lr": [1e-3, 3e-3, 1e-2], "beta": [0.0, 0.04]}
     assert again["seeds"] == 4 and again["group_size"] == 4 and again["log_every"] == 2
-    from jaxgrpo.configio import load_sweep_spec
     assert load_sweep_spec(out / "sweep.yaml")["config"] == load_sweep_spec(cfg)["config"]
 
 
@@ -332,7 +332,7 @@ def test_cli_never_replaces_results_unless_asked(tmp_path, capsys, monkeypatch):
     assert sweep_main([cfg, "--overwrite"]) == 0
     again = _tree(out)
     assert again["summary.csv"] != b"stale" and again["metrics.csv"] == first["metrics.csv"]
-    from jaxgrpo.plots import run_curves                  # plotted per combination, by grid value
+    from jaxgrpo.rundir import run_curves                 # plotted per combination, by grid value
     assert [lab for lab, _, _ in run_curves([out])] == ["lr=0.001 (2 seeds)", "lr=0.003 (2 seeds)"]
 
 

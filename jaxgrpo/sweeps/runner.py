@@ -1,0 +1,153 @@
+"""The compiled program of one sweep compilation: a config's training vmapped over runs and
+``shard_map``-ped over the mesh, cached by its static fields (``jaxgrpo.compiled``)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from .. import compiled
+from ..keys import key_data, wrap_keys
+from ..runs import build_train
+from .mesh import RUN_AXIS, shard_runs
+
+
+def last_valid_row(x: jax.Array) -> jax.Array:
+    """``x: [k, ...]`` -> ``[...]``: the last non-NaN entry along axis 0 (NaN if there is none).
+
+    How a ``log_every``-iteration chunk is reduced to its kept row: a GRPO run whose env-step
+    budget ran out mid-chunk still reports its last real return (later rows are NaN)."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x[-1]
+    ok = ~jnp.isnan(x)
+    last = x.shape[0] - 1 - jnp.argmax(ok[::-1], axis=0)
+    return jnp.take_along_axis(x, last[None], axis=0)[0]
+
+
+def single_run(config, log_every: int):
+    """``(init, run, kept, n)`` for one seed: ``init(key, hp) -> TrainState``; ``run(state, hp,
+    m) -> (TrainState, metrics)`` runs ``m`` (static) iterations and keeps one metrics row per
+    ``log_every`` of them and the last; ``kept(start, m)`` the (0-based) iterations of those rows
+    for a call starting at iteration ``start``; ``n`` the run's iterations. A chunk keeps each
+    metric's last non-NaN value over its iterations (``last_valid_row``), so only the kept rows
+    are ever stored. With ``log_every=1``, ``run(init(key, hp), hp, n)`` is
+    ``make_train(config)(key, hp)``; runs split at multiples of ``log_every`` keep the same
+    rows as one call."""
+    train = build_train(config)
+    n = train.num_iterations
+    k = min(log_every, n)
+
+    def run(state, hp, m):
+        if k == 1:
+            return train.run(state, hp, m)
+        outer, rem = divmod(m, k)
+
+        def chunk(s, _):
+            s, met = train.run(s, hp, k)
+            return s, jax.tree.map(last_valid_row, met)
+
+        state, ms = jax.lax.scan(chunk, state, None, length=outer)
+        if rem:
+            state, met = train.run(state, hp, rem)
+            ms = jax.tree.map(lambda a, b: jnp.concatenate([a, last_valid_row(b)[None]]),
+                              ms, met)
+        return state, ms
+
+    def kept(start, m):
+        outer, rem = divmod(m, k)
+        rows = start + np.arange(1, outer + 1) * k - 1
+        return np.append(rows, start + m - 1) if rem else rows
+
+    return train.init, run, kept, n
+
+
+class Runner:
+    """One configuration's program, vmapped over runs, ``shard_map``-ped over a mesh.
+
+    ``__call__(key_data [R, *key_shape] uint32, hparams {name: [R] float32})`` ->
+    ``(state, metrics {name: [R_pad, I_kept]}, R)``: the whole run in one compiled call.
+    For checkpointed sweeps, ``init(key_data, hparams) -> (state, R)`` and ``segment(state,
+    hparams, m) -> (state, metrics)`` run it ``m`` iterations at a time (one compilation per
+    distinct ``m``). ``state`` is a ``TrainState`` with a leading ``[R_pad]`` axis sharded over
+    the mesh, its PRNG keys as raw key data (``keys.key_data``); ``template`` is its abstract
+    form for one run, typed keys included.
+    """
+
+    def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size=None):
+        self.config = config
+        self.mesh = mesh
+        self.key_impl = key_impl
+        self.compiler_options = compiler_options
+        init, run, self.kept_rows, self.num_iterations = single_run(config, log_every)
+        self.kept = self.kept_rows(0, self.num_iterations)
+        self._run = run
+        self.vmap_size = vmap_size
+        self.template = jax.eval_shape(init, jax.random.key(0, impl=key_impl),
+                                       config.hparams())
+
+        def local_init(keys_data, hp):
+            keys = jax.random.wrap_key_data(keys_data, impl=key_impl)
+            # Initialize one run at a time (lax.map), train all of them at once (vmap). A
+            # vmapped init would batch the orthogonal initializer's QR into one LAPACK call that
+            # fans out over XLA:CPU's intra-op thread pool from inside that pool; with several
+            # CPU devices executing at once (--xla_force_host_platform_device_count) every pool
+            # thread then waits on work queued behind it: a deadlock (jaxlib 0.10.2).
+            return jax.lax.map(lambda a: init(*a), (keys, hp))
+
+        def local(keys_data, hp):   # the runs of one device: [R_pad / n_dev, ...]
+            return self._local_run(local_init(keys_data, hp), hp, self.num_iterations)
+
+        self.fn = self._compile(local)
+        self._init = self._compile(lambda kd, hp: key_data(local_init(kd, hp)))
+        self._segments = {}
+
+    def _local_run(self, state, hp, m):
+        R_local = jax.tree.leaves(hp)[0].shape[0]
+        if self.vmap_size is None or self.vmap_size >= R_local:
+            return jax.vmap(lambda s, h: self._run(s, h, m))(state, hp)
+        # groups of vmap_size runs vmapped, the groups one after the other (one program)
+        return jax.lax.map(lambda a: self._run(*a, m), (state, hp), batch_size=self.vmap_size)
+
+    def _compile(self, local):
+        spec = P(RUN_AXIS)
+        # check_vma=False: the training code is written for plain vmap, not for shard_map's
+        # varying-manual-axes types (a while_loop carry starting from constants would fail it).
+        sharded = jax.shard_map(local, mesh=self.mesh, in_specs=spec, out_specs=spec,
+                                check_vma=False)
+        out = NamedSharding(self.mesh, spec)
+        return jax.jit(lambda args: sharded(*args), in_shardings=(out,), out_shardings=out,
+                       compiler_options=self.compiler_options)
+
+    def __call__(self, keys_data, hparams):
+        (state, metrics), R = shard_runs(self.fn, (keys_data, hparams), self.mesh)
+        return state, metrics, R
+
+    def init(self, keys_data, hparams):
+        return shard_runs(self._init, (keys_data, hparams), self.mesh)
+
+    def place(self, tree):
+        """Host arrays ``[R, ...]`` -> global arrays ``[R_pad, ...]`` on the mesh (padded as
+        ``shard_runs`` pads), for a state restored from a checkpoint."""
+        return shard_runs(lambda x: x, tree, self.mesh)[0]
+
+    def segment(self, state, hparams, m):
+        if m not in self._segments:
+            def local(raw, hp):
+                typed = wrap_keys(raw, self.template, self.key_impl)
+                state, metrics = self._local_run(typed, hp, m)
+                return key_data(state), metrics
+            self._segments[m] = self._compile(local)
+        return self._segments[m]((state, self.place(hparams)))
+
+
+def compiled_runner(config, log_every, mesh, key_impl, compiler_options,
+                    vmap_size=None) -> Runner:
+    """``Runner(...)``, cached by the config's static fields (``compiled.static_key``), so sweeps
+    that differ only in dynamic values (or repeat) reuse the compiled program (jit's own cache
+    then keys on the run count)."""
+    key = ("sweeps.runner", compiled.static_key(config), log_every,
+           tuple(d.id for d in mesh.devices.flat), str(key_impl),
+           compiled.options_key(compiler_options), vmap_size)
+    return compiled.cached(key, lambda: Runner(config, log_every, mesh, key_impl,
+                                               compiler_options, vmap_size))[0]

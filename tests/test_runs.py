@@ -1,0 +1,150 @@
+"""jaxgrpo.runs and the pieces it shares with sweeps and experiments: the one compile cache
+(jaxgrpo.compiled), typed keys <-> key data (jaxgrpo.keys), init_from checked and resolved
+before anything is compiled or written, and a second run of a config reusing its programs.
+
+Resume, corrupt checkpoints and load_run's errors are in test_checkpoint.py; ``jaxgrpo train``
+and ``eval`` in test_cli.py. One small PPO compilation here (module-scoped)."""
+import jax
+import numpy as np
+import pytest
+
+import jaxgrpo
+from jaxgrpo import compiled, runs
+from jaxgrpo.config import GRPOConfig, SFTConfig
+from jaxgrpo.configio import save_config
+from jaxgrpo.errors import CheckpointError, RunError
+from jaxgrpo.keys import is_key, key_data, wrap_keys
+
+# A failed orbax read can leave a callback that later hits orbax's closed asyncio loop.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+PPO = jaxgrpo.PPOConfig(num_envs=2, num_steps=16, total_timesteps=64, num_minibatches=2,
+                        update_epochs=1)            # 2 iterations
+FAST = {"xla_backend_optimization_level": 0}
+TEXT = dict(env="text:addition", env_kwargs={"digits": 1}, num_layers=1, width=32, num_heads=2,
+            max_len=16)
+
+
+# ----------------------------------------------------------------------------- compile cache
+
+def test_cache_builds_once_and_evicts_the_least_recently_used():
+    cache = compiled.CompileCache(max_entries=2)
+    built = []
+
+    def build(v):
+        return lambda: built.append(v) or v
+
+    assert cache.get("a", build(1))[0] == 1 and cache.get("b", build(2))[0] == 2
+    value, seconds = cache.get("a", build(99))          # cached: not rebuilt, no seconds
+    assert (value, seconds) == (1, 0.0) and built == [1, 2]
+    cache.get("c", build(3))                             # evicts b, the least recently used
+    assert "a" in cache and "c" in cache and "b" not in cache and len(cache) == 2
+    assert cache.get("b", build(4))[0] == 4 and built == [1, 2, 3, 4]
+
+
+def test_static_key_ignores_hparams_and_names_static_fields():
+    base = GRPOConfig()
+    assert compiled.static_key(base) == compiled.static_key(base.replace(lr=0.1, beta=0.5))
+    assert compiled.static_key(base) != compiled.static_key(base.replace(group_size=16))
+    assert compiled.static_key(base) != compiled.static_key(jaxgrpo.PPOConfig())
+    assert compiled.options_key(None) == compiled.options_key({})
+
+
+# ----------------------------------------------------------------------------- typed keys
+
+def test_key_data_round_trip_and_abstract_keys():
+    impl = jax.random.key_impl(jax.random.key(0))
+    tree = {"k": jax.random.split(jax.random.key(3), 4), "x": np.arange(3.0)}
+    raw = key_data(tree)
+    assert not is_key(raw["k"]) and raw["k"].dtype == np.uint32
+    back = wrap_keys(raw, tree, impl)
+    assert is_key(back["k"]) and not is_key(back["x"])
+    np.testing.assert_array_equal(jax.random.key_data(back["k"]), raw["k"])
+    assert is_key(jax.eval_shape(lambda: jax.random.key(0))) and not is_key(1.0)
+
+
+# ----------------------------------------------------------------------------- init_from
+
+@pytest.fixture
+def text_folder(tmp_path):
+    """A folder with a text run's config.yaml (width 32) and no checkpoint."""
+    save_config(tmp_path / "config.yaml", SFTConfig(**TEXT), 1, 0)
+    return tmp_path
+
+
+def test_init_params_is_none_without_init_from():
+    assert runs.init_params(GRPOConfig()) is None
+
+
+def test_check_init_from_names_what_is_wrong(text_folder, tmp_path_factory):
+    runs.check_init_from(GRPOConfig(**TEXT, init_from=str(text_folder)))     # same shape
+    with pytest.raises(ValueError, match=r"^init_from: the model of .* differs .*width 32 "
+                                         r"\(this config: 64\)"):
+        runs.check_init_from(GRPOConfig(**{**TEXT, "width": 64}, init_from=str(text_folder)))
+    empty = tmp_path_factory.mktemp("empty")
+    with pytest.raises(ValueError, match=r"^init_from: .* is not a run folder"):
+        runs.check_init_from(GRPOConfig(**TEXT, init_from=str(empty)))
+    env_run = tmp_path_factory.mktemp("env_run")
+    save_config(env_run / "config.yaml", GRPOConfig(), 1, 0)
+    with pytest.raises(ValueError, match=r"^init_from: .* is a run on CartPole-v1, not a text"):
+        runs.check_init_from(GRPOConfig(**TEXT, init_from=str(env_run)))
+
+
+def test_init_params_of_a_folder_without_checkpoint(text_folder):
+    with pytest.raises(CheckpointError, match="no checkpoint yet"):
+        runs.init_params(GRPOConfig(**TEXT, init_from=str(text_folder)))
+
+
+def test_run_training_refuses_a_bad_init_from_before_writing(text_folder, tmp_path):
+    out = tmp_path / "run"
+    bad = GRPOConfig(**{**TEXT, "width": 64}, init_from=str(text_folder))
+    with pytest.raises(RunError, match=r"^init_from: the model of"):
+        runs.run_training(bad, out)
+    assert not out.exists()
+
+
+def test_sweep_refuses_a_bad_init_from_before_compiling(text_folder, monkeypatch):
+    from jaxgrpo.sweeps import runner, sweep
+
+    def boom(*a, **k):
+        raise AssertionError("compiled before validating")
+    monkeypatch.setattr(runner, "Runner", boom)
+    monkeypatch.setattr(compiled, "CACHE", compiled.CompileCache())
+    bad = GRPOConfig(**{**TEXT, "width": 64}, init_from=str(text_folder))
+    with pytest.raises(ValueError, match=r"^init_from: the model of"):
+        sweep(bad, {"lr": [1e-4, 3e-4]})
+
+
+# ----------------------------------------------------------------------------- runs
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    first = runs.run_training(PPO, root / "a", seeds=2, compiler_options=FAST)
+    second = runs.run_training(PPO, root / "b", seeds=2, compiler_options=FAST)
+    return root, first, second
+
+
+def test_a_second_run_of_a_config_reuses_its_programs(two_runs):
+    root, first, second = two_runs
+    assert first["compile_seconds"] > 0 and second["compile_seconds"] == 0
+    a, b = runs.load_run(root / "a"), runs.load_run(root / "b")
+    for k in a.metrics:
+        np.testing.assert_array_equal(a.metrics[k], b.metrics[k])
+    assert a.step == PPO.iterations and a.seeds == 2
+
+
+def test_run_training_refuses_a_folder_with_results(two_runs):
+    root, _, _ = two_runs
+    with pytest.raises(RunError, match="already holds results"):
+        runs.run_training(PPO, root / "a", seeds=2, compiler_options=FAST)
+
+
+def test_evaluate_run_reports_each_seed_and_mode(two_runs):
+    root, _, _ = two_runs
+    res = runs.evaluate_run(runs.load_run(root / "a"), episodes=3, seed=1)
+    assert res["checkpoint"] == PPO.iterations and res["episodes_per_seed"] == 3
+    for mode in ("greedy", "sampled"):
+        assert len(res[mode]["per_seed"]) == 2
+        lo, hi = res[mode]["ci95"]
+        assert lo <= res[mode]["mean"] <= hi or np.isnan(lo)
