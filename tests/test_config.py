@@ -96,3 +96,17 @@ def test_unknown_hparam_is_rejected_before_tracing():
     import jax
     with pytest.raises(ValueError, match="gae_lambda"):
         train(jax.random.key(0), {"gae_lambda": 0.9})
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"group_mode": "states"}, "group_mode"),
+    ({"group_mode": "state", "branch_horizon": 0}, "branch_horizon"),
+    ({"branch_every": 1.5}, "branch_every"),
+    ({"share_env_noise": "yes"}, "share_env_noise"),
+    ({"reward_transform": "log"}, "reward_transform"),
+    ({"reward_transform": 3}, "reward_transform"),
+    ({"reward_transform": lambda r, m: r.sum()}, "reward_transform"),
+])
+def test_bad_group_options_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}"):
+        jaxgrpo.GRPOConfig(**kwargs)

@@ -1,12 +1,14 @@
 """Collectors: same-start groups, masks, early stop, truncation, partial rollouts (episode
-pools), PPO segments."""
+pools), PPO segments; state branches, batch groups and shared env noise."""
 import jax
 import numpy as np
 import pytest
 
 import jaxgrpo
+from jaxgrpo import grpo
 from jaxgrpo.envs import make_env
-from jaxgrpo.rollout import collect_episodes, collect_segments, init_pool, reset_segments
+from jaxgrpo.rollout import (collect_branches, collect_episodes, collect_segments, init_pool,
+                             reset_segments)
 from jaxgrpo.train import make_policy
 
 CFG = jaxgrpo.GRPOConfig(num_groups=3, group_size=4)
@@ -156,3 +158,90 @@ def test_ppo_segments_record_final_observation_on_auto_reset():
     assert not np.allclose(nxt[:-1][done[:-1]], obs[1:][done[:-1]])
     assert float(stats.count) == done.sum()
     assert float(stats.sim_steps) == 120
+
+
+# ----------------------------------------------------------------------------- group modes
+
+def _setup(cfg, seed=0):
+    env, env_params = make_env(cfg)
+    policy = make_policy(cfg)
+    return env, env_params, policy, policy.init(jax.random.key(seed))
+
+
+@pytest.fixture(scope="module")
+def pendulum_branches():
+    cfg = jaxgrpo.GRPOConfig(env="Pendulum-v1", group_mode="state", num_groups=2, group_size=4,
+                             branch_every=3, branch_horizon=1, env_params={"max_steps_in_episode": 12})
+    env, env_params, policy, params = _setup(cfg)
+    fn = jax.jit(lambda k: collect_branches(policy, env, env_params, params, k, 2, 4, 3, 1))
+    return cfg, jax.device_get(fn(jax.random.key(1)))
+
+
+def test_branches_start_from_identical_states(pendulum_branches):
+    cfg, (rollout, stats) = pendulum_branches
+    obs = rollout.obs[0].reshape(-1, 4, 3)            # [groups, G, obs]
+    valid = rollout.mask[0].reshape(-1, 4)
+    assert valid.any()
+    for o, v in zip(obs, valid):
+        if v.any():
+            assert (o == o[:1]).all()                 # bitwise identical within the group
+    assert len({tuple(o[0]) for o, v in zip(obs, valid) if v.any()}) == valid.any(1).sum()
+    # ... while each branch sampled its own action
+    acts = rollout.action[0].reshape(-1, 4)
+    assert all(len(set(a.tolist())) == 4 for a, v in zip(acts, valid) if v.all())
+
+
+def test_horizon_one_scores_are_immediate_rewards(pendulum_branches):
+    cfg, (rollout, _) = pendulum_branches
+    assert rollout.reward.shape[0] == 1
+    # Pendulum: r = -(theta^2 + 0.1 thdot^2 + 0.001 u^2), u clipped to [-2, 2]
+    cos, sin, thdot = rollout.obs[0].T
+    u = np.clip(rollout.action[0][:, 0], -2.0, 2.0)
+    theta = np.arctan2(sin, cos)
+    expected = -(theta ** 2 + 0.1 * thdot ** 2 + 0.001 * u ** 2)
+    m = rollout.mask[0]
+    np.testing.assert_allclose(rollout.reward[0][m], expected[m], rtol=1e-4, atol=1e-4)
+    ret = np.asarray(jaxgrpo.advantages.episode_returns(rollout.reward, rollout.mask, 0.99))
+    np.testing.assert_allclose(ret, rollout.reward[0])
+
+
+def test_state_mode_groups_and_counts(pendulum_branches):
+    cfg, (rollout, stats) = pendulum_branches
+    P = -(-12 // 3)
+    assert rollout.obs.shape[:2] == (1, P * 2 * 4)
+    np.testing.assert_array_equal(rollout.group_id, np.arange(P * 8) // 4)
+    # 4 branch points x 2 trajectories x 4 branches x 1 step + 2 ordinary steps per block
+    assert float(stats.valid_steps) == 4 * 2 * 4 + 4 * 2 * 2
+    assert float(stats.count) == 2 and float(stats.length_sum) == 24
+
+
+def test_batch_groups_are_consecutive_unrelated_episodes():
+    cfg = jaxgrpo.GRPOConfig(group_mode="batch", num_groups=3, group_size=4)
+    env, env_params, policy, params = _setup(cfg)
+    rollout, _ = collect_episodes(policy, env, env_params, params, jax.random.key(2), 3, 4,
+                                  same_start=False)
+    obs0 = np.asarray(rollout.obs[0])
+    assert len({tuple(o) for o in obs0}) == 12        # every episode its own start
+    np.testing.assert_array_equal(rollout.group_id, np.arange(12) // 4)
+    adv, _ = grpo.advantages(cfg, rollout, 0.99)
+    R = np.asarray(jaxgrpo.advantages.episode_returns(rollout.reward, rollout.mask, 0.99))
+    first = np.asarray(adv)[0]
+    for g in range(3):                                # normalized among episodes 4g .. 4g+3
+        r = R[4 * g: 4 * g + 4]
+        if r.std() > 0:
+            np.testing.assert_allclose(first[4 * g: 4 * g + 4],
+                                       (r - r.mean()) / (r.std(ddof=1) + 1e-4), rtol=1e-4)
+
+
+def test_share_env_noise_on_a_stochastic_env():
+    base = dict(env="FrozenLake-misc", num_groups=1, group_size=6,
+                env_params={"max_steps_in_episode": 20})
+    cfg = jaxgrpo.GRPOConfig(total_timesteps=10_000, **base)
+    env, env_params, policy, params = _setup(cfg)
+    run = lambda share: collect_episodes(policy, env, env_params, params, jax.random.key(5), 1, 6,
+                                         greedy=True, share_env_noise=share)[0]
+    shared, own = run(True), run(False)
+    o = np.asarray(shared.obs).reshape(shared.obs.shape[0], 6, -1)
+    assert (o == o[:, :1]).all()                     # same actions + same noise: same episode
+    o2 = np.asarray(own.obs).reshape(own.obs.shape[0], 6, -1)
+    assert not (o2 == o2[:, :1]).all()               # slippery ice makes them differ

@@ -1,5 +1,5 @@
-"""jaxgrpo.grpo.loss_weights and jaxgrpo.grpo.advantages on small hand-made rollouts,
-against NumPy references."""
+"""jaxgrpo.grpo: loss_weights and advantages on small hand-made rollouts, against NumPy
+references; the reward transform applied before scoring."""
 import itertools
 
 import jax
@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import jaxgrpo
+from jaxgrpo.envs import make_env
 from jaxgrpo.grpo import advantages, loss_weights
-from jaxgrpo.rollout import Rollout
+from jaxgrpo.rollout import Rollout, collect_episodes
+from jaxgrpo.train import make_policy
 
 T = 6
 # episode lengths, 3 groups of 4 episodes (ragged; group 2 has a zero-length episode)
@@ -251,3 +253,17 @@ def test_advantages_under_jit(supervision):
     for k in met:
         np.testing.assert_allclose(float(met_jit[k]), float(met[k]), rtol=1e-5, atol=1e-7)
     assert np.any(np.asarray(adv_jit) != 0.0)
+
+
+# ----------------------------------------------------------------------------- reward transform
+
+def test_zeroing_transform_gives_zero_advantages():
+    cfg = jaxgrpo.GRPOConfig(num_groups=2, group_size=4, reward_transform=lambda r, m: r * 0.0)
+    env, env_params = make_env(cfg)
+    policy = make_policy(cfg)
+    params = policy.init(jax.random.key(0))
+    rollout, _ = collect_episodes(policy, env, env_params, params, jax.random.key(3), 2, 4)
+    adv, _ = advantages(cfg, rollout, 0.99)
+    assert not np.asarray(adv).any()
+    adv_id, _ = advantages(cfg.replace(reward_transform=None), rollout, 0.99)
+    assert np.asarray(adv_id).any()
