@@ -9,15 +9,17 @@ __version__ = "0.1.1"
 
 _NAMES = {
     "GRPOConfig": "config", "PPOConfig": "config",
-    "make_train": "train", "evaluate": "train", "TrainState": "train",
+    "make_train": "train", "evaluate": "evaluation", "TrainState": "train",
     "sweep": "sweeps", "SweepResult": "sweeps",
     "preset": "presets",
-    "run_training": "runs", "load_run": "runs",
-    "plot_runs": "plots",
+    "run_training": "runs", "load_run": "runs", "sft": "runs",
+    "plot_runs": "rundir",
 }
-_MODULES = ("advantages", "checkpoint", "cli", "config", "configio", "envs", "grpo", "loggers",
-            "losses", "networks", "plots", "ppo", "presets", "provenance", "render", "rewards",
-            "rollout", "rundir", "runs", "stats", "sweeps", "text", "train", "update")
+_MODULES = ("advantages", "algorithm", "checkpoint", "checks", "cli", "compiled", "config",
+            "configio", "envs", "errors", "evaluation", "fileio", "grids", "grpo", "keys",
+            "loggers", "losses", "networks", "plots", "ppo", "presets", "provenance", "render",
+            "rewards", "rollout", "rundir", "runs", "stats", "sweepdir", "sweeps", "text", "train",
+            "update")
 
 __all__ = sorted(_NAMES)
 

@@ -31,13 +31,11 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from .errors import CheckpointError
 from .keys import impl_name, is_key
-from .rundir import CheckpointError   # defined without JAX (the CLI catches it cheaply)
 
 FORMAT = 1
 MANIFEST = "files.json"
-
-
 
 
 # ----------------------------------------------------------------------------- pytree <-> arrays

@@ -4,6 +4,11 @@ Static fields (anything that changes an array shape or the traced program) live 
 config. Numbers in the math live in ``config.hparams()``, a dict of float32 scalars that
 ``train(key, hparams)`` takes as a traced argument, so ``jax.vmap`` can sweep them with one
 compilation.
+
+Building a config reads no disk (``init_from`` is checked as a path string here, and against
+the run folder it names by ``jaxgrpo.runs.init_params``). Importing this module imports no JAX
+(``jaxgrpo train --help`` quotes its defaults), so the modules that validate an env, a reward
+transform or a model are imported inside the methods that use them.
 """
 from __future__ import annotations
 
@@ -12,37 +17,32 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .checks import check_count, fail, field_hint
+
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 
 
-def _fail(field_name: str, msg: str):
-    raise ValueError(f"{field_name}: {msg}")
-
-
 def _check_int(cfg, name, low=1):
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int):
-        _fail(name, f"must be an int, got {type(v).__name__} {v!r}")
-    if v < low:
-        _fail(name, f"must be >= {low}, got {v}")
+    """The field ``name`` of ``cfg`` checked as an int >= ``low`` (stored as a Python int)."""
+    object.__setattr__(cfg, name, check_count(name, getattr(cfg, name), low))
 
 
 def _check_float(cfg, name, low=None, high=None, low_open=False):
     v = getattr(cfg, name)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        _fail(name, f"must be a number, got {type(v).__name__} {v!r}")
+        fail(name, f"must be a number, got {type(v).__name__} {v!r}")
     if not math.isfinite(v):
-        _fail(name, f"must be finite, got {v}")
+        fail(name, f"must be finite, got {v}")
     if low is not None and (v <= low if low_open else v < low):
-        _fail(name, f"must be {'>' if low_open else '>='} {low}, got {v}")
+        fail(name, f"must be {'>' if low_open else '>='} {low}, got {v}")
     if high is not None and v > high:
-        _fail(name, f"must be <= {high}, got {v}")
+        fail(name, f"must be <= {high}, got {v}")
 
 
 def _check_choice(cfg, name, choices):
     v = getattr(cfg, name)
     if v not in choices:
-        _fail(name, f"must be one of {list(choices)}, got {v!r}")
+        fail(name, f"must be one of {list(choices)}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,14 @@ class _BaseConfig:
         from .envs import validate_env
 
         if not isinstance(self.env, str):
-            _fail("env", f"must be a gymnax id string, got {self.env!r}")
+            fail("env", f"must be a gymnax id string, got {self.env!r}")
         for name in ("env_kwargs", "env_params"):
             if not isinstance(getattr(self, name), Mapping):
-                _fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
+                fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         _check_int(self, "total_timesteps")
         if self.total_timesteps > 2**31 - 1:      # counted in int32 / float32 in the program
-            _fail("total_timesteps", f"must be < 2**31 (the step counters are 32-bit), got "
+            fail("total_timesteps", f"must be < 2**31 (the step counters are 32-bit), got "
                   f"{self.total_timesteps:,}")
         _check_int(self, "update_epochs")
         _check_int(self, "num_minibatches")
@@ -90,7 +90,7 @@ class _BaseConfig:
         if not self.hidden_sizes or any(
             isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_sizes
         ):
-            _fail("hidden_sizes", f"must be a non-empty tuple of positive ints, got {self.hidden_sizes!r}")
+            fail("hidden_sizes", f"must be a non-empty tuple of positive ints, got {self.hidden_sizes!r}")
         _check_choice(self, "activation", ACTIVATIONS)
         from .rewards import check
         object.__setattr__(self, "reward_transform", check(self.reward_transform))
@@ -100,7 +100,6 @@ class _BaseConfig:
         """A copy with ``changes`` applied (validated again)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self) if f.init}
         if unknown:
-            from .configio import field_hint
             name = sorted(unknown)[0]
             raise ValueError(f"{name}: unknown field of {type(self).__name__} "
                              f"({field_hint(name, type(self))})")
@@ -142,20 +141,20 @@ class _TextFields:
         text = is_text(self.env)
         for f in dataclasses.fields(_TextFields):
             if not text and getattr(self, f.name) != f.default:
-                _fail(f.name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
+                fail(f.name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
         if not text:
             return
         for name in ("num_layers", "width", "num_heads", "max_len"):
             _check_int(self, name)
         if self.width % self.num_heads:
-            _fail("num_heads", f"must divide width ({self.width}), got {self.num_heads}")
+            fail("num_heads", f"must divide width ({self.width}), got {self.num_heads}")
         _check_choice(self, "positions", POSITIONS)
         if self.max_new_tokens is not None:
             _check_int(self, "max_new_tokens")
         task = self.task
         need = task.prompt_len + task.max_new_tokens
         if need > self.max_len:
-            _fail("max_len", f"{self.env}'s prompts ({task.prompt_len} tokens) plus max_new_tokens "
+            fail("max_len", f"{self.env}'s prompts ({task.prompt_len} tokens) plus max_new_tokens "
                   f"({task.max_new_tokens}) need {need} positions; max_len is {self.max_len}")
 
     @property
@@ -281,13 +280,13 @@ class GRPOConfig(_TextFields, _BaseConfig):
         _check_int(self, "branch_every")
         _check_int(self, "branch_horizon")
         if not isinstance(self.share_env_noise, bool):
-            _fail("share_env_noise", f"must be a bool, got {self.share_env_noise!r}")
+            fail("share_env_noise", f"must be a bool, got {self.share_env_noise!r}")
         _check_int(self, "max_ahead", low=0)
         if self.max_ahead and self.group_mode == "state":
-            _fail("max_ahead", "needs group_mode 'episode' or 'batch' (state groups branch "
+            fail("max_ahead", "needs group_mode 'episode' or 'batch' (state groups branch "
                   "from the main trajectories in lockstep)")
         if self.max_ahead and self.share_env_noise:
-            _fail("max_ahead", "cannot be combined with share_env_noise (members that share "
+            fail("max_ahead", "cannot be combined with share_env_noise (members that share "
                   "step keys must step in lockstep)")
         _check_float(self, "beta", low=0.0)
         _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
@@ -312,30 +311,27 @@ class GRPOConfig(_TextFields, _BaseConfig):
             _check_float(self, "delta", low=1.0, low_open=True)
         for name in ("mask_truncated_completions", "dynamic_sampling", "kl_bias_correction"):
             if not isinstance(getattr(self, name), bool):
-                _fail(name, f"must be a bool, got {getattr(self, name)!r}")
+                fail(name, f"must be a bool, got {getattr(self, name)!r}")
         _check_float(self, "temperature", low=0.0, low_open=True)
         if self.init_from is not None and not isinstance(self.init_from, str):
-            _fail("init_from", f"must be a run folder path, got {self.init_from!r}")
-        if self.init_from is not None and text:
-            from .runs import check_init_from
-            check_init_from(self)
+            fail("init_from", f"must be a run folder path, got {self.init_from!r}")
         text_only = {"importance_sampling_level": "token", "mask_truncated_completions": False,
                      "dynamic_sampling": False, "kl_bias_correction": False,
                      "temperature": 1.0, "init_from": None}
         for name, default in text_only.items():
             if not text and getattr(self, name) != default:
-                _fail(name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
+                fail(name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
         if text:
             if self.group_mode != "episode":
-                _fail("group_mode", "text tasks group the completions of one prompt: only "
+                fail("group_mode", "text tasks group the completions of one prompt: only "
                       f"'episode', got {self.group_mode!r}")
             if self.supervision != "outcome" or self.max_ahead or self.share_env_noise:
                 name = ("supervision" if self.supervision != "outcome" else
                         "max_ahead" if self.max_ahead else "share_env_noise")
-                _fail(name, "not available for text tasks (one verifier reward per completion)")
+                fail(name, "not available for text tasks (one verifier reward per completion)")
             from .rewards import identity
             if self.reward_transform is not identity:
-                _fail("reward_transform", "not available for text tasks; write it into the "
+                fail("reward_transform", "not available for text tasks; write it into the "
                       "task's verify function")
 
     def replace(self, **changes):
@@ -419,11 +415,11 @@ class PPOConfig(_BaseConfig):
         _check_float(self, "gae_lambda", low=0.0, high=1.0)
         _check_float(self, "vf_coef", low=0.0)
         if not isinstance(self.anneal_lr, bool):
-            _fail("anneal_lr", f"must be a bool, got {self.anneal_lr!r}")
+            fail("anneal_lr", f"must be a bool, got {self.anneal_lr!r}")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
-            _fail("num_minibatches", f"must divide num_envs * num_steps = {self.num_envs * self.num_steps}")
+            fail("num_minibatches", f"must divide num_envs * num_steps = {self.num_envs * self.num_steps}")
         if self.total_timesteps < self.num_envs * self.num_steps:
-            _fail("total_timesteps", f"must be >= num_envs * num_steps = {self.num_envs * self.num_steps}")
+            fail("total_timesteps", f"must be >= num_envs * num_steps = {self.num_envs * self.num_steps}")
 
     @property
     def algo(self) -> str:
@@ -463,9 +459,9 @@ class SFTConfig(_TextFields):
     def __post_init__(self):
         from .envs import validate_env
         if not is_text(self.env):
-            _fail("env", f"SFT needs a text task ('text:NAME'), got {self.env!r}")
+            fail("env", f"SFT needs a text task ('text:NAME'), got {self.env!r}")
         if not isinstance(self.env_kwargs, Mapping):
-            _fail("env_kwargs", f"must be a dict, got {type(self.env_kwargs).__name__}")
+            fail("env_kwargs", f"must be a dict, got {type(self.env_kwargs).__name__}")
         validate_env(self.env, dict(self.env_kwargs), {})
         _check_int(self, "num_steps")
         _check_int(self, "batch_size")
@@ -473,11 +469,8 @@ class SFTConfig(_TextFields):
         _check_float(self, "lr", low=0.0, low_open=True)
         _check_float(self, "max_grad_norm", low=0.0, low_open=True)
         self._check_text_fields()
-        if self.init_from is not None:
-            if not isinstance(self.init_from, str):
-                _fail("init_from", f"must be a run folder path, got {self.init_from!r}")
-            from .runs import check_init_from
-            check_init_from(self)
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            fail("init_from", f"must be a run folder path, got {self.init_from!r}")
 
     replace = _BaseConfig.replace
     hparams = _BaseConfig.hparams

@@ -9,6 +9,8 @@ import gymnax
 import jax.numpy as jnp
 from gymnax.environments import spaces
 
+from .text.tasks import make_task
+
 
 class ActionSpec(NamedTuple):
     discrete: bool
@@ -54,7 +56,6 @@ def _make(env_id, kwargs_items, params_items):
 
 @functools.lru_cache(maxsize=64)
 def _text_task(env_id, kwargs_items):
-    from .text.tasks import make_task
     try:
         return make_task(env_id[len("text:"):], **dict(kwargs_items))
     except ValueError as e:

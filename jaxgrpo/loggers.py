@@ -10,13 +10,14 @@ from typing import Sequence
 
 import numpy as np
 
-from .rundir import RunError
+from .errors import RunError
 from .stats import no_warnings
 
 
-class _Sink:
-    """Where the compiled loop's callbacks go (one module-level dispatcher, so a compiled
-    program can be reused by later runs of the same config)."""
+class Sink:
+    """Where the compiled loop's callbacks go (one module-level dispatcher, ``SINK``, so a
+    compiled program can be reused by later runs of the same config: a run points
+    ``SINK.target`` at its ``Reporter`` while it runs)."""
 
     def __init__(self):
         self.target = None
@@ -27,7 +28,7 @@ class _Sink:
             t(i, metrics)
 
 
-_SINK = _Sink()
+SINK = Sink()
 
 
 class Reporter:

@@ -1,11 +1,11 @@
-"""Learning-curve figures: run folders overlaid (mean over seeds and a 95% bootstrap CI band
-against env steps)."""
+"""Learning-curve figures from metric frames: curves overlaid, each the mean over seeds and a
+95% bootstrap CI band against env steps. Reading run and sweep folders into such frames is
+``jaxgrpo.rundir``'s (``rundir.plot_runs``)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-from .rundir import RunError, read_run
 from .stats import curve
 
 
@@ -39,51 +39,6 @@ def sweep_curves(df) -> list:
         values = {k: first[k].item() if hasattr(first[k], "item") else first[k] for k in grid}
         out.append((f"{grid_label(values)} {seeds_label(g)}", g))
     return out
-
-
-def run_curves(run_dirs: Sequence, metric: str = "episode_return") -> list:
-    """``[(label, frame, config dict)]`` for run and sweep folders: one curve per run folder,
-    one per combination of a sweep folder. Labels name the algorithm (and the env when the
-    folders differ in it), the seed count, and the folder when two would read the same."""
-    read = [(Path(d), *read_run(d)) for d in run_dirs]
-    for d, _, df in read:
-        if metric not in df.columns:
-            raise RunError(f"{d}/metrics.csv: no metric {metric!r}; it has "
-                           f"{[c for c in df.columns if c not in ('seed', 'iteration')]}")
-    envs = {cfg.get("env") for _, cfg, _ in read}
-    algos = [cfg.get("algo") for _, cfg, df in read if "combination" not in df.columns]
-    curves = []
-    for d, cfg, df in read:
-        seeds = seeds_label(df)
-        head = str(cfg.get("algo", "grpo")).upper()
-        if len(envs) > 1:
-            head += f" {cfg.get('env')}"
-        if "combination" in df.columns:
-            prefix = f"{d.name}: " if len(read) > 1 else ""
-            curves += [(f"{prefix}{label}", g, cfg) for label, g in sweep_curves(df)]
-        else:
-            label = f"{head} {seeds}"
-            if algos.count(cfg.get("algo")) > 1:
-                label += f" [{d.name}]"
-            curves.append((label, df, cfg))
-    return curves
-
-
-def plot_runs(run_dirs: Sequence, path, metric: str = "episode_return",
-              labels: Sequence[str] | None = None, title: str | None = None,
-              smooth: int = 1) -> None:
-    """One figure of run and sweep folders: per run folder (per combination of a sweep
-    folder), the mean of ``metric`` over seeds against env steps and its 95% bootstrap CI
-    band (``stats.curve``). ``labels``: one legend entry per curve."""
-    curves = run_curves(run_dirs, metric)
-    if labels is not None:
-        if len(labels) != len(curves):
-            raise RunError(f"--labels: {len(labels)} labels for {len(curves)} curves")
-        curves = [(lab, df, cfg) for lab, (_, df, cfg) in zip(labels, curves)]
-    envs = {cfg.get("env") for _, _, cfg in curves}
-    if title is None and len(envs) == 1:
-        title = next(iter(envs))
-    plot_curves([(lab, df) for lab, df, _ in curves], path, metric, title=title, smooth=smooth)
 
 
 def plot_curves(curves: Sequence, path, metric: str = "episode_return",

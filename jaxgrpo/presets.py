@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .config import config_class
+
 
 class Preset(NamedTuple):
     algo: str
@@ -95,5 +97,4 @@ def preset_fields(algo: str, env: str) -> dict:
 
 def preset(algo: str = "grpo", env: str = "CartPole-v1", **overrides: Any):
     """The config of the preset of ``algo`` on ``env``, with ``overrides`` applied."""
-    from .config import config_class
     return config_class(algo)(**{**preset_fields(algo, env), **overrides})

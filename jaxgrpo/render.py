@@ -1,11 +1,15 @@
 """GIFs of a policy playing, drawn with gymnax's ``Visualizer``."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
+import jax
 import numpy as np
 
-from .rundir import RunError
+from .envs import env_action, make_env
+from .errors import RunError
+from .train import make_policy
 
 
 GIF_ENVS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0",
@@ -18,7 +22,6 @@ _PYGAME_ENVS = GIF_ENVS[:5]
 def check_gif(config) -> None:
     """Raise ``RunError`` if ``render_gif`` cannot render this env here (no visualizer in
     gymnax, or classic control without pygame)."""
-    import importlib.util
     if config.env not in GIF_ENVS:
         raise RunError(f"--gif: gymnax has no visualizer for {config.env}; it has "
                        f"{', '.join(GIF_ENVS)}")
@@ -33,10 +36,7 @@ def render_gif(config, params, path, key, *, greedy: bool = True, max_steps: int
     gymnax's ``Visualizer``. A host-side loop of jitted policy and ``env.step`` calls; the
     episode ends at termination, the time limit or ``max_steps``; every ``stride``-th state is
     drawn. Returns ``{"return", "steps", "frames"}``."""
-    import jax
-    from gymnax.visualize import Visualizer
-    from .envs import env_action, make_env
-    from .train import make_policy
+    from gymnax.visualize import Visualizer   # here: it imports matplotlib's pyplot
 
     check_gif(config)
     for k, v in (("PYGAME_HIDE_SUPPORT_PROMPT", "1"), ("SDL_AUDIODRIVER", "dummy"),

@@ -13,19 +13,22 @@ A run folder holds
 - ``checkpoints/``: orbax checkpoints (``jaxgrpo.checkpoint``) of the seed-batched TrainState
   and the metrics so far;
 - ``eval.json`` after ``jaxgrpo eval``.
+
+Run and sweep folders are read back here (``read_run``, ``run_curves``, ``plot_runs``); a sweep's
+folder is written by ``jaxgrpo.sweepdir``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .configio import load_yaml
-from .fileio import atomic_path, write_json, write_text
+from .errors import RunError
+from .fileio import atomic_path, write_json
+from .plots import plot_curves, seeds_label, sweep_curves
 from .provenance import device, machine, versions
 from .stats import bootstrap_ci, last_valid
 
@@ -35,14 +38,10 @@ SWEEP_FILES = ("metrics.csv", "summary.csv", "curves.png", "sweep.yaml")
 FIRST_COLUMNS = ("seed", "iteration", "env_steps")
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
-
-class RunError(ValueError):
-    """Bad input for a run (existing results, not a run folder, mismatched resume, ...)."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, corrupt or belongs to another run/config (defined
-    here, without JAX, so that the command line can catch it cheaply)."""
+# Metrics renamed since run folders were first written: old column -> new name (TRL's). Run
+# folders and sweep folders written before are read back under the new names (read_run).
+RENAMED_METRICS = {"clip_frac": "clip_ratio/region_mean",
+                   "frac_zero_std_groups": "frac_reward_zero_std"}
 
 
 # ----------------------------------------------------------------------------- guards
@@ -100,21 +99,6 @@ def check_new_file(path, flag: str = "--out", overwrite: bool = False,
         raise RunError(f"{flag} {path}: exists; choose another name or pass --overwrite "
                        "to replace it")
     return path
-
-
-def check_sweep_out(out, overwrite: bool = False) -> Path:
-    """The checks before a sweep writes to ``out`` (nothing is created): not a file, not a
-    training run's folder, and no earlier results unless ``overwrite``."""
-    out = check_folder_path(out)
-    kind = folder_kind(out)
-    if kind == "run":
-        raise RunError(f"--out {out}: holds a training run (config.yaml, checkpoints/); a sweep "
-                       "never writes into one: choose another --out")
-    if kind is not None and not overwrite:
-        raise RunError(f"--out {out}: already holds {'sweep ' if kind == 'sweep' else ''}"
-                       "results; choose another --out, or pass --overwrite to replace them "
-                       "(only once the new sweep has finished)")
-    return out
 
 
 # ----------------------------------------------------------------------------- run files
@@ -177,15 +161,14 @@ def write_results(out, config, metrics, summary, plot=True) -> None:
         metrics_frame(metrics).to_csv(tmp, index=False)
     write_json(out / "summary.json", summary)
     if plot:
-        from .plots import plot_runs
         with atomic_path(out / "curves.png") as tmp:
             plot_runs([out], tmp, title=f"{config.algo.upper()} on {config.env}")
 
 
-
 def read_run(run_dir) -> tuple[dict, Any]:
     """``(config dict, metrics DataFrame)`` of a run or sweep folder (no JAX needed). For a
-    sweep folder the dict is its sweep.yaml and the frame has a ``combination`` column."""
+    sweep folder the dict is its sweep.yaml and the frame has a ``combination`` column.
+    Columns of renamed metrics (``RENAMED_METRICS``) come back under their new names."""
     import pandas as pd
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -199,11 +182,59 @@ def read_run(run_dir) -> tuple[dict, Any]:
         df = pd.read_csv(run_dir / "metrics.csv")
     except Exception as e:  # noqa: BLE001 - any parse failure is the file's
         raise RunError(f"{run_dir}/metrics.csv: unreadable ({type(e).__name__}: {e})") from None
+    df = df.rename(columns=RENAMED_METRICS)
     missing = {"seed", "iteration", "env_steps"} - set(df.columns)
     if missing:
         raise RunError(f"{run_dir}/metrics.csv: missing column {sorted(missing)[0]!r}")
     return cfg, df
 
+
+def run_curves(run_dirs: Sequence, metric: str = "episode_return") -> list:
+    """``[(label, frame, config dict)]`` for run and sweep folders: one curve per run folder,
+    one per combination of a sweep folder. Labels name the algorithm (and the env when the
+    folders differ in it), the seed count, and the folder when two would read the same. A
+    metric's name before a rename (``RENAMED_METRICS``) reads its new column."""
+    metric = RENAMED_METRICS.get(metric, metric)
+    read = [(Path(d), *read_run(d)) for d in run_dirs]
+    for d, _, df in read:
+        if metric not in df.columns:
+            raise RunError(f"{d}/metrics.csv: no metric {metric!r}; it has "
+                           f"{[c for c in df.columns if c not in ('seed', 'iteration')]}")
+    envs = {cfg.get("env") for _, cfg, _ in read}
+    algos = [cfg.get("algo") for _, cfg, df in read if "combination" not in df.columns]
+    curves = []
+    for d, cfg, df in read:
+        seeds = seeds_label(df)
+        head = str(cfg.get("algo", "grpo")).upper()
+        if len(envs) > 1:
+            head += f" {cfg.get('env')}"
+        if "combination" in df.columns:
+            prefix = f"{d.name}: " if len(read) > 1 else ""
+            curves += [(f"{prefix}{label}", g, cfg) for label, g in sweep_curves(df)]
+        else:
+            label = f"{head} {seeds}"
+            if algos.count(cfg.get("algo")) > 1:
+                label += f" [{d.name}]"
+            curves.append((label, df, cfg))
+    return curves
+
+
+def plot_runs(run_dirs: Sequence, path, metric: str = "episode_return",
+              labels: Sequence[str] | None = None, title: str | None = None,
+              smooth: int = 1) -> None:
+    """One figure of run and sweep folders: per run folder (per combination of a sweep
+    folder), the mean of ``metric`` over seeds against env steps and its 95% bootstrap CI
+    band (``stats.curve``). ``labels``: one legend entry per curve."""
+    metric = RENAMED_METRICS.get(metric, metric)
+    curves = run_curves(run_dirs, metric)
+    if labels is not None:
+        if len(labels) != len(curves):
+            raise RunError(f"--labels: {len(labels)} labels for {len(curves)} curves")
+        curves = [(lab, df, cfg) for lab, (_, df, cfg) in zip(labels, curves)]
+    envs = {cfg.get("env") for _, _, cfg in curves}
+    if title is None and len(envs) == 1:
+        title = next(iter(envs))
+    plot_curves([(lab, df) for lab, df, _ in curves], path, metric, title=title, smooth=smooth)
 
 
 def read_evaluations(run_dir) -> list:
@@ -238,119 +269,3 @@ def add_evaluation(run_dir, result: dict) -> dict:
     doc = {"evaluations": entries}
     write_json(path, doc)
     return doc
-
-
-# ----------------------------------------------------------------------------- sweep folders
-
-SWEEP_CHECKPOINTS = "sweep-checkpoints"
-
-
-def sweep_yaml(spec: dict) -> str:
-    """The resolved sweep file of ``spec`` (as ``configio.load_sweep_spec`` returns it): every
-    field of the base config, the seeds, the grid and the sweep arguments."""
-    import yaml
-
-    from .configio import config_to_dict, plain
-    resolved = {**config_to_dict(spec["config"], spec["seeds"], spec["base_seed"]),
-                "grid": {k: list(v) for k, v in (spec["grid"] or {}).items()},
-                "log_every": spec.get("log_every", 1), "vmap_size": spec.get("vmap_size"),
-                "compiler_options": spec.get("compiler_options"),
-                "checkpoint_every": spec.get("checkpoint_every")}
-    resolved = {k: v for k, v in resolved.items() if v is not None}
-    if spec.get("vmap_size", "auto") is None:
-        resolved["vmap_size"] = None          # explicit: vmap all (the default is "auto")
-    return ("# jaxgrpo sweep: `jaxgrpo sweep THIS_FILE --out DIR` runs it again\n"
-            + yaml.safe_dump(plain(resolved), sort_keys=False))
-
-
-def start_sweep(out, spec: dict) -> Path:
-    """Create the folder of a checkpointed sweep (``jaxgrpo sweep --checkpoint-every``) with its
-    ``sweep.yaml``; ``OUT/sweep-checkpoints/`` then fills as it runs, and ``write_sweep(...,
-    in_progress=True)`` adds the results. ``out`` must be new or empty (``check_sweep_out``)."""
-    out = check_sweep_out(out)
-    if folder_kind(out) is not None:
-        raise RunError(f"--out {out}: already holds results; a checkpointed sweep starts in a "
-                       "new folder (continue one with jaxgrpo sweep --resume DIR)")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "sweep.yaml", sweep_yaml(spec), exclusive=True)
-    return out
-
-
-def check_resume_sweep(out) -> Path:
-    """``out`` as a checkpointed sweep that has not finished (``RunError`` otherwise)."""
-    out = Path(out)
-    if not out.exists():
-        raise RunError(f"--resume {out}: no such folder")
-    if not (out / "sweep.yaml").is_file() or not (out / SWEEP_CHECKPOINTS).is_dir():
-        what = ("holds a training run; continue it with jaxgrpo train --resume"
-                if folder_kind(out) == "run" else
-                f"is not a checkpointed sweep's folder (sweep.yaml and {SWEEP_CHECKPOINTS}/, "
-                "written by jaxgrpo sweep --checkpoint-every)")
-        raise RunError(f"--resume {out}: {what}")
-    if (out / "summary.csv").exists():
-        raise RunError(f"--resume {out}: this sweep has finished (summary.csv is there); "
-                       "nothing to continue")
-    return out
-
-
-def write_sweep(out, result, spec: dict, overwrite: bool = False, in_progress: bool = False):
-    """Write a sweep's folder: ``metrics.csv`` (tidy, one row per combination x seed x kept
-    iteration), ``summary.csv`` (``result.summary()``), ``curves.png`` and ``sweep.yaml`` (the
-    resolved sweep: every field of the base config, the grid and the sweep arguments;
-    ``jaxgrpo sweep OUT/sweep.yaml --out OTHER`` runs it again). Returns the summary table.
-
-    The files are written to a staging folder beside ``out`` first. A new ``out`` is then
-    created by renaming that folder (one step: if another command took ``out`` meanwhile,
-    ``RunError`` says where the results are, and nothing of theirs is touched); with
-    ``overwrite``, ``out`` is checked again and the four files are renamed into it; with
-    ``in_progress``, ``out`` is this sweep's own folder (``start_sweep``) and the files are
-    renamed into it unchecked."""
-    import shutil
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.staging-{os.getpid()}"
-    stage.mkdir()
-    try:
-        table = result.summary()
-        result.to_csv(stage / "metrics.csv")
-        table.to_csv(stage / "summary.csv")
-        result.plot(stage / "curves.png")
-        (stage / "sweep.yaml").write_text(sweep_yaml(
-            {**spec, "seeds": result.seeds, "base_seed": result.base_seed,
-             "log_every": result.log_every}))
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    try:
-        if not in_progress and (not out.exists() or (out.is_dir() and not any(out.iterdir()))):
-            os.rename(stage, out)               # fails if out became a non-empty folder
-            return table
-    except OSError:
-        pass
-    try:
-        if not in_progress:
-            check_sweep_out(out, overwrite=overwrite)
-    except RunError as e:
-        raise RunError(f"{e}; it changed while the sweep ran: the results are in {stage}")
-    with _no_interrupt():                      # the four renames happen all or none
-        for name in SWEEP_FILES:
-            os.replace(stage / name, out / name)
-    shutil.rmtree(stage)
-    return table
-
-
-@contextlib.contextmanager
-def _no_interrupt():
-    """Hold back SIGINT (Ctrl-C) inside the block; it is delivered when the block ends."""
-    import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-

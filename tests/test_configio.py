@@ -4,7 +4,8 @@ import pytest
 
 import jaxgrpo
 from jaxgrpo.configio import (apply_override, config_from_dict, config_to_dict, load_config,
-                              load_sweep_spec, parse_value, save_config)
+                              parse_value, save_config)
+from jaxgrpo.grids import load_sweep_spec
 
 
 @pytest.mark.parametrize("text, value", [

@@ -1,10 +1,9 @@
-"""jaxgrpo.plots: run folders and sweep folders (one curve per combination) in one figure."""
+"""jaxgrpo.plots (and rundir.plot_runs): run folders and sweep folders (one curve per combination) in one figure."""
 import pandas as pd
 import pytest
 import yaml
 
-from jaxgrpo.plots import plot_runs, run_curves
-from jaxgrpo.rundir import RunError
+from jaxgrpo.rundir import RunError, plot_runs, run_curves
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxgrpo import rundir
+from jaxgrpo import rundir, sweepdir
 from jaxgrpo.rundir import RunError
 
 
@@ -46,12 +46,12 @@ def test_path_guards(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.yaml").write_text("algo: grpo\n")
     with pytest.raises(RunError, match="holds a training run"):
-        rundir.check_sweep_out(tmp_path / "r", overwrite=True)
+        sweepdir.check_sweep_out(tmp_path / "r", overwrite=True)
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "sweep.yaml").write_text("grid: {}\n")
     with pytest.raises(RunError, match="already holds sweep results.*--overwrite"):
-        rundir.check_sweep_out(tmp_path / "s")
-    rundir.check_sweep_out(tmp_path / "s", overwrite=True)
+        sweepdir.check_sweep_out(tmp_path / "s")
+    sweepdir.check_sweep_out(tmp_path / "s", overwrite=True)
 
 
 def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
@@ -108,3 +108,24 @@ def test_exclusive_write_never_replaces(tmp_path):
         write_text(tmp_path / "config.yaml", "second", exclusive=True)
     assert (tmp_path / "config.yaml").read_text() == "first"
     assert sorted(os.listdir(tmp_path)) == ["config.yaml"]
+
+
+def test_metrics_renamed_since_read_back_under_their_new_names(tmp_path):
+    """A run folder written before ``clip_frac`` and ``frac_zero_std_groups`` took TRL's names
+    reads (and plots) under the new ones, asked for by either name."""
+    (tmp_path / "config.yaml").write_text("algo: grpo\nenv: CartPole-v1\n")
+    pd.DataFrame({"seed": [0, 0], "iteration": [0, 1], "env_steps": [10.0, 20.0],
+                  "episode_return": [1.0, 2.0], "clip_frac": [0.1, 0.2],
+                  "frac_zero_std_groups": [0.5, 0.25]}).to_csv(tmp_path / "metrics.csv",
+                                                              index=False)
+    assert rundir.RENAMED_METRICS == {"clip_frac": "clip_ratio/region_mean",
+                                      "frac_zero_std_groups": "frac_reward_zero_std"}
+    _, df = rundir.read_run(tmp_path)
+    assert "clip_frac" not in df.columns and "frac_zero_std_groups" not in df.columns
+    np.testing.assert_array_equal(df["clip_ratio/region_mean"], [0.1, 0.2])
+    np.testing.assert_array_equal(df["frac_reward_zero_std"], [0.5, 0.25])
+    for metric in ("clip_frac", "clip_ratio/region_mean"):
+        (label, frame, _), = rundir.run_curves([tmp_path], metric=metric)
+        assert "clip_ratio/region_mean" in frame.columns
+    rundir.plot_runs([tmp_path], tmp_path / "clip.png", metric="clip_frac")
+    assert (tmp_path / "clip.png").stat().st_size > 0

@@ -311,20 +311,20 @@ def test_user_defined_task():
     ("nope", {}, "unknown task 'nope'; tasks:"),
     ("addition", {"digit": 3}, "addition: unknown option 'digit' \\(did you mean 'digits'\\?\\)"),
     ("sort", {"alphabet": "ab"}, "sort: unknown option 'alphabet'; options: length"),
-    ("addition", {"digits": 0}, "addition: digits must be >= 1, got 0"),
-    ("addition", {"digits": 10}, "addition: digits must be <= 9 \\(int32 arithmetic\\), got 10"),
-    ("addition", {"digits": "3"}, "addition: digits must be an integer, got '3'"),
-    ("addition", {"digits": True}, "addition: digits must be an integer, got True"),
-    ("addition", {"reverse_answer": 1}, "addition: reverse_answer must be a bool, got 1"),
-    ("addition", {"leading_zeros": "no"}, "addition: leading_zeros must be a bool, got 'no'"),
-    ("multiply", {"leading_zeros": 0}, "multiply: leading_zeros must be a bool, got 0"),
-    ("multiply", {"digits": 5}, "multiply: digits must be <= 4"),
-    ("chain_sum", {"terms": 1}, "chain_sum: terms must be >= 2, got 1"),
+    ("addition", {"digits": 0}, "addition: digits: must be >= 1, got 0"),
+    ("addition", {"digits": 10}, "addition: digits: must be <= 9 \\(int32 arithmetic\\), got 10"),
+    ("addition", {"digits": "3"}, "addition: digits: must be an int, got str '3'"),
+    ("addition", {"digits": True}, "addition: digits: must be an int, got bool True"),
+    ("addition", {"reverse_answer": 1}, "addition: reverse_answer: must be a bool, got 1"),
+    ("addition", {"leading_zeros": "no"}, "addition: leading_zeros: must be a bool, got 'no'"),
+    ("multiply", {"leading_zeros": 0}, "multiply: leading_zeros: must be a bool, got 0"),
+    ("multiply", {"digits": 5}, "multiply: digits: must be <= 4"),
+    ("chain_sum", {"terms": 1}, "chain_sum: terms: must be >= 2, got 1"),
     ("chain_sum", {"terms": 64, "digits": 9},
      "chain_sum: terms \\* \\(10\\*\\*digits - 1\\) must fit in int32, got terms=64, digits=9"),
-    ("sort", {"length": 0}, "sort: length must be >= 1, got 0"),
-    ("reverse", {"alphabet": ""}, "reverse: alphabet must be a non-empty string"),
-    ("count", {"alphabet": "aba"}, "count: alphabet must not repeat characters, got 'aba'"),
+    ("sort", {"length": 0}, "sort: length: must be >= 1, got 0"),
+    ("reverse", {"alphabet": ""}, "reverse: alphabet: must be a non-empty string"),
+    ("count", {"alphabet": "aba"}, "count: alphabet: must not repeat characters, got 'aba'"),
 ])
 def test_make_task_errors(name, opts, message):
     with pytest.raises(ValueError, match=message):
@@ -407,7 +407,7 @@ def test_filler_answers_and_verifier_match_python():
     assert 0.2 < np.mean(want) < 0.8
     refs = jax.vmap(task.reference_completion)(prompts)
     assert np.all(np.asarray(jax.vmap(task.verify)(prompts, refs, completion_length(refs))) == 1)
-    with pytest.raises(ValueError, match="addition: filler must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="addition: filler: must be >= 0, got -1"):
         make_task("addition", filler=-1)
 
 
@@ -415,5 +415,5 @@ def test_filler_in_a_config():
     from jaxgrpo.config import GRPOConfig
     c = GRPOConfig(env="text:addition", env_kwargs={"digits": 2, "filler": 4})
     assert c.task.max_new_tokens == 8
-    with pytest.raises(ValueError, match="env_kwargs: addition: filler must be an integer"):
+    with pytest.raises(ValueError, match="env_kwargs: addition: filler: must be an int"):
         GRPOConfig(env="text:addition", env_kwargs={"filler": 1.5})

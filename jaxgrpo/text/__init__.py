@@ -1,21 +1,35 @@
-"""Verifiable text tasks for language-model GRPO: a character tokenizer, prompt samplers and
-reward functions in pure JAX, and pass@k. See ``jaxgrpo.text.tasks`` for the task interface."""
-from .datasets import from_reasoning_gym
-from .evaluation import evaluate_text, heldout_prompts, pass_at_k
-from .model import ModelConfig, Transformer
-from .tasks import (
-    TASKS,
-    Prompt,
-    TextTask,
-    completion_length,
-    exact_match,
-    make_task,
-    reference_completion,
-)
-from .tokenizer import BOS, EOS, PAD, TOKENIZER, VOCAB_SIZE, CharTokenizer
-from .sft import sft  # noqa: E402  (the function; the module stays jaxgrpo.text.sft)
+"""Language models on verifiable text tasks: a character tokenizer, the task interface
+(``interface``), built-in tasks (``tasks``) and dataset tasks (``datasets``), a causal
+transformer (``model``), GRPO and SFT on them (``grpo``, ``sft``) and pass@k evaluation
+(``evaluation``).
 
-__all__ = ["BOS", "EOS", "PAD", "TASKS", "TOKENIZER", "VOCAB_SIZE", "CharTokenizer",
-           "ModelConfig", "Prompt", "TextTask", "Transformer", "completion_length",
-           "evaluate_text", "exact_match", "from_reasoning_gym", "heldout_prompts", "make_task", "pass_at_k",
-           "reference_completion", "sft"]
+Names are imported on first use (PEP 562), as in ``jaxgrpo``: importing one of the low modules
+(``jaxgrpo.text.tasks``, which ``jaxgrpo.config`` needs) does not import the algorithms above
+them.
+"""
+import importlib
+
+_NAMES = {
+    "BOS": "tokenizer", "EOS": "tokenizer", "PAD": "tokenizer", "TOKENIZER": "tokenizer",
+    "VOCAB_SIZE": "tokenizer", "CharTokenizer": "tokenizer",
+    "Prompt": "interface", "TextTask": "interface", "completion_length": "interface",
+    "exact_match": "interface", "reference_completion": "interface",
+    "TASKS": "tasks", "make_task": "tasks",
+    "from_reasoning_gym": "datasets",
+    "ModelConfig": "model", "Transformer": "model",
+    "evaluate_text": "evaluation", "heldout_prompts": "evaluation", "pass_at_k": "evaluation",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'jaxgrpo.text' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .tasks import Prompt, TextTask, exact_match
+from .interface import Prompt, TextTask, exact_match
 from .tokenizer import BOS, PAD, TOKENIZER
 
 

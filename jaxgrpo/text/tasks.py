@@ -1,26 +1,6 @@
-"""Verifiable text tasks for language-model GRPO: a prompt sampler and a reward function, both
-pure JAX (jittable, vmappable).
-
-A ``TextTask`` is ``(name, tokenizer, prompt_len, max_new_tokens, sample, verify)``:
-
-* ``sample(key) -> Prompt``: ``tokens`` int32 [prompt_len], left-padded with PAD and starting
-  with BOS, so the last position holds the last prompt token; ``length`` int32 [] (non-pad
-  tokens, BOS included); ``answer`` int32 [A], the answer tokens padded with PAD; ``answer_len``
-  int32 [].
-* ``verify(prompt, completion, length) -> reward`` float32 []: ``completion`` int32 [M] (any
-  static M, normally ``max_new_tokens``); ``length`` int32 [] is the number of completion tokens
-  before the first EOS, M if there is none (``completion_length``).
-
-``jax.vmap(task.sample)(keys)`` gives a batch of prompts; ``jax.vmap(task.verify)`` scores a batch.
-The built-in tasks all use ``exact_match``: 1.0 when the completion is exactly the answer tokens
-followed by EOS (tokens after the EOS are ignored; a truncated completion, without EOS, gets 0),
-else 0.0. A PAD or BOS inside the completion is a wrong token, not skipped.
-``sample_heldout(key) -> Prompt`` (optional) draws evaluation prompts kept apart from training
-ones (a dataset's held-out split); without it evaluation draws from ``sample`` with its own keys.
-``max_new_tokens`` defaults to the answer's width plus one (room for the longest answer and its
-EOS); change it with ``task._replace(max_new_tokens=...)``. A task is static: close over it or
-pass it as a static argument (its fields are functions, not arrays). A task whose alphabet goes
-beyond ``TOKENIZER`` gets an extended tokenizer, so size a model by ``task.tokenizer.vocab_size``.
+"""The built-in verifiable text tasks and ``make_task``; the task interface (``TextTask``,
+``Prompt``, ``exact_match``) is ``jaxgrpo.text.interface``, tasks from datasets are
+``jaxgrpo.text.datasets``.
 
 Built-ins (``TASKS``; build one with ``make_task(name, **options)``), numbers written in decimal,
 operands uniform over ``[0, 10**digits)``:
@@ -40,90 +20,27 @@ Every task also takes ``filler=K`` (default 0; ``with_filler``): its answers may
 K filler dots ``.`` that the verifier ignores, so completion length varies without changing
 correctness (``addition(digits=2, filler=4)``: ``12+34=`` -> ``046``, ``046..`` and
 ``046....`` are all right).
-
-A user-defined task is just a ``TextTask``; for example, echo one digit::
-
-    from jaxgrpo.text import TOKENIZER, Prompt, TextTask, exact_match
-    DIGITS = jnp.asarray(TOKENIZER.encode("0123456789"))
-
-    def sample(key):
-        d = DIGITS[jax.random.randint(key, (), 0, 10)]
-        tokens = jnp.concatenate([TOKENIZER.encode("echo:", bos=True), d[None],
-                                  TOKENIZER.encode("=")])
-        return Prompt(tokens, jnp.int32(tokens.shape[0]), d[None], jnp.int32(1))
-
-    echo = TextTask("echo", TOKENIZER, 8, 2, sample, exact_match)
-
-``reference_completion(prompt, max_new_tokens)`` (or ``task.reference_completion(prompt)``) is the
-answer followed by EOS, the target for supervised warm starts; it assumes, as the built-ins do,
-that ``prompt.answer`` holds the tokens to generate.
 """
 from __future__ import annotations
 
 import difflib
 import inspect
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .tokenizer import BOS, EOS, PAD, TOKENIZER, CharTokenizer
+from ..checks import check_count, fail
+from .datasets import from_reasoning_gym
+from .interface import Prompt, TextTask, completion_length, exact_match, reference_completion
+from .tokenizer import BOS, PAD, TOKENIZER
+
+__all__ = ["TASKS", "FILLER", "Prompt", "TextTask", "addition", "chain_sum", "completion_length",
+           "count", "exact_match", "make_task", "multiply", "reasoning_gym",
+           "reference_completion", "reverse", "sort", "with_filler"]
 
 INT32_MAX = 2**31 - 1
-
-
-class Prompt(NamedTuple):
-    """One prompt (a pytree; batched under vmap, with a leading batch axis on every field)."""
-    tokens: jax.Array      # int32 [prompt_len], left-padded with PAD, BOS first
-    length: jax.Array      # int32 [], non-pad tokens
-    answer: jax.Array      # int32 [A], answer tokens padded with PAD
-    answer_len: jax.Array  # int32 []
-
-
-class TextTask(NamedTuple):
-    """A task; hashable, so it can be a static argument or closed over by a jitted function."""
-    name: str
-    tokenizer: CharTokenizer
-    prompt_len: int
-    max_new_tokens: int
-    sample: Callable[[jax.Array], Prompt]
-    verify: Callable[[Prompt, jax.Array, jax.Array], jax.Array]
-    sample_heldout: Callable[[jax.Array], Prompt] | None = None  # held-out prompts, if apart
-
-    def reference_completion(self, prompt: Prompt, max_new_tokens: int | None = None):
-        """int32 [max_new_tokens] (default ``self.max_new_tokens``): the answer, EOS, PAD."""
-        return reference_completion(prompt, self.max_new_tokens if max_new_tokens is None
-                                    else max_new_tokens)
-
-
-# ----------------------------------------------------------------------------- completions
-
-def completion_length(completion):
-    """int tokens [..., M] -> int32 [...]: the index of the first EOS, M where there is none."""
-    is_eos = completion == EOS
-    return jnp.where(is_eos.any(-1), jnp.argmax(is_eos, -1), completion.shape[-1]).astype(jnp.int32)
-
-
-def reference_completion(prompt: Prompt, max_new_tokens: int):
-    """Prompt (unbatched) -> int32 [max_new_tokens]: answer tokens, EOS, then PAD (the EOS or
-    the answer's tail is cut off if max_new_tokens is too small)."""
-    i = jnp.arange(max_new_tokens)
-    answer = jnp.pad(prompt.answer, (0, max(0, max_new_tokens - prompt.answer.shape[0])),
-                     constant_values=PAD)[:max_new_tokens]
-    out = jnp.where(i < prompt.answer_len, answer, jnp.where(i == prompt.answer_len, EOS, PAD))
-    return out.astype(jnp.int32)
-
-
-def exact_match(prompt: Prompt, completion, length):
-    """float32 []: 1.0 when ``completion`` [M] is ``prompt.answer[:answer_len]`` then EOS at
-    position ``length``; 0.0 otherwise (including truncated completions, length == M)."""
-    m, a = completion.shape[-1], prompt.answer.shape[-1]
-    w = min(m, a)
-    same = (completion[:w] == prompt.answer[:w]) | (jnp.arange(w) >= prompt.answer_len)
-    ended = (length < m) & (completion[jnp.clip(length, 0, m - 1)] == EOS)
-    return (same.all() & ended & (length == prompt.answer_len)).astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -194,25 +111,11 @@ def _digit_ids(tok):
     return jnp.asarray(tok.encode("0123456789"))
 
 
-def _fail(task, msg):
-    raise ValueError(f"{task}: {msg}")
-
-
-def _check_int(task, option, value, low, high=None, why=""):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        _fail(task, f"{option} must be an integer, got {value!r}")
-    if value < low:
-        _fail(task, f"{option} must be >= {low}, got {value}")
-    if high is not None and value > high:
-        _fail(task, f"{option} must be <= {high}{why}, got {value}")
-    return int(value)
-
-
 def _check_alphabet(task, alphabet):
     if not isinstance(alphabet, str) or not alphabet:
-        _fail(task, f"alphabet must be a non-empty string, got {alphabet!r}")
+        fail(f"{task}: alphabet", f"must be a non-empty string, got {alphabet!r}")
     if len(set(alphabet)) != len(alphabet):
-        _fail(task, f"alphabet must not repeat characters, got {alphabet!r}")
+        fail(f"{task}: alphabet", f"must not repeat characters, got {alphabet!r}")
     return alphabet
 
 
@@ -226,23 +129,23 @@ def addition(digits: int = 3, reverse_answer: bool = False,
     writes them without (``7+123=130``: the sum's k-th digit is then a different place value
     depending on its length). With ``reverse_answer`` the sum's digits come least significant
     first (``0579`` -> ``9750``)."""
-    digits = _check_int("addition", "digits", digits, 1, 9, " (int32 arithmetic)")
+    digits = check_count("addition: digits", digits, 1, 9, " (int32 arithmetic)")
     if not isinstance(reverse_answer, bool):
-        _fail("addition", f"reverse_answer must be a bool, got {reverse_answer!r}")
+        fail("addition: reverse_answer", f"must be a bool, got {reverse_answer!r}")
     return _binary("addition", "+", digits, digits + 1, jnp.add, reverse_answer, leading_zeros)
 
 
 def multiply(digits: int = 2, leading_zeros: bool = True) -> TextTask:
     """``a*b=`` -> ``a*b``; a, b uniform over [0, 10**digits), written as in ``addition``
     (``07*12=0084``: ``2 * digits`` digits the product)."""
-    digits = _check_int("multiply", "digits", digits, 1, 4, " (int32 arithmetic)")
+    digits = check_count("multiply: digits", digits, 1, 4, " (int32 arithmetic)")
     return _binary("multiply", "*", digits, 2 * digits, jnp.multiply, False, leading_zeros)
 
 
 def _binary(name, op, digits, width, fn, reverse_answer, zeros):
     """``a<op>b=`` -> ``fn(a, b)`` (at most ``width`` digits; exactly, with ``zeros``)."""
     if not isinstance(zeros, bool):
-        _fail(name, f"leading_zeros must be a bool, got {zeros!r}")
+        fail(f"{name}: leading_zeros", f"must be a bool, got {zeros!r}")
     tok, ids = TOKENIZER, _digit_ids(TOKENIZER)
 
     def parts(key):
@@ -257,10 +160,10 @@ def _binary(name, op, digits, width, fn, reverse_answer, zeros):
 
 def chain_sum(terms: int = 3, digits: int = 1) -> TextTask:
     """``x1+x2+...+xn=`` -> the sum; terms uniform over [0, 10**digits), no leading zeros."""
-    terms = _check_int("chain_sum", "terms", terms, 2, 64)
-    digits = _check_int("chain_sum", "digits", digits, 1, 9)
+    terms = check_count("chain_sum: terms", terms, 2, 64)
+    digits = check_count("chain_sum: digits", digits, 1, 9)
     if terms * (10**digits - 1) > INT32_MAX:
-        _fail("chain_sum", f"terms * (10**digits - 1) must fit in int32, got terms={terms}, "
+        fail("chain_sum", f"terms * (10**digits - 1) must fit in int32, got terms={terms}, "
                            f"digits={digits}")
     tok, ids = TOKENIZER, _digit_ids(TOKENIZER)
 
@@ -277,7 +180,7 @@ def chain_sum(terms: int = 3, digits: int = 1) -> TextTask:
 
 def sort(length: int = 5) -> TextTask:
     """``sort:31415=`` -> ``11345``: ``length`` uniform digits, sorted ascending."""
-    length = _check_int("sort", "length", length, 1, 256)
+    length = check_count("sort: length", length, 1, 256)
     tok, ids = TOKENIZER, _digit_ids(TOKENIZER)
 
     def parts(key):
@@ -290,7 +193,7 @@ def sort(length: int = 5) -> TextTask:
 
 def reverse(length: int = 5, alphabet: str = "abcdefghijklmnopqrstuvwxyz") -> TextTask:
     """``reverse:abcde=`` -> ``edcba``: ``length`` characters uniform over ``alphabet``."""
-    length = _check_int("reverse", "length", length, 1, 256)
+    length = check_count("reverse: length", length, 1, 256)
     alphabet = _check_alphabet("reverse", alphabet)
     tok = TOKENIZER.extended(alphabet)
     ids = jnp.asarray(tok.encode(alphabet))
@@ -306,7 +209,7 @@ def reverse(length: int = 5, alphabet: str = "abcdefghijklmnopqrstuvwxyz") -> Te
 def count(length: int = 8, alphabet: str = "abc") -> TextTask:
     """``count a:abcaab=`` -> ``3``: how often a character (uniform over ``alphabet``) occurs in
     ``length`` characters uniform over ``alphabet``; the answer in decimal."""
-    length = _check_int("count", "length", length, 1, 256)
+    length = check_count("count: length", length, 1, 256)
     alphabet = _check_alphabet("count", alphabet)
     tok = TOKENIZER.extended(alphabet)
     ids, digit_ids = jnp.asarray(tok.encode(alphabet)), _digit_ids(tok)
@@ -326,7 +229,6 @@ def reasoning_gym(dataset: str, size: int = 2000, seed: int = 0, heldout: float 
                   **cfg) -> TextTask:
     """reasoning-gym's dataset ``dataset`` (``jaxgrpo.text.from_reasoning_gym``; needs
     ``jaxgrpo[text]``)."""
-    from .datasets import from_reasoning_gym
     return from_reasoning_gym(dataset, size, seed, heldout=heldout, **cfg)
 
 
@@ -355,11 +257,11 @@ def with_filler(task: TextTask, filler: int) -> TextTask:
     task's own verifier; ``max_new_tokens`` grows by ``filler``. Correctness is then independent
     of length up to truncation: the testbed of the loss-aggregation length-bias study
     (``experiments/text_length.yaml``). Needs a tokenizer with ``.`` whose answers have none."""
-    filler = _check_int(task.name, "filler", filler, 0, 256)
+    filler = check_count(f"{task.name}: filler", filler, 0, 256)
     if filler == 0:
         return task
     if FILLER not in task.tokenizer.chars:
-        _fail(task.name, f"filler needs {FILLER!r} in the task's vocabulary")
+        fail(task.name, f"filler needs {FILLER!r} in the task's vocabulary")
     dot = int(task.tokenizer.encode(FILLER)[0])
 
     def padded(sample):
