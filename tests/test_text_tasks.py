@@ -1,4 +1,5 @@
-"""jaxgrpo.text: prompts and rewards of every built-in task against plain-Python references."""
+"""jaxgrpo.text.tasks: prompts and rewards of every built-in task against plain-Python references
+(the tokenizer: test_tokenizer.py; pass@k: test_text_evaluation.py)."""
 import functools
 import math
 import re
@@ -15,13 +16,11 @@ from jaxgrpo.text import (
     TASKS,
     TOKENIZER,
     VOCAB_SIZE,
-    CharTokenizer,
     Prompt,
     TextTask,
     completion_length,
     exact_match,
     make_task,
-    pass_at_k,
     reference_completion,
 )
 
@@ -159,38 +158,6 @@ def corrupted(task, answers, rng):
         if kind != 7:
             row[:len(ref)] = ref[:m]
     return out
-
-
-# ----------------------------------------------------------------------------- tokenizer
-
-def test_tokenizer_round_trip():
-    rng = np.random.default_rng(0)
-    assert VOCAB_SIZE == TOKENIZER.vocab_size == 3 + len(TOKENIZER.chars)
-    assert (PAD, BOS, EOS) == (0, 1, 2)
-    assert set("0123456789+-*=,: abcdefghijklmnopqrstuvwxyz?()/<>.") == set(TOKENIZER.chars)
-    for _ in range(500):
-        s = "".join(rng.choice(list(TOKENIZER.chars), rng.integers(0, 20)))
-        ids = TOKENIZER.encode(s)
-        assert ids.dtype == np.int32 and ids.shape == (len(s),) and np.all(ids > EOS)
-        assert TOKENIZER.decode(ids) == s
-        assert TOKENIZER.decode(TOKENIZER.encode(s, bos=True, eos=True)) == s
-        padded = jnp.asarray(np.concatenate([[PAD, PAD, BOS], ids, [EOS], ids]))
-        assert TOKENIZER.decode(padded) == s
-        assert TOKENIZER.decode(np.concatenate([ids, [EOS], ids]), stop_at_eos=False) == s + s
-    assert TOKENIZER.encode("", bos=True, eos=True).tolist() == [BOS, EOS]
-    with pytest.raises(ValueError, match="'A' is not in the vocabulary"):
-        TOKENIZER.encode("aA")
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        TOKENIZER.decode([VOCAB_SIZE])
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        TOKENIZER.decode([-1])
-    with pytest.raises(ValueError, match="distinct"):
-        CharTokenizer("abca")
-    ext = TOKENIZER.extended("xyZ!")
-    assert ext.chars == TOKENIZER.chars + "Z!" and TOKENIZER.extended("abc") is TOKENIZER
-    assert ext == CharTokenizer(TOKENIZER.chars + "Z!")
-    assert hash(ext) == hash(CharTokenizer(ext.chars))
-    assert ext.decode(ext.encode("a!Z9")) == "a!Z9"
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -337,37 +304,6 @@ def test_tasks_registry():
     assert make_task("addition", digits=2).prompt_len == 1 + 2 + 1 + 2 + 1
     assert make_task("count", alphabet="ab").tokenizer is TOKENIZER
     assert make_task("reverse", alphabet="aZ").tokenizer.vocab_size == VOCAB_SIZE + 1
-
-
-# ----------------------------------------------------------------------------- pass@k
-
-def ref_pass_at_k(n, c, k):
-    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def test_pass_at_k():
-    grid = [(n, c, k) for n in (1, 2, 5, 10, 37, 120)
-            for c in range(n + 1) for k in range(1, n + 1)]
-    n, c, k = (np.array(v) for v in zip(*grid))
-    expected = np.array([ref_pass_at_k(*g) for g in grid])
-    got = pass_at_k(n, c, k)
-    assert isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == n.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
-    got32 = pass_at_k(jnp.asarray(n), jnp.asarray(c), jnp.asarray(k))
-    assert isinstance(got32, jax.Array) and got32.dtype == jnp.float32
-    np.testing.assert_allclose(got32, expected, rtol=1e-4, atol=5e-5)
-    # the usual call: scalar n and k, c per problem, c traced
-    cs = np.arange(11)
-    np.testing.assert_allclose(jax.jit(lambda c: pass_at_k(10, c, 3))(jnp.asarray(cs)),
-                               [ref_pass_at_k(10, c, 3) for c in cs], rtol=1e-5, atol=1e-6)
-    assert pass_at_k(10, 0, 1) == 0.0 and pass_at_k(10, 10, 1) == 1.0 and pass_at_k(10, 8, 3) == 1.0
-    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
-    with pytest.raises(ValueError, match="1 <= k <= n"):
-        pass_at_k(5, 1, 6)
-    with pytest.raises(ValueError, match="0 <= c <= n"):
-        pass_at_k(5, np.array([1, 6]), 1)
-    with pytest.raises(TypeError, match="n must be concrete"):
-        jax.jit(lambda n: pass_at_k(n, 1, 1))(5)
 
 
 # ----------------------------------------------------------------------------- filler
