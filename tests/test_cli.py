@@ -2,7 +2,8 @@
 and one-line errors (exit code 2) for bad input.
 
 Each ``python -m jaxgrpo`` subprocess pays the JAX/gymnax import and a compilation, so there are
-few of them, on a tiny config; error cases that never reach JAX also run in-process through
+few of them, on a tiny config: the three runs of the shared run folder (stopped, resumed, in
+one go) and one bad-input check; eval, plot and the error cases run in-process through
 ``cli.main``. Subprocesses run with ``--xla_backend_optimization_level=0`` (about half the
 compile time on CPU); the one-go reference run uses the same flag, so results compare bitwise.
 """
@@ -109,15 +110,16 @@ def test_resume_finishes_the_run_like_one_go(runs_dir):
         np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
 
 
-def test_eval_and_gif(runs_dir):
+def test_eval_and_gif(runs_dir, capsys):
+    """In-process (no bitwise comparison here, so the pytest process's XLA flags do)."""
     root, _, _ = runs_dir
     a = root / "A"
     gif = root / "cartpole.gif"
     with_gif = importlib.util.find_spec("pygame") is not None
     extra = ["--gif", gif, "--gif-max-steps", "15"] if with_gif else []
-    p = jaxgrpo("eval", a, "--episodes", "3", *extra)
-    assert p.returncode == 0, p.stderr
-    out = p.stdout
+    rc = cli.main([str(x) for x in ("eval", a, "--episodes", "3", *extra)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
     assert "greedy" in out and "sampled" in out
     rows = [l.split() for l in out.splitlines() if l.split()[:1] in (["0"], ["1"], ["all"])]
     assert [r[0] for r in rows] == ["0", "1", "all"]
@@ -131,11 +133,12 @@ def test_eval_and_gif(runs_dir):
         assert gif.read_bytes()[:6] == b"GIF89a" and "wrote" in out
 
 
-def test_plot_overlays_runs(runs_dir):
+def test_plot_overlays_runs(runs_dir):     # in-process: plotting needs no JAX
     root, _, _ = runs_dir
     out = root / "both.png"
-    p = jaxgrpo("plot", root / "A", root / "B", "--out", out, "--labels", "resumed", "one go")
-    assert p.returncode == 0, p.stderr
+    rc = cli.main(["plot", str(root / "A"), str(root / "B"), "--out", str(out),
+                   "--labels", "resumed", "one go"])
+    assert rc == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
