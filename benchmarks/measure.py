@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -275,33 +274,11 @@ def measure_phases(spec) -> dict:
                                   (("collect", t_collect), ("score", t_score), ("learn", t_learn))}}
 
 
-# vector extensions that change XLA:CPU's code (speed, and float rounding: the same seeds can
-# train differently on two CPUs)
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
-
-
 def machine() -> dict:
-    model, isa = None, None       # from the first processor's entry of /proc/cpuinfo
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model is None:
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith(("flags", "Features")) and isa is None:
-                    isa = [x for x in ISA_FLAGS if x in line.split(":", 1)[1].split()]
-    except OSError:
-        pass
-    cpu = model or platform.processor() or "unknown"
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    from importlib.metadata import version
-    d = jax.devices()
-    return {"cpu": cpu, "isa": isa, "cores": usable, "python": platform.python_version(),
-            **{p: version(p) for p in ("jax", "jaxlib", "flax", "optax", "gymnax", "distrax")},
-            "device": f"{len(d)} x {d[0].platform} ({d[0].device_kind})",
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
+    """``jaxgrpo.provenance.machine_info()`` (imported here: a measurement of a prototype copy
+    of jaxgrpo, first on PYTHONPATH, need not have it)."""
+    from jaxgrpo.provenance import machine_info
+    return machine_info()
 
 
 KINDS = {"train": measure_train, "scaling": measure_scaling, "phases": measure_phases,

@@ -34,13 +34,13 @@ import jax
 import numpy as np
 
 from jaxgrpo import GRPOConfig, PPOConfig, make_train
+from jaxgrpo.provenance import machine_info
 from jaxgrpo.sweeps import resolve_vmap_size, sweep
 
 
 def machine() -> dict:
-    """benchmarks.measure.machine(), plus the load average at the start."""
-    from benchmarks.measure import machine as base
-    info = base()
+    """``jaxgrpo.provenance.machine_info()``, plus the load average at the start."""
+    info = machine_info()
     try:
         info["load_average_1min_at_start"] = "%.1f" % os.getloadavg()[0]
     except OSError:

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from jaxgrpo.provenance import machine
+
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = [
     "jaxgrpo train --algo grpo --env CartPole-v1 --seeds 8 --total-timesteps 300000 "
@@ -29,12 +31,6 @@ SESSION = [
     "jaxgrpo plot runs/cartpole-grpo runs/cartpole-ppo --out runs/cartpole_grpo_vs_ppo.png",
     "jaxgrpo eval runs/cartpole-grpo --episodes 100 --gif runs/cartpole.gif --gif-stride 2",
 ]
-
-
-def machine() -> str:
-    out = subprocess.run([sys.executable, "-c", "from jaxgrpo.provenance import machine; "
-                          "print(machine())"], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
 
 
 def main() -> int:

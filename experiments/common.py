@@ -1,16 +1,20 @@
-"""Helpers shared by the experiment scripts: machine description, CIs, final returns.
+"""Helpers shared by the experiment scripts: machine description, code version, CIs, final
+returns, and the README blocks the scripts write.
 
 ``machine`` (``jaxgrpo.provenance``), ``last_valid`` and ``bootstrap_ci`` (``jaxgrpo.stats``)
 are the library's own (run folders use them too), re-exported here so there is one
 implementation."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 from jaxgrpo.provenance import machine
 from jaxgrpo.stats import bootstrap_ci, last_valid
 
-__all__ = ["bootstrap_ci", "git_rev", "last_valid", "machine"]
+__all__ = ["bootstrap_ci", "code_version", "git_rev", "last_valid", "machine", "update_readme"]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def git_rev() -> str:
@@ -18,6 +22,31 @@ def git_rev() -> str:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
     except Exception:
         return "unknown"
+
+
+def code_version() -> str:
+    """The commit, with "+changes" when the code (jaxgrpo/, experiments/*.py, *.yaml) differs
+    from it."""
+    try:
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "jaxgrpo",
+                                "experiments/*.py", "experiments/*.yaml"],
+                               cwd=ROOT, capture_output=True).returncode != 0
+    except OSError:
+        dirty = False
+    return git_rev() + ("+changes" if dirty else "")
+
+
+def update_readme(readme, name, block):
+    """Replace the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = open(readme).read() if os.path.exists(readme) else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1]
+    else:
+        text += f"\n{begin}\n{block}\n{end}\n"
+    with open(readme, "w") as f:
+        f.write(text)
 
 
 def train_and_evaluate(cfg, seeds: int = 8, episodes: int = 100):

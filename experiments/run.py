@@ -59,12 +59,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import bootstrap_ci, git_rev, machine
+from experiments import text_studies
+from experiments.common import bootstrap_ci, code_version, machine, update_readme
 from jaxgrpo import compiled
 from jaxgrpo.checks import unknown_field
 from jaxgrpo.config import config_class
 from jaxgrpo.configio import yaml_loader
 from jaxgrpo.grids import expand_grid, grid_configs
+from jaxgrpo.rundir import RENAMED_METRICS
 from jaxgrpo.runs import build_train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -323,19 +325,6 @@ def seed_summary(df, threshold=None, at_episodes=None) -> dict:
     return out
 
 
-def code_version() -> str:
-    """The commit, with "+changes" when the code (jaxgrpo/, experiments/*.py, *.yaml) differs
-    from it."""
-    import subprocess
-    try:
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "jaxgrpo",
-                                "experiments/*.py", "experiments/*.yaml"],
-                               cwd=os.path.dirname(HERE), capture_output=True).returncode != 0
-    except OSError:
-        dirty = False
-    return git_rev() + ("+changes" if dirty else "")
-
-
 def _ci(x, fmt="{:.1f}") -> str:
     x = np.asarray(x, float)
     x = x[~np.isnan(x)]
@@ -466,19 +455,6 @@ def plot(spec, cases, df, path):
     plt.close(fig)
 
 
-def update_readme(readme, name, block):
-    """Replace the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = open(readme).read() if os.path.exists(readme) else ""
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1]
-    else:
-        text += f"\n{begin}\n{block}\n{end}\n"
-    with open(readme, "w") as f:
-        f.write(text)
-
-
 def plot_vs(spec, cases, df, path):
     """Final return (mean and 95% bootstrap CI over seeds) against the field ``spec["vs"]``,
     one line per arm, one panel per env."""
@@ -527,8 +503,7 @@ def main(argv=None) -> int:
     name = os.path.splitext(os.path.basename(path))[0]
     try:
         if is_study(path):
-            from experiments import text_studies
-            return text_studies.main(name, read(path), args, update_readme)
+            return text_studies.main(name, read(path), args)
         spec, cases = load(path, tiny=args.tiny)
         if args.seeds is not None and args.seeds < 1:
             raise ValueError(f"--seeds: must be >= 1, got {args.seeds}")
@@ -554,7 +529,7 @@ def main(argv=None) -> int:
                   f"experiment first{'; with --tiny give --out' if args.tiny else ''})",
                   file=sys.stderr)
             return 2
-        df = pd.read_csv(csv)
+        df = pd.read_csv(csv).rename(columns=RENAMED_METRICS)   # CSVs from before a rename
         df["label"] = ["" if isinstance(v, float) else v for v in df["label"]]   # NaN = ""
         with open(info_path) as f:
             results = json.load(f)

@@ -38,11 +38,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from experiments.common import code_version, machine, update_readme
 
 STUDIES = ("passk", "length", "kl")
 KEYS = ("title", "study", "seeds", "base_seed", "model", "sft", "grpo", "tasks", "grid", "eval",
@@ -76,8 +79,8 @@ def load(name: str, spec: dict, tiny: bool = False) -> tuple[dict, list[Task]]:
     """Validate a study spec (already read from YAML) -> (spec with defaults, tasks). Builds
     every config, so a wrong field or value stops here with one message naming it."""
     from jaxgrpo.config import GRPOConfig, SFTConfig
-    from jaxgrpo.configio import unknown_field
-    from jaxgrpo.sweeps import expand_grid
+    from jaxgrpo.checks import unknown_field
+    from jaxgrpo.grids import expand_grid
 
     unknown = sorted(set(spec) - set(KEYS))
     if unknown:
@@ -137,7 +140,7 @@ def load(name: str, spec: dict, tiny: bool = False) -> tuple[dict, list[Task]]:
 
 def warm_start(task: Task, folder: Path) -> Path:
     """The task's SFT warm start (seed 0) trained into ``folder`` (a run folder)."""
-    from jaxgrpo.text import sft
+    from jaxgrpo import sft
     sft(task.sft, folder, progress=False)
     return folder
 
@@ -156,8 +159,8 @@ def train_seeds(config, seeds: int, base_seed: int = 0, segments=None):
     as ``segments.every`` and calls it after each (and before the first)."""
     import jax
 
-    from jaxgrpo import make_train
-    train = make_train(config)
+    from jaxgrpo.runs import build_train
+    train = build_train(config)     # init_from read from its run folder
     keys = jax.random.split(jax.random.key(base_seed), seeds)
     if segments is None:
         t0 = time.perf_counter()
@@ -593,12 +596,8 @@ def describe(spec, tasks) -> str:
     return "; ".join(lines)
 
 
-def main(name, raw_spec, args, update_readme) -> int:
+def main(name, raw_spec, args) -> int:
     """``experiments.run``'s entry for a study YAML (``study:`` key)."""
-    import sys
-
-    from experiments.common import machine
-    from experiments.run import code_version
     try:
         spec, tasks = load(name, raw_spec, tiny=args.tiny)
         if args.seeds is not None and args.seeds < 1:

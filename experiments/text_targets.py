@@ -145,7 +145,7 @@ def plot(results, path):
 def publish(md):
     """The table into experiments/README.md, README.md and docs/language-models.md (between
     their ``<!-- text_targets:begin/end -->`` markers), with the plot beside it."""
-    from experiments.run import update_readme
+    from experiments.common import update_readme
     root = HERE.parent
     for page, png in ((HERE / "README.md", "results/text_targets.png"),
                       (root / "README.md", "experiments/results/text_targets.png"),
