@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-from importlib import metadata
 from pathlib import Path
 
 
@@ -41,6 +40,8 @@ def machine() -> str:
 def machine_info() -> dict:
     """The machine as a dict (what benchmark tables record): CPU model and its vector
     extensions, usable cores, Python and library versions, devices, memory."""
+    from importlib import metadata
+
     import jax
     model, isa = _cpuinfo()
     try:
@@ -58,6 +59,7 @@ def machine_info() -> dict:
 
 def versions() -> dict:
     """Versions of jaxgrpo and the libraries a result depends on."""
+    from importlib import metadata   # here: 20 ms that the command line's --help never needs
     out = {"python": platform.python_version()}
     for name in ("jaxgrpo", "jax", "jaxlib", "flax", "optax", "gymnax", "orbax-checkpoint"):
         try:

@@ -5,6 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..stats import bootstrap_ci
+from .grpo import make_policy
+from .tokenizer import EOS, PAD
+
 
 def _value(x):
     """NumPy value of x, or None if x is traced."""
@@ -57,7 +61,6 @@ def completion_scores(model, task, params, prompts, key, num_samples: int,
     """Generate ``num_samples`` completions of every prompt and verify them: -> (completion
     int32 [B, num_samples, M], reward float32 [B, num_samples]). Jittable (``num_samples``,
     ``greedy`` static)."""
-    from .tokenizer import EOS, PAD
     B = prompts.tokens.shape[0]
     rep = jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0), prompts)
     completion, _, length = model.generate(params, key, rep.tokens, rep.tokens != PAD,
@@ -76,8 +79,6 @@ def evaluate_text(config, params, *, num_prompts: int = 512, num_samples: int = 
     estimator (none with ``num_samples=0``). Seeds run one after another (``lax.map``). Returns ``{"greedy_accuracy":
     {"per_seed", "mean", "ci95"}, "pass_at_k": {k: {"per_seed", "mean", "ci95"}},
     "examples": [{"prompt", "completion", "reward"}] (seed 0's greedy completions)}``."""
-    from ..stats import bootstrap_ci
-    from .grpo import make_policy
     task, model = config.task, make_policy(config)
     temp = getattr(config, "temperature", 1.0) if temperature is None else temperature
     prompts = heldout_prompts(task, num_prompts, seed)
