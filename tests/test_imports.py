@@ -198,6 +198,14 @@ def test_no_import_cycle():
     assert not found, "import cycles in jaxgrpo/:\n" + "\n".join(report)
 
 
+def test_no_module_is_shadowed_by_a_package():
+    """``X.py`` beside a package ``X/`` is never imported (the package wins): dead code that
+    this graph would misread."""
+    shadowed = [f"jaxgrpo/{p.relative_to(PACKAGE)}" for p in PACKAGE.rglob("*.py")
+                if (p.with_suffix("") / "__init__.py").is_file()]
+    assert not shadowed, f"modules shadowed by a package of the same name: {shadowed}"
+
+
 def test_every_module_has_a_layer():
     missing = []
     for name in module_names():
