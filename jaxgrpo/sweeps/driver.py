@@ -10,10 +10,10 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from ..compiled import static_key
+from .. import provenance
 from ..checks import check_count
+from ..compiled import static_key
 from ..grids import check_vmap_size, grid_configs
-from ..provenance import code_digest
 from ..runs import check_init_from
 from .checkpoints import SweepCheckpoints, batched, run_checkpointed
 from .mesh import check_devices, placement, resolve_vmap_size, run_mesh, to_host
@@ -159,7 +159,7 @@ def _open_checkpoints(directory, every, desc, runners, log_every):
         every = -(-max(1, longest // 10) // log_every) * log_every
     identity = {k: v for k, v in desc.items()
                 if k not in ("devices", "vmap_size", "compiler_options")}
-    identity.update(checkpoint_every=every, jaxgrpo_code=code_digest())
+    identity.update(checkpoint_every=every, jaxgrpo_code=provenance.code_digest())
     return SweepCheckpoints(directory, identity), every
 
 
