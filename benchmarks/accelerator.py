@@ -1,7 +1,7 @@
 """The accelerator benchmark: one command to run when a GPU or TPU is available.
 
     python -m benchmarks.accelerator                 # full sizes -> benchmarks/accelerator.md
-    python -m benchmarks.accelerator --tiny --out X  # CPU smoke size (tests/test_benchmarks_smoke.py)
+    python -m benchmarks.accelerator --tiny --out X  # CPU smoke size
 
 On CartPole-v1, in one process, for PPO and GRPO: valid env steps per second of the compiled
 training program (compile excluded), compile seconds, the fraction of simulated steps that were

@@ -1,7 +1,7 @@
 """Language-model GRPO speed: jaxgrpo against TRL's GRPOTrainer on the same CPU, alternating.
 
     python -m benchmarks.text_vs_trl            # widths 64, 128, 256 -> benchmarks/text_vs_trl.md
-    python -m benchmarks.text_vs_trl --tiny     # smoke size, no TRL (tests/test_benchmarks_smoke.py)
+    python -m benchmarks.text_vs_trl --tiny     # smoke size, no TRL
 
 The same work on both sides: a causal transformer of ``--layers`` x width x ``--heads`` (TRL: a
 GPT-2 configuration with random weights; jaxgrpo: ``jaxgrpo.text``'s model, the same shape:

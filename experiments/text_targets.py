@@ -4,7 +4,7 @@ against continued SFT for the same wall time.
     python -m experiments.text_targets            # all cases -> results/text_targets.{json,md,png}
     python -m experiments.text_targets --only sort  # rerun the cases whose name starts so,
                                                     # keeping the others' saved results
-    python -m experiments.text_targets --tiny     # smoke size (tests/test_experiments.py)
+    python -m experiments.text_targets --tiny     # smoke size, to a temporary folder
 
 Per case: one SFT run (seed 0) into a run folder, as ``jaxgrpo sft`` writes it; its held-out
 greedy accuracy on 1000 prompts; then GRPO from it (``init_from``) with 8 seeds in one compiled
