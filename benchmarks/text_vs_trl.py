@@ -21,8 +21,8 @@ median of
   counting ``prompts x group size x new tokens`` generated positions (both sides decode that
   many; a sequence past its EOS still occupies its slot);
 - jaxgrpo only: the same with 8 seeds vmapped (tokens of all seeds), its compile time, and its
-  two phases timed on their own: generation (``text.grpo.collect``: prefill and KV-cache
-  decode) and learn (``text.grpo.score`` then ``update.learn``: one forward and backward over
+  two phases timed on their own: generation (``text.grpo.sample_completions``: prefill and
+  KV-cache decode) and learn (``text.grpo.score`` then ``update.learn``: one forward and backward over
   the whole sequences); the learn phase's model FLOPs utilization is
   ``6 x non-embedding parameters x sequence tokens (prompt + completion) per second`` over
   the dense-matmul rate measured here (float32 ``[2048, 2048] @ [2048, 2048]`` in XLA);
@@ -130,8 +130,8 @@ def jax_point(a, width) -> dict:
     state = jax.jit(train.init)(keys[0], hp)
     policy, task = tg.make_policy(cfg), cfg.task
     C, P, M = cfg.num_groups * cfg.group_size, task.prompt_len, task.max_new_tokens
-    gen = jax.jit(lambda p, k: tg.collect(policy, task, p, k, cfg.num_groups, cfg.group_size,
-                                          hp["temperature"]))
+    gen = jax.jit(lambda p, k: tg.sample_completions(policy, task, p, k, cfg.num_groups,
+                                                     cfg.group_size, hp["temperature"]))
     gen_s = _median_time(gen, (state.params, keys[1]), a.inner)
     rollout, _ = gen(state.params, keys[1])
     opt = train.optimizer(hp)
@@ -164,7 +164,7 @@ def generation_scaling(a, width, lengths=(16, 64, 256)) -> list[dict]:
         train = make_train(cfg)
         state = jax.jit(train.init)(jax.random.key(0), cfg.hparams())
         policy, task = tg.make_policy(cfg), cfg.task
-        gen = jax.jit(lambda p, k, policy=policy, task=task, cfg=cfg: tg.collect(
+        gen = jax.jit(lambda p, k, policy=policy, task=task, cfg=cfg: tg.sample_completions(
             policy, task, p, k, cfg.num_groups, cfg.group_size, 1.0))
         t = time.perf_counter()
         jax.block_until_ready(gen(state.params, jax.random.key(1)))

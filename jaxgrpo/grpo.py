@@ -1,13 +1,50 @@
-"""GRPO: same-start episode groups, group-relative advantages, clipped surrogate + KL to a
-reference policy. Collect with ``rollout.collect_episodes``; score and loss here."""
+"""GRPO on gymnax environments: groups of episodes (same start state, ``group_mode="episode"``;
+unrelated episodes, ``"batch"``) or of branches from one state (``"state"``), group-relative
+advantages, clipped surrogate + KL to a reference policy. ``GRPO`` is its entry in
+``make_train``'s table (``jaxgrpo.algorithm.Algorithm``)."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
 from .advantages import episode_returns, group_normalize, group_stats, reverse_discounted_cumsum
+from .algorithm import Algorithm, adam, gymnax_env, minibatch_learn
+from .envs import action_spec, obs_shape
 from .losses import grpo_token_loss, loss_weights
-from .rollout import Rollout
+from .networks import Policy
+from .rollout import Rollout, collect_branches, collect_episodes, init_pool
+
+
+def make_policy(config, env):
+    """The actor of a GRPOConfig (no critic) for ``env = (env, env_params)``."""
+    env, env_params = env
+    return Policy(config, action_spec(env, env_params), obs_shape(env, env_params),
+                  with_critic=False)
+
+
+def init_carry(config, env, policy, params, key):
+    """With ``max_ahead`` > 0 the ``EpisodePool`` of episodes run ahead; else None."""
+    if config.max_ahead == 0:
+        return None
+    env, env_params = env
+    return init_pool(policy, env, env_params, params, key, config.num_groups, config.group_size,
+                     config.max_ahead, same_start=config.group_mode == "episode")
+
+
+def collect(config, env, policy, params, key, carry, active, hp):
+    """One iteration's groups: branches of states (``group_mode="state"``) or whole episodes
+    (``"episode"``: a group's members share a start state; ``"batch"``: they do not), with the
+    pool of episodes run ahead as ``carry``. -> (Rollout, EpisodeStats, carry)."""
+    env, env_params = env
+    if config.group_mode == "state":
+        return (*collect_branches(policy, env, env_params, params, key, config.num_groups,
+                                  config.group_size, config.branch_every, config.branch_horizon,
+                                  active=active, share_env_noise=config.share_env_noise), carry)
+    out = collect_episodes(policy, env, env_params, params, key, config.num_groups,
+                           config.group_size, active=active,
+                           same_start=config.group_mode == "episode",
+                           share_env_noise=config.share_env_noise, pool=carry)
+    return out if carry is not None else (*out, None)
 
 
 def advantages(config, rollout: Rollout, gamma):
@@ -74,3 +111,9 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
            "entropy": s(entropy), "clip_frac": s(clipped),
            "approx_kl": s(jnp.expm1(log_ratio) - log_ratio)}
     return jnp.sum(weight * per_sample * m), aux
+
+
+GRPO = Algorithm(make_env=gymnax_env, make_policy=make_policy, optimizer=adam,
+                 init_carry=init_carry, collect=collect, score=score, loss=loss,
+                 learn=minibatch_learn(lambda config: config.chunk_size),
+                 reference=True, budgeted=True)

@@ -1,13 +1,45 @@
 """PPO baseline (PureJaxRL-equivalent): GAE, clipped value loss, per-minibatch advantage
 normalization, entropy bonus. Truncated steps bootstrap from the value of
-``info["final_observation"]``. Collect with ``rollout.collect_segments``."""
+``info["final_observation"]``. ``PPO`` is its entry in ``make_train``'s table
+(``jaxgrpo.algorithm.Algorithm``)."""
 from __future__ import annotations
 
 import jax.numpy as jnp
 
 from .advantages import gae
+from .algorithm import Algorithm, adam, gymnax_env, minibatch_learn
+from .envs import action_spec, obs_shape
 from .losses import clipped_surrogate, clipped_value_loss
-from .rollout import Rollout
+from .networks import Policy
+from .rollout import Rollout, collect_segments, reset_segments
+
+
+def make_policy(config, env):
+    """Actor and critic of a PPOConfig for ``env = (env, env_params)``."""
+    env, env_params = env
+    return Policy(config, action_spec(env, env_params), obs_shape(env, env_params),
+                  with_critic=True)
+
+
+def optimizer(config, hp, num_iterations):
+    """Adam, its learning rate annealed linearly to 0 over the run with ``anneal_lr``."""
+    if not config.anneal_lr:
+        return adam(config, hp, num_iterations)
+    per_iter = config.update_epochs * config.num_minibatches
+    return adam(config, hp, num_iterations,
+                lr=lambda count: hp["lr"] * (1.0 - (count // per_iter) / num_iterations))
+
+
+def init_carry(config, env, policy, params, key):
+    """``num_envs`` freshly reset envs (a ``SegmentCarry``), stepped on across iterations."""
+    env, env_params = env
+    return reset_segments(env, env_params, key, config.num_envs)
+
+
+def collect(config, env, policy, params, key, carry, active, hp):
+    """``num_steps`` steps of the ``num_envs`` envs. -> (Rollout, EpisodeStats, carry)."""
+    env, env_params = env
+    return collect_segments(policy, env, env_params, params, key, carry, config.num_steps)
 
 
 def score(config, policy, params, rollout: Rollout, hp):
@@ -48,3 +80,9 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
            "entropy": s(entropy), "clip_frac": s(clipped),
            "approx_kl": s(jnp.expm1(log_ratio) - log_ratio)}
     return jnp.sum(weight * per_sample * m), aux
+
+
+PPO = Algorithm(make_env=gymnax_env, make_policy=make_policy, optimizer=optimizer,
+                init_carry=init_carry, collect=collect, score=score, loss=loss,
+                learn=minibatch_learn(lambda c: c.num_envs * c.num_steps // c.num_minibatches,
+                                      all_valid=True))

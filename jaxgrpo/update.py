@@ -21,6 +21,20 @@ import jax.numpy as jnp
 import optax
 
 
+def clipped_adam(lr, max_grad_norm, warmup_steps=0, eps=1e-8):
+    """Adam after global-norm gradient clipping, on one flat parameter vector (a few large
+    kernels per step instead of many tiny ones). ``lr``: a number or a schedule of the update
+    count; ``warmup_steps`` > 0 scales it linearly from 1/warmup_steps to 1 over the first
+    updates (Adam's first steps move every parameter by about lr whatever the gradient's
+    size, which noisy policy gradients turn into a large random step)."""
+    if warmup_steps:
+        base = lr
+        lr = lambda count: ((base(count) if callable(base) else base)
+                            * jnp.minimum(1.0, (count + 1) / warmup_steps))
+    return optax.flatten(optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                                     optax.adam(lr, eps=eps)))
+
+
 def epoch_order(key, mask):
     """[C] int32: a random order of the C samples (a permutation), the valid ones (mask) first.
 

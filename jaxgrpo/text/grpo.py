@@ -1,6 +1,6 @@
-"""GRPO on text tasks: collect, score and loss with the signatures of ``jaxgrpo.grpo``'s, so
-``make_train``'s iteration (collect -> score -> ``update.learn`` -> reference sync) runs them
-unchanged.
+"""GRPO on text tasks: ``TEXT_GRPO``, the entry of ``make_train``'s table
+(``jaxgrpo.algorithm.Algorithm``) whose iteration is collect -> score -> ``update.learn`` ->
+reference sync, as on environments.
 
 An episode is a completion and a step a completion token: ``collect`` draws ``num_groups``
 prompts, samples ``group_size`` completions of each with the KV cache (a group is the
@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ..advantages import group_normalize, group_stats
+from ..algorithm import Algorithm, adam, minibatch_learn, no_carry
 from ..losses import loss_weights, policy_loss
 from ..rollout import EpisodeStats
 from .model import Transformer
@@ -39,7 +40,13 @@ class Completions(NamedTuple):
     group_id: jax.Array    # int32 [C]
 
 
-def make_policy(config) -> Transformer:
+def make_env(config):
+    """The config's text task (``jaxgrpo.text.TextTask``)."""
+    return config.task
+
+
+def make_policy(config, task=None) -> Transformer:
+    """The causal transformer of the config's model fields."""
     return Transformer(config.model_config())
 
 
@@ -55,8 +62,8 @@ def sample_groups(task, key, num_groups, group_size):
     return jax.tree.map(rep, prompts), rep(jnp.arange(num_groups, dtype=jnp.int32))
 
 
-def collect(model, task, params, key, num_groups, group_size, temperature, active=True,
-            greedy=False):
+def sample_completions(model, task, params, key, num_groups, group_size, temperature,
+                       active=True, greedy=False):
     """Sample and verify ``group_size`` completions of each of ``num_groups`` fresh prompts.
     -> (Completions, EpisodeStats); with ``active`` False (a run past its budget) every mask
     is False, so nothing is counted or trained."""
@@ -168,3 +175,16 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
            **{k: metrics[k] * n_tok for k in ("kl", "clip_ratio/low_mean",
                                               "clip_ratio/high_mean", "clip_ratio/region_mean")}}
     return total, aux
+
+
+def collect(config, task, model, params, key, carry, active, hp):
+    """``sample_completions`` of ``num_groups`` prompts x ``group_size`` at the ``temperature``
+    hyperparameter. -> (Completions, EpisodeStats, carry)."""
+    return (*sample_completions(model, task, params, key, config.num_groups, config.group_size,
+                                hp["temperature"], active), carry)
+
+
+TEXT_GRPO = Algorithm(make_env=make_env, make_policy=make_policy, optimizer=adam,
+                      init_carry=no_carry, collect=collect, score=score, loss=loss,
+                      learn=minibatch_learn(lambda config: config.chunk_size),
+                      reference=True, budgeted=True)

@@ -1,9 +1,10 @@
 """Supervised warm start for text tasks: next-token cross-entropy on task samples, compiled.
 
-``make_train(SFTConfig)`` has ``jaxgrpo.make_train``'s interface (``train(key, hparams)``,
-``train.init``, ``train.run``), so run folders, checkpoints, resume, seeds and sweeps serve SFT
-runs unchanged; ``sft(config, out)`` (``jaxgrpo sft`` on the command line) trains one into a
-run folder, from which GRPO starts with ``GRPOConfig(init_from=out)``.
+``SFT`` is its entry in ``make_train``'s table (``jaxgrpo.algorithm.Algorithm``), so
+``make_train(SFTConfig)`` has the interface of every run (``train(key, hparams)``,
+``train.init``, ``train.run``), and run folders, checkpoints, resume, seeds and sweeps serve SFT
+runs unchanged; ``jaxgrpo.sft(config, out)`` (``jaxgrpo sft`` on the command line) trains one
+into a run folder, from which GRPO starts with ``GRPOConfig(init_from=out)``.
 
 One iteration is one optimizer step on ``batch_size`` fresh prompts: the target is each
 prompt's ``reference_completion`` (answer, EOS), learned by teacher forcing in one causal
@@ -15,8 +16,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .grpo import token_mask
-from .model import Transformer
+from ..algorithm import Algorithm, no_carry
+from ..rollout import EpisodeStats
+from ..update import clipped_adam
+from .grpo import make_env, make_policy, token_mask
 from .tasks import completion_length
 from .tokenizer import PAD
 
@@ -40,65 +43,45 @@ def sft_loss(model, params, prompts, targets):
     return -jnp.sum(jnp.where(mask, logp, 0.0)) / n, metrics
 
 
-def make_train(config, callback=None, callback_every=1):
-    """The training function of an ``SFTConfig``: ``train(key, hparams=None) -> (TrainState,
-    metrics)``, metrics ``[num_steps]`` each (``loss``, ``token_accuracy``, ``accuracy``,
-    ``episode_return`` = accuracy, ``episode_length`` = mean target tokens, ``episodes`` = prompts
-    per step, ``env_steps`` = prompts so far); see ``jaxgrpo.make_train``."""
-    from ..train import (TrainState, clipped_adam, resolve_hparams, scan_iterations,
-                         train_function)
-
-    task = config.task
-    model = Transformer(config.model_config())
+def collect(config, task, model, params, key, carry, active, hp):
+    """``batch_size`` fresh prompts and their reference completions (answer, EOS, PAD)
+    -> ({"prompts", "targets"}, EpisodeStats: one episode per prompt, its length the target's
+    tokens), carry."""
     M = task.max_new_tokens
-    n_iter = config.iterations
-
-    def optimizer(hp):
-        return clipped_adam(hp["lr"], hp["max_grad_norm"], config.warmup_steps)
-
-    from ..runs import init_params
-    start_params = init_params(config)      # None, or the params of config.init_from
-
-    def init(key, hp) -> TrainState:
-        key, k_init = jax.random.split(key)
-        params = (model.init(k_init) if start_params is None
-                  else jax.tree.map(jnp.asarray, start_params))
-        return TrainState(params, optimizer(hp).init(params), None, key, jnp.int32(0),
-                          jnp.float32(0), None)
-
-    def iteration(state, hp):
-        key, k_batch = jax.random.split(state.key)
-        prompts = jax.vmap(task.sample)(jax.random.split(k_batch, config.batch_size))
-        targets = jax.vmap(lambda p: task.reference_completion(p, M))(prompts)
-        (loss, m), grads = jax.value_and_grad(
-            lambda p: sft_loss(model, p, prompts, targets), has_aux=True)(state.params)
-        updates, opt_state = optimizer(hp).update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        env_steps = state.env_steps + config.batch_size
-        metrics = {"loss": loss, **m, "episode_return": m["accuracy"],
-                   "episode_length": jnp.mean(jnp.sum(token_mask(completion_length(targets), M),
-                                                      1).astype(jnp.float32)),
-                   "episodes": jnp.float32(config.batch_size), "env_steps": env_steps}
-        return TrainState(params, opt_state, None, key, state.iteration + 1, env_steps,
-                          None), metrics
-
-    def init_state(key, hparams=None) -> TrainState:
-        return init(key, resolve_hparams(config, hparams))
-
-    def run(state, hparams=None, num_iterations=n_iter):
-        hp = resolve_hparams(config, hparams)
-        return scan_iterations(lambda s: iteration(s, hp), state, num_iterations, callback,
-                               callback_every)
-
-    return train_function(init_state, run, optimizer, model, n_iter)
+    prompts = jax.vmap(task.sample)(jax.random.split(key, config.batch_size))
+    targets = jax.vmap(lambda p: task.reference_completion(p, M))(prompts)
+    n = jnp.float32(config.batch_size)
+    lengths = jnp.sum(token_mask(completion_length(targets), M), 1).astype(jnp.float32)
+    stats = EpisodeStats(return_sum=jnp.float32(0), length_sum=jnp.sum(lengths), count=n,
+                         valid_steps=n, sim_steps=n)
+    return {"prompts": prompts, "targets": targets}, stats, carry
 
 
-def sft(config, out, *, seeds: int = 1, base_seed: int = 0, **kwargs) -> dict:
-    """Train ``config`` (an ``SFTConfig``) into the run folder ``out`` (``jaxgrpo.run_training``,
-    whose keyword arguments it takes: progress, checkpoint_every, resume, ...). Returns the
-    summary dict; the policy is then ``GRPOConfig(init_from=out)``'s starting point."""
-    from ..config import SFTConfig
-    from ..runs import run_training
-    if not isinstance(config, SFTConfig):
-        raise TypeError(f"sft: needs an SFTConfig, got {type(config).__name__}")
-    return run_training(config, out, seeds=seeds, base_seed=base_seed, **kwargs)
+def score(config, model, params, batch, hp):
+    """Teacher forcing scores nothing: the batch as it is (all rows valid)."""
+    return batch, None, None, {}
+
+
+def loss(config, model, params, ref_params, batch, weight, mask, hp):
+    """``sft_loss`` of the batch."""
+    return sft_loss(model, params, batch["prompts"], batch["targets"])
+
+
+def learn(config, loss_fn, params, opt_state, optimizer, batch, weight, mask, key=None):
+    """One optimizer step on the whole batch's loss; metrics ``loss``, ``token_accuracy``,
+    ``accuracy``, and ``episode_return`` = accuracy."""
+    (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, weight, mask)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state,
+            {"loss": loss, **m, "episode_return": m["accuracy"]})
+
+
+def optimizer(config, hp, num_iterations):
+    """Adam (eps 1e-8) after gradient clipping, with the config's warmup."""
+    return clipped_adam(hp["lr"], hp["max_grad_norm"], config.warmup_steps)
+
+
+# an iteration is one step on one batch: no env carry, no reference, no budget, no learn key
+SFT = Algorithm(make_env=make_env, make_policy=make_policy, optimizer=optimizer,
+                init_carry=no_carry, collect=collect, score=score, loss=loss, learn=learn,
+                keys=2)

@@ -1,0 +1,94 @@
+"""The interface of an algorithm in ``make_train``'s table, and the pieces algorithms share.
+
+An iteration of every algorithm is collect -> score -> learn (-> reference sync), and an
+algorithm is the set of functions below (``Algorithm``), one module each: ``grpo`` (gymnax
+envs: episode, batch and state groups), ``ppo``, ``text.grpo`` and ``text.sft``. ``make_train``
+(``jaxgrpo.train``) looks the config's algorithm up in its table and runs these functions; it
+knows nothing else about any algorithm. Adding one is a module that builds an ``Algorithm``
+and one entry in ``train.ALGORITHMS`` (see docs/configs.md).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import update
+from .envs import make_env
+
+
+class Algorithm(NamedTuple):
+    """What ``make_train`` needs of an algorithm. With ``config`` the frozen config, ``hp`` the
+    dynamic hyperparameters (dict of float32 scalars) and ``env`` what ``make_env`` returns:
+
+    - ``make_env(config) -> env``: the environment (gymnax ``(env, env_params)``, a text task).
+    - ``make_policy(config, env) -> policy``: has ``init(key) -> params``.
+    - ``optimizer(config, hp, num_iterations) -> optax transformation``.
+    - ``init_carry(config, env, policy, params, key) -> carry``: what the envs carry from one
+      iteration to the next (``TrainState.env_carry``; None when nothing).
+    - ``collect(config, env, policy, params, key, carry, active, hp) -> (rollout, stats,
+      carry)``: one iteration's samples, ``rollout`` in whatever form ``score`` takes,
+      ``stats`` a ``rollout.EpisodeStats``; with ``active`` False (a run past its budget)
+      nothing is simulated and every mask is False.
+    - ``score(config, policy, params, rollout, hp) -> (batch, weight, mask, metrics)``: the
+      samples to learn from (pytree of ``[C, ...]``), their loss weights ``[C, ...]`` and
+      validity ``[C]`` (see ``update.learn``), and scoring metrics (scalars).
+    - ``loss(config, policy, params, ref_params, chunk, weight, mask, hp) -> (loss, aux)``:
+      the weighted loss of a chunk of the batch and metric sums with a ``"count"``.
+    - ``learn(config, loss_fn, params, opt_state, optimizer, batch, weight, mask, key) ->
+      (params, opt_state, metrics)``, ``loss_fn(params, chunk, weight, mask)``.
+    - ``reference``: keeps a reference policy (GRPO's KL anchor, synced every
+      ``ref_sync_every`` iterations); ``budgeted``: iterations run while fewer than
+      ``total_timesteps`` steps were used (GRPO, whose iterations vary in length); otherwise
+      every one of ``config.iterations`` runs. ``keys``: the keys split from the run's key at
+      init and at every iteration (3: next key, collect, learn; 2: no learn key).
+    """
+
+    make_env: Callable[..., Any]
+    make_policy: Callable[..., Any]
+    optimizer: Callable[..., Any]
+    init_carry: Callable[..., Any]
+    collect: Callable[..., Any]
+    score: Callable[..., Any]
+    loss: Callable[..., Any]
+    learn: Callable[..., Any]
+    reference: bool = False
+    budgeted: bool = False
+    keys: int = 3
+
+
+def gymnax_env(config):
+    """``make_env`` of the gymnax algorithms: ``(env, env_params)``."""
+    return make_env(config)
+
+
+def no_carry(config, env, policy, params, key=None):
+    """``init_carry`` of algorithms whose envs carry nothing between iterations."""
+    return None
+
+
+def adam(config, hp, num_iterations, lr=None):
+    """Adam after gradient clipping (``update.clipped_adam``, eps 1e-5 as in PureJaxRL) at
+    ``lr`` (default ``hp["lr"]``; may be a schedule), with the config's warmup if it has one."""
+    return update.clipped_adam(hp["lr"] if lr is None else lr, hp["max_grad_norm"],
+                               getattr(config, "warmup_steps", 0), eps=1e-5)
+
+
+def minibatch_learn(chunk_size: Callable[..., int], all_valid: bool = False):
+    """``learn`` of the policy-gradient algorithms: ``update_epochs`` x ``num_minibatches``
+    steps of ``update.learn`` in chunks of ``chunk_size(config)`` samples."""
+    def learn(config, loss_fn, params, opt_state, optimizer, batch, weight, mask, key):
+        return update.learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key,
+                            epochs=config.update_epochs, num_minibatches=config.num_minibatches,
+                            chunk=chunk_size(config), all_valid=all_valid)
+    return learn
+
+
+def sync_reference(config, iteration, params, ref_params, hp):
+    """The reference policy after an update: every ``ref_sync_every``-th iteration (0: never)
+    it moves to ``alpha * params + (1 - alpha) * ref`` (``ref_mixup_alpha``, TRL's names)."""
+    if config.ref_sync_every <= 0:
+        return ref_params
+    a = jnp.where((iteration + 1) % config.ref_sync_every == 0, hp["ref_mixup_alpha"], 0.0)
+    return jax.tree.map(lambda p, r: a * p + (1.0 - a) * r, params, ref_params)
