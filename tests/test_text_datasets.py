@@ -1,6 +1,7 @@
-"""Datasets from reasoning-gym (the ``jaxgrpo[text]`` extra, installed by ``.ci/run``): prompts
-and answers as arrays sampled by index, and the in-graph exact-match reward against
-reasoning-gym's own ``score_answer`` (thresholded at 1.0) on generated entries."""
+"""jaxgrpo.text.datasets: datasets from reasoning-gym (the ``jaxgrpo[text]`` extra, installed
+by ``.ci/run``): prompts and answers as arrays sampled by index, and the in-graph exact-match
+reward against reasoning-gym's own ``score_answer`` (thresholded at 1.0) on generated
+entries."""
 import random
 
 import jax
