@@ -356,6 +356,67 @@ def test_docs_options_reference_is_current():
         assert f"`jaxgrpo {cmd}`" in text and f"### jaxgrpo {cmd}" in text, cmd
 
 
+def test_sft_and_text_eval_commands(tmp_path, capsys, monkeypatch):
+    """``jaxgrpo sft`` and ``jaxgrpo eval`` of a text run, with training and evaluation faked
+    (they are tested in test_text_grpo.py and test_text_evaluation.py): what the commands
+    pass on, print and record."""
+    from types import SimpleNamespace
+
+    from jaxgrpo import runs
+    from jaxgrpo.text import evaluation
+
+    calls = {}
+    acc = {"per_seed": [0.5, 0.75], "mean": 0.625, "ci95": [0.5, 0.75]}
+    res = {"greedy_accuracy": acc, "temperature": 1.0,
+           "pass_at_k": {1: {"per_seed": [0.25, 0.5], "mean": 0.375},
+                         2: {"per_seed": [0.5, 1.0], "mean": 0.75}},
+           "examples": [{"prompt": "1+2=", "completion": "3", "reward": 1.0},
+                        {"prompt": "4+4=", "completion": "9", "reward": 0.0}]}
+
+    def run_training(config, out, **kw):
+        calls["train"] = (config, out, kw)
+        return {"algo": "sft", "env": config.env, "seeds": kw["seeds"], "complete": True,
+                "total_timesteps": config.total_timesteps, "iterations_done": 5,
+                "iterations": 5, "num_iterations": None,
+                "final_return": {"per_seed": [0.5, 0.75], "mean": 0.625, "ci95": [0.5, 0.75]},
+                "env_steps_by_seed": [640.0, 640.0], "env_steps_per_seed": 640.0,
+                "compile_seconds": 1.0, "run_seconds": 0.5, "steps_per_second": 2560.0}
+
+    def evaluate_text(config, params, num_prompts, num_samples, seed):
+        calls.setdefault("eval", []).append((num_prompts, num_samples, seed))
+        return {**res, "pass_at_k": dict(res["pass_at_k"])}
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(runs, "run_training", run_training)
+    monkeypatch.setattr(evaluation, "evaluate_text", evaluate_text)
+    monkeypatch.setattr(runs, "load_run", lambda path, step=None: SimpleNamespace(
+        config=calls["train"][0], state=SimpleNamespace(params=None), seeds=2, step=5,
+        path=out))
+    assert cli.main(["sft", "--steps", "5", "--seeds", "2", "--seed", "3", "--quiet",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    config, _, kw = calls["train"]
+    assert config.algo == "sft" and config.num_steps == 5 and config.env == "text:addition"
+    assert kw["seeds"] == 2 and kw["base_seed"] == 3
+    assert calls["eval"] == [(1000, 0, 3)]
+    assert "SFT text:addition, 2 seed(s)" in printed and "final acc." in printed
+    assert "held-out greedy accuracy (1000 prompts): 50.0%, 75.0%; mean 62.5%" in printed
+    assert f"jaxgrpo train --env text:addition --set init_from={out}" in printed
+
+    out.mkdir()
+    assert cli.main(["eval", str(out), "--prompts", "8", "--samples", "2", "--seed", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert calls["eval"][-1] == (8, 2, 1)
+    assert lines[2].split() == ["seed", "greedy", "pass@1", "pass@2"]
+    assert lines[3].split() == ["0", "50.0%", "25.0%", "50.0%"]
+    assert lines[5].split() == ["mean", "62.5%", "37.5%", "75.0%"]
+    assert "1+2=3   (ok)" in lines[-2] and "4+4=9   (wrong)" in lines[-1]
+    ev = json.loads((out / "eval.json").read_text())["evaluations"][0]
+    assert ev["checkpoint"] == 5 and set(ev["pass_at_k"]) == {"1", "2"}
+    rc = cli.main(["eval", str(out), "--gif", str(tmp_path / "x.gif")])
+    assert_usage_error(rc, capsys.readouterr().err, "--gif: only for gymnax environments")
+
+
 def test_result_table_lists_seeds_and_says_when_the_budget_was_not_used():
     summary = {"algo": "grpo", "env": "CartPole-v1", "seeds": 2, "total_timesteps": 20_000,
                "complete": True, "iterations_done": 3, "iterations": 3, "num_iterations": 3,
