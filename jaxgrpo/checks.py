@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import operator
 from typing import Sequence
 
@@ -27,6 +28,27 @@ def check_count(name: str, v, low: int = 1, high: int | None = None, why: str = 
         fail(name, f"must be >= {low}, got {v}")
     if high is not None and v > high:
         fail(name, f"must be <= {high}{why}, got {v}")
+    return v
+
+
+def check_number(name: str, v, low=None, high=None, low_open: bool = False):
+    """``v`` as a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``; either
+    bound None: unbounded); ``ValueError`` starting with ``name`` otherwise."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        fail(name, f"must be a number, got {type(v).__name__} {v!r}")
+    if not math.isfinite(v):
+        fail(name, f"must be finite, got {v}")
+    if low is not None and (v <= low if low_open else v < low):
+        fail(name, f"must be {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and v > high:
+        fail(name, f"must be <= {high}, got {v}")
+    return v
+
+
+def check_choice(name: str, v, choices):
+    """``v`` if it is one of ``choices``; ``ValueError`` starting with ``name`` otherwise."""
+    if v not in choices:
+        fail(name, f"must be one of {list(choices)}, got {v!r}")
     return v
 
 

@@ -13,11 +13,10 @@ transform or a model are imported inside the methods that use them.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .checks import check_count, fail, field_hint
+from .checks import check_choice, check_count, check_number, fail, field_hint
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 
@@ -27,22 +26,12 @@ def _check_int(cfg, name, low=1):
     object.__setattr__(cfg, name, check_count(name, getattr(cfg, name), low))
 
 
-def _check_float(cfg, name, low=None, high=None, low_open=False):
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        fail(name, f"must be a number, got {type(v).__name__} {v!r}")
-    if not math.isfinite(v):
-        fail(name, f"must be finite, got {v}")
-    if low is not None and (v <= low if low_open else v < low):
-        fail(name, f"must be {'>' if low_open else '>='} {low}, got {v}")
-    if high is not None and v > high:
-        fail(name, f"must be <= {high}, got {v}")
+def _check_float(cfg, name, **bounds):
+    check_number(name, getattr(cfg, name), **bounds)
 
 
 def _check_choice(cfg, name, choices):
-    v = getattr(cfg, name)
-    if v not in choices:
-        fail(name, f"must be one of {list(choices)}, got {v!r}")
+    check_choice(name, getattr(cfg, name), choices)
 
 
 @dataclass(frozen=True)
