@@ -1,11 +1,10 @@
-"""jaxgrpo.configio: YAML values, --set overrides, config dicts (presets, "did you mean"),
-sweep files. No compilation."""
+"""jaxgrpo.configio: YAML values, --set overrides, config dicts (presets, "did you mean").
+No compilation."""
 import pytest
 
 import jaxgrpo
 from jaxgrpo.configio import (apply_override, config_from_dict, config_to_dict, load_config,
                               parse_value, save_config)
-from jaxgrpo.grids import load_sweep_spec
 
 
 @pytest.mark.parametrize("text, value", [
@@ -69,14 +68,3 @@ def test_a_field_of_the_other_algorithm_says_so():
         config_from_dict({"anneal_lr": False})
     with pytest.raises(ValueError, match="gama: unknown field of GRPOConfig .did you mean 'gamma'"):
         jaxgrpo.GRPOConfig().replace(gama=0.9)
-
-
-def test_sweep_spec_names_the_file_and_the_key(tmp_path):
-    f = tmp_path / "s.yaml"
-    f.write_text("algo: ppo\nnum_envs: 8\ngrid: {lr: [1e-3, 3e-3]}\nseeds: 2\nvmap_size: 1\n")
-    spec = load_sweep_spec(f)
-    assert spec["config"] == jaxgrpo.PPOConfig(num_envs=8) and spec["seeds"] == 2
-    assert spec["grid"] == {"lr": [1e-3, 3e-3]} and spec["vmap_size"] == 1
-    f.write_text("grid: {lr: [1e-3]}\nvmap_sise: 2\n")
-    with pytest.raises(ValueError, match=rf"^{f}: vmap_sise: .*did you mean 'vmap_size'"):
-        load_sweep_spec(f)
