@@ -84,7 +84,7 @@ def far_policy():
     from jaxgrpo.text import heldout_prompts
     from jaxgrpo.text.evaluation import completion_scores
     from jaxgrpo.text.grpo import make_policy
-    c = GRPOConfig(env="text:sort", env_kwargs={"length": 3}, width=16, num_heads=2)
+    c = GRPOConfig(env="text:sort", env_kwargs={"length": 3}, width=16, num_heads=2, num_layers=1)
     model, task = make_policy(c), c.task
     params = model.init(jax.random.key(0))
     leaves, tree = jax.tree.flatten(params)
