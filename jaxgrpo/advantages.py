@@ -9,8 +9,29 @@ import jax
 import jax.numpy as jnp
 
 
+def _segment_stats(values, group_ids, num_groups, mask):
+    """The one segment pass over groups: (x = values masked to 0, m = mask as float, per group
+    [G]: count n, sum, mean, unbiased variance, flat = zero std or at most one member)."""
+    values = jnp.asarray(values, jnp.float32)
+    group_ids = jnp.asarray(group_ids, jnp.int32)
+    mask = jnp.ones(values.shape, bool) if mask is None else jnp.asarray(mask, bool)
+    chex.assert_rank(values, 1)
+    chex.assert_equal_shape([values, group_ids, mask])
+    x = jnp.where(mask, values, 0.0)
+    m = mask.astype(jnp.float32)
+    seg_sum = lambda v: jax.ops.segment_sum(v, group_ids, num_segments=num_groups)
+    n = seg_sum(m)
+    total = seg_sum(x)
+    mean = total / jnp.maximum(n, 1.0)
+    var = seg_sum(m * (x - mean[group_ids]) ** 2) / jnp.maximum(n - 1.0, 1.0)
+    big = jnp.finfo(jnp.float32).max
+    gmax = jax.ops.segment_max(jnp.where(mask, values, -big), group_ids, num_segments=num_groups)
+    gmin = jax.ops.segment_min(jnp.where(mask, values, big), group_ids, num_segments=num_groups)
+    return x, m, mask, group_ids, n, total, mean, var, (gmax <= gmin) | (n <= 1)
+
+
 def group_normalize(values, group_ids, num_groups, *, mask=None, scale="group", baseline="mean",
-                    eps=1e-4):
+                    eps=1e-4, with_stats=False):
     """Normalize ``values`` within their groups: a segment reduction over ``group_ids``.
 
     values: [B] float; group_ids: [B] int in [0, num_groups); mask: [B] bool (True = counts).
@@ -22,29 +43,15 @@ def group_normalize(values, group_ids, num_groups, *, mask=None, scale="group", 
 
     Masked entries get 0 and do not enter any statistic. Groups whose unmasked values are all
     equal (zero std) and singleton groups give exactly 0, never NaN or inf.
-    Returns: [B] float.
+    Returns: [B] float; with ``with_stats`` also ``group_stats``' ([G] std, [G] zero-std) from
+    the same segment pass (a scoring pass that logs them reduces over groups once).
     """
     if scale not in ("group", "batch", "none"):
         raise ValueError(f"scale: must be 'group', 'batch' or 'none', got {scale!r}")
     if baseline not in ("mean", "loo"):
         raise ValueError(f"baseline: must be 'mean' or 'loo', got {baseline!r}")
-    values = jnp.asarray(values, jnp.float32)
-    group_ids = jnp.asarray(group_ids, jnp.int32)
-    mask = jnp.ones(values.shape, bool) if mask is None else jnp.asarray(mask, bool)
-    chex.assert_rank(values, 1)
-    chex.assert_equal_shape([values, group_ids, mask])
-    x = jnp.where(mask, values, 0.0)
-    m = mask.astype(jnp.float32)
-
-    seg_sum = lambda v: jax.ops.segment_sum(v, group_ids, num_segments=num_groups)
-    n = seg_sum(m)
-    total = seg_sum(x)
-    mean = total / jnp.maximum(n, 1.0)
-    big = jnp.finfo(jnp.float32).max
-    gmax = jax.ops.segment_max(jnp.where(mask, values, -big), group_ids, num_segments=num_groups)
-    gmin = jax.ops.segment_min(jnp.where(mask, values, big), group_ids, num_segments=num_groups)
-    flat = (gmax <= gmin) | (n <= 1)          # zero-std or singleton/empty group
-
+    x, m, mask, group_ids, n, total, mean, var, flat = _segment_stats(values, group_ids,
+                                                                      num_groups, mask)
     n_i, mean_i = n[group_ids], mean[group_ids]
     if baseline == "mean":
         centered = x - mean_i
@@ -52,31 +59,21 @@ def group_normalize(values, group_ids, num_groups, *, mask=None, scale="group", 
         centered = x - (total[group_ids] - x) / jnp.maximum(n_i - 1.0, 1.0)
 
     if scale == "group":
-        var = seg_sum(m * (x - mean_i) ** 2) / jnp.maximum(n - 1.0, 1.0)
         centered = centered / (jnp.sqrt(var)[group_ids] + eps)
     elif scale == "batch":
         nb = jnp.sum(m)
         bmean = jnp.sum(x) / jnp.maximum(nb, 1.0)
         bvar = jnp.sum(m * (x - bmean) ** 2) / jnp.maximum(nb - 1.0, 1.0)
         centered = centered / (jnp.sqrt(bvar) + eps)
-    return jnp.where(mask & ~flat[group_ids], centered, 0.0)
+    adv = jnp.where(mask & ~flat[group_ids], centered, 0.0)
+    return (adv, jnp.sqrt(var), flat) if with_stats else adv
 
 
 def group_stats(values, group_ids, num_groups, mask=None):
     """Per-group (unbiased) std of ``values`` [B] and whether it is zero: ([G], [G] bool).
     Empty groups count as zero-std."""
-    values = jnp.asarray(values, jnp.float32)
-    mask = jnp.ones(values.shape, bool) if mask is None else mask
-    values = jnp.where(mask, values, 0.0)
-    m = mask.astype(jnp.float32)
-    seg_sum = lambda v: jax.ops.segment_sum(v, group_ids, num_segments=num_groups)
-    n = seg_sum(m)
-    mean = seg_sum(values * m) / jnp.maximum(n, 1.0)
-    var = seg_sum(m * (values - mean[group_ids]) ** 2) / jnp.maximum(n - 1.0, 1.0)
-    big = jnp.finfo(jnp.float32).max
-    gmax = jax.ops.segment_max(jnp.where(mask, values, -big), group_ids, num_segments=num_groups)
-    gmin = jax.ops.segment_min(jnp.where(mask, values, big), group_ids, num_segments=num_groups)
-    return jnp.sqrt(var), (gmax <= gmin) | (n <= 1)
+    *_, var, flat = _segment_stats(values, group_ids, num_groups, mask)
+    return jnp.sqrt(var), flat
 
 
 def reverse_linear_recurrence(decay, x):

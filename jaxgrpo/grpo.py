@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .advantages import episode_returns, group_normalize, group_stats, reverse_discounted_cumsum
+from .advantages import episode_returns, group_normalize, reverse_discounted_cumsum
 from .algorithm import Algorithm, adam, gymnax_env, minibatch_learn
 from .envs import action_spec, obs_shape
 from .losses import grpo_token_loss, loss_weights
@@ -57,20 +57,19 @@ def advantages(config, rollout: Rollout, gamma):
     """
     T, N = rollout.mask.shape
     G = N // config.group_size                     # number of groups (static)
-    kw = dict(scale=config.scale_rewards, baseline=config.baseline, eps=config.adv_eps)
+    kw = dict(scale=config.scale_rewards, baseline=config.baseline, eps=config.adv_eps,
+              with_stats=True)
     ep_mask = jnp.any(rollout.mask, axis=0)
     reward = config.reward_transform(rollout.reward, rollout.mask)
     reward = jnp.where(rollout.mask, reward, 0.0)
     returns = episode_returns(reward, rollout.mask, gamma)
     if config.supervision == "outcome":
-        adv_ep = group_normalize(returns, rollout.group_id, G, mask=ep_mask, **kw)
+        adv_ep, std, zero = group_normalize(returns, rollout.group_id, G, mask=ep_mask, **kw)
         adv = jnp.where(rollout.mask, adv_ep[None, :], 0.0)
-        std, zero = group_stats(returns, rollout.group_id, G, ep_mask)
     else:
         gid = jnp.broadcast_to(rollout.group_id[None, :], (T, N)).ravel()
-        r = group_normalize(reward.ravel(), gid, G, mask=rollout.mask.ravel(), **kw)
+        r, std, zero = group_normalize(reward.ravel(), gid, G, mask=rollout.mask.ravel(), **kw)
         adv = reverse_discounted_cumsum(r.reshape(T, N), gamma, rollout.mask)
-        std, zero = group_stats(reward.ravel(), gid, G, rollout.mask.ravel())
     metrics = {"reward_std": jnp.mean(std), "frac_zero_std_groups": jnp.mean(zero),
                "adv_abs": jnp.sum(jnp.abs(adv)) / jnp.maximum(jnp.sum(rollout.mask), 1)}
     return adv, metrics

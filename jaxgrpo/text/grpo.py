@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..advantages import group_normalize, group_stats
+from ..advantages import group_normalize
 from ..algorithm import Algorithm, adam, minibatch_learn, no_carry
 from ..losses import loss_weights, policy_loss
 from ..rollout import EpisodeStats
@@ -97,10 +97,9 @@ def score(config, model, params, rollout: Completions, hp):
     C, M = rollout.completion.shape
     G = C // config.group_size
     seq_valid = jnp.any(rollout.mask, axis=1)
-    adv = group_normalize(rollout.reward, rollout.group_id, G, mask=seq_valid,
-                          scale=config.scale_rewards, baseline=config.baseline,
-                          eps=config.adv_eps)
-    std, zero = group_stats(rollout.reward, rollout.group_id, G, seq_valid)
+    adv, std, zero = group_normalize(rollout.reward, rollout.group_id, G, mask=seq_valid,
+                                     scale=config.scale_rewards, baseline=config.baseline,
+                                     eps=config.adv_eps, with_stats=True)
     truncated = rollout.length >= M
     in_batch = seq_valid
     if config.dynamic_sampling:
