@@ -61,7 +61,8 @@ def run_case(name, env, env_kwargs, sft_steps, grpo_iters, workdir, seeds=SEEDS,
 
     from jaxgrpo.config import GRPOConfig, SFTConfig
     from jaxgrpo.runs import build_train, load_run
-    from jaxgrpo.text import evaluate_text, sft
+    from jaxgrpo import sft
+    from jaxgrpo.text import evaluate_text
 
     out = Path(workdir) / name.split()[0]
     sft_cfg = SFTConfig(env=env, env_kwargs=env_kwargs,

@@ -29,7 +29,8 @@ def setup():
     model = tg.make_policy(c)
     params = model.init(jax.random.key(0))
     hp = c.hparams()
-    roll, stats = jax.jit(lambda p, k: tg.collect(model, c.task, p, k, 4, 4, hp["temperature"]))(
+    roll, stats = jax.jit(lambda p, k: tg.sample_completions(model, c.task, p, k, 4, 4,
+                                                             hp["temperature"]))(
         params, jax.random.key(1))
     return c, model, params, hp, roll, stats
 
@@ -218,7 +219,7 @@ def test_budget_stops_text_runs():
 
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory):
-    from jaxgrpo.text import sft
+    from jaxgrpo import sft
     out = tmp_path_factory.mktemp("sft") / "run"
     c = SFTConfig(env="text:addition", env_kwargs={"digits": 1}, num_steps=60, batch_size=32,
                   lr=3e-3, warmup_steps=5, **TINY)
@@ -237,10 +238,12 @@ def test_sft_learns_and_writes_a_run_folder(sft_run):
 
 
 def test_init_from_starts_and_anchors_at_the_sft_policy(sft_run):
-    from jaxgrpo.runs import load_run
+    from jaxgrpo.runs import init_params, load_run
     c, out, _ = sft_run
     g = cfg(init_from=str(out))
-    state = make_train(g).init(jax.random.key(5))
+    with pytest.raises(ValueError, match=r"^init_from: make_train reads no run folder"):
+        make_train(g)
+    state = make_train(g, params=init_params(g)).init(jax.random.key(5))
     sft_params = load_run(out).state.params
     for a, b, r in zip(jax.tree.leaves(state.params), jax.tree.leaves(sft_params),
                        jax.tree.leaves(state.ref_params)):
@@ -249,12 +252,13 @@ def test_init_from_starts_and_anchors_at_the_sft_policy(sft_run):
 
 
 def test_init_from_shape_mismatch_and_missing_folder_are_one_line(sft_run, tmp_path):
+    from jaxgrpo.runs import init_params    # building a config reads no disk: runs checks it
     c, out, _ = sft_run
     with pytest.raises(ValueError, match=r"^init_from: the model of .* differs .*width 32 "
                                          r"\(this config: 64\)"):
-        cfg(init_from=str(out), width=64)
+        init_params(cfg(init_from=str(out), width=64))
     with pytest.raises(ValueError, match=r"^init_from: .* is not a run folder"):
-        cfg(init_from=str(tmp_path / "nothing"))
+        init_params(cfg(init_from=str(tmp_path / "nothing")))
 
 
 def test_text_config_errors_name_the_field():
