@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from .advantages import episode_returns, group_normalize, reverse_discounted_cumsum
 from .algorithm import Algorithm, adam, gymnax_env, minibatch_learn
 from .envs import action_spec, obs_shape
-from .losses import grpo_token_loss, loss_weights
+from .losses import clip_ratios, grpo_token_loss, loss_weights
 from .networks import Policy
 from .rollout import Rollout, collect_branches, collect_episodes, init_pool
 
@@ -70,7 +70,7 @@ def advantages(config, rollout: Rollout, gamma):
         gid = jnp.broadcast_to(rollout.group_id[None, :], (T, N)).ravel()
         r, std, zero = group_normalize(reward.ravel(), gid, G, mask=rollout.mask.ravel(), **kw)
         adv = reverse_discounted_cumsum(r.reshape(T, N), gamma, rollout.mask)
-    metrics = {"reward_std": jnp.mean(std), "frac_zero_std_groups": jnp.mean(zero),
+    metrics = {"reward_std": jnp.mean(std), "frac_reward_zero_std": jnp.mean(zero),
                "adv_abs": jnp.sum(jnp.abs(adv)) / jnp.maximum(jnp.sum(rollout.mask), 1)}
     return adv, metrics
 
@@ -107,7 +107,7 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
     log_ratio = logp - chunk["logp"]
     s = lambda x: jnp.sum(x * m)
     aux = {"count": jnp.sum(m), "loss": s(per_sample), "pg_loss": s(pg), "kl": s(kl),
-           "entropy": s(entropy), "clip_frac": s(clipped),
+           "entropy": s(entropy), **clip_ratios(s, clipped, chunk["adv"]),
            "approx_kl": s(jnp.expm1(log_ratio) - log_ratio)}
     return jnp.sum(weight * per_sample * m), aux
 

@@ -52,6 +52,16 @@ def clipped_surrogate(logp, old_logp, adv, clip_low, clip_high, delta=None):
     return clipped_surrogate_ratio(jnp.exp(logp - old_logp), adv, clip_low, clip_high, delta)
 
 
+def clip_ratios(total, clipped, adv) -> dict:
+    """TRL's clip metrics from the per-sample ``clipped`` flags of ``clipped_surrogate_ratio``
+    (the clipped term was the smaller: r < 1 - eps with A < 0, or r > 1 + eps_high with A > 0):
+    ``clip_ratio/low_mean``, ``/high_mean`` and ``/region_mean`` (both), each ``total(flags)``
+    (e.g. a masked sum, which ``update.learn`` turns into a mean)."""
+    return {"clip_ratio/low_mean": total(clipped & (adv < 0)),
+            "clip_ratio/high_mean": total(clipped & (adv > 0)),
+            "clip_ratio/region_mean": total(clipped)}
+
+
 def clipped_value_loss(value, old_value, target, clip_eps):
     """PureJaxRL's clipped value loss per sample: 0.5 * max((v-R)^2, (v_clipped-R)^2)."""
     v_clipped = old_value + jnp.clip(value - old_value, -clip_eps, clip_eps)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from .advantages import gae
 from .algorithm import Algorithm, adam, gymnax_env, minibatch_learn
 from .envs import action_spec, obs_shape
-from .losses import clipped_surrogate, clipped_value_loss
+from .losses import clip_ratios, clipped_surrogate, clipped_value_loss
 from .networks import Policy
 from .rollout import Rollout, collect_segments, reset_segments
 
@@ -77,7 +77,7 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
     log_ratio = logp - chunk["logp"]
     s = lambda x: jnp.sum(x * m)
     aux = {"count": jnp.sum(m), "loss": s(per_sample), "pg_loss": s(pg), "value_loss": s(vl),
-           "entropy": s(entropy), "clip_frac": s(clipped),
+           "entropy": s(entropy), **clip_ratios(s, clipped, adv),
            "approx_kl": s(jnp.expm1(log_ratio) - log_ratio)}
     return jnp.sum(weight * per_sample * m), aux
 

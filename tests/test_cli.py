@@ -71,7 +71,7 @@ def test_train_writes_a_run_folder(runs_dir):
     assert "compiling" in stopped["stderr"]                          # progress is on by default
     m = stopped["metrics"]
     assert list(m.columns[:3]) == ["seed", "iteration", "env_steps"]
-    assert {"episode_return", "kl", "clip_frac", "entropy"} <= set(m.columns)
+    assert {"episode_return", "kl", "clip_ratio/region_mean", "entropy"} <= set(m.columns)
     assert len(m) == 2 * 2 and sorted(m["seed"].unique()) == [0, 1]
     s = stopped["summary"]
     assert s["complete"] is False and s["iterations_done"] == 2 and s["seeds"] == 2

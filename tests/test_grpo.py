@@ -209,7 +209,7 @@ def test_outcome_cartpole_like_flat_group_and_metrics():
     # metrics: per-group std of returns (group 2: unbiased std of [2, 2, 4]; empty episode out)
     stds = [0.0, np.std([1, 3, 5, 6], ddof=1), np.std([2, 2, 4], ddof=1)]
     np.testing.assert_allclose(float(metrics["reward_std"]), np.mean(stds), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["frac_zero_std_groups"]), 1.0 / 3.0, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["frac_reward_zero_std"]), 1.0 / 3.0, rtol=1e-6)
 
 
 def test_process_hand_example():

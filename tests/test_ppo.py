@@ -129,7 +129,7 @@ def test_loss_matches_numpy(seed):
     loss, aux = ppo.loss(cfg, POLICY, params, None, batch, weight, mask, cfg.hparams())
     ref, ref_aux = ref_loss(params, batch, weight, mask, 0.15, 0.7, 0.05)
     np.testing.assert_allclose(loss, ref, rtol=1e-4, atol=1e-6)
-    clip_key = "clip_frac" if "clip_frac" in aux else "clip_ratio/region_mean"
+    clip_key = "clip_ratio/region_mean"
     for k, v in ref_aux.items():
         np.testing.assert_allclose(aux[clip_key if k == "clipped" else k], v, rtol=1e-4,
                                    atol=1e-5, err_msg=k)

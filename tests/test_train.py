@@ -30,8 +30,9 @@ def ppo_run():
 
 def test_grpo_metrics_are_per_iteration(grpo_run):
     cfg, _, m = grpo_run
-    for k in ["episode_return", "env_steps", "kl", "clip_frac", "entropy", "reward_std",
-              "frac_zero_std_groups", "valid_frac", "episode_length"]:
+    for k in ["episode_return", "env_steps", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
+              "clip_ratio/region_mean", "entropy", "reward_std", "frac_reward_zero_std",
+              "valid_frac", "episode_length"]:
         assert m[k].shape == (2, cfg.iterations), k
 
 
