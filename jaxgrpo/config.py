@@ -106,9 +106,6 @@ class _BaseConfig:
         raise NotImplementedError
 
 
-POSITIONS = ("learned", "rotary")
-
-
 def is_text(env: str) -> bool:
     """True for a text task id, ``"text:NAME"`` (see ``jaxgrpo.text``)."""
     return isinstance(env, str) and env.startswith("text:")
@@ -133,13 +130,9 @@ class _TextFields:
                 fail(f.name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
         if not text:
             return
-        for name in ("num_layers", "width", "num_heads", "max_len"):
-            _check_int(self, name)
-        if self.width % self.num_heads:
-            fail("num_heads", f"must divide width ({self.width}), got {self.num_heads}")
-        _check_choice(self, "positions", POSITIONS)
         if self.max_new_tokens is not None:
             _check_int(self, "max_new_tokens")
+        self.model_config()            # text.ModelConfig checks the model's shape (one place)
         task = self.task
         need = task.prompt_len + task.max_new_tokens
         if need > self.max_len:

@@ -49,7 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..checks import check_choice, check_count, fail
 from .tokenizer import EOS, PAD
+
+POSITIONS = ("learned", "rotary")
 
 _MASKED = -1e30        # score of a masked key (finite: an all-masked row stays NaN-free)
 _LN_EPS = 1e-5
@@ -74,29 +77,24 @@ class ModelConfig:
     tie_embeddings: bool = False
 
     def __post_init__(self):
+        """The one check of a model's shape (``GRPOConfig``/``SFTConfig`` build this to check
+        theirs): ``ValueError`` naming the field."""
         for name in ("vocab_size", "num_layers", "width", "num_heads", "max_len"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"ModelConfig: {name} must be a positive integer, got {v!r}")
+            check_count(name, getattr(self, name))
         if self.width % self.num_heads:
-            raise ValueError(f"ModelConfig: width ({self.width}) must be divisible by num_heads "
-                             f"({self.num_heads})")
-        if self.positions not in ("learned", "rotary"):
-            raise ValueError(f"ModelConfig: positions must be 'learned' or 'rotary', "
-                             f"got {self.positions!r}")
+            fail("num_heads", f"must divide width ({self.width}), got {self.num_heads}")
+        check_choice("positions", self.positions, POSITIONS)
         if self.positions == "rotary" and self.head_dim % 2:
-            raise ValueError(f"ModelConfig: positions='rotary' needs an even head dim "
-                             f"(width / num_heads), got width={self.width}, "
-                             f"num_heads={self.num_heads} (head dim {self.head_dim})")
+            fail("positions", f"'rotary' needs an even head dim (width / num_heads), got "
+                 f"width={self.width}, num_heads={self.num_heads} (head dim {self.head_dim})")
         try:
             floating = jnp.issubdtype(jnp.dtype(self.dtype), jnp.floating)
         except TypeError:
             floating = False
         if not floating:
-            raise ValueError(f"ModelConfig: dtype must be a floating dtype, got {self.dtype!r}")
+            fail("dtype", f"must be a floating dtype, got {self.dtype!r}")
         if not isinstance(self.tie_embeddings, bool):
-            raise ValueError(f"ModelConfig: tie_embeddings must be a bool, "
-                             f"got {self.tie_embeddings!r}")
+            fail("tie_embeddings", f"must be a bool, got {self.tie_embeddings!r}")
 
     @property
     def head_dim(self) -> int:
