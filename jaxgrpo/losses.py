@@ -6,6 +6,38 @@ One implementation of each per-token piece: ``kl_estimate`` (k1/k2/k3), ``clippe
 (surrogate + beta * KL) and ``loss_weights`` (the loss_type aggregation). The environment
 path (``grpo.loss``, on flat minibatches of steps with precomputed weights), PPO and
 ``policy_loss`` all use them.
+
+``policy_loss`` in formulas, with m the mask, |o_i| = sum_t m_it and
+d_it = logp_it - old_logp_it:
+
+* importance ratio r_it = exp(d_it) (``importance_sampling_level="token"``) or, GSPO
+  (``"sequence"``), r_i = exp(sum_t m_it d_it / max(|o_i|, 1)), one per sequence, broadcast
+  to its tokens; differentiable through every token's logp (TRL's GRPOTrainer has no
+  stop-gradient here; that is the experimental GSPO-token trainer's ``sequence_token``).
+* surrogate l_it = -min(min(r, delta) A_it, clip(r, 1 - clip_eps, 1 + clip_eps_high) A_it)
+  (``delta`` None: no cap; ``clip_eps_high`` None: = ``clip_eps``).
+* per-token KL k_it = kl_estimate(logp, ref_logp, kl_estimator) (TRL: k3 only), times r_it
+  (uncapped, differentiable) with ``kl_bias_correction`` (TRL's ``use_bias_correction_kl``).
+  Only when ``ref_logp`` is given and ``beta`` is not a Python 0 (TRL: beta != 0);
+  otherwise k = 0 and ``ref_logp`` is not read.
+* per-token loss x_it = l_it + beta * k_it, aggregated by ``loss_type``:
+  grpo: (1/B) sum_i (sum_t m_it x_it / max(|o_i|, 1));
+  bnpo and dapo: sum_it m_it x_it / max(sum_it m_it, 1) (TRL's dapo divides by the active
+  tokens of the global accumulated batch; here that is the batch passed, so dapo = bnpo);
+  dr_grpo: sum_it m_it x_it / (B * max_len), ``max_len`` (TRL: max_completion_length)
+  defaulting to L.
+  B counts every row, empty ones included, as in TRL (so masking a truncated sequence out,
+  TRL's ``mask_truncated_completions``, keeps it in the grpo and dr_grpo denominators).
+
+Metrics (TRL's): ``kl`` = masked token mean of k (0 when the KL term is off or beta is 0,
+also a traced 0; TRL logs none then);
+``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` = means of
+(r' < 1 - clip_eps) & (A < 0), (r' > 1 + clip_eps_high) & (A > 0) and their union, with
+r' = min(r, delta) (TRL tests the capped ratio), over the masked tokens; when r and A are
+both one per sequence (``"sequence"`` with adv [B]) over the B sequences, as TRL does
+(an empty sequence counts, never clipped). (TRL's metric helper takes any [B, 1] tensor
+for one value per sequence, so at L = 1 it would average token metrics over all B rows;
+here L = 1 is like any L.) ``pg_loss``: the surrogate alone, aggregated the same way.
 """
 from __future__ import annotations
 
@@ -115,8 +147,9 @@ def loss_weights(mask, loss_type, horizon, *, count_empty=False, dtype=jnp.float
 def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, clip_eps_high,
                 delta=None, beta=0.0, kl_estimator="k3", importance_sampling_level="token",
                 max_len=None, kl_bias_correction=False, weight=None):
-    """TRL's ``GRPOTrainer._compute_loss`` (TRL v1.9.0) for the loss types grpo, bnpo, dr_grpo
-    and dapo, on one batch (one process, no gradient accumulation).
+    """TRL's ``GRPOTrainer._compute_loss`` (TRL 1.16, which the tests and the benchmark pin)
+    for the loss types grpo, bnpo, dr_grpo and dapo, on one batch (one process, no gradient
+    accumulation).
 
     Shapes: ``logp`` (the policy's, differentiated), ``old_logp`` (the sampler's), ``ref_logp``
     (the reference policy's) and ``mask`` (bool) are [B, L]: B sequences (or episodes) of L
@@ -124,36 +157,7 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
     ``adv`` are constants (stop-gradient). Steps where ``mask`` is False never reach the loss,
     its gradient or a metric, whatever they hold (NaN included); an all-masked row is allowed.
 
-    With m the mask, |o_i| = sum_t m_it and d_it = logp_it - old_logp_it:
-
-    * importance ratio r_it = exp(d_it) (``importance_sampling_level="token"``) or, GSPO
-      (``"sequence"``), r_i = exp(sum_t m_it d_it / max(|o_i|, 1)), one per sequence, broadcast
-      to its tokens; differentiable through every token's logp (TRL's GRPOTrainer has no
-      stop-gradient here; that is the experimental GSPO-token trainer's ``sequence_token``).
-    * surrogate l_it = -min(min(r, delta) A_it, clip(r, 1 - clip_eps, 1 + clip_eps_high) A_it)
-      (``delta`` None: no cap; ``clip_eps_high`` None: = ``clip_eps``).
-    * per-token KL k_it = kl_estimate(logp, ref_logp, kl_estimator) (TRL: k3 only), times r_it
-      (uncapped, differentiable) with ``kl_bias_correction`` (TRL's ``use_bias_correction_kl``).
-      Only when ``ref_logp`` is given and ``beta`` is not a Python 0 (TRL: beta != 0);
-      otherwise k = 0 and ``ref_logp`` is not read.
-    * per-token loss x_it = l_it + beta * k_it, aggregated by ``loss_type``:
-      grpo: (1/B) sum_i (sum_t m_it x_it / max(|o_i|, 1));
-      bnpo and dapo: sum_it m_it x_it / max(sum_it m_it, 1) (TRL's dapo divides by the active
-      tokens of the global accumulated batch; here that is the batch passed, so dapo = bnpo);
-      dr_grpo: sum_it m_it x_it / (B * max_len), ``max_len`` (TRL: max_completion_length)
-      defaulting to L.
-      B counts every row, empty ones included, as in TRL (so masking a truncated sequence out,
-      TRL's ``mask_truncated_completions``, keeps it in the grpo and dr_grpo denominators).
-
-    Metrics (TRL's): ``kl`` = masked token mean of k (0 when the KL term is off or beta is 0,
-    also a traced 0; TRL logs none then);
-    ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` = means of
-    (r' < 1 - clip_eps) & (A < 0), (r' > 1 + clip_eps_high) & (A > 0) and their union, with
-    r' = min(r, delta) (TRL tests the capped ratio), over the masked tokens; when r and A are
-    both one per sequence (``"sequence"`` with adv [B]) over the B sequences, as TRL does
-    (an empty sequence counts, never clipped). (TRL's metric helper takes any [B, 1] tensor
-    for one value per sequence, so at L = 1 it would average token metrics over all B rows;
-    here L = 1 is like any L.) ``pg_loss``: the surrogate alone, aggregated the same way.
+    The formulas and metrics are in the module docstring (``policy_loss`` in formulas).
 
     ``weight`` [B, L] (optional) replaces the ``loss_type`` aggregation weights: a minibatch of
     a larger batch passes the weights computed on the whole batch
@@ -164,13 +168,7 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
     ``kl_estimator``, ``importance_sampling_level``, ``kl_bias_correction`` are static.
     Returns (loss, metrics).
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type: must be one of {LOSS_TYPES}, got {loss_type!r}")
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"kl_estimator: must be 'k1', 'k2' or 'k3', got {kl_estimator!r}")
-    if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
-        raise ValueError("importance_sampling_level: must be 'token' or 'sequence', got "
-                         f"{importance_sampling_level!r}")
+    _check_options(loss_type, kl_estimator, importance_sampling_level)
     sg = jax.lax.stop_gradient
     mask = jnp.asarray(mask, bool)
     B, L = mask.shape
@@ -198,11 +196,7 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
     else:
         adv = jnp.where(mask, adv, 0).astype(dtype)
 
-    if importance_sampling_level == "token":
-        log_w = log_ratio
-    else:
-        log_w_seq = jnp.sum(log_ratio, axis=1) / jnp.maximum(n_tok, 1).astype(dtype)   # [B]
-        log_w = jnp.broadcast_to(log_w_seq[:, None], (B, L))
+    log_w, log_w_seq = _log_importance_weight(log_ratio, n_tok, importance_sampling_level)
     ratio = jnp.exp(log_w)
 
     ref = jnp.where(mask, sg(jnp.asarray(ref_logp)), zero) if use_kl else None
@@ -218,18 +212,45 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
 
     n_all = jnp.maximum(jnp.sum(mask), 1).astype(dtype)
     tok_mean = lambda x: jnp.sum(jnp.where(mask, x, zero)) / n_all
-    if importance_sampling_level == "sequence" and seq_adv:
-        r, a = jnp.exp(log_w_seq), adv_seq                                     # [B]
-        mean = lambda x: jnp.mean(x.astype(dtype))
+    if importance_sampling_level == "sequence" and seq_adv:   # one ratio and A per sequence
+        clips = _clip_means(jnp.exp(log_w_seq), adv_seq, clip_eps, clip_eps_high, delta,
+                            lambda x: jnp.mean(x.astype(dtype)))
     else:
-        r, a = ratio, adv
-        mean = lambda x: tok_mean(x.astype(dtype))
+        clips = _clip_means(ratio, adv, clip_eps, clip_eps_high, delta,
+                            lambda x: tok_mean(x.astype(dtype)))
+    kl_mean = jnp.where(jnp.asarray(beta) != 0, tok_mean(kl), zero) if use_kl else zero
+    return loss, {"pg_loss": agg(pg), "kl": kl_mean, **clips}
+
+
+def _check_options(loss_type, kl_estimator, importance_sampling_level):
+    """``policy_loss``'s static options: ``ValueError`` naming the option."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type: must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator: must be 'k1', 'k2' or 'k3', got {kl_estimator!r}")
+    if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError("importance_sampling_level: must be 'token' or 'sequence', got "
+                         f"{importance_sampling_level!r}")
+
+
+def _log_importance_weight(log_ratio, n_tok, level):
+    """log r [B, L] from the masked per-token log-ratios [B, L] and the sequences' token
+    counts [B]: the token's own (``"token"``), or GSPO's sequence mean broadcast to its tokens
+    (``"sequence"``, also returned alone as [B]; None for ``"token"``)."""
+    if level == "token":
+        return log_ratio, None
+    B, L = log_ratio.shape
+    log_w_seq = jnp.sum(log_ratio, axis=1) / jnp.maximum(n_tok, 1).astype(log_ratio.dtype)
+    return jnp.broadcast_to(log_w_seq[:, None], (B, L)), log_w_seq
+
+
+def _clip_means(r, a, clip_eps, clip_eps_high, delta, mean):
+    """TRL's clip metrics of ratios ``r`` and advantages ``a`` (capped at ``delta`` as TRL
+    tests them): ``mean`` of (r < 1 - eps) & (a < 0), of (r > 1 + eps_high) & (a > 0), and of
+    either."""
     if delta is not None:
         r = jnp.minimum(r, delta)
     low = (r < 1.0 - clip_eps) & (a < 0)
     high = (r > 1.0 + clip_eps_high) & (a > 0)
-    kl_mean = jnp.where(jnp.asarray(beta) != 0, tok_mean(kl), zero) if use_kl else zero
-    metrics = {"pg_loss": agg(pg), "kl": kl_mean,
-               "clip_ratio/low_mean": mean(low), "clip_ratio/high_mean": mean(high),
-               "clip_ratio/region_mean": mean(low | high)}
-    return loss, metrics
+    return {"clip_ratio/low_mean": mean(low), "clip_ratio/high_mean": mean(high),
+            "clip_ratio/region_mean": mean(low | high)}

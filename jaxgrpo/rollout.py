@@ -153,6 +153,52 @@ def init_pool(policy, env, env_params, params, key, num_groups, group_size, max_
                                       jnp.arange(N, dtype=jnp.int32) // group_size))
 
 
+def _pool_step(policy, env, env_params, params, noise, step_keys, starts, greedy, c):
+    """One step of ``collect_episodes``' loop over the lanes. ``c``: (t, obs, state, ahead,
+    tl, buf, n_valid); lane n's step goes to episode ahead[n], row tl[n] of ``buf``
+    [A + 1, T, N]; a lane A + 1 episodes ahead idles."""
+    t, obs, state, ahead, tl, buf, n_valid = c
+    A = buf.mask.shape[0] - 1
+    live = ahead <= A                   # A + 1: the lane has run A episodes ahead: idle
+    action, logp = _act(policy, params, obs, noise[t], greedy)
+    nobs, nstate, reward, term, trunc = _step(env, env_params, policy, step_keys[t], state,
+                                              action)
+    # an idle lane's step is dropped (or, without a pool, where every live lane is at row t,
+    # written masked)
+    if A == 0:
+        put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v[None], t, 1)
+    else:
+        slot = jnp.where(live, ahead, A + 1)
+        cols = jnp.arange(obs.shape[0])
+        put = lambda b, v: b.at[slot, tl, cols].set(v, mode="drop")
+    buf = buf._replace(
+        obs=put(buf.obs, obs), action=put(buf.action, action), logp=put(buf.logp, logp),
+        reward=put(buf.reward, jnp.where(live, reward, 0.0)), mask=put(buf.mask, live),
+        terminated=put(buf.terminated, live & term),
+        truncated=put(buf.truncated, live & trunc & ~term))
+    end = live & (term | trunc)
+    state, obs = _keep(live, (nstate, nobs), (state, obs))
+    ahead, tl = ahead + end, jnp.where(end, 0, tl + live)
+    if A > 0:   # a lane whose episode ended starts its next one, if within A ahead
+        obs, state = _keep(end & (ahead <= A), jax.tree.map(
+            lambda x: _lane_pick(x, jnp.minimum(ahead, A)), starts), (obs, state))
+    return t + 1, obs, state, ahead, tl, buf, n_valid + jnp.sum(live)
+
+
+def _episode_stats(rollout, valid_steps, sim_steps) -> EpisodeStats:
+    """The EpisodeStats of a rollout's episodes (one a column) and the steps simulated."""
+    ep_return = jnp.sum(jnp.where(rollout.mask, rollout.reward, 0.0), axis=0)
+    ep_len = jnp.sum(rollout.mask, axis=0)
+    finished = ep_len > 0
+    return EpisodeStats(
+        return_sum=jnp.sum(jnp.where(finished, ep_return, 0.0)),
+        length_sum=jnp.sum(ep_len).astype(jnp.float32),
+        count=jnp.sum(finished).astype(jnp.float32),
+        valid_steps=valid_steps.astype(jnp.float32),
+        sim_steps=sim_steps.astype(jnp.float32),
+    )
+
+
 def collect_episodes(policy, env, env_params, params, key, num_groups, group_size, *,
                      active=True, greedy=False, same_start=True, share_env_noise=False,
                      pool: EpisodePool | None = None):
@@ -186,7 +232,6 @@ def collect_episodes(policy, env, env_params, params, key, num_groups, group_siz
         pool = init_pool(policy, env, env_params, params, k_reset, num_groups, group_size, 0,
                          same_start=same_start)
     A = pool.starts[0].shape[0]                     # static
-    cols = jnp.arange(N)
     # episodes 0..A: start states (episode A's drawn now) and step buffers (A's empty)
     starts = jax.tree.map(lambda c, x: jnp.concatenate([c, x[None]]), pool.starts, new_starts)
     act_proto = jax.ShapeDtypeStruct((N, *pool.buf.action.shape[3:]), pool.buf.action.dtype)
@@ -199,32 +244,8 @@ def collect_episodes(policy, env, env_params, params, key, num_groups, group_siz
         t, _, _, ahead, _, _, _ = c
         return (t < T) & jnp.any(ahead == 0)
 
-    def body(c):
-        t, obs, state, ahead, tl, buf, n_valid = c
-        live = ahead <= A                   # A + 1: the lane has run A episodes ahead: idle
-        action, logp = _act(policy, params, obs, noise[t], greedy)
-        nobs, nstate, reward, term, trunc = _step(env, env_params, policy, step_keys[t], state,
-                                                  action)
-        # lane n's step goes to episode ahead[n], row tl[n]; an idle lane's is dropped (or,
-        # without a pool, where every live lane is at row t, written masked)
-        if A == 0:
-            put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v[None], t, 1)
-        else:
-            slot = jnp.where(live, ahead, A + 1)
-            put = lambda b, v: b.at[slot, tl, cols].set(v, mode="drop")
-        buf = buf._replace(
-            obs=put(buf.obs, obs), action=put(buf.action, action), logp=put(buf.logp, logp),
-            reward=put(buf.reward, jnp.where(live, reward, 0.0)), mask=put(buf.mask, live),
-            terminated=put(buf.terminated, live & term),
-            truncated=put(buf.truncated, live & trunc & ~term))
-        end = live & (term | trunc)
-        state, obs = _keep(live, (nstate, nobs), (state, obs))
-        ahead, tl = ahead + end, jnp.where(end, 0, tl + live)
-        if A > 0:   # a lane whose episode ended starts its next one, if within A ahead
-            obs, state = _keep(end & (ahead <= A), jax.tree.map(
-                lambda x: _lane_pick(x, jnp.minimum(ahead, A)), starts), (obs, state))
-        return t + 1, obs, state, ahead, tl, buf, n_valid + jnp.sum(live)
-
+    body = lambda c: _pool_step(policy, env, env_params, params, noise, step_keys, starts,
+                                greedy, c)
     active = jnp.asarray(active)
     t, obs, state, ahead, tl, buf, n_valid = jax.lax.while_loop(
         cond, body, (jnp.int32(0), obs, state, jnp.where(active, pool.ahead, A + 1), pool.t,
@@ -232,16 +253,7 @@ def collect_episodes(policy, env, env_params, params, key, num_groups, group_siz
     rollout = jax.tree.map(lambda x: x[0], buf)
     rollout = rollout._replace(mask=rollout.mask & active,
                                group_id=jnp.arange(N, dtype=jnp.int32) // group_size)
-    ep_return = jnp.sum(jnp.where(rollout.mask, rollout.reward, 0.0), axis=0)
-    ep_len = jnp.sum(rollout.mask, axis=0)
-    finished = ep_len > 0
-    stats = EpisodeStats(
-        return_sum=jnp.sum(jnp.where(finished, ep_return, 0.0)),
-        length_sum=jnp.sum(ep_len).astype(jnp.float32),
-        count=jnp.sum(finished).astype(jnp.float32),
-        valid_steps=n_valid.astype(jnp.float32),
-        sim_steps=(t * N).astype(jnp.float32),
-    )
+    stats = _episode_stats(rollout, n_valid, t * N)
     if not carried:
         return rollout, stats
     rest = jax.tree.map(lambda x: x[1:], buf)
@@ -334,83 +346,92 @@ def collect_branches(policy, env, env_params, params, key, num_trajs, group_size
         reward=jnp.zeros((P, H, NG), jnp.float32),
         mask=jnp.zeros((P, H, NG), bool),
     )
-    rep = lambda x: jnp.repeat(x, G, axis=0)
-    first = jnp.arange(N) * G                         # branch 0 of each trajectory
-
-    def branch_step(c, xs):
-        obs, state, done = c
-        noise_t, keys_t = xs
-        action, _ = _act(policy, params, obs, noise_t, False)
-        nobs, nstate, r, term, trunc = _step(env, env_params, policy, keys_t, state, action)
-        valid = ~done
-        state, obs = _keep(valid, (nstate, nobs), (state, obs))
-        return (obs, state, done | term | trunc), (jnp.where(valid, r, 0.0), valid)
-
-    def main_step(c, xs):
-        obs, state, done, ret, length = c
-        noise_t, keys_t = xs
-        action, _ = _act(policy, params, obs, noise_t, False)
-        nobs, nstate, r, term, trunc = _step(env, env_params, policy, keys_t, state, action)
-        valid = ~done
-        state, obs = _keep(valid, (nstate, nobs), (state, obs))
-        return (obs, state, done | term | trunc, ret + jnp.where(valid, r, 0.0),
-                length + valid), None
-
     def cond(c):
         p, _, _, _, done, _, _, _, _ = c
         return (p < P) & ~jnp.all(done)
 
-    def body(c):
-        p, key, obs, state, done, ret, length, buf, steps = c
-        # this block's randomness, drawn at once (see Policy.noise)
-        key, k_a0, k_s0, k_nb, k_br, k_nm, k_main = jax.random.split(key, 7)
-        # the branch point: G copies of each trajectory's state, G sampled actions
-        obs_g, state_g, live = rep(obs), jax.tree.map(rep, state), rep(~done)
-        a0, lp0 = _act(policy, params, obs_g, policy.noise(k_a0, (NG,)), False)
-        obs1, state1, r1, term1, trunc1 = _step(env, env_params, policy,
-                                                _member_keys(k_s0, N, G, share_env_noise),
-                                                state_g, a0)
-        end1 = term1 | trunc1 | ~live
-        (_, _, _), (r_rest, m_rest) = jax.lax.scan(
-            branch_step, (obs1, state1, end1),
-            (policy.noise(k_nb, (H - 1, NG)), _member_keys(k_br, N, G, share_env_noise, H - 1)))
-        rewards = jnp.concatenate([jnp.where(live, r1, 0.0)[None], r_rest], 0)   # [H, NG]
-        masks = jnp.concatenate([live[None], m_rest], 0)
-        put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, p, 0)
-        buf = dict(obs=put(buf["obs"], obs_g), action=put(buf["action"], a0),
-                   logp=put(buf["logp"], lp0), reward=put(buf["reward"], rewards),
-                   mask=put(buf["mask"], masks))
-        # the main trajectory continues from branch 0's first step ...
-        valid = ~done
-        state, obs = _keep(valid, (jax.tree.map(lambda x: x[first], state1), obs1[first]),
-                           (state, obs))
-        ret = ret + jnp.where(valid, r1[first], 0.0)
-        length = length + valid
-        done = done | term1[first] | trunc1[first]
-        # ... and takes the block's remaining branch_every - 1 ordinary steps
-        (obs, state, done2, ret, length2), _ = jax.lax.scan(
-            main_step, (obs, state, done, ret, length),
-            (policy.noise(k_nm, (k - 1, N)), jax.random.split(k_main, (k - 1) * N).reshape(
-                k - 1, N, *k_main.shape)))
-        steps = steps + jnp.sum(masks) + jnp.sum(length2 - length)
-        return p + 1, key, obs, state, done2, ret, length2, buf, steps
+    body = lambda c: _branch_block(policy, env, env_params, params, N, G, H, k,
+                                   share_env_noise, c)
 
     done0 = jnp.broadcast_to(~jnp.asarray(active), (N,))
     z = jnp.zeros((N,), jnp.float32)
     p, _, _, _, _, ret, length, buf, steps = jax.lax.while_loop(
         cond, body, (jnp.int32(0), k_loop, obs0, state0, done0, z, z, buf, jnp.float32(0)))
 
-    cols = P * NG
-    reward = jnp.moveaxis(buf["reward"], 1, 0).reshape(H, cols)
-    mask = jnp.moveaxis(buf["mask"], 1, 0).reshape(H, cols)
-    no = jnp.zeros((H, cols), bool)
-    rollout = Rollout(
-        obs=buf["obs"].reshape(1, cols, *obs0.shape[1:]),
-        action=buf["action"].reshape(1, cols, *a_proto.shape[1:]),
-        logp=buf["logp"].reshape(1, cols), reward=reward, mask=mask, terminated=no,
-        truncated=no, next_obs=None, group_id=jnp.arange(cols, dtype=jnp.int32) // G)
     finished = length > 0
     stats = EpisodeStats(jnp.sum(jnp.where(finished, ret, 0.0)), jnp.sum(length),
                          jnp.sum(finished).astype(jnp.float32), steps,
                          (p * (NG * H + N * (k - 1))).astype(jnp.float32))
-    return rollout, stats
+    return _branch_rollout(buf, G), stats
+
+
+def _branch_block(policy, env, env_params, params, N, G, H, k, share_env_noise, c):
+    """One block of ``collect_branches``' loop: branch every trajectory's state G times (each
+    copy rolled H steps, into row p of the buffers), then take the block's k steps of the main
+    trajectories. c = (p, key, obs, state, done, return, length, buffers, valid steps)."""
+    p, key, obs, state, done, ret, length, buf, steps = c
+    NG = N * G
+    rep = lambda x: jnp.repeat(x, G, axis=0)
+    first = jnp.arange(N) * G                         # branch 0 of each trajectory
+    walk = lambda c, xs: _walk(policy, env, env_params, params, c, xs)
+    # this block's randomness, drawn at once (see Policy.noise)
+    key, k_a0, k_s0, k_nb, k_br, k_nm, k_main = jax.random.split(key, 7)
+    # the branch point: G copies of each trajectory's state, G sampled actions
+    obs_g, state_g, live = rep(obs), jax.tree.map(rep, state), rep(~done)
+    a0, lp0 = _act(policy, params, obs_g, policy.noise(k_a0, (NG,)), False)
+    obs1, state1, r1, term1, trunc1 = _step(env, env_params, policy,
+                                            _member_keys(k_s0, N, G, share_env_noise),
+                                            state_g, a0)
+    end1 = term1 | trunc1 | ~live
+    (_, _, _, _, _), (r_rest, m_rest) = jax.lax.scan(
+        walk, (obs1, state1, end1, jnp.zeros(NG), jnp.zeros(NG)),
+        (policy.noise(k_nb, (H - 1, NG)), _member_keys(k_br, N, G, share_env_noise, H - 1)))
+    rewards = jnp.concatenate([jnp.where(live, r1, 0.0)[None], r_rest], 0)   # [H, NG]
+    masks = jnp.concatenate([live[None], m_rest], 0)
+    put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, p, 0)
+    buf = dict(obs=put(buf["obs"], obs_g), action=put(buf["action"], a0),
+               logp=put(buf["logp"], lp0), reward=put(buf["reward"], rewards),
+               mask=put(buf["mask"], masks))
+    # the main trajectory continues from branch 0's first step ...
+    valid = ~done
+    state, obs = _keep(valid, (jax.tree.map(lambda x: x[first], state1), obs1[first]),
+                       (state, obs))
+    ret = ret + jnp.where(valid, r1[first], 0.0)
+    length = length + valid
+    done = done | term1[first] | trunc1[first]
+    # ... and takes the block's remaining branch_every - 1 ordinary steps
+    (obs, state, done2, ret, length2), _ = jax.lax.scan(
+        walk, (obs, state, done, ret, length),
+        (policy.noise(k_nm, (k - 1, N)), jax.random.split(k_main, (k - 1) * N).reshape(
+            k - 1, N, *k_main.shape)))
+    steps = steps + jnp.sum(masks) + jnp.sum(length2 - length)
+    return p + 1, key, obs, state, done2, ret, length2, buf, steps
+
+
+def _walk(policy, env, env_params, params, c, xs):
+    """One step of a batch of trajectories (``lax.scan`` body): c = (obs, state, done, return,
+    length), xs = (noise, step keys) of the step. Ended trajectories stay frozen. Emits the
+    step's (reward, valid)."""
+    obs, state, done, ret, length = c
+    noise_t, keys_t = xs
+    action, _ = _act(policy, params, obs, noise_t, False)
+    nobs, nstate, r, term, trunc = _step(env, env_params, policy, keys_t, state, action)
+    valid = ~done
+    state, obs = _keep(valid, (nstate, nobs), (state, obs))
+    r = jnp.where(valid, r, 0.0)
+    return (obs, state, done | term | trunc, ret + r, length + valid), (r, valid)
+
+
+def _branch_rollout(buf, G) -> Rollout:
+    """``collect_branches``' Rollout from its buffers ([P, ...] per branch point, P * NG
+    columns; a group the G branches of one state)."""
+    P, H, NG = buf["reward"].shape
+    cols = P * NG
+    no = jnp.zeros((H, cols), bool)
+    return Rollout(
+        obs=buf["obs"].reshape(1, cols, *buf["obs"].shape[2:]),
+        action=buf["action"].reshape(1, cols, *buf["action"].shape[2:]),
+        logp=buf["logp"].reshape(1, cols),
+        reward=jnp.moveaxis(buf["reward"], 1, 0).reshape(H, cols),
+        mask=jnp.moveaxis(buf["mask"], 1, 0).reshape(H, cols), terminated=no, truncated=no,
+        next_obs=None, group_id=jnp.arange(cols, dtype=jnp.int32) // G)
