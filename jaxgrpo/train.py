@@ -114,7 +114,7 @@ def make_train(config, callback=None, callback_every=1, params=None):
         key, k_col, *k_learn = jax.random.split(state.key, algo.keys)
         # under vmap the budget's cond in run is a select that runs this for every run: a
         # spent run must then simulate nothing
-        active = budget_left(state) if algo.budgeted else jnp.bool_(True)
+        active = budget_left(config, state) if algo.budgeted else jnp.bool_(True)
         rollout, stats, carry = algo.collect(config, env, policy, state.params, k_col,
                                              state.env_carry, active, hp)
         batch, weight, mask, score_metrics = algo.score(config, policy, state.params, rollout, hp)
@@ -125,24 +125,14 @@ def make_train(config, callback=None, callback_every=1, params=None):
         ref = (sync_reference(config, state.iteration, params, state.ref_params, hp)
                if algo.reference else None)
         env_steps = state.env_steps + stats.valid_steps
-        nan_if_idle = lambda x: jnp.where(active, x, jnp.nan)
-        metrics = {"episode_return": stats.return_sum / stats.count,
-                   "episode_length": stats.length_sum / stats.count, "episodes": stats.count,
-                   **jax.tree.map(nan_if_idle, {
-                       "valid_frac": stats.valid_steps / jnp.maximum(stats.sim_steps, 1.0),
-                       **score_metrics, **learn_metrics}),
-                   "env_steps": env_steps}
-        return TrainState(params, opt_state, ref, key, state.iteration + active.astype(jnp.int32),
-                          env_steps, carry), metrics
-
-    def budget_left(state):
-        """An iteration runs while fewer than ``total_timesteps`` valid steps were used."""
-        return state.env_steps < config.total_timesteps
+        return (TrainState(params, opt_state, ref, key,
+                           state.iteration + active.astype(jnp.int32), env_steps, carry),
+                iteration_metrics(stats, {**score_metrics, **learn_metrics}, active, env_steps))
 
     def step(state, hp):   # skipped iterations cost nothing (a cond, not a masked iteration)
         if not algo.budgeted:
             return iteration(state, hp)
-        return jax.lax.cond(budget_left(state), lambda s: iteration(s, hp),
+        return jax.lax.cond(budget_left(config, state), lambda s: iteration(s, hp),
                             lambda s: idle(s, lambda s: iteration(s, hp)), state)
 
     def init_state(key, hparams=None) -> TrainState:
@@ -157,6 +147,23 @@ def make_train(config, callback=None, callback_every=1, params=None):
                                callback_every)
 
     return train_function(init_state, run, optimizer, policy, n_iter)
+
+
+def budget_left(config, state):
+    """A budgeted algorithm's iteration runs while fewer than ``total_timesteps`` valid steps
+    were used (so the last one may end past it, by less than one iteration)."""
+    return state.env_steps < config.total_timesteps
+
+
+def iteration_metrics(stats, metrics, active, env_steps) -> dict:
+    """An iteration's metrics: its episodes' (``EpisodeStats``), ``valid_frac``, the scoring and
+    learning ``metrics`` (NaN when the iteration was not ``active``) and ``env_steps``."""
+    nan_if_idle = lambda x: jnp.where(active, x, jnp.nan)
+    return {"episode_return": stats.return_sum / stats.count,
+            "episode_length": stats.length_sum / stats.count, "episodes": stats.count,
+            **jax.tree.map(nan_if_idle, {
+                "valid_frac": stats.valid_steps / jnp.maximum(stats.sim_steps, 1.0), **metrics}),
+            "env_steps": env_steps}
 
 
 def idle(state, iteration):
