@@ -1,5 +1,5 @@
 """jaxgrpo.text.tasks: prompts and rewards of every built-in task against plain-Python references
-(the tokenizer: test_tokenizer.py; pass@k: test_text_evaluation.py)."""
+(the tokenizer: test_text_tokenizer.py; pass@k: test_text_evaluation.py)."""
 import functools
 import math
 import re
