@@ -11,7 +11,6 @@ pygame (``pip install -e ".[render]"``). Run it inside the project's virtualenv.
 """
 from __future__ import annotations
 
-import datetime
 import re
 import shutil
 import subprocess
@@ -48,17 +47,16 @@ def main() -> int:
     shutil.copy(work / "runs" / "cartpole_grpo_vs_ppo.png", ROOT / "docs")
     shutil.copy(work / "runs" / "cartpole.gif", ROOT / "docs")
     page = ROOT / "docs" / "command-line.md"
-    stamp = datetime.date.today().isoformat()
     block = ("<!-- session:begin -->\nWhat these commands printed (`python docs/make_figures.py`"
-             f", {stamp}; machine: {machine()}; progress bars left out):\n\n```text\n"
+             f"; machine: {machine()}; progress bars left out):\n\n```text\n"
              + "\n".join(shown) + "\n```\n<!-- session:end -->")
     text = re.sub(r"<!-- session:begin -->.*?<!-- session:end -->", lambda _: block,
                   page.read_text(), flags=re.S)
     page.write_text(text)
     readme = ROOT / "README.md"
     block = ("<!-- train:begin -->\n```text\n" + shown[0] + "\n```\n\n"
-             f"It took {wall[0]:.0f} s, compilation included (`python docs/make_figures.py`, "
-             f"{stamp}; machine: {machine()}).\n<!-- train:end -->")
+             f"It took {wall[0]:.0f} s, compilation included (`python docs/make_figures.py`; "
+             f"machine: {machine()}).\n<!-- train:end -->")
     text = re.sub(r"<!-- train:begin -->.*?<!-- train:end -->", lambda _: block,
                   readme.read_text(), flags=re.S)
     readme.write_text(text)

@@ -64,8 +64,8 @@ def render(results: dict, meta: dict) -> str:
                     f"[{lo:.2f}, {hi:.2f}] | {r['worst']:.2f} | {'yes' if r['met'] else 'NO'} | "
                     f"{r['compile_s']:.1f} | {r['run_s']:.1f} |")
     join = lambda k: ", ".join(map(str, meta[k]))
-    return (f"`python -m experiments.presets` (commit {join('commit')}, {join('date')}, "
-            f"{join('seeds')} seeds each).  \nMachine: {join('machine')}.\n\n"
+    return (f"`python -m experiments.presets`, {join('seeds')} seeds each; "
+            f"machine: {join('machine')}.\n\n"
             + "\n".join(rows) + "\n")
 
 

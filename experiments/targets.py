@@ -21,13 +21,12 @@ docs/results.md (between its ``targets_SUITE`` markers).
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 
 import jaxgrpo
-from experiments.common import bootstrap_ci, git_rev, last_valid, machine, train_and_evaluate
+from experiments.common import bootstrap_ci, last_valid, machine, train_and_evaluate
 
 SUITES = {
     "core": [
@@ -80,9 +79,8 @@ def main(suite: str = "core", seeds: int = 8):
                f"{'yes' if met else 'NO'} | {compile_s:.1f} | {run_s:.1f} |")
         print(row, flush=True)
         rows.append(row)
-    table = (f"`python -m experiments.targets {suite}` (commit {git_rev()}, "
-             f"{time.strftime('%Y-%m-%d')}), {seeds} seeds vmapped in one call.  \n"
-             f"Machine: {machine()}.\n\n"
+    table = (f"`python -m experiments.targets {suite}`, {seeds} seeds vmapped in one call; "
+             f"machine: {machine()}.\n\n"
              "| algo | env: settings beyond the defaults | max env steps used (of 8 seeds) | "
              "final return, mean [95% CI] | worst seed | seeds >= target | "
              "last-iteration train return | target | met | compile s | run s |\n"

@@ -195,8 +195,7 @@ def _run(a, p, all_cases, seeds, prompts, out) -> int:
             (out / "text_targets.json").write_text(
                 json.dumps([saved[k[0]] for k in all_cases if k[0] in saved], indent=1))
     results = [saved[c[0]] for c in all_cases]
-    commits = sorted({r["commit"] for r in results})
-    header = (f"`python -m experiments.text_targets` on commit {', '.join(commits)}, {machine()}; "
+    header = (f"`python -m experiments.text_targets`, machine: {machine()}; "
               f"greedy accuracy on {prompts} held-out prompts, mean over {seeds} seeds "
               "[95% bootstrap CI]; seconds exclude compilation.")
     md = table(results, header)
