@@ -106,7 +106,13 @@ def _log_softmax(x):
 def test_kl_probe_matches_numpy(far_policy):
     from jaxgrpo.text import PAD
     model, task, params, ref, prompts, key, comp, reward = far_policy
-    got = jax.jit(ts.kl_probe(model, task, 1.0, prompts, key, 2))(params, ref)
+    probe = jax.jit(ts.kl_probe(model, task, 1.0, prompts, key, 2))
+    got = probe(params, ref)
+    # the policy against itself (a KL study's iteration 0): every estimate is 0
+    same = probe(params, params)
+    for k in ("exact", "exact_seq", "k1", "k2", "k3"):
+        np.testing.assert_allclose(float(same[k]), 0.0, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(float(same["accuracy"]), float(got["accuracy"]))
     B, P = prompts.tokens.shape
     comp = np.asarray(comp).reshape(B * 2, -1)
     M = comp.shape[1]
