@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgrpo import compiled as compiled_cache
+
 RETURN_TARGET = 475.0
 
 
@@ -128,28 +130,29 @@ def compiler_options(spec):
     return spec.get("compiler_options") or None
 
 
-_COMPILED = {}   # in-process use (tiny mode): one compile per distinct spec, any key
-
-
 def _compile(spec):
-    from jaxgrpo import make_train
+    """The compiled training program of a spec, with its compile times and memory, from
+    ``jaxgrpo.compiled``'s cache (in-process use, tiny mode: one compile per distinct spec)."""
     ck = json.dumps({k: v for k, v in spec.items() if k not in ("key", "label")}, sort_keys=True)
-    if ck not in _COMPILED:
-        cfg = make_config(spec)
-        train = make_train(cfg)
-        seeds = int(spec.get("seeds", 1))
-        fn = jax.vmap(train) if seeds > 1 else train
-        arg = jax.random.split(jax.random.key(0), seeds) if seeds > 1 else jax.random.key(0)
-        rss_import = maxrss_mib()
-        t0 = time.perf_counter()
-        lowered = jax.jit(fn).lower(arg)
-        t1 = time.perf_counter()
-        compiled = lowered.compile(compiler_options(spec))
-        t2 = time.perf_counter()
-        _COMPILED[ck] = dict(cfg=cfg, train=train, compiled=compiled, trace_lower_s=t1 - t0,
-                             xla_compile_s=t2 - t1, compile_s=t2 - t0, rss_after_import_mib=rss_import,
-                             rss_after_compile_mib=maxrss_mib())
-    return _COMPILED[ck]
+    return compiled_cache.cached(("benchmarks.measure", ck), lambda: _build(spec))[0]
+
+
+def _build(spec) -> dict:
+    from jaxgrpo import make_train
+    cfg = make_config(spec)
+    train = make_train(cfg)
+    seeds = int(spec.get("seeds", 1))
+    fn = jax.vmap(train) if seeds > 1 else train
+    arg = jax.random.split(jax.random.key(0), seeds) if seeds > 1 else jax.random.key(0)
+    rss_import = maxrss_mib()
+    t0 = time.perf_counter()
+    lowered = jax.jit(fn).lower(arg)
+    t1 = time.perf_counter()
+    compiled = lowered.compile(compiler_options(spec))
+    t2 = time.perf_counter()
+    return dict(cfg=cfg, train=train, compiled=compiled, trace_lower_s=t1 - t0,
+                xla_compile_s=t2 - t1, compile_s=t2 - t0, rss_after_import_mib=rss_import,
+                rss_after_compile_mib=maxrss_mib())
 
 
 def measure_train(spec) -> dict:
