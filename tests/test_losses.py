@@ -3,9 +3,10 @@ against NumPy formulas (float32); ``policy_loss`` and ``loss_weights`` against a
 of TRL's GRPOTrainer loss (float64).
 
 ``trl_compute_loss`` below is a line-by-line transcription of
-``GRPOTrainer._compute_loss`` in ``trl/trainer/grpo_trainer.py`` of huggingface/trl v1.9.0
-(tag v1.9.0, commit 35def3ee000a87f6839e66f4b7749b06274ed1b3; the newest release in the
-mirror, there is no v1.16; its ``_compute_loss`` is unchanged on main up to f2cd57710), for
+``GRPOTrainer._compute_loss`` in ``trl/trainer/grpo_trainer.py`` of trl 1.16.0 (the version
+the TRL benchmark pins; for these loss types its lines are those of v1.9.0, where this
+transcription was first made; 1.16's dapo normalizer, ``num_items_in_batch`` over processes and
+accumulation steps, is the batch's token count with one process and no accumulation), for
 loss_type grpo / bnpo / dr_grpo / dapo, importance_sampling_level token / sequence, ``delta``,
 ``epsilon`` / ``epsilon_high``, ``beta``, ``use_bias_correction_kl``, with one process and no
 gradient accumulation (normalizer 1), no vLLM importance correction, no entropy mask, no
