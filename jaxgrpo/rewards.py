@@ -10,6 +10,7 @@ transform is named by a string: ``"sign"``, ``"symlog"``, ``"clip(-1, 1)"``, ``"
 from __future__ import annotations
 
 import ast
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +70,13 @@ def from_string(spec: str):
         except (ValueError, SyntaxError):
             args = None
         if args is not None and all(isinstance(a, (int, float)) for a in args):
-            return FACTORIES[name.strip()](*args)
+            factory = FACTORIES[name.strip()]
+            try:
+                inspect.signature(factory).bind(*args)
+            except TypeError:
+                raise ValueError(f"reward_transform: {spec!r}: {name.strip()} takes "
+                                 f"{name.strip()}{inspect.signature(factory)}") from None
+            return factory(*args)
     raise ValueError(f"reward_transform: unknown transform {spec!r}; built-ins are "
                      f"{sorted(BUILTINS)} and clip(low, high), scale(c)")
 
