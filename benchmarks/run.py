@@ -495,10 +495,10 @@ def markdown(res, outdir: Path | None = None) -> str:
          f", {m['cores']} cores, {m['device']}; Python {m['python']}, "
          f"jax {m['jax']}, flax {m['flax']}, optax {m['optax']}, gymnax {m['gymnax']}. "
          f"Load average (1 min) {res['load_start']:.1f} at start, {res['load_end']:.1f} at end. "
-         + "".join(f"Parts {', '.join(m['parts'])} re-measured {m['date']} (load {m['load_start']:.1f}). "
+         + "".join(f"Parts {', '.join(m['parts'])} measured in a later run (load {m['load_start']:.1f}). "
                    for m in res.get("merged", [])) +
          f"(other work was running on this shared machine: absolute numbers are noisy, "
-         f"ratios measured side by side are the more reliable). Date {res['date']}. "
+         f"ratios measured side by side are the more reliable). "
          f"{'TINY MODE (smoke test budgets, numbers meaningless).' if res['tiny'] else ''}", "",
          f"Where the time goes and what would close the remaining gaps: [FINDINGS.md]({link('FINDINGS.md')}) "
          "(hand-written, from the numbers here and in the generated "
