@@ -6,13 +6,13 @@
 Runs, one after another (each writes its own blocks between ``<!-- NAME:begin/end -->``
 markers, with its command and the machine on one line):
 
+- ``python docs/cli_reference.py``: the options reference of docs/command-line.md;
 - ``python docs/make_figures.py``: the README's train output and figure, the session of
   docs/command-line.md (needs ``pip install -e ".[render]"`` for the GIF);
-- ``python -m experiments.targets core`` and ``groups``: docs/results.md;
-- ``python -m experiments.presets``: docs/presets.md;
 - ``python -m experiments.text_targets``: the text targets table of README.md,
   docs/language-models.md and experiments/README.md;
-- ``python docs/cli_reference.py``: the options reference of docs/command-line.md.
+- ``python -m experiments.targets core`` and ``groups``: docs/results.md;
+- ``python -m experiments.presets``: docs/presets.md.
 
 Stops at the first command that fails. Run it on a machine doing nothing else: the tables
 report seconds.
@@ -26,12 +26,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = [
+    [sys.executable, "docs/cli_reference.py"],
     [sys.executable, "docs/make_figures.py"],
+    [sys.executable, "-m", "experiments.text_targets"],
     [sys.executable, "-m", "experiments.targets", "core"],
     [sys.executable, "-m", "experiments.targets", "groups"],
     [sys.executable, "-m", "experiments.presets"],
-    [sys.executable, "-m", "experiments.text_targets"],
-    [sys.executable, "docs/cli_reference.py"],
 ]
 
 
