@@ -107,7 +107,6 @@ def test_require_names_the_extra_to_install(monkeypatch):
 
 
 def test_tensorboard_logger_writes_finite_means(tmp_path):
-    pytest.importorskip("tensorboardX")
     lg = loggers.TensorBoardLogger(tmp_path)
     lg.log(0, {"episode_return": 1.0, "kl": float("nan")})
     lg.close()
