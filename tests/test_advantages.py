@@ -1,4 +1,5 @@
-"""jaxgrpo.advantages against plain NumPy (float64) loop references."""
+"""jaxgrpo.advantages against plain NumPy (float64) loop references (group_stats's here; the
+shared ones in references.py)."""
 import functools
 import itertools
 
@@ -9,6 +10,8 @@ import pytest
 
 from jaxgrpo.advantages import (episode_returns, gae, group_normalize, group_stats,
                                 reverse_discounted_cumsum)
+from references import (ref_episode_returns, ref_gae, ref_group_normalize,
+                        ref_reverse_discounted_cumsum)
 
 SCALES = ("group", "batch", "none")
 BASELINES = ("mean", "loo")
@@ -16,35 +19,6 @@ TOL = dict(rtol=2e-4, atol=2e-5)
 
 
 # ----------------------------------------------------------------------------- references
-
-def ref_group_normalize(values, group_ids, num_groups, mask=None, scale="group",
-                        baseline="mean", eps=1e-4):
-    """Loop over groups, float64. Values are first rounded to float32 (what the JAX code sees)."""
-    v = np.asarray(values, np.float32).astype(np.float64)
-    gid = np.asarray(group_ids)
-    mask = np.ones(v.shape, bool) if mask is None else np.asarray(mask, bool)
-    out = np.zeros_like(v)
-    all_valid = v[mask]
-    batch_std = np.std(all_valid, ddof=1) if all_valid.size > 1 else 0.0
-    for g in range(num_groups):
-        idx = np.flatnonzero((gid == g) & mask)
-        n = idx.size
-        if n <= 1:
-            continue                      # empty or singleton: exactly 0
-        x = v[idx]
-        if np.all(x == x[0]):
-            continue                      # zero spread: exactly 0
-        if baseline == "mean":
-            c = x - x.mean()
-        else:
-            c = np.array([x[i] - np.delete(x, i).mean() for i in range(n)])
-        if scale == "group":
-            c = c / (np.std(x, ddof=1) + eps)
-        elif scale == "batch":
-            c = c / (batch_std + eps)
-        out[idx] = c
-    return out
-
 
 def ref_group_stats(values, group_ids, num_groups, mask=None):
     v = np.asarray(values, np.float32).astype(np.float64)
@@ -60,46 +34,6 @@ def ref_group_stats(values, group_ids, num_groups, mask=None):
         std[g] = np.std(x, ddof=1)
         zero[g] = bool(np.all(x == x[0]))
     return std, zero
-
-
-def ref_reverse_discounted_cumsum(x, gamma, mask):
-    x = np.asarray(x, np.float64)
-    T, N = x.shape
-    out = np.zeros_like(x)
-    for n in range(N):
-        acc = 0.0
-        for t in reversed(range(T)):
-            if mask[t, n]:
-                acc = x[t, n] + gamma * acc
-                out[t, n] = acc
-            else:
-                acc = 0.0
-    return out
-
-
-def ref_episode_returns(rewards, mask, gamma):
-    T, N = rewards.shape
-    out = np.zeros(N)
-    for n in range(N):
-        for t in range(T):
-            if mask[t, n]:
-                out[n] += gamma ** t * rewards[t, n]
-    return out
-
-
-def ref_gae(rewards, values, next_values, terminated, done, gamma, lam):
-    T, N = rewards.shape
-    adv = np.zeros((T, N))
-    for n in range(N):
-        acc = 0.0
-        for t in reversed(range(T)):
-            boot = 0.0 if terminated[t, n] else gamma * next_values[t, n]
-            delta = rewards[t, n] + boot - values[t, n]
-            if done[t, n]:
-                acc = 0.0
-            acc = delta + gamma * lam * acc
-            adv[t, n] = acc
-    return adv, adv + values
 
 
 def ragged_ids(sizes):

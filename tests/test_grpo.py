@@ -12,6 +12,7 @@ from jaxgrpo.envs import make_env
 from jaxgrpo.grpo import advantages, loss_weights
 from jaxgrpo.rollout import Rollout, collect_episodes
 from jaxgrpo.train import make_policy
+from references import ref_episode_returns, ref_group_normalize, ref_reverse_discounted_cumsum
 
 T = 6
 # episode lengths, 3 groups of 4 episodes (ragged; group 2 has a zero-length episode)
@@ -39,33 +40,10 @@ def config(**kw):
 
 
 # ----------------------------------------------------------------------------- references
-
-def ref_group_normalize(values, group_ids, num_groups, mask, scale, baseline, eps):
-    v = np.asarray(values, np.float32).astype(np.float64)
-    out = np.zeros_like(v)
-    valid = v[mask]
-    bstd = np.std(valid, ddof=1) if valid.size > 1 else 0.0
-    for g in range(num_groups):
-        idx = np.flatnonzero((group_ids == g) & mask)
-        x = v[idx]
-        if x.size <= 1 or np.all(x == x[0]):
-            continue
-        if baseline == "mean":
-            c = x - x.mean()
-        else:
-            c = np.array([x[i] - np.delete(x, i).mean() for i in range(x.size)])
-        if scale == "group":
-            c = c / (np.std(x, ddof=1) + eps)
-        elif scale == "batch":
-            c = c / (bstd + eps)
-        out[idx] = c
-    return out
-
+# (group normalization, episode returns and the discounted cumsum: references.py)
 
 def ref_outcome(reward, mask, group_id, gamma, scale, baseline, eps, G):
-    Tn, Nn = mask.shape
-    ret = np.array([sum(gamma ** t * reward[t, n] for t in range(Tn) if mask[t, n])
-                    for n in range(Nn)], np.float64)
+    ret = ref_episode_returns(reward, mask, gamma)
     adv_ep = ref_group_normalize(ret, group_id, G, mask.any(0), scale, baseline, eps)
     return np.where(mask, adv_ep[None, :], 0.0), ret
 
@@ -74,17 +52,7 @@ def ref_process(reward, mask, group_id, gamma, scale, baseline, eps, G):
     Tn, Nn = mask.shape
     gid = np.broadcast_to(group_id[None, :], (Tn, Nn)).ravel()
     r = ref_group_normalize(reward.ravel(), gid, G, mask.ravel(), scale, baseline, eps)
-    r = r.reshape(Tn, Nn)
-    adv = np.zeros((Tn, Nn))
-    for n in range(Nn):
-        acc = 0.0
-        for t in reversed(range(Tn)):
-            if mask[t, n]:
-                acc = r[t, n] + gamma * acc
-                adv[t, n] = acc
-            else:
-                acc = 0.0
-    return adv
+    return ref_reverse_discounted_cumsum(r.reshape(Tn, Nn), gamma, mask)
 
 
 def run_advantages(cfg, rollout, gamma):

@@ -10,6 +10,7 @@ import pytest
 import jaxgrpo
 from jaxgrpo import ppo, rewards
 from jaxgrpo.rollout import Rollout
+from references import ref_gae
 
 T, N, D, A = 6, 3, 4, 3
 
@@ -43,16 +44,6 @@ def make_rollout(seed=0):
                    reward=f(T, N), mask=jnp.ones((T, N), bool), terminated=jnp.asarray(terminated),
                    truncated=jnp.asarray(truncated), next_obs=f(T, N, D),
                    group_id=jnp.arange(N, dtype=jnp.int32))
-
-
-def ref_gae(reward, value, next_value, terminated, done, gamma, lam):
-    adv = np.zeros_like(reward)
-    acc = np.zeros(reward.shape[1])
-    for t in reversed(range(reward.shape[0])):
-        delta = reward[t] + gamma * next_value[t] * (1 - terminated[t]) - value[t]
-        acc = delta + gamma * lam * (1 - done[t]) * acc
-        adv[t] = acc
-    return adv, adv + value
 
 
 CFG = jaxgrpo.PPOConfig(num_envs=N, num_steps=T, num_minibatches=2, gamma=0.9, gae_lambda=0.8)
