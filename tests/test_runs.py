@@ -1,10 +1,9 @@
-"""jaxgrpo.runs and the pieces it shares with sweeps and experiments: the one compile cache
-(jaxgrpo.compiled), typed keys <-> key data (jaxgrpo.keys), init_from checked and resolved
-before anything is compiled or written, and a second run of a config reusing its programs.
+"""jaxgrpo.runs: init_from checked and resolved before anything is compiled or written, and a
+second run of a config reusing its programs (the compile cache itself: test_compiled.py; typed
+keys <-> key data: test_keys.py).
 
 Resume, corrupt checkpoints and load_run's errors are in test_checkpoint.py; ``jaxgrpo train``
 and ``eval`` in test_cli.py. One small PPO compilation here (module-scoped)."""
-import jax
 import numpy as np
 import pytest
 
@@ -13,7 +12,6 @@ from jaxgrpo import compiled, runs
 from jaxgrpo.config import GRPOConfig, SFTConfig
 from jaxgrpo.configio import save_config
 from jaxgrpo.errors import CheckpointError, RunError
-from jaxgrpo.keys import is_key, key_data, wrap_keys
 
 # A failed orbax read can leave a callback that later hits orbax's closed asyncio loop.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -23,44 +21,6 @@ PPO = jaxgrpo.PPOConfig(num_envs=2, num_steps=16, total_timesteps=64, num_miniba
 FAST = {"xla_backend_optimization_level": 0}
 TEXT = dict(env="text:addition", env_kwargs={"digits": 1}, num_layers=1, width=32, num_heads=2,
             max_len=16)
-
-
-# ----------------------------------------------------------------------------- compile cache
-
-def test_cache_builds_once_and_evicts_the_least_recently_used():
-    cache = compiled.CompileCache(max_entries=2)
-    built = []
-
-    def build(v):
-        return lambda: built.append(v) or v
-
-    assert cache.get("a", build(1))[0] == 1 and cache.get("b", build(2))[0] == 2
-    value, seconds = cache.get("a", build(99))          # cached: not rebuilt, no seconds
-    assert (value, seconds) == (1, 0.0) and built == [1, 2]
-    cache.get("c", build(3))                             # evicts b, the least recently used
-    assert "a" in cache and "c" in cache and "b" not in cache and len(cache) == 2
-    assert cache.get("b", build(4))[0] == 4 and built == [1, 2, 3, 4]
-
-
-def test_static_key_ignores_hparams_and_names_static_fields():
-    base = GRPOConfig()
-    assert compiled.static_key(base) == compiled.static_key(base.replace(lr=0.1, beta=0.5))
-    assert compiled.static_key(base) != compiled.static_key(base.replace(group_size=16))
-    assert compiled.static_key(base) != compiled.static_key(jaxgrpo.PPOConfig())
-    assert compiled.options_key(None) == compiled.options_key({})
-
-
-# ----------------------------------------------------------------------------- typed keys
-
-def test_key_data_round_trip_and_abstract_keys():
-    impl = jax.random.key_impl(jax.random.key(0))
-    tree = {"k": jax.random.split(jax.random.key(3), 4), "x": np.arange(3.0)}
-    raw = key_data(tree)
-    assert not is_key(raw["k"]) and raw["k"].dtype == np.uint32
-    back = wrap_keys(raw, tree, impl)
-    assert is_key(back["k"]) and not is_key(back["x"])
-    np.testing.assert_array_equal(jax.random.key_data(back["k"]), raw["k"])
-    assert is_key(jax.eval_shape(lambda: jax.random.key(0))) and not is_key(1.0)
 
 
 # ----------------------------------------------------------------------------- init_from
