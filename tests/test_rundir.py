@@ -1,5 +1,6 @@
 """jaxgrpo.rundir: what counts as results, the path guards, atomic writes (an interrupted write
-leaves the old file), eval.json keeping every evaluation. No compilation."""
+leaves the old file), eval.json keeping every evaluation (sweep folders: test_sweepdir.py). No
+compilation."""
 import json
 import os
 
@@ -7,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxgrpo import rundir, sweepdir
+from jaxgrpo import rundir
 from jaxgrpo.rundir import RunError
 
 
@@ -43,15 +44,6 @@ def test_path_guards(tmp_path):
     with pytest.raises(RunError, match="is a folder"):
         rundir.check_new_file(tmp_path)
     assert f.read_text() == "keep me"
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "config.yaml").write_text("algo: grpo\n")
-    with pytest.raises(RunError, match="holds a training run"):
-        sweepdir.check_sweep_out(tmp_path / "r", overwrite=True)
-    (tmp_path / "s").mkdir()
-    (tmp_path / "s" / "sweep.yaml").write_text("grid: {}\n")
-    with pytest.raises(RunError, match="already holds sweep results.*--overwrite"):
-        sweepdir.check_sweep_out(tmp_path / "s")
-    sweepdir.check_sweep_out(tmp_path / "s", overwrite=True)
 
 
 def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
