@@ -1,5 +1,6 @@
 """jaxgrpo.text.tasks: prompts and rewards of every built-in task against plain-Python references
-(the tokenizer: test_text_tokenizer.py; pass@k: test_text_evaluation.py)."""
+(the tokenizer: test_text_tokenizer.py; pass@k: test_text_evaluation.py; the TextTask interface,
+completion_length, reference_completion and exact_match: test_text_interface.py)."""
 import functools
 import math
 import re
@@ -17,9 +18,7 @@ from jaxgrpo.text import (
     TOKENIZER,
     VOCAB_SIZE,
     Prompt,
-    TextTask,
     completion_length,
-    exact_match,
     make_task,
     reference_completion,
 )
@@ -213,18 +212,6 @@ def test_verify_matches_python(case):
     assert 0.05 < expected.mean() < 0.6, "corruptions should mix right and wrong completions"
 
 
-def test_verify_short_budgets():
-    """Completions narrower than the answer: truncated, reward 0; the answer then EOS still 1."""
-    task = make_task("sort")
-    prompt = jax.tree.map(lambda x: x[0], sampled(CASES.index(("sort", {})))[0])   # M == A + 1
-    answer = prompt.answer[:5]
-    comps = [np.concatenate([answer, answer])[:m] for m in (1, 3, 5)]
-    comps += [np.concatenate([answer, [EOS]])] * 3
-    lengths = [completion_length(c) for c in comps[:3]] + [5, 6, 4]   # the last two wrong
-    verify = jax.jit(task.verify)
-    assert [float(verify(prompt, c, n)) for c, n in zip(comps, lengths)] == [0, 0, 0, 1, 0, 0]
-
-
 @pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
 def test_same_key_same_prompt_and_static_shapes(case):
     task, sample, _ = task_of(case)
@@ -247,28 +234,6 @@ def test_same_key_same_prompt_and_static_shapes(case):
     typed = jax.random.wrap_key_data(keys)                     # new-style keys trace the same
     batched = jax.vmap(task.sample)
     assert jax.eval_shape(batched, typed) == jax.eval_shape(batched, keys)
-
-
-def test_user_defined_task():
-    digits = jnp.asarray(TOKENIZER.encode("0123456789"))
-
-    def sample(key):
-        d = digits[jax.random.randint(key, (), 0, 10)]
-        tokens = jnp.concatenate([TOKENIZER.encode("echo:", bos=True), d[None],
-                                  TOKENIZER.encode("=")])
-        return Prompt(tokens, jnp.int32(tokens.shape[0]), d[None], jnp.int32(1))
-
-    echo = TextTask("echo", TOKENIZER, 8, 2, sample, exact_match)
-
-    @jax.jit    # unbatched: randint under vmap compiles slowly
-    def run(key):
-        prompt = echo.sample(key)
-        ref = echo.reference_completion(prompt)
-        return prompt, echo.verify(prompt, ref, completion_length(ref))
-
-    runs = [run(key) for key in jax.random.split(jax.random.PRNGKey(0), 64)]
-    assert {TOKENIZER.decode(p.tokens) for p, _ in runs} == {f"echo:{d}=" for d in range(10)}
-    assert all(r == 1.0 for _, r in runs)
 
 
 # ----------------------------------------------------------------------------- make_task
