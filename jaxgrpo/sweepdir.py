@@ -130,12 +130,17 @@ def write_sweep(out, result, spec: dict, overwrite: bool = False, in_progress: b
 
 @contextlib.contextmanager
 def _no_interrupt():
-    """Hold back SIGINT (Ctrl-C) inside the block; it is delivered when the block ends."""
+    """Hold back SIGINT (Ctrl-C) inside the block; it is delivered when the block ends. (A
+    handler that only records it: masking the signal in the main thread would not do, since
+    the kernel then hands a process-directed SIGINT to another thread, and JAX has some.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGINT, old)
+        if caught:
+            signal.raise_signal(signal.SIGINT)

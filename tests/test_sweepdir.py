@@ -200,9 +200,6 @@ NO_INTERRUPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="sweepdir._no_interrupt blocks SIGINT in the main thread "
-                   "only: a process-directed SIGINT goes to another thread (JAX always has some), "
-                   "whose C handler still makes the main thread raise inside the block")
 def test_no_interrupt_holds_back_ctrl_c_in_a_process_with_threads():
     out = subprocess.run([sys.executable, "-c", NO_INTERRUPT], capture_output=True, text=True,
                          timeout=120)
