@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -202,3 +203,30 @@ def load_config(path):
         return config_from_dict(d)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- init_from
+
+MODEL_FIELDS = ("num_layers", "width", "num_heads", "max_len", "positions")
+
+
+def check_init_from(config) -> None:
+    """``ValueError`` starting ``init_from:`` unless ``config.init_from`` is a run folder of a
+    text run (SFT or GRPO) whose model has the config's shape; reads only its config.yaml."""
+    path = Path(config.init_from)
+    if not (path / "config.yaml").is_file():
+        raise ValueError(f"init_from: {path} is not a run folder (no config.yaml there)")
+    try:
+        saved, _, _ = load_config(path / "config.yaml")
+    except ValueError as e:
+        raise ValueError(f"init_from: {e}") from None
+    if not hasattr(saved, "model_config") or not saved.env.startswith("text:"):
+        raise ValueError(f"init_from: {path} is a run on {saved.env}, not a text task")
+    diff = [f"{k} {getattr(saved, k)} (this config: {getattr(config, k)})" for k in MODEL_FIELDS
+            if getattr(saved, k) != getattr(config, k)]
+    v_saved, v_here = saved.task.tokenizer.vocab_size, config.task.tokenizer.vocab_size
+    if v_saved != v_here:
+        diff.append(f"vocabulary size {v_saved} (this config: {v_here})")
+    if diff:
+        raise ValueError(f"init_from: the model of {path} differs from this config's: "
+                         + ", ".join(diff))

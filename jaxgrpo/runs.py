@@ -27,42 +27,18 @@ from . import compiled
 from .checkpoint import Checkpointer, config_diff
 from .checks import check_count
 from .config import SFTConfig
-from .configio import config_to_dict, load_config, save_config
+from .configio import check_init_from, config_to_dict, load_config, save_config
 from .errors import CheckpointError, RunError
 from .evaluation import seed_returns
 from .loggers import SINK, Reporter, TensorBoardLogger, WandbLogger, require
 from .provenance import versions
-from .rundir import check_folder_path, folder_kind, holds_results, summarize, write_results
+from .rundir import (RENAMED_METRICS, check_folder_path, folder_kind, holds_results, summarize,
+                     write_results)
 from .stats import bootstrap_ci
 from .train import make_train
 
 
 # ----------------------------------------------------------------------------- init_from
-
-MODEL_FIELDS = ("num_layers", "width", "num_heads", "max_len", "positions")
-
-
-def check_init_from(config) -> None:
-    """``ValueError`` starting ``init_from:`` unless ``config.init_from`` is a run folder of a
-    text run (SFT or GRPO) whose model has the config's shape; reads only its config.yaml."""
-    path = Path(config.init_from)
-    if not (path / "config.yaml").is_file():
-        raise ValueError(f"init_from: {path} is not a run folder (no config.yaml there)")
-    try:
-        saved, _, _ = load_config(path / "config.yaml")
-    except ValueError as e:
-        raise ValueError(f"init_from: {e}") from None
-    if not hasattr(saved, "model_config") or not saved.env.startswith("text:"):
-        raise ValueError(f"init_from: {path} is a run on {saved.env}, not a text task")
-    diff = [f"{k} {getattr(saved, k)} (this config: {getattr(config, k)})" for k in MODEL_FIELDS
-            if getattr(saved, k) != getattr(config, k)]
-    v_saved, v_here = saved.task.tokenizer.vocab_size, config.task.tokenizer.vocab_size
-    if v_saved != v_here:
-        diff.append(f"vocabulary size {v_saved} (this config: {v_here})")
-    if diff:
-        raise ValueError(f"init_from: the model of {path} differs from this config's: "
-                         + ", ".join(diff))
-
 
 def init_params(config):
     """The params ``config.init_from`` points to (its latest checkpoint, seed 0) as NumPy
@@ -222,9 +198,12 @@ class _Run:
 
     def metrics(self) -> dict:
         """The metrics so far, ``{name: [S, done]}`` (the chunks joined into one)."""
-        if len(self.chunks) > 1:
-            self.chunks = [{k: np.concatenate([c[k] for c in self.chunks], axis=1)
-                            for k in self.chunks[0]}]
+        if len(self.chunks) > 1:     # a metric a chunk lacks (older code's) is NaN there
+            names = dict.fromkeys(k for c in self.chunks for k in c)
+            fill = lambda c, k: c[k] if k in c else np.full(
+                next(iter(c.values())).shape, np.nan, np.float32)
+            self.chunks = [{k: np.concatenate([fill(c, k) for c in self.chunks], axis=1)
+                            for k in names}]
         return self.chunks[0]
 
 
@@ -393,7 +372,7 @@ def restore(ckpt, step: int, template, run_dict: dict, out: Path, command: str):
         if done != step or any(v.shape[-1] != done for v in metrics.values()):
             raise CheckpointError(f"checkpoint {ckpt.directory}/{step}: holds "
                                   f"{done} iterations of metrics, expected {step}")
-        return state, metrics, meta
+        return state, {RENAMED_METRICS.get(k, k): v for k, v in metrics.items()}, meta
     except CheckpointError as e:
         intact = ckpt.newest_intact(template, run_dict, below=step)
         if intact is None:

@@ -433,3 +433,18 @@ def test_result_table_lists_seeds_and_says_when_the_budget_was_not_used():
     summary.update(complete=False, iterations_done=2)
     assert "stopped at iteration 2/3; continue with jaxgrpo train --resume runs/x" in \
         cli.result_table(summary, "runs/x")
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_bad_init_from_is_one_line_before_anything_is_written(command, tmp_path, capsys):
+    """init_from is checked when the command reads its config (train --config or a sweep
+    file), before a run or sweep folder exists."""
+    spec = tmp_path / "c.yaml"
+    spec.write_text(f"env: text:addition\ninit_from: {tmp_path / 'nothing'}\n"
+                    + ("grid:\n  lr: [0.001]\n" if command == "sweep" else ""))
+    out = tmp_path / "out"
+    args = (["train", "--config", str(spec)] if command == "train" else
+            ["sweep", str(spec), "--checkpoint-every", "4"])
+    assert_usage_error(cli.main([*args, "--out", str(out)]), capsys.readouterr().err,
+                       "init_from: ")
+    assert not out.exists()

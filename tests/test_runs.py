@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxgrpo
-from jaxgrpo import compiled, runs
+from jaxgrpo import compiled, configio, runs
 from jaxgrpo.config import GRPOConfig, SFTConfig
 from jaxgrpo.configio import save_config
 from jaxgrpo.errors import CheckpointError, RunError
@@ -37,17 +37,17 @@ def test_init_params_is_none_without_init_from():
 
 
 def test_check_init_from_names_what_is_wrong(text_folder, tmp_path_factory):
-    runs.check_init_from(GRPOConfig(**TEXT, init_from=str(text_folder)))     # same shape
+    configio.check_init_from(GRPOConfig(**TEXT, init_from=str(text_folder)))     # same shape
     with pytest.raises(ValueError, match=r"^init_from: the model of .* differs .*width 32 "
                                          r"\(this config: 64\)"):
-        runs.check_init_from(GRPOConfig(**{**TEXT, "width": 64}, init_from=str(text_folder)))
+        configio.check_init_from(GRPOConfig(**{**TEXT, "width": 64}, init_from=str(text_folder)))
     empty = tmp_path_factory.mktemp("empty")
     with pytest.raises(ValueError, match=r"^init_from: .* is not a run folder"):
-        runs.check_init_from(GRPOConfig(**TEXT, init_from=str(empty)))
+        configio.check_init_from(GRPOConfig(**TEXT, init_from=str(empty)))
     env_run = tmp_path_factory.mktemp("env_run")
     save_config(env_run / "config.yaml", GRPOConfig(), 1, 0)
     with pytest.raises(ValueError, match=r"^init_from: .* is a run on CartPole-v1, not a text"):
-        runs.check_init_from(GRPOConfig(**TEXT, init_from=str(env_run)))
+        configio.check_init_from(GRPOConfig(**TEXT, init_from=str(env_run)))
 
 
 def test_init_params_of_a_folder_without_checkpoint(text_folder):
@@ -108,3 +108,19 @@ def test_evaluate_run_reports_each_seed_and_mode(two_runs):
         assert len(res[mode]["per_seed"]) == 2
         lo, hi = res[mode]["ci95"]
         assert lo <= res[mode]["mean"] <= hi or np.isnan(lo)
+
+
+def test_chunks_of_older_code_join_under_the_new_metric_names():
+    """A run resumed from a checkpoint written before a metric rename: the restored chunk's
+    metrics are renamed (runs.restore) and a metric one chunk lacks is NaN there."""
+    import numpy as np
+    run = runs._Run(None, None, 2, 0, {}, 1, None, print)
+    old = {"clip_frac": np.ones((2, 3), np.float32), "env_steps": np.zeros((2, 3), np.float32)}
+    run.chunks = [{runs.RENAMED_METRICS.get(k, k): v for k, v in old.items()},
+                  {"clip_ratio/region_mean": np.zeros((2, 2), np.float32),
+                   "env_steps": np.ones((2, 2), np.float32),
+                   "valid_frac": np.ones((2, 2), np.float32)}]
+    m = run.metrics()
+    assert set(m) == {"clip_ratio/region_mean", "env_steps", "valid_frac"}
+    np.testing.assert_array_equal(m["clip_ratio/region_mean"][0], [1, 1, 1, 0, 0])
+    assert np.isnan(m["valid_frac"][:, :3]).all() and (m["valid_frac"][:, 3:] == 1).all()

@@ -30,7 +30,10 @@ def build_config(args):
         d = configio.apply_override(d, text)
         origin[text.partition("=")[0].split(".")[0].strip()] = "set"
     try:
-        return configio.config_from_dict(d)
+        config, seeds, base_seed = configio.config_from_dict(d)
+        if getattr(config, "init_from", None) is not None:
+            configio.check_init_from(config)     # before anything is compiled or written
+        return config, seeds, base_seed
     except ValueError as e:
         field = str(e).split(":", 1)[0]
         if origin.get(field) == "file":      # blame the file when the value came from it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import grids, rundir, sweepdir
+from .. import configio, grids, rundir, sweepdir
 from ..errors import CheckpointError, RunError
 from .distributed import agree_or_stop, join
 from .parsers import sweep_parser
@@ -28,6 +28,9 @@ def sweep_args(args):
             raise RunError(f"--resume {out}: its sweep.yaml has no checkpoint_every")
         return spec, out
     spec = grids.load_sweep_spec(args.config)
+    for config in grids.grid_configs(spec["config"], spec["grid"])[1]:
+        if getattr(config, "init_from", None) is not None:
+            configio.check_init_from(config)     # before the folder is written
     if args.checkpoint_every is not None:
         spec["checkpoint_every"] = args.checkpoint_every
         if args.checkpoint_every % spec["log_every"]:

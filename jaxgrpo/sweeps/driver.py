@@ -14,7 +14,7 @@ from .. import provenance
 from ..checks import check_count
 from ..compiled import static_key
 from ..grids import check_vmap_size, grid_configs
-from ..runs import check_init_from
+from ..configio import check_init_from
 from .checkpoints import SweepCheckpoints, batched, run_checkpointed
 from .mesh import check_devices, placement, resolve_vmap_size, run_mesh, to_host
 from .processes import agree, describe
