@@ -26,7 +26,7 @@ A study YAML::
 
 Every config is built, so validated, before anything runs; ``--tiny`` then runs only the
 grid's first case. Each task gets one SFT warm start
-(``jaxgrpo.text.sft``, seed 0, into a temporary run folder); GRPO starts from it (``init_from``,
+(``jaxgrpo.sft``, seed 0, into a temporary run folder); GRPO starts from it (``init_from``,
 which also makes it the reference policy) with every seed vmapped in one compiled call.
 Held-out prompts are ``jaxgrpo.text.heldout_prompts(task, prompts, seed=0)``, the same for every
 arm. CIs are 95% percentile bootstraps over seeds. Writes ``OUT/NAME.json`` (every number),

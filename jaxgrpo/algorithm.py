@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from . import update
-from .envs import make_env
+from .envs import action_spec, make_env, obs_shape
+from .networks import Policy
 
 
 class Algorithm(NamedTuple):
@@ -33,11 +34,16 @@ class Algorithm(NamedTuple):
       nothing is simulated and every mask is False.
     - ``score(config, policy, params, rollout, hp) -> (batch, weight, mask, metrics)``: the
       samples to learn from (pytree of ``[C, ...]``), their loss weights ``[C, ...]`` and
-      validity ``[C]`` (see ``update.learn``), and scoring metrics (scalars).
+      validity ``[C]`` as ``update.learn`` takes them (an algorithm with its own ``learn``
+      may pass None), and scoring metrics (scalars).
     - ``loss(config, policy, params, ref_params, chunk, weight, mask, hp) -> (loss, aux)``:
-      the weighted loss of a chunk of the batch and metric sums with a ``"count"``.
+      for ``update.learn``, the weighted loss of a chunk of the batch and metric sums with a
+      ``"count"``; for an algorithm's own ``learn``, whatever that takes (SFT: the mean loss
+      and its metrics).
     - ``learn(config, loss_fn, params, opt_state, optimizer, batch, weight, mask, key) ->
-      (params, opt_state, metrics)``, ``loss_fn(params, chunk, weight, mask)``.
+      (params, opt_state, metrics)``, ``loss_fn(params, chunk, weight, mask)``; its metrics
+      override the ``EpisodeStats`` ones of the same name (SFT's ``episode_return`` is its
+      accuracy).
     - ``reference``: keeps a reference policy (GRPO's KL anchor, synced every
       ``ref_sync_every`` iterations); ``budgeted``: iterations run while fewer than
       ``total_timesteps`` steps were used (GRPO, whose iterations vary in length); otherwise
@@ -61,6 +67,16 @@ class Algorithm(NamedTuple):
 def gymnax_env(config):
     """``make_env`` of the gymnax algorithms: ``(env, env_params)``."""
     return make_env(config)
+
+
+def gymnax_policy(with_critic: bool):
+    """``make_policy`` of the gymnax algorithms: a ``networks.Policy`` for the env's action
+    and observation spaces, with a critic head or not."""
+    def make_policy(config, env):
+        env, env_params = env
+        return Policy(config, action_spec(env, env_params), obs_shape(env, env_params),
+                      with_critic=with_critic)
+    return make_policy
 
 
 def no_carry(config, env, policy, params, key=None):

@@ -421,7 +421,7 @@ class SFTConfig(_TextFields):
     cross-entropy), ``token_accuracy`` and ``accuracy`` (share of the batch whose every
     reference token is the model's argmax: exactly the completions greedy decoding gets
     right), with ``episode_return`` = ``accuracy`` and ``env_steps`` the prompts seen.
-    Run it with ``jaxgrpo sft`` or ``jaxgrpo.text.sft``; start GRPO from it with
+    Run it with ``jaxgrpo sft`` or ``jaxgrpo.sft``; start GRPO from it with
     ``GRPOConfig(init_from=RUN_DIR)``. ``init_from=RUN_DIR`` continues another text run's
     model (seed 0, latest checkpoint) with a fresh optimizer and fresh prompts (the
     continued-SFT arm of a GRPO comparison)."""

@@ -8,18 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from .advantages import episode_returns, group_normalize, reverse_discounted_cumsum
-from .algorithm import Algorithm, adam, gymnax_env, minibatch_learn
-from .envs import action_spec, obs_shape
+from .algorithm import Algorithm, adam, gymnax_env, gymnax_policy, minibatch_learn
 from .losses import clip_ratios, grpo_token_loss, loss_weights
-from .networks import Policy
 from .rollout import Rollout, collect_branches, collect_episodes, init_pool
-
-
-def make_policy(config, env):
-    """The actor of a GRPOConfig (no critic) for ``env = (env, env_params)``."""
-    env, env_params = env
-    return Policy(config, action_spec(env, env_params), obs_shape(env, env_params),
-                  with_critic=False)
 
 
 def init_carry(config, env, policy, params, key):
@@ -99,7 +90,7 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
         hp["beta"] > 0,
         lambda: jax.lax.stop_gradient(policy.dist(ref_params, chunk["obs"]).log_prob(chunk["action"])),
         lambda: jax.lax.stop_gradient(logp))
-    per_token, pg, kl, clipped = grpo_token_loss(
+    per_token, pg, kl, _ = grpo_token_loss(
         jnp.exp(logp - chunk["logp"]), chunk["adv"], logp, ref_logp_fn, hp["beta"], hp["clip_eps"],
         hp["clip_eps_high"], kl_estimator=config.kl_estimator)
     per_sample = per_token - hp["ent_coef"] * entropy
@@ -107,12 +98,14 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
     log_ratio = logp - chunk["logp"]
     s = lambda x: jnp.sum(x * m)
     aux = {"count": jnp.sum(m), "loss": s(per_sample), "pg_loss": s(pg), "kl": s(kl),
-           "entropy": s(entropy), **clip_ratios(s, clipped, chunk["adv"]),
+           "entropy": s(entropy),
+           **clip_ratios(jnp.exp(log_ratio), chunk["adv"], hp["clip_eps"], hp["clip_eps_high"],
+                         None, s),
            "approx_kl": s(jnp.expm1(log_ratio) - log_ratio)}
     return jnp.sum(weight * per_sample * m), aux
 
 
-GRPO = Algorithm(make_env=gymnax_env, make_policy=make_policy, optimizer=adam,
-                 init_carry=init_carry, collect=collect, score=score, loss=loss,
+GRPO = Algorithm(make_env=gymnax_env, make_policy=gymnax_policy(with_critic=False),
+                 optimizer=adam, init_carry=init_carry, collect=collect, score=score, loss=loss,
                  learn=minibatch_learn(lambda config: config.chunk_size),
                  reference=True, budgeted=True)

@@ -84,16 +84,6 @@ def clipped_surrogate(logp, old_logp, adv, clip_low, clip_high, delta=None):
     return clipped_surrogate_ratio(jnp.exp(logp - old_logp), adv, clip_low, clip_high, delta)
 
 
-def clip_ratios(total, clipped, adv) -> dict:
-    """TRL's clip metrics from the per-sample ``clipped`` flags of ``clipped_surrogate_ratio``
-    (the clipped term was the smaller: r < 1 - eps with A < 0, or r > 1 + eps_high with A > 0):
-    ``clip_ratio/low_mean``, ``/high_mean`` and ``/region_mean`` (both), each ``total(flags)``
-    (e.g. a masked sum, which ``update.learn`` turns into a mean)."""
-    return {"clip_ratio/low_mean": total(clipped & (adv < 0)),
-            "clip_ratio/high_mean": total(clipped & (adv > 0)),
-            "clip_ratio/region_mean": total(clipped)}
-
-
 def clipped_value_loss(value, old_value, target, clip_eps):
     """PureJaxRL's clipped value loss per sample: 0.5 * max((v-R)^2, (v_clipped-R)^2)."""
     v_clipped = old_value + jnp.clip(value - old_value, -clip_eps, clip_eps)
@@ -213,10 +203,10 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
     n_all = jnp.maximum(jnp.sum(mask), 1).astype(dtype)
     tok_mean = lambda x: jnp.sum(jnp.where(mask, x, zero)) / n_all
     if importance_sampling_level == "sequence" and seq_adv:   # one ratio and A per sequence
-        clips = _clip_means(jnp.exp(log_w_seq), adv_seq, clip_eps, clip_eps_high, delta,
+        clips = clip_ratios(jnp.exp(log_w_seq), adv_seq, clip_eps, clip_eps_high, delta,
                             lambda x: jnp.mean(x.astype(dtype)))
     else:
-        clips = _clip_means(ratio, adv, clip_eps, clip_eps_high, delta,
+        clips = clip_ratios(ratio, adv, clip_eps, clip_eps_high, delta,
                             lambda x: tok_mean(x.astype(dtype)))
     kl_mean = jnp.where(jnp.asarray(beta) != 0, tok_mean(kl), zero) if use_kl else zero
     return loss, {"pg_loss": agg(pg), "kl": kl_mean, **clips}
@@ -244,10 +234,11 @@ def _log_importance_weight(log_ratio, n_tok, level):
     return jnp.broadcast_to(log_w_seq[:, None], (B, L)), log_w_seq
 
 
-def _clip_means(r, a, clip_eps, clip_eps_high, delta, mean):
-    """TRL's clip metrics of ratios ``r`` and advantages ``a`` (capped at ``delta`` as TRL
-    tests them): ``mean`` of (r < 1 - eps) & (a < 0), of (r > 1 + eps_high) & (a > 0), and of
-    either."""
+def clip_ratios(r, a, clip_eps, clip_eps_high, delta, mean) -> dict:
+    """TRL's clip metrics of ratios ``r`` and advantages ``a`` (r capped at ``delta``, None: no
+    cap, as TRL tests them): ``mean`` (any reduction: a masked mean, or a masked sum that
+    ``update.learn`` turns into a mean) of (r < 1 - eps) & (a < 0) (``clip_ratio/low_mean``),
+    of (r > 1 + eps_high) & (a > 0) (``/high_mean``) and of either (``/region_mean``)."""
     if delta is not None:
         r = jnp.minimum(r, delta)
     low = (r < 1.0 - clip_eps) & (a < 0)

@@ -7,18 +7,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from .advantages import gae
-from .algorithm import Algorithm, adam, gymnax_env, minibatch_learn
-from .envs import action_spec, obs_shape
+from .algorithm import Algorithm, adam, gymnax_env, gymnax_policy, minibatch_learn
 from .losses import clip_ratios, clipped_surrogate, clipped_value_loss
-from .networks import Policy
 from .rollout import Rollout, collect_segments, reset_segments
-
-
-def make_policy(config, env):
-    """Actor and critic of a PPOConfig for ``env = (env, env_params)``."""
-    env, env_params = env
-    return Policy(config, action_spec(env, env_params), obs_shape(env, env_params),
-                  with_critic=True)
 
 
 def optimizer(config, hp, num_iterations):
@@ -70,19 +61,21 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
     dist = policy.dist(params, chunk["obs"])
     logp = dist.log_prob(chunk["action"])
     entropy = dist.entropy()
-    pg, clipped = clipped_surrogate(logp, chunk["logp"], adv, hp["clip_eps"], hp["clip_eps"])
+    pg, _ = clipped_surrogate(logp, chunk["logp"], adv, hp["clip_eps"], hp["clip_eps"])
     value = policy.value(params, chunk["obs"])
     vl = clipped_value_loss(value, chunk["value"], chunk["ret"], hp["clip_eps"])
     per_sample = pg + hp["vf_coef"] * vl - hp["ent_coef"] * entropy
     log_ratio = logp - chunk["logp"]
     s = lambda x: jnp.sum(x * m)
     aux = {"count": jnp.sum(m), "loss": s(per_sample), "pg_loss": s(pg), "value_loss": s(vl),
-           "entropy": s(entropy), **clip_ratios(s, clipped, adv),
+           "entropy": s(entropy),
+           **clip_ratios(jnp.exp(log_ratio), adv, hp["clip_eps"], hp["clip_eps"], None, s),
            "approx_kl": s(jnp.expm1(log_ratio) - log_ratio)}
     return jnp.sum(weight * per_sample * m), aux
 
 
-PPO = Algorithm(make_env=gymnax_env, make_policy=make_policy, optimizer=optimizer,
-                init_carry=init_carry, collect=collect, score=score, loss=loss,
+PPO = Algorithm(make_env=gymnax_env, make_policy=gymnax_policy(with_critic=True),
+                optimizer=optimizer, init_carry=init_carry, collect=collect, score=score,
+                loss=loss,
                 learn=minibatch_learn(lambda c: c.num_envs * c.num_steps // c.num_minibatches,
                                       all_valid=True))

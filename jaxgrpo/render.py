@@ -4,12 +4,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import jax
-import numpy as np
-
-from .envs import env_action, make_env
 from .errors import RunError
-from .train import make_policy
 
 
 GIF_ENVS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0",
@@ -44,6 +39,12 @@ def render_gif(config, params, path, key, *, greedy: bool = True, max_steps: int
         os.environ.setdefault(k, v)
     import matplotlib
     matplotlib.use("Agg")
+    # here, not at the top: check_gif runs on the command line before JAX is imported
+    import jax
+    import numpy as np
+
+    from .envs import env_action, make_env
+    from .train import make_policy
     env, env_params = make_env(config)
     policy = make_policy(config)
     act = jax.jit(lambda p, o, k: policy.act(p, o[None], k, greedy)[0][0])

@@ -367,8 +367,8 @@ def collect_branches(policy, env, env_params, params, key, num_trajs, group_size
 
 def _branch_block(policy, env, env_params, params, N, G, H, k, share_env_noise, c):
     """One block of ``collect_branches``' loop: branch every trajectory's state G times (each
-    copy rolled H steps, into row p of the buffers), then take the block's k steps of the main
-    trajectories. c = (p, key, obs, state, done, return, length, buffers, valid steps)."""
+    copy rolled H steps, into row p of the buffers); the main trajectories go on from branch
+    0's first step and take the block's other k - 1 steps. c = (p, key, obs, state, done, return, length, buffers, valid steps)."""
     p, key, obs, state, done, ret, length, buf, steps = c
     NG = N * G
     rep = lambda x: jnp.repeat(x, G, axis=0)

@@ -133,7 +133,7 @@ def make_train(config, callback=None, callback_every=1, params=None):
         if not algo.budgeted:
             return iteration(state, hp)
         return jax.lax.cond(budget_left(config, state), lambda s: iteration(s, hp),
-                            lambda s: idle(s, lambda s: iteration(s, hp)), state)
+                            lambda s: idle(s, lambda s: iteration(s, hp), algo.keys), state)
 
     def init_state(key, hparams=None) -> TrainState:
         """A fresh TrainState (params, optimizer, reference, env carry) from ``key``."""
@@ -157,7 +157,8 @@ def budget_left(config, state):
 
 def iteration_metrics(stats, metrics, active, env_steps) -> dict:
     """An iteration's metrics: its episodes' (``EpisodeStats``), ``valid_frac``, the scoring and
-    learning ``metrics`` (NaN when the iteration was not ``active``) and ``env_steps``."""
+    learning ``metrics`` (NaN when the iteration was not ``active``; one of the same name as an
+    episode metric replaces it) and ``env_steps``."""
     nan_if_idle = lambda x: jnp.where(active, x, jnp.nan)
     return {"episode_return": stats.return_sum / stats.count,
             "episode_length": stats.length_sum / stats.count, "episodes": stats.count,
@@ -166,14 +167,15 @@ def iteration_metrics(stats, metrics, active, env_steps) -> dict:
             "env_steps": env_steps}
 
 
-def idle(state, iteration):
+def idle(state, iteration, keys):
     """What an iteration the budget does not allow reports, without running it: NaN metrics,
-    ``env_steps`` unchanged, 0 episodes; the key moves on as a run iteration's would."""
+    ``env_steps`` unchanged, 0 episodes; the key moves on as a run iteration's would (split
+    into ``keys``)."""
     _, m = jax.eval_shape(iteration, state)
     nan = {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in m.items()}
     nan["env_steps"] = state.env_steps
     nan["episodes"] = jnp.zeros_like(nan["episodes"])
-    return state._replace(key=jax.random.split(state.key, 3)[0]), nan
+    return state._replace(key=jax.random.split(state.key, keys)[0]), nan
 
 
 def train_function(init_state, run, optimizer, policy, num_iterations):

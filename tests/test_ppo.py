@@ -2,7 +2,6 @@
 clipped surrogate, clipped value loss, entropy bonus) against plain NumPy, on hand-made
 rollouts and a linear softmax policy (no environment, nothing to compile but the pieces)."""
 import distrax
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

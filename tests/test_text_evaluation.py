@@ -11,7 +11,7 @@ from jaxgrpo.config import GRPOConfig
 from jaxgrpo.text import evaluate_text, heldout_prompts, pass_at_k
 from jaxgrpo.text.evaluation import completion_scores
 from jaxgrpo.text.model import Transformer
-from jaxgrpo.text.tokenizer import EOS, PAD
+from jaxgrpo.text.tokenizer import EOS
 
 
 # ----------------------------------------------------------------------------- pass@k

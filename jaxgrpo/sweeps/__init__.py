@@ -30,12 +30,11 @@ sweeps) and ``driver`` (``sweep``).
 """
 from ..checks import check_count
 from ..grids import expand_grid, grid_configs
-from .checkpoints import SweepCheckpoints
 from .driver import StaticSweepWarning, sweep
-from .mesh import RUN_AXIS, resolve_vmap_size, run_mesh, shard_runs
+from .mesh import resolve_vmap_size, run_mesh, shard_runs
 from .processes import agree, describe
 from .result import SweepResult
-from .runner import Runner, compiled_runner, last_valid_row
+from .runner import last_valid_row
 
 __all__ = ["sweep", "SweepResult", "StaticSweepWarning", "shard_runs", "run_mesh",
            "resolve_vmap_size", "agree", "describe", "expand_grid", "grid_configs",

@@ -20,16 +20,21 @@ _NAMES = {
     "evaluate_text": "evaluation", "heldout_prompts": "evaluation", "pass_at_k": "evaluation",
 }
 
+_MODULES = ("datasets", "evaluation", "grpo", "interface", "model", "sft", "tasks", "tokenizer")
+
 __all__ = sorted(_NAMES)
 
 
 def __getattr__(name):
-    if name not in _NAMES:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
         raise AttributeError(f"module 'jaxgrpo.text' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_NAMES))
+    return sorted(set(globals()) | set(_NAMES) | set(_MODULES))
