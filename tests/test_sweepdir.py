@@ -184,6 +184,9 @@ def test_a_failed_write_leaves_nothing(tmp_path, spec):
 NO_INTERRUPT = textwrap.dedent("""
     import os, signal, threading, time
     from jaxgrpo.sweepdir import _no_interrupt
+    # Python's Ctrl-C handler, as in a terminal (a pytest-xdist worker's children start with
+    # SIGINT ignored, and an ignored signal stays ignored after the block too)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     done = threading.Event()
     threading.Thread(target=done.wait, daemon=True).start()   # as JAX's threads are
     events = []
