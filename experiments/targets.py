@@ -56,7 +56,8 @@ PER_SEED = {"DeepSea-bsuite": 6}   # target met when this many seeds reach it (e
 def settings(cfg) -> str:
     """The env and the fields that differ from the config class's defaults."""
     default = type(cfg)(env=cfg.env, env_kwargs=cfg.env_kwargs)
-    keep = [f for f in cfg.__dataclass_fields__ if f not in ("env", "env_kwargs", "_HPARAMS")]
+    keep = [f for f in cfg.__dataclass_fields__                 # private: bookkeeping
+            if f not in ("env", "env_kwargs") and not f.startswith("_")]
     diff = {f: getattr(cfg, f) for f in keep
             if getattr(cfg, f) != getattr(default, f) or f == "total_timesteps"}
     diff = {k: getattr(v, "__name__", v) for k, v in diff.items()}
