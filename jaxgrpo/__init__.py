@@ -3,7 +3,7 @@
 Names are imported on first use (PEP 562), so that ``import jaxgrpo`` and ``jaxgrpo --help``
 do not pay for importing JAX.
 """
-import importlib
+from .lazy import lazy_attributes
 
 __version__ = "0.1.1"
 
@@ -23,17 +23,4 @@ _MODULES = ("advantages", "algorithm", "checkpoint", "checks", "cli", "compiled"
 
 __all__ = sorted(_NAMES)
 
-
-def __getattr__(name):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-    elif name in _MODULES:
-        value = importlib.import_module(f".{name}", __name__)
-    else:
-        raise AttributeError(f"module 'jaxgrpo' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_NAMES) | set(_MODULES))
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES, _MODULES)

@@ -7,7 +7,7 @@ Names are imported on first use (PEP 562), as in ``jaxgrpo``: importing one of t
 (``jaxgrpo.text.tasks``, which ``jaxgrpo.config`` needs) does not import the algorithms above
 them.
 """
-import importlib
+from ..lazy import lazy_attributes
 
 _NAMES = {
     "BOS": "tokenizer", "EOS": "tokenizer", "PAD": "tokenizer", "TOKENIZER": "tokenizer",
@@ -24,17 +24,4 @@ _MODULES = ("datasets", "evaluation", "grpo", "interface", "model", "sft", "task
 
 __all__ = sorted(_NAMES)
 
-
-def __getattr__(name):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-    elif name in _MODULES:
-        value = importlib.import_module(f".{name}", __name__)
-    else:
-        raise AttributeError(f"module 'jaxgrpo.text' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_NAMES) | set(_MODULES))
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES, _MODULES)
