@@ -45,9 +45,10 @@ class Algorithm(NamedTuple):
       override the ``EpisodeStats`` ones of the same name (SFT's ``episode_return`` is its
       accuracy).
     - ``reference``: keeps a reference policy (GRPO's KL anchor, synced every
-      ``ref_sync_every`` iterations); ``budgeted``: iterations run while fewer than
-      ``total_timesteps`` steps were used (GRPO, whose iterations vary in length); otherwise
-      every one of ``config.iterations`` runs. ``keys``: the keys split from the run's key at
+      ``ref_sync_every`` iterations); ``budgeted`` (a bool, or a function of the config):
+      iterations run while fewer than ``total_timesteps`` steps were used (GRPO collecting
+      on-policy, whose iterations vary in length); otherwise every one of
+      ``config.iterations`` runs. ``keys``: the keys split from the run's key at
       init and at every iteration (3: next key, collect, learn; 2: no learn key).
     """
 
@@ -60,7 +61,7 @@ class Algorithm(NamedTuple):
     loss: Callable[..., Any]
     learn: Callable[..., Any]
     reference: bool = False
-    budgeted: bool = False
+    budgeted: bool | Callable[..., bool] = False
     keys: int = 3
 
 
@@ -91,13 +92,15 @@ def adam(config, hp, num_iterations, lr=None):
                                getattr(config, "warmup_steps", 0), eps=1e-5)
 
 
-def minibatch_learn(chunk_size: Callable[..., int], all_valid: bool = False):
+def minibatch_learn(chunk_size: Callable[..., int], all_valid=False):
     """``learn`` of the policy-gradient algorithms: ``update_epochs`` x ``num_minibatches``
-    steps of ``update.learn`` in chunks of ``chunk_size(config)`` samples."""
+    steps of ``update.learn`` in chunks of ``chunk_size(config)`` samples; ``all_valid``
+    (a bool, or a function of the config) takes its fixed-size path."""
     def learn(config, loss_fn, params, opt_state, optimizer, batch, weight, mask, key):
+        dense = all_valid(config) if callable(all_valid) else all_valid
         return update.learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key,
                             epochs=config.update_epochs, num_minibatches=config.num_minibatches,
-                            chunk=chunk_size(config), all_valid=all_valid)
+                            chunk=chunk_size(config), all_valid=dense)
     return learn
 
 

@@ -184,13 +184,18 @@ class GRPOConfig(_TextFields, _BaseConfig):
       scored by their discounted return, and the loss trains each branch's first action.
     - ``"batch"``: a group is ``group_size`` consecutive, unrelated episodes (own start states).
     ``share_env_noise``: members of a group also share the env's step randomness.
-    ``max_ahead`` (partial rollouts, episode and batch modes): 0 makes every iteration wait
-    for its longest episode while the lanes whose episodes ended idle (simulated padding).
-    With A > 0 such a lane runs its episodes of the next A iterations meanwhile (a group's
-    members still start from the same state, only not at the same time), kept in
-    ``TrainState.env_carry`` and trained on when their iteration comes. Those steps come from
-    a policy up to A updates older than the one they train; the clipped ratio uses the
-    logged behaviour log-probs, as PPO's does for its epochs.
+
+    Collectors (episode and batch groups, outcome supervision): by default (``on_policy``
+    False) ``num_envs`` lanes step ``num_steps`` times per iteration as PPO's envs do, a lane
+    whose episode ends starting the next group member at once; a group is scored when all its
+    members have ended, and each iteration trains the ``num_envs * num_steps`` oldest scored
+    steps (``jaxgrpo.stream``). Every simulated step is trained, iterations have a fixed cost,
+    and vmapped seeds do not wait for each other; an episode's early steps come from a policy
+    a few updates older than the one that trains them (metrics ``staleness/mean`` and
+    ``staleness/max``; the clipped ratio uses the behaviour log-probs). ``on_policy=True``:
+    each iteration runs ``num_groups * group_size`` new episodes with the current policy on as
+    many lanes and waits for the longest (the finished lanes idle); state groups, process
+    supervision and text tasks always collect this way.
     ``reward_transform``: ``f(rewards, mask) -> rewards`` or a name (see ``jaxgrpo.rewards``).
 
     Text tasks (``env="text:NAME"``, ``env_kwargs`` the task's options; see ``jaxgrpo.text``):
@@ -217,7 +222,9 @@ class GRPOConfig(_TextFields, _BaseConfig):
     branch_every: int = 1
     branch_horizon: int = 1
     share_env_noise: bool = False
-    max_ahead: int = 0
+    num_envs: int | None = None           # lanes; None: num_groups * group_size
+    num_steps: int = 128                  # steps per lane per iteration (on_policy False)
+    on_policy: bool | None = None         # None: False where the stream collector applies
     beta: float = 0.0
     kl_estimator: str = "k3"
     clip_eps_high: float | None = None    # None: = clip_eps (symmetric)
@@ -246,6 +253,8 @@ class GRPOConfig(_TextFields, _BaseConfig):
         init=False, repr=False, compare=False,
     )
     _defaulted: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
+    # fields left None, derived from others (on_policy, num_envs): derived again by replace
+    _derived: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
         kind = "text" if is_text(self.env) else "env"
@@ -263,13 +272,7 @@ class GRPOConfig(_TextFields, _BaseConfig):
         _check_int(self, "branch_horizon")
         if not isinstance(self.share_env_noise, bool):
             fail("share_env_noise", f"must be a bool, got {self.share_env_noise!r}")
-        _check_int(self, "max_ahead", low=0)
-        if self.max_ahead and self.group_mode == "state":
-            fail("max_ahead", "needs group_mode 'episode' or 'batch' (state groups branch "
-                  "from the main trajectories in lockstep)")
-        if self.max_ahead and self.share_env_noise:
-            fail("max_ahead", "cannot be combined with share_env_noise (members that share "
-                  "step keys must step in lockstep)")
+        self._check_collector()
         _check_float(self, "beta", low=0.0)
         _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
         if self.clip_eps_high is not None:    # None: the upper clip follows clip_eps
@@ -285,6 +288,34 @@ class GRPOConfig(_TextFields, _BaseConfig):
         _check_int(self, "warmup_steps", low=0)
         if self.num_iterations is not None:
             _check_int(self, "num_iterations")
+
+    def _check_collector(self):
+        """``on_policy`` resolved (None: the stream collector where it applies), ``num_envs``
+        (None: num_groups * group_size) and ``num_steps`` checked."""
+        episodes = self.num_groups * self.group_size
+        object.__setattr__(self, "_derived", frozenset(
+            k for k in ("on_policy", "num_envs") if getattr(self, k) is None))
+        needs = ("text tasks" if is_text(self.env) else
+                 "group_mode 'state'" if self.group_mode == "state" else
+                 "supervision 'process'" if self.supervision == "process" else None)
+        if self.on_policy is None:
+            object.__setattr__(self, "on_policy", needs is not None)
+        if not isinstance(self.on_policy, bool):
+            fail("on_policy", f"must be a bool, got {self.on_policy!r}")
+        if not self.on_policy and needs is not None:
+            fail("on_policy", f"{needs} collect on-policy (the stream collector scores whole "
+                  "episodes of episode or batch groups); leave on_policy unset or true")
+        _check_int(self, "num_steps")
+        if self.num_envs is None:
+            object.__setattr__(self, "num_envs", episodes)
+        _check_int(self, "num_envs")
+        if not self.on_policy and (self.num_envs * self.num_steps) % self.num_minibatches:
+            fail("num_minibatches", f"must divide num_envs * num_steps = "
+                  f"{self.num_envs * self.num_steps} (the stream collector's batch)")
+        if self.on_policy and self.num_envs != episodes:
+            fail("num_envs", f"the on-policy collector steps num_groups * group_size = "
+                  f"{episodes} lanes, got {self.num_envs}; num_envs sets the lanes of the "
+                  "stream collector (on_policy false)")
 
     def _check_token_options(self):
         text = is_text(self.env)
@@ -307,9 +338,8 @@ class GRPOConfig(_TextFields, _BaseConfig):
             if self.group_mode != "episode":
                 fail("group_mode", "text tasks group the completions of one prompt: only "
                       f"'episode', got {self.group_mode!r}")
-            if self.supervision != "outcome" or self.max_ahead or self.share_env_noise:
-                name = ("supervision" if self.supervision != "outcome" else
-                        "max_ahead" if self.max_ahead else "share_env_noise")
+            if self.supervision != "outcome" or self.share_env_noise:
+                name = "supervision" if self.supervision != "outcome" else "share_env_noise"
                 fail(name, "not available for text tasks (one verifier reward per completion)")
             from .rewards import identity
             if self.reward_transform is not identity:
@@ -319,9 +349,11 @@ class GRPOConfig(_TextFields, _BaseConfig):
     def replace(self, **changes):
         """A copy with ``changes`` applied (validated again). Fields left at their
         env-kind default (``lr``, ``num_groups``, ``max_grad_norm``, ``total_timesteps``) take
-        the new kind's default when ``env`` changes between a gymnax env and a text task."""
+        the new kind's default when ``env`` changes between a gymnax env and a text task;
+        ``on_policy`` and ``num_envs``, if they were left unset, are derived again."""
         if "env" in changes and is_text(changes["env"]) != is_text(self.env):
             changes = {**{k: None for k in self._defaulted}, **changes}
+        changes = {**{k: None for k in self._derived}, **changes}
         return super().replace(**changes)
 
     def hparams(self) -> dict:
@@ -356,6 +388,8 @@ class GRPOConfig(_TextFields, _BaseConfig):
         ``branch_every`` steps costs group_size * branch_horizon steps (the first branch's
         first step is the main step), the other steps one each."""
         T = self.max_episode_steps            # text: max_new_tokens
+        if not self.on_policy:              # the stream collector: exactly this many
+            return self.num_envs * self.num_steps
         if self.group_mode == "state":
             points = -(-T // self.branch_every)
             return self.num_groups * (points * self.group_size * self.branch_horizon + T - points)
@@ -369,6 +403,8 @@ class GRPOConfig(_TextFields, _BaseConfig):
         not needed cost next to nothing)."""
         if self.num_iterations is not None:
             return self.num_iterations
+        if not self.on_policy:     # every iteration simulates num_envs * num_steps steps
+            return max(1, -(-self.total_timesteps // self.max_steps_per_iteration))
         # text: enough iterations if completions average half of max_new_tokens
         per_iter = max(1, self.max_steps_per_iteration // (2 if is_text(self.env) else 20))
         return max(1, -(-self.total_timesteps // per_iter))

@@ -9,33 +9,44 @@ import jax.numpy as jnp
 
 from .advantages import episode_returns, group_normalize, reverse_discounted_cumsum
 from .algorithm import Algorithm, adam, gymnax_env, gymnax_policy, minibatch_learn
-from .losses import clip_ratios, grpo_token_loss, loss_weights
-from .rollout import Rollout, collect_branches, collect_episodes, init_pool
+from .losses import clip_ratios, grpo_token_loss, loss_weights, step_weights
+from .rollout import Rollout, collect_branches, collect_episodes
+from .stream import StreamBatch, collect_stream, init_stream
 
 
 def init_carry(config, env, policy, params, key):
-    """With ``max_ahead`` > 0 the ``EpisodePool`` of episodes run ahead; else None."""
-    if config.max_ahead == 0:
+    """The stream collector's lanes, groups and ring (``stream.StreamCarry``); None when
+    collecting on-policy."""
+    if config.on_policy:
         return None
     env, env_params = env
-    return init_pool(policy, env, env_params, params, key, config.num_groups, config.group_size,
-                     config.max_ahead, same_start=config.group_mode == "episode")
+    return init_stream(policy, env, env_params, params, key, config.num_envs, config.num_steps,
+                       config.group_size)
 
 
 def collect(config, env, policy, params, key, carry, active, hp):
-    """One iteration's groups: branches of states (``group_mode="state"``) or whole episodes
-    (``"episode"``: a group's members share a start state; ``"batch"``: they do not), with the
-    pool of episodes run ahead as ``carry``. -> (Rollout, EpisodeStats, carry)."""
+    """One iteration's samples. On-policy: branches of states (``group_mode="state"``) or
+    whole episodes (``"episode"``: a group's members share a start state; ``"batch"``: they do
+    not) -> (Rollout, EpisodeStats, None). Stream (``on_policy`` False): ``num_steps`` steps of
+    the lanes in ``carry`` and the oldest scored steps -> ((StreamBatch, metrics),
+    EpisodeStats, carry)."""
     env, env_params = env
+    if not config.on_policy:
+        batch, stats, carry, metrics = collect_stream(
+            policy, env, env_params, params, key, carry, config.num_steps, gamma=hp["gamma"],
+            transform=config.reward_transform, group_size=config.group_size,
+            same_start=config.group_mode == "episode", share_env_noise=config.share_env_noise,
+            scale=config.scale_rewards, baseline=config.baseline, eps=config.adv_eps,
+            active=active)
+        return (batch, metrics), stats, carry
     if config.group_mode == "state":
         return (*collect_branches(policy, env, env_params, params, key, config.num_groups,
                                   config.group_size, config.branch_every, config.branch_horizon,
-                                  active=active, share_env_noise=config.share_env_noise), carry)
-    out = collect_episodes(policy, env, env_params, params, key, config.num_groups,
-                           config.group_size, active=active,
-                           same_start=config.group_mode == "episode",
-                           share_env_noise=config.share_env_noise, pool=carry)
-    return out if carry is not None else (*out, None)
+                                  active=active, share_env_noise=config.share_env_noise), None)
+    return (*collect_episodes(policy, env, env_params, params, key, config.num_groups,
+                              config.group_size, active=active,
+                              same_start=config.group_mode == "episode",
+                              share_env_noise=config.share_env_noise), None)
 
 
 def advantages(config, rollout: Rollout, gamma):
@@ -66,9 +77,27 @@ def advantages(config, rollout: Rollout, gamma):
     return adv, metrics
 
 
-def score(config, policy, params, rollout: Rollout, hp):
+def stream_weights(batch: StreamBatch, loss_type, horizon):
+    """``loss_weights`` of a stream batch [K], whose episodes may be partly in it: the number
+    of episodes is the sum of 1 / episode length over its steps (their count when whole
+    episodes are in the batch)."""
+    m = batch.mask.astype(jnp.float32)
+    n_ep = jnp.maximum(jnp.sum(m / jnp.maximum(batch.ep_len, 1.0)), 1e-6)
+    return step_weights(m, batch.ep_len, n_ep, loss_type, horizon)
+
+
+def score(config, policy, params, rollout, hp):
     """-> (batch of flat [T'*N] samples, weight [T'*N], mask [T'*N], metrics), T' = the rows
-    the loss trains on (all T for episodes; the first for state branches)."""
+    the loss trains on (all T for episodes; the first for state branches). A stream batch
+    (scored as its groups ended) is passed on with its loss weights."""
+    if not config.on_policy:
+        batch, metrics = rollout
+        weight = stream_weights(batch, config.loss_type, config.max_episode_steps)
+        m = batch.mask.astype(jnp.float32)
+        metrics = {**metrics, "adv_abs": jnp.sum(jnp.abs(batch.adv) * m) / jnp.maximum(
+            jnp.sum(m), 1.0)}
+        return ({"obs": batch.obs, "action": batch.action, "logp": batch.logp,
+                 "adv": batch.adv}, weight, batch.mask, metrics)
     adv, metrics = advantages(config, rollout, hp["gamma"])
     rows = rollout.obs.shape[0]
     adv, mask = adv[:rows], rollout.mask[:rows]
@@ -76,6 +105,7 @@ def score(config, policy, params, rollout: Rollout, hp):
     flat = lambda x: x.reshape(-1, *x.shape[2:])
     batch = {"obs": flat(rollout.obs), "action": flat(rollout.action),
              "logp": flat(rollout.logp), "adv": flat(adv)}
+    metrics = {**metrics, "staleness/mean": jnp.float32(0), "staleness/max": jnp.float32(0)}
     return batch, flat(weight), flat(mask), metrics
 
 
@@ -107,5 +137,8 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
 
 GRPO = Algorithm(make_env=gymnax_env, make_policy=gymnax_policy(with_critic=False),
                  optimizer=adam, init_carry=init_carry, collect=collect, score=score, loss=loss,
-                 learn=minibatch_learn(lambda config: config.chunk_size),
-                 reference=True, budgeted=True)
+                 learn=minibatch_learn(
+                     lambda c: c.chunk_size if c.on_policy else
+                     c.num_envs * c.num_steps // c.num_minibatches,
+                     all_valid=lambda c: not c.on_policy),
+                 reference=True, budgeted=lambda config: config.on_policy)

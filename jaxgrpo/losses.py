@@ -125,6 +125,12 @@ def loss_weights(mask, loss_type, horizon, *, count_empty=False, dtype=jnp.float
     m = mask.astype(dtype)
     ep_len = jnp.sum(m, axis=0)
     n_ep = mask.shape[1] if count_empty else jnp.maximum(jnp.sum(ep_len > 0), 1)
+    return step_weights(m, ep_len, n_ep, loss_type, horizon)
+
+
+def step_weights(m, ep_len, n_ep, loss_type, horizon):
+    """``loss_weights`` of steps ``m`` (float mask, any shape) given each step's sequence
+    length ``ep_len`` (broadcastable to ``m``) and the number of sequences ``n_ep``."""
     if loss_type == "grpo":
         return m / jnp.maximum(ep_len, 1.0) / n_ep
     if loss_type in ("bnpo", "dapo"):

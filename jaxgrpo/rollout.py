@@ -1,12 +1,11 @@
 """Collect: vmapped gymnax environments produce a ``Rollout`` (time-major, with a validity mask).
 
 Two collectors with one output type:
-- ``collect_episodes`` (GRPO): ``num_groups * group_size`` episodes, the members of a group
-  reset with the same key (bitwise-identical start states), each run to its end. A
+- ``collect_episodes`` (GRPO on-policy): ``num_groups * group_size`` episodes, the members of
+  a group reset with the same key (bitwise-identical start states), each run to its end. A
   ``lax.while_loop`` over a buffer of ``max_steps_in_episode`` rows stops as soon as every
-  episode has ended, so short episodes do not cost a full horizon. With an ``EpisodePool``
-  (partial rollouts) the lanes whose episodes ended meanwhile run their next iterations'
-  episodes instead of idling.
+  episode has ended, so short episodes do not cost a full horizon. (GRPO's default collector,
+  which never idles a lane, is ``jaxgrpo.stream``.)
 - ``collect_branches`` (GRPO state groups): main trajectories that, every ``branch_every``
   steps, copy their env state ``group_size`` times and roll each copy ``branch_horizon`` steps.
 - ``collect_segments`` (PPO): ``num_envs`` environments stepped ``num_steps`` times with
@@ -90,33 +89,8 @@ def _member_keys(key, num_groups, group_size, shared, steps=None):
     return jax.random.split(key, num_groups * group_size)
 
 
-class EpisodePool(NamedTuple):
-    """GRPO's episodes in flight between iterations (partial rollouts, ``max_ahead`` = A > 0).
-
-    Lane ``n`` runs column ``n`` of successive iterations' rollouts. A lane whose episode has
-    ended goes on with its episodes of the next A iterations (same group, same start state as
-    the other members get) instead of idling until the batch's longest episode ends; what it
-    ran ahead is kept here and finished, then trained on, in later iterations.
-
-    obs: [N, *obs_shape], state: env state [N]: where each lane is now (a lane at t == 0 has
-    not started its episode: it is set to its start state when the next collection begins);
-    ahead: [N] int32, the episode the lane is on, counted from the one the next iteration
-    trains on (0), up to A; t: [N] int32, steps the lane has taken in that episode;
-    starts: (obs [A, N, *obs_shape], state [A, N]) start states of the episodes 0..A-1;
-    buf: Rollout with [A, T, N] leaves, the steps already taken in the episodes 0..A-1
-    (``next_obs`` None, ``group_id`` [N]).
-    """
-
-    obs: jax.Array
-    state: object
-    ahead: jax.Array
-    t: jax.Array
-    starts: tuple
-    buf: Rollout
-
-
 def _empty_rollout(shape, obs_proto, action_proto, group_id):
-    """An all-masked Rollout whose [T, N] leaves have shape ``shape`` (e.g. [A, T, N])."""
+    """An all-masked Rollout whose [T, N] leaves have shape ``shape``."""
     return Rollout(
         obs=jnp.zeros((*shape, *obs_proto.shape[1:]), obs_proto.dtype),
         action=jnp.zeros((*shape, *action_proto.shape[1:]), action_proto.dtype),
@@ -130,59 +104,6 @@ def _episode_starts(env, env_params, key, num_groups, group_size, same_start):
     reset with the same key when ``same_start``)."""
     return jax.vmap(env.reset, in_axes=(0, None))(
         _member_keys(key, num_groups, group_size, same_start), env_params)
-
-
-def _lane_pick(x, idx):
-    """x: [K, N, ...], idx: [N] -> [N, ...], lane n's entry idx[n]."""
-    return jax.vmap(lambda xn, i: xn[i], in_axes=(1, 0))(x, idx)
-
-
-def init_pool(policy, env, env_params, params, key, num_groups, group_size, max_ahead, *,
-              same_start=True) -> EpisodePool:
-    """An empty pool, every lane about to start the next iteration's episode; ``key`` draws
-    the start states of the episodes of the first ``max_ahead`` iterations."""
-    T, N, A = int(env_params.max_steps_in_episode), num_groups * group_size, max_ahead
-    draw = lambda k: _episode_starts(env, env_params, k, num_groups, group_size, same_start)
-    obs0, state0 = draw(key)               # placeholders: a lane at t == 0 is reset first
-    starts = (jax.vmap(draw)(jax.random.split(key, A)) if A else
-              jax.tree.map(lambda x: x[None][:0], (obs0, state0)))
-    a_proto, _ = jax.eval_shape(lambda o: policy.sample(params, o, None), obs0)
-    z = jnp.zeros((N,), jnp.int32)
-    return EpisodePool(obs0, state0, z, z, starts,
-                       _empty_rollout((A, T, N), obs0, a_proto,
-                                      jnp.arange(N, dtype=jnp.int32) // group_size))
-
-
-def _pool_step(policy, env, env_params, params, noise, step_keys, starts, greedy, c):
-    """One step of ``collect_episodes``' loop over the lanes. ``c``: (t, obs, state, ahead,
-    tl, buf, n_valid); lane n's step goes to episode ahead[n], row tl[n] of ``buf``
-    [A + 1, T, N]; a lane A + 1 episodes ahead idles."""
-    t, obs, state, ahead, tl, buf, n_valid = c
-    A = buf.mask.shape[0] - 1
-    live = ahead <= A                   # A + 1: the lane has run A episodes ahead: idle
-    action, logp = _act(policy, params, obs, noise[t], greedy)
-    nobs, nstate, reward, term, trunc = _step(env, env_params, policy, step_keys[t], state,
-                                              action)
-    # an idle lane's step is dropped (or, without a pool, where every live lane is at row t,
-    # written masked)
-    if A == 0:
-        put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v[None], t, 1)
-    else:
-        slot = jnp.where(live, ahead, A + 1)
-        cols = jnp.arange(obs.shape[0])
-        put = lambda b, v: b.at[slot, tl, cols].set(v, mode="drop")
-    buf = buf._replace(
-        obs=put(buf.obs, obs), action=put(buf.action, action), logp=put(buf.logp, logp),
-        reward=put(buf.reward, jnp.where(live, reward, 0.0)), mask=put(buf.mask, live),
-        terminated=put(buf.terminated, live & term),
-        truncated=put(buf.truncated, live & trunc & ~term))
-    end = live & (term | trunc)
-    state, obs = _keep(live, (nstate, nobs), (state, obs))
-    ahead, tl = ahead + end, jnp.where(end, 0, tl + live)
-    if A > 0:   # a lane whose episode ended starts its next one, if within A ahead
-        obs, state = _keep(end & (ahead <= A), jax.tree.map(
-            lambda x: _lane_pick(x, jnp.minimum(ahead, A)), starts), (obs, state))
-    return t + 1, obs, state, ahead, tl, buf, n_valid + jnp.sum(live)
 
 
 def _episode_stats(rollout, valid_steps, sim_steps) -> EpisodeStats:
@@ -200,68 +121,55 @@ def _episode_stats(rollout, valid_steps, sim_steps) -> EpisodeStats:
 
 
 def collect_episodes(policy, env, env_params, params, key, num_groups, group_size, *,
-                     active=True, greedy=False, same_start=True, share_env_noise=False,
-                     pool: EpisodePool | None = None):
+                     active=True, greedy=False, same_start=True, share_env_noise=False):
     """Run ``num_groups * group_size`` episodes; env ``i`` belongs to group ``i // group_size``.
 
     same_start: members of a group reset with the same key (bitwise-identical start states);
     False gives every episode its own start (GRPO's "batch" groups).
     share_env_noise: members of a group also share the env's step keys, so they differ only by
-    the policy's action samples (needs the lanes in lockstep: no pool).
+    the policy's action samples.
     active: scalar bool; when False nothing is simulated (an empty, all-masked rollout).
-    pool: episodes in flight from earlier iterations (see ``EpisodePool``). None: every lane
-    starts its episode now and the loop runs until the longest has ended, the finished lanes
-    idling (padding). With a pool of ``max_ahead`` A, a finished lane meanwhile runs its
-    episodes of the next A iterations, and the loop ends when every lane has finished this
-    iteration's episode, which many had started in earlier iterations.
+    Every lane starts its episode now and the loop runs until the longest has ended, the
+    finished lanes idling (padding): on-policy, at the price of that padding (GRPO's stream
+    collector, ``jaxgrpo.stream``, has none).
 
-    Returns (Rollout with T = max_steps_in_episode, N = num_groups * group_size, EpisodeStats),
-    and with a pool also the pool for the next iteration. EpisodeStats counts the episodes of
-    the returned rollout; its valid and simulated steps are the ones this call simulated (with
-    a pool, partly steps of later iterations' episodes).
+    Returns (Rollout with T = max_steps_in_episode, N = num_groups * group_size, EpisodeStats);
+    EpisodeStats' simulated steps count the padding.
     """
     T = int(env_params.max_steps_in_episode)
     N = num_groups * group_size
     k_reset, k_noise, k_step = jax.random.split(key, 3)
-    new_starts = _episode_starts(env, env_params, k_reset, num_groups, group_size, same_start)
+    obs, state = _episode_starts(env, env_params, k_reset, num_groups, group_size, same_start)
     # all the randomness of the longest possible loop, drawn at once (see Policy.noise)
     noise = policy.noise(k_noise, (T, N))
     step_keys = _member_keys(k_step, num_groups, group_size, share_env_noise, steps=T)
-    carried = pool is not None
-    if not carried:   # nothing in flight: a pool of A = 0 whose lanes all start now
-        pool = init_pool(policy, env, env_params, params, k_reset, num_groups, group_size, 0,
-                         same_start=same_start)
-    A = pool.starts[0].shape[0]                     # static
-    # episodes 0..A: start states (episode A's drawn now) and step buffers (A's empty)
-    starts = jax.tree.map(lambda c, x: jnp.concatenate([c, x[None]]), pool.starts, new_starts)
-    act_proto = jax.ShapeDtypeStruct((N, *pool.buf.action.shape[3:]), pool.buf.action.dtype)
-    buf = jax.tree.map(lambda c, x: jnp.concatenate([c, x]), pool.buf._replace(group_id=None),
-                       _empty_rollout((1, T, N), new_starts[0], act_proto, None))
-    obs, state = _keep(pool.t == 0, jax.tree.map(lambda x: _lane_pick(x, pool.ahead), starts),
-                       (pool.obs, pool.state))
+    action_proto, _ = jax.eval_shape(lambda o: policy.sample(params, o, None), obs)
 
     def cond(c):
-        t, _, _, ahead, _, _, _ = c
-        return (t < T) & jnp.any(ahead == 0)
+        t, _, _, running, _, _ = c
+        return (t < T) & jnp.any(running)
 
-    body = lambda c: _pool_step(policy, env, env_params, params, noise, step_keys, starts,
-                                greedy, c)
-    active = jnp.asarray(active)
-    t, obs, state, ahead, tl, buf, n_valid = jax.lax.while_loop(
-        cond, body, (jnp.int32(0), obs, state, jnp.where(active, pool.ahead, A + 1), pool.t,
-                     buf, jnp.int32(0)))
-    rollout = jax.tree.map(lambda x: x[0], buf)
-    rollout = rollout._replace(mask=rollout.mask & active,
-                               group_id=jnp.arange(N, dtype=jnp.int32) // group_size)
-    stats = _episode_stats(rollout, n_valid, t * N)
-    if not carried:
-        return rollout, stats
-    rest = jax.tree.map(lambda x: x[1:], buf)
-    new_pool = EpisodePool(obs, state, ahead - 1, tl, jax.tree.map(lambda x: x[1:], starts),
-                           rest._replace(next_obs=None, group_id=pool.buf.group_id))
-    # a spent iteration (budget) leaves the pool as it was
-    new_pool = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_pool, pool)
-    return rollout, stats, new_pool
+    def body(c):
+        t, obs, state, running, buf, n_valid = c
+        action, logp = _act(policy, params, obs, noise[t], greedy)
+        nobs, nstate, reward, term, trunc = _step(env, env_params, policy, step_keys[t], state,
+                                                  action)
+        put = lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, t, 0)
+        buf = buf._replace(
+            obs=put(buf.obs, obs), action=put(buf.action, action), logp=put(buf.logp, logp),
+            reward=put(buf.reward, jnp.where(running, reward, 0.0)), mask=put(buf.mask, running),
+            terminated=put(buf.terminated, running & term),
+            truncated=put(buf.truncated, running & trunc & ~term))
+        state, obs = _keep(running, (nstate, nobs), (state, obs))
+        return (t + 1, obs, state, running & ~(term | trunc), buf,
+                n_valid + jnp.sum(running))
+
+    running = jnp.broadcast_to(jnp.asarray(active), (N,))
+    t, _, _, _, buf, n_valid = jax.lax.while_loop(
+        cond, body, (jnp.int32(0), obs, state, running,
+                     _empty_rollout((T, N), obs, action_proto, None), jnp.int32(0)))
+    rollout = buf._replace(group_id=jnp.arange(N, dtype=jnp.int32) // group_size)
+    return rollout, _episode_stats(rollout, n_valid, t * N)
 
 
 class SegmentCarry(NamedTuple):

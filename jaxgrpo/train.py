@@ -101,6 +101,7 @@ def make_train(config, callback=None, callback_every=1, params=None):
     env = algo.make_env(config)
     policy = algo.make_policy(config, env)
     n_iter = config.iterations
+    budgeted = algo.budgeted(config) if callable(algo.budgeted) else algo.budgeted
     optimizer = lambda hp: algo.optimizer(config, hp, n_iter)
 
     def init(key, hp) -> TrainState:
@@ -114,7 +115,7 @@ def make_train(config, callback=None, callback_every=1, params=None):
         key, k_col, *k_learn = jax.random.split(state.key, algo.keys)
         # under vmap the budget's cond in run is a select that runs this for every run: a
         # spent run must then simulate nothing
-        active = budget_left(config, state) if algo.budgeted else jnp.bool_(True)
+        active = budget_left(config, state) if budgeted else jnp.bool_(True)
         rollout, stats, carry = algo.collect(config, env, policy, state.params, k_col,
                                              state.env_carry, active, hp)
         batch, weight, mask, score_metrics = algo.score(config, policy, state.params, rollout, hp)
@@ -130,7 +131,7 @@ def make_train(config, callback=None, callback_every=1, params=None):
                 iteration_metrics(stats, {**score_metrics, **learn_metrics}, active, env_steps))
 
     def step(state, hp):   # skipped iterations cost nothing (a cond, not a masked iteration)
-        if not algo.budgeted:
+        if not budgeted:
             return iteration(state, hp)
         return jax.lax.cond(budget_left(config, state), lambda s: iteration(s, hp),
                             lambda s: idle(s, lambda s: iteration(s, hp), algo.keys), state)

@@ -73,7 +73,7 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
     C = mask.shape[0]
     n_valid = jnp.sum(mask).astype(jnp.int32)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    if all_valid:   # PPO: fixed-size minibatches of a permutation, no masks or while loops
+    if all_valid:   # fixed-size minibatches of a permutation, no while loops (PPO, GRPO stream)
         return _learn_dense(grad_fn, params, opt_state, optimizer, batch, weight, mask, key,
                             epochs, num_minibatches)
 
@@ -133,15 +133,16 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
 
 
 def _learn_dense(grad_fn, params, opt_state, optimizer, batch, weight, mask, key, epochs, M):
-    """learn() when every sample is valid and M divides C: each epoch a permutation split into
-    M minibatches of C / M, one optimizer step each (PureJaxRL's loop)."""
+    """learn() when (nearly) every sample is valid and M divides C: each epoch a uniform
+    permutation split into M minibatches of C / M, one optimizer step each (PureJaxRL's loop).
+    Masked samples, if any, are spread over the minibatches and weigh nothing."""
     C = mask.shape[0]
     mb = C // M
     scale = float(M)   # n_valid / minibatch size, as in learn()
 
     def epoch(carry, k):
         params, opt_state, aux_acc = carry
-        perm = epoch_order(k, mask)
+        perm = epoch_order(k, jnp.ones_like(mask))
         shuf = lambda x: x[perm].reshape(M, mb, *x.shape[1:])
         mbs = (jax.tree.map(shuf, batch), shuf(weight), shuf(mask))
 

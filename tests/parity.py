@@ -4,8 +4,9 @@
     python -m tests.parity check DIR      # after it: the same runs, compared bit for bit
 
 The cases cover every algorithm of the table (GRPO on episodes, on branched states and on
-batches with partial rollouts; GRPO with process supervision; PPO; GRPO on text; SFT and a
-GRPO run started from it through run folders) and the evaluators. Metrics renamed since the
+batches, collected on-policy; GRPO with process supervision; PPO; GRPO on text; SFT and a
+GRPO run started from it through run folders) and the evaluators. Arrays a newer version adds
+(new metrics) are not compared; the ones recorded must all be there and equal. Metrics renamed since the
 record are compared under their new names (``RENAMED``). XLA compiles differently per CPU
 model, so record and check on the same machine. Not a pytest module (its name does not start
 with ``test_``): a full check takes a few minutes.
@@ -72,16 +73,22 @@ def _folders(tmp):
 
 
 def cases():
+    import dataclasses
+
     from jaxgrpo import GRPOConfig, PPOConfig
     from jaxgrpo.config import SFTConfig
+    # the on-policy collector, named where the config has the field (older versions collect
+    # on-policy only)
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    on = {"on_policy": True} if "on_policy" in fields else {}
     return {
-        "grpo_episode": lambda: _direct(GRPOConfig(total_timesteps=6000, beta=0.04)),
+        "grpo_episode": lambda: _direct(GRPOConfig(total_timesteps=6000, beta=0.04, **on)),
         "grpo_process": lambda: _direct(GRPOConfig(total_timesteps=6000, supervision="process",
                                                    loss_type="dr_grpo", ent_coef=0.01)),
         "grpo_state": lambda: _direct(GRPOConfig(total_timesteps=4000, group_mode="state",
                                                  branch_every=4, branch_horizon=8)),
-        "grpo_batch_ahead": lambda: _direct(GRPOConfig(total_timesteps=6000, group_mode="batch",
-                                                       max_ahead=1, ref_sync_every=2)),
+        "grpo_batch": lambda: _direct(GRPOConfig(total_timesteps=6000, group_mode="batch",
+                                                 ref_sync_every=2, share_env_noise=True, **on)),
         "ppo": lambda: _direct(PPOConfig(total_timesteps=8192, num_envs=8, num_steps=64)),
         "ppo_pendulum": lambda: _direct(PPOConfig(env="Pendulum-v1", total_timesteps=4096,
                                                   num_envs=4, num_steps=128)),

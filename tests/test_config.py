@@ -63,9 +63,13 @@ BAD = [
     (jaxgrpo.GRPOConfig, {"baseline": "median"}, "baseline"),
     (jaxgrpo.GRPOConfig, {"supervision": "dense"}, "supervision"),
     (jaxgrpo.GRPOConfig, {"ref_sync_every": -1}, "ref_sync_every"),
-    (jaxgrpo.GRPOConfig, {"max_ahead": -1}, "max_ahead"),
-    (jaxgrpo.GRPOConfig, {"max_ahead": 1, "group_mode": "state"}, "max_ahead"),
-    (jaxgrpo.GRPOConfig, {"max_ahead": 1, "share_env_noise": True}, "max_ahead"),
+    (jaxgrpo.GRPOConfig, {"on_policy": False, "group_mode": "state"}, "on_policy"),
+    (jaxgrpo.GRPOConfig, {"on_policy": False, "supervision": "process"}, "on_policy"),
+    (jaxgrpo.GRPOConfig, {"on_policy": 1}, "on_policy"),
+    (jaxgrpo.GRPOConfig, {"on_policy": True, "num_envs": 8}, "num_envs"),
+    (jaxgrpo.GRPOConfig, {"num_envs": 0}, "num_envs"),
+    (jaxgrpo.GRPOConfig, {"num_steps": 0}, "num_steps"),
+    (jaxgrpo.GRPOConfig, {"num_envs": 3, "num_steps": 5}, "num_minibatches"),
     (jaxgrpo.GRPOConfig, {"ref_mixup_alpha": 2.0}, "ref_mixup_alpha"),
     (jaxgrpo.GRPOConfig, {"clip_eps_high": 0.0}, "clip_eps_high"),
     (jaxgrpo.GRPOConfig, {"beta": float("nan")}, "beta"),
@@ -110,3 +114,17 @@ def test_unknown_hparam_is_rejected_before_tracing():
 def test_bad_group_options_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"^{field}"):
         jaxgrpo.GRPOConfig(**kwargs)
+
+
+def test_grpo_collector_fields_are_derived_and_derived_again():
+    """on_policy: the stream where it applies, on-policy for state groups, process supervision
+    and text; num_envs: num_groups * group_size; replace derives both again unless set."""
+    cfg = jaxgrpo.GRPOConfig()
+    assert cfg.on_policy is False and cfg.num_envs == 32 and cfg.num_steps == 128
+    assert cfg.iterations == -(-cfg.total_timesteps // (32 * 128))
+    assert cfg.replace(group_mode="state").on_policy is True
+    assert cfg.replace(supervision="process").on_policy is True
+    assert cfg.replace(num_groups=8).num_envs == 64
+    assert cfg.replace(num_envs=48).replace(num_groups=8).num_envs == 48   # set: kept
+    on = jaxgrpo.GRPOConfig(on_policy=True)
+    assert on.replace(num_groups=8).on_policy is True and on.replace(num_groups=8).num_envs == 64

@@ -1,5 +1,5 @@
-"""Collectors: same-start groups, masks, early stop, truncation, partial rollouts (episode
-pools), PPO segments; state branches, batch groups and shared env noise."""
+"""Collectors: same-start groups, masks, early stop, truncation, PPO segments; state
+branches, batch groups and shared env noise. (GRPO's stream collector: test_stream.)"""
 import jax
 import numpy as np
 import pytest
@@ -7,8 +7,7 @@ import pytest
 import jaxgrpo
 from jaxgrpo import grpo
 from jaxgrpo.envs import make_env
-from jaxgrpo.rollout import (collect_branches, collect_episodes, collect_segments, init_pool,
-                             reset_segments)
+from jaxgrpo.rollout import collect_branches, collect_episodes, collect_segments, reset_segments
 from jaxgrpo.train import make_policy
 
 CFG = jaxgrpo.GRPOConfig(num_groups=3, group_size=4)
@@ -70,74 +69,6 @@ def test_inactive_collector_simulates_nothing():
     rollout, stats = collect_episodes(policy, env, env_params, params, jax.random.key(1), 3, 4,
                                       active=False)
     assert not np.asarray(rollout.mask).any() and float(stats.sim_steps) == 0
-
-
-POOL = dict(num_groups=2, group_size=3, max_ahead=2, env_params={"max_steps_in_episode": 60},
-            total_timesteps=10_000)
-
-
-@pytest.fixture(scope="module")
-def pooled():
-    """Six successive collections through one episode pool (max_ahead 2), and its last state."""
-    cfg = jaxgrpo.GRPOConfig(**POOL)
-    env, env_params = make_env(cfg)
-    policy = make_policy(cfg)
-    params = policy.init(jax.random.key(0))
-    pool = init_pool(policy, env, env_params, params, jax.random.key(1), 2, 3, 2)
-    step = jax.jit(lambda p, k: collect_episodes(policy, env, env_params, params, k, 2, 3, pool=p))
-    outs = []
-    for i in range(6):
-        rollout, stats, pool = step(pool, jax.random.key(10 + i))
-        outs.append(jax.device_get((rollout, stats)))
-    return env, env_params, outs, jax.device_get(pool)
-
-
-def test_pooled_rollouts_hold_whole_episodes_of_the_real_dynamics(pooled):
-    """Episodes that began in earlier collections continue where they were: each column is one
-    episode whose every step is CartPole's step of the one before, from its group's start."""
-    from gymnax.environments.classic_control.cartpole import EnvState
-    env, env_params, outs, _ = pooled
-    state = lambda o: EnvState(x=o[0], x_dot=o[1], theta=o[2], theta_dot=o[3], time=0)
-    step = jax.jit(lambda o, a: env.step_env(jax.random.key(0), state(o), a, env_params)[0])
-    carried = 0
-    for rollout, stats in outs:
-        mask, obs, action = rollout.mask, rollout.obs, rollout.action
-        lengths = mask.sum(0)
-        assert (lengths >= 1).all() and float(stats.count) == 6
-        for n, L in enumerate(lengths):
-            assert mask[:L, n].all() and not mask[L:, n].any()
-            assert rollout.terminated[L - 1, n] or rollout.truncated[L - 1, n]
-            assert not (rollout.terminated[:L - 1, n] | rollout.truncated[:L - 1, n]).any()
-            for t in range(L - 1):
-                np.testing.assert_allclose(step(obs[t, n], action[t, n]), obs[t + 1, n],
-                                           rtol=0, atol=1e-6)
-        start = obs[0].reshape(2, 3, -1)
-        assert (start == start[:, :1]).all()            # a group's members: one start state
-        assert not np.array_equal(start[0, 0], start[1, 0])
-        # a column's episode may have begun in an earlier call: fewer simulated rows than steps
-        carried += int((lengths > stats.sim_steps / 6).any())
-    assert carried > 0
-
-
-def test_pool_accounts_for_every_simulated_step(pooled):
-    """Valid steps simulated = steps of the returned episodes + steps still in the pool."""
-    _, _, outs, pool = pooled
-    simulated = sum(float(st.valid_steps) for _, st in outs)
-    returned = sum(int(ro.mask.sum()) for ro, _ in outs)
-    assert simulated == returned + int(pool.buf.mask.sum())
-    assert ((pool.ahead >= 0) & (pool.ahead <= 2)).all()
-    assert sum(float(st.sim_steps) for _, st in outs) >= simulated
-
-
-def test_pool_of_max_ahead_zero_is_the_plain_collector():
-    env, env_params = make_env(CFG)
-    policy = make_policy(CFG)
-    params = policy.init(jax.random.key(0))
-    plain = collect_episodes(policy, env, env_params, params, jax.random.key(1), 3, 4)
-    pool = init_pool(policy, env, env_params, params, jax.random.key(2), 3, 4, 0)
-    pooled = collect_episodes(policy, env, env_params, params, jax.random.key(1), 3, 4, pool=pool)
-    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(pooled[:2])):
-        np.testing.assert_array_equal(a, b)
 
 
 def test_ppo_segments_record_final_observation_on_auto_reset():

@@ -376,7 +376,7 @@ def test_benchmark_tiny_smoke(tmp_path):
 
 def test_vmap_size_auto_resolves_per_backend_and_algorithm(result):
     from jaxgrpo.sweeps import resolve_vmap_size
-    assert resolve_vmap_size("auto", "cpu", "grpo") == 1
+    assert resolve_vmap_size("auto", "cpu", "grpo") is None
     assert resolve_vmap_size("auto", "cpu", "ppo") is None
     assert resolve_vmap_size("auto", "gpu", "grpo") is None
     assert resolve_vmap_size("auto", "tpu", "ppo") is None

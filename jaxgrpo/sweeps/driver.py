@@ -48,13 +48,12 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
       multi-process job every process must own at least one).
     compiler_options: passed to ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}``
       to trade run speed for compile speed on CPU).
-    vmap_size: how many runs each device vmaps at once. ``"auto"`` (default): on CPU 1 for
-      GRPO and all for PPO, all of them on GPU/TPU (``resolve_vmap_size``). None: all. A
-      smaller value runs groups of ``vmap_size`` one after the other (``lax.map``) in the same
-      compiled program. Vmapped runs move in lockstep (a GRPO rollout lasts as long as the
-      longest episode of the batch), which costs a CPU its full price and an accelerator
-      nothing until it is full (benchmarks/sweep_scaling.md). The value used is in
-      ``placement`` and the log line.
+    vmap_size: how many runs each device vmaps at once. ``"auto"`` (default) and None: all
+      of them (``resolve_vmap_size``). A smaller value runs groups of ``vmap_size`` one after
+      the other (``lax.map``) in the same compiled program. Vmapped runs move in lockstep,
+      which costs nothing with fixed-length iterations (PPO, GRPO's stream collector) but
+      makes on-policy GRPO wait, each iteration, for the longest episode of any run
+      (benchmarks/sweep_scaling.md). The value used is in ``placement`` and the log line.
     checkpoint_dir: save the sweep's state (every run's ``TrainState`` and the metrics so far)
       with orbax there every ``checkpoint_every`` iterations (a multiple of ``log_every``;
       default: a tenth of the longest run, rounded up to one), and continue from its newest

@@ -37,13 +37,12 @@ def check_devices(mesh: Mesh) -> None:
 def resolve_vmap_size(vmap_size, platform: str, algo: str = "grpo") -> int | None:
     """The ``vmap_size`` a sweep uses for ``algo`` on ``platform`` (``jax.Device.platform``).
 
-    ``"auto"``: on ``"cpu"``, 1 for GRPO (its vmapped runs move in lockstep: every rollout lasts
-    as long as the longest episode of the batch, which a CPU pays for in full) and None (all
-    of a device's runs vmapped) for PPO (fixed-length rollouts: vmapped was a little faster);
-    None on accelerators. benchmarks/sweep_scaling.md has the measurements. An int or None is
-    returned as given."""
+    ``"auto"``: None (all of a device's runs vmapped) on every backend and for every
+    algorithm: PPO's and GRPO's stream collector step fixed-length iterations, so vmapped runs
+    never wait for each other (benchmarks/README.md, "Scaling", has the measurements). An int
+    or None is returned as given."""
     if vmap_size == "auto":
-        return 1 if platform == "cpu" and algo == "grpo" else None
+        return None
     return vmap_size
 
 
