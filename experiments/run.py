@@ -7,7 +7,8 @@ An experiment is ``experiments/NAME.yaml``::
     threshold: {CartPole-v1: 475}     # optional: env steps until a seed's return reaches it
     at_episodes: 1000                 # optional: each seed's return after this many episodes
     x: [env_steps]                    # curve x axes: env_steps, episodes, wall_s
-    columns: [final, threshold, wall] # table columns (also: at_episodes, threshold_time, cost)
+    columns: [final, threshold, wall] # table columns (also: at_episodes, threshold_time, cost,
+                                      # staleness: the mean of metric staleness/mean)
     vs: group_size                    # optional: also plot final return against this field
     clock: true                       # per-iteration wall clock (a host callback per iteration;
                                       # needed for x: wall_s and at_episodes); default: off,
@@ -74,7 +75,7 @@ KEYS = ("title", "seeds", "base_seed", "threshold", "at_episodes", "x", "columns
         "vs", "clock")
 ARM_KEYS = ("name", "grid", "cases")
 X_AXES = ("env_steps", "episodes", "wall_s")
-COLUMNS = ("final", "threshold", "threshold_time", "at_episodes", "wall", "cost")
+COLUMNS = ("final", "threshold", "threshold_time", "at_episodes", "wall", "cost", "staleness")
 
 
 @dataclasses.dataclass
@@ -350,6 +351,8 @@ def table(spec, cases, df, results) -> str:
         head += ["episodes to threshold", "wall s to threshold"]
     if "wall" in cols:
         head.append("run s per seed")
+    if "staleness" in cols:
+        head.append("staleness (updates), mean [95% CI]")
     if "cost" in cols:
         head += ["us per env step", "us per simulated step", "valid/simulated", "compile s",
                  "params + Adam bytes", "XLA temp MiB"]
@@ -382,6 +385,9 @@ def table(spec, cases, df, results) -> str:
                     _ci(get("wall_to_threshold"), "{:.2f}")]
         if "wall" in cols:
             row.append(_ci(get("wall"), "{:.2f}"))
+        if "staleness" in cols:   # per seed: the mean over its iterations ("-" if not logged)
+            row.append(_ci(sub.groupby("seed")["staleness/mean"].mean(), "{:.2f}")
+                       if "staleness/mean" in sub else "-")
         if "cost" in cols:
             rs = [r for r in results if r["case"] == n]
             valid = np.array([r["env_steps"] for r in rs])
