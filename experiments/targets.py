@@ -4,7 +4,7 @@ core (defaults plus the budget; GRPO's last iteration may end past the budget, b
 one iteration: the table's "max env steps used" column gives the steps each target took):
     GRPO CartPole-v1 >= 475 with a 300k-step budget
     GRPO Acrobot-v1  >= -100 with a 500k-step budget
-    GRPO CartPole-v1 with partial rollouts (max_ahead=1) >= 475 with a 300k-step budget
+    GRPO CartPole-v1 with the on-policy collector (on_policy=True) >= 475 with a 300k-step budget
     PPO  CartPole-v1 >= 475 with a 500k-step budget
 groups (group_mode="state", settings and budgets below):
     GRPO CartPole-v1 >= 475
@@ -32,8 +32,8 @@ SUITES = {
     "core": [
         ("GRPO", jaxgrpo.GRPOConfig(env="CartPole-v1", total_timesteps=300_000), 475.0),
         ("GRPO", jaxgrpo.GRPOConfig(env="Acrobot-v1", total_timesteps=500_000), -100.0),
-        ("GRPO partial rollouts (comparison)", jaxgrpo.GRPOConfig(env="CartPole-v1", max_ahead=1,
-                                                                  total_timesteps=300_000), 475.0),
+        ("GRPO on-policy (comparison)", jaxgrpo.GRPOConfig(env="CartPole-v1", on_policy=True,
+                                                           total_timesteps=300_000), 475.0),
         ("PPO", jaxgrpo.PPOConfig(env="CartPole-v1", total_timesteps=500_000), 475.0),
     ],
     "groups": [
