@@ -251,6 +251,27 @@ def test_init_from_starts_and_anchors_at_the_sft_policy(sft_run):
         np.testing.assert_array_equal(r, a)
 
 
+def test_early_stop_sampling_is_bitwise_the_full_decode(sft_run):
+    """GRPO's sampling from the SFT policy, whose completions end well before max_new_tokens
+    (8): with the early stop (the default) and without it, the same completions, log-probs,
+    masks, rewards and stats, bit for bit (a whole run's metrics: benchmarks/text_early_stop)."""
+    from jaxgrpo.runs import init_params
+    _, out, _ = sft_run
+    g = cfg(init_from=str(out), max_new_tokens=8)
+    params = init_params(g)
+    model, M = tg.make_policy(g), g.task.max_new_tokens
+
+    def bits(tree):
+        return [(np.asarray(x).dtype, np.asarray(x).tobytes()) for x in jax.tree.leaves(tree)]
+
+    sample = {early: jax.jit(lambda p, k, early=early: tg.sample_completions(
+        model, g.task, p, k, 4, 4, 0.7, early_stop=early)) for early in (True, False)}
+    for k in (1, 2):
+        roll = sample[True](params, jax.random.key(k))
+        assert int(np.asarray(roll[0].length).max()) < M - 1     # the batch could stop early
+        assert bits(roll) == bits(sample[False](params, jax.random.key(k)))
+
+
 def test_init_from_shape_mismatch_and_missing_folder_are_one_line(sft_run, tmp_path):
     from jaxgrpo.runs import init_params    # building a config reads no disk: runs checks it
     c, out, _ = sft_run

@@ -56,6 +56,9 @@ def setup(positions):
         "token_logp": jax.jit(model.token_logp),
         "generate": jax.jit(lambda p, key, tokens, valid, temperature, eos_id, greedy:
                             model.generate(p, key, tokens, valid, M, temperature, eos_id, greedy)),
+        "generate_full": jax.jit(lambda p, key, tokens, valid, temperature, eos_id, greedy:
+                                 model.generate(p, key, tokens, valid, M, temperature, eos_id,
+                                                greedy, early_stop=False)),
     }
     opt = optax.adam(3e-3)
 
@@ -75,11 +78,22 @@ def setup(positions):
     return model, fns, {"init": params, "trained": trained}
 
 
-def generate(fns, params, key, tokens, valid, temperature, eos_id=EOS, greedy=False):
+def generate(fns, params, key, tokens, valid, temperature, eos_id=EOS, greedy=False,
+             full=False):
     """The jitted generate, called with one signature (temperature, eos_id and greedy traced)
-    so that every test shares one compilation."""
-    return fns["generate"](params, key, tokens, valid, jnp.float32(temperature),
-                           jnp.int32(eos_id), jnp.bool_(greedy))
+    so that every test shares one compilation; ``full``: without the early stop."""
+    return fns["generate_full" if full else "generate"](
+        params, key, tokens, valid, jnp.float32(temperature), jnp.int32(eos_id),
+        jnp.bool_(greedy))
+
+
+def assert_bitwise(a, b):
+    """Two tuples of arrays hold the same bits (dtypes, shapes and bytes)."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes(), (x, y)
 
 
 def _sequences():
@@ -258,6 +272,103 @@ def test_greedy(positions):
     want, _ = fns["token_logp"](p, tokens, valid, completion, 0.7)   # temperature-scaled logp
     np.testing.assert_allclose(logp, want, atol=1e-5, rtol=0)
     assert np.all(logp[~keep] == 0)
+
+
+# ----------------------------------------------------------------------------- early stop
+
+class CountingTransformer(Transformer):
+    """A Transformer that counts its decode steps as they run (a host callback in the decode
+    loop's body)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.steps = 0
+
+    def _count(self, _):
+        self.steps += 1
+
+    def decode_step(self, params, token, cache):
+        jax.debug.callback(self._count, token[0])
+        return super().decode_step(params, token, cache)
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_early_stop_is_bitwise_the_full_decode(positions):
+    """Early-stopped decoding writes the very bits of the full-length decode (tokens, log-probs,
+    lengths), sampled and greedy, on a model whose batches end before M tokens and on one
+    (init) whose batches do not."""
+    model, fns, params = setup(positions)
+    tokens, valid, _ = batch()
+    ended = []
+    for which in ("init", "trained"):
+        for temperature, greedy in ((1.3, False), (0.7, True)):
+            for k in (0, 1):
+                key = jax.random.PRNGKey(k)
+                out = generate(fns, params[which], key, tokens, valid, temperature, greedy=greedy)
+                full = generate(fns, params[which], key, tokens, valid, temperature,
+                                greedy=greedy, full=True)
+                assert_bitwise(out, full)
+                ended.append(int(np.asarray(out[2]).max()) < M - 1)
+    assert any(ended) and not all(ended)    # some batches could stop early, some could not
+
+
+def test_early_stop_runs_until_the_last_eos_and_no_further():
+    """Decode steps run (counted on the host): up to the batch's last EOS with the early stop
+    (the prefill draws token 0, step t token t), all M - 1 without it, and all M - 1 with the
+    early stop when no completion ends (an eos_id outside the vocabulary), with the same
+    bits as the full decode."""
+    _, _, params = setup("learned")
+    model = CountingTransformer(cfg_of("learned"))
+    tokens, valid, _ = batch()
+    run = {early: jax.jit(lambda p, key, eos_id, early=early: model.generate(
+        p, key, tokens, valid, M, 1.3, eos_id, early_stop=early)) for early in (True, False)}
+
+    def steps(early, eos_id, key=jax.random.PRNGKey(0)):
+        model.steps = 0
+        out = run[early](params["trained"], key, jnp.int32(eos_id))
+        jax.effects_barrier()
+        return model.steps, out
+
+    n, out = steps(True, EOS)
+    length = np.asarray(out[2])
+    assert length.max() < M - 1                               # every completion ended early
+    assert n == length.max()
+    n_full, full = steps(False, EOS)
+    assert n_full == M - 1
+    assert_bitwise(out, full)
+
+    n, out = steps(True, V + 5)                               # no completion ends
+    assert n == M - 1 and np.all(np.asarray(out[2]) == M)
+    assert_bitwise(out, steps(False, V + 5)[1])
+
+
+def test_early_stop_vmapped_over_seeds():
+    """vmapped over keys, and over keys and params (one member, at init, never ends, so the
+    loop runs all M - 1 steps while the others are done): the same bits as the vmapped full
+    decode, and the tokens and lengths of separate calls."""
+    model, fns, params = setup("learned")
+    tokens, valid, _ = batch()
+    keys = jax.random.split(jax.random.PRNGKey(4), 3)
+
+    def vmapped(early):
+        return jax.jit(jax.vmap(lambda p, k: model.generate(p, k, tokens, valid, M, 0.7, EOS,
+                                                            early_stop=early)))
+    on, off = vmapped(True), vmapped(False)
+    trained = jax.tree.map(lambda a: jnp.stack([a] * 3), params["trained"])
+    mixed = jax.tree.map(lambda *a: jnp.stack(a), params["trained"], params["init"],
+                         params["trained"])
+    for stacked, seeds in ((trained, [params["trained"]] * 3),
+                           (mixed, [params["trained"], params["init"], params["trained"]])):
+        out = on(stacked, keys)
+        assert_bitwise(out, off(stacked, keys))
+        for j in range(3):
+            one = generate(fns, seeds[j], keys[j], tokens, valid, 0.7)
+            np.testing.assert_array_equal(out[0][j], one[0])
+            np.testing.assert_allclose(out[1][j], one[1], atol=1e-5, rtol=0)
+            np.testing.assert_array_equal(out[2][j], one[2])
+    length = np.asarray(on(trained, keys)[2])
+    assert length.max() < M - 1                              # the vmapped loop could stop
+    assert np.asarray(on(mixed, keys)[2])[1].max() == M      # ... and here could not
 
 
 # ----------------------------------------------------------------------------- padding

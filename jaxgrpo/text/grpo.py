@@ -63,16 +63,19 @@ def sample_groups(task, key, num_groups, group_size):
 
 
 def sample_completions(model, task, params, key, num_groups, group_size, temperature,
-                       active=True, greedy=False):
+                       active=True, greedy=False, early_stop=True):
     """Sample and verify ``group_size`` completions of each of ``num_groups`` fresh prompts.
     -> (Completions, EpisodeStats); with ``active`` False (a run past its budget) every mask
-    is False, so nothing is counted or trained."""
+    is False, so nothing is counted or trained. Decoding stops once every completion has
+    ended (``early_stop``, static, passed to ``Transformer.generate``; False always runs
+    ``max_new_tokens`` steps, with the same results)."""
     k_prompt, k_gen = jax.random.split(key)
     prompts, gid = sample_groups(task, k_prompt, num_groups, group_size)
     M = task.max_new_tokens
     completion, logp, length = model.generate(params, k_gen, prompts.tokens,
                                               prompts.tokens != PAD, M,
-                                              temperature=temperature, eos_id=EOS, greedy=greedy)
+                                              temperature=temperature, eos_id=EOS, greedy=greedy,
+                                              early_stop=early_stop)
     reward = jax.vmap(task.verify)(prompts, completion, length).astype(jnp.float32)
     mask = token_mask(length, M) & active
     valid = jnp.any(mask, axis=1).astype(jnp.float32)

@@ -395,22 +395,34 @@ class Transformer:
     # ------------------------------------------------------------------------- sampling
 
     def generate(self, params, key, prompt_tokens, prompt_valid, max_new_tokens: int,
-                 temperature=1.0, eos_id: int = EOS, greedy: bool = False):
-        """Sample completions with the KV cache: one prefill, then ``max_new_tokens - 1``
-        decode steps in a ``lax.scan``.
+                 temperature=1.0, eos_id: int = EOS, greedy: bool = False,
+                 early_stop: bool = True):
+        """Sample completions with the KV cache: one prefill, then up to ``max_new_tokens - 1``
+        decode steps in a ``lax.while_loop``, which stops as soon as every sequence of the
+        batch has drawn its EOS (``early_stop=False``: always ``max_new_tokens - 1`` steps; the
+        outputs are the same bit for bit, only the time differs).
 
         prompt_tokens int [B, P], prompt_valid bool [B, P] (left-padded), max_new_tokens M
         (static), temperature float scalar (> 0), eos_id int and greedy bool (all three may be
-        traced) -> completion int32 [B, M], logp float32 [B, M], length int32 [B]. Tokens are
-        drawn from ``softmax(logits / temperature)`` (argmax of the logits with ``greedy``);
-        logp is the drawn token's log-prob under that temperature-scaled distribution (for
-        greedy too). After a sequence's first EOS, tokens are PAD and logp 0; ``length`` counts
-        the tokens before the first EOS (M if none), as ``completion_length``. P + M must be
-        <= cfg.max_len. Vmappable over keys and params (e.g. one per seed)."""
+        traced), early_stop bool (static) -> completion int32 [B, M], logp float32 [B, M],
+        length int32 [B]. Tokens are drawn from ``softmax(logits / temperature)`` (argmax of the
+        logits with ``greedy``); logp is the drawn token's log-prob under that
+        temperature-scaled distribution (for greedy too). After a sequence's first EOS, tokens
+        are PAD and logp 0; ``length`` counts the tokens before the first EOS (M if none), as
+        ``completion_length``. P + M must be <= cfg.max_len. Vmappable over keys and params
+        (e.g. one per seed): vmapped, the loop runs until every sequence of every member has
+        ended (a member that is done carries its outputs through unchanged).
+
+        Randomness: the M step keys are split from ``key`` up front and step t draws with key
+        t whether or not the loop stops early, so a stopped decode writes exactly the tokens
+        and log-probs the full-length one does (the steps it skips would all write PAD and 0,
+        which the output buffers already hold)."""
         B, P = prompt_tokens.shape
         M = int(max_new_tokens)
         if M < 1:
             raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not isinstance(early_stop, bool):
+            raise TypeError(f"generate: early_stop must be a bool (static), got {early_stop!r}")
         self._check_len(P + M, "prompt + max_new_tokens")
         logits, cache = self.prefill(params, prompt_tokens, prompt_valid,
                                      self.init_cache(B, P + M))
@@ -425,16 +437,24 @@ class Transformer:
             return tok, lp, done | (tok == eos_id)
 
         tok0, lp0, done0 = sample(logits, keys[0], jnp.zeros(B, bool))
+        # [M, B] buffers (step-major: a step writes one contiguous row), PAD and 0 where no
+        # step writes
+        toks = jnp.full((M, B), PAD, jnp.int32).at[0].set(tok0)
+        lps = jnp.zeros((M, B), jnp.float32).at[0].set(lp0)
 
-        def step(carry, key):
-            tok, done, cache = carry
+        def more(carry):
+            t, _, done = carry[:3]
+            return (t < M) & ~jnp.all(done) if early_stop else t < M
+
+        def step(carry):
+            t, tok, done, cache, toks, lps = carry
             logits, cache = self.decode_step(params, tok, cache)
-            tok, lp, done = sample(logits, key, done)
-            return (tok, done, cache), (tok, lp)
+            tok, lp, done = sample(logits, keys[t], done)
+            return t + 1, tok, done, cache, toks.at[t].set(tok), lps.at[t].set(lp)
 
-        _, (toks, lps) = jax.lax.scan(step, (tok0, done0, cache), keys[1:])
-        completion = jnp.concatenate([tok0[:, None], toks.T], 1)
-        logp = jnp.concatenate([lp0[:, None], lps.T], 1)
+        *_, toks, lps = jax.lax.while_loop(more, step, (jnp.int32(1), tok0, done0, cache,
+                                                        toks, lps))
+        completion, logp = toks.T, lps.T
         return completion, logp, _length(completion, eos_id)
 
 
