@@ -6,19 +6,22 @@ measurement so that compile times are cold (no cache) and the peak RSS
 
 Spec kinds:
 
-- ``{"kind": "train", "algo", "env", "overrides", "seeds", "key"}``: ``jax.jit`` of
-  ``make_train(config)`` (``vmap`` over ``seeds`` keys when seeds > 1): compile seconds (trace +
-  lower, XLA compile), one run of the compiled program (seconds), valid and simulated env
-  steps, learning curve summary, peak RSS, XLA's memory analysis of the program, bytes of the
-  parameters / Adam state / GRPO reference.
+- ``{"kind": "train", "algo", "env", "overrides", "seeds", "seeds_mode", "key"}``: ``jax.jit``
+  of ``make_train(config)`` (when seeds > 1, over ``seeds`` keys: ``jax.vmap`` with
+  ``seeds_mode`` "vmap", the default, or ``jax.lax.map``, the runs one after the other in the
+  same compiled program, with "map"): compile seconds (trace + lower, XLA compile), one run of
+  the compiled program (seconds), valid and simulated env steps, learning curve summary, GRPO
+  stream's staleness and dropped steps, peak RSS, XLA's memory analysis of the program, bytes
+  of the parameters / Adam state / GRPO reference.
 - ``{"kind": "scaling", "points": [train specs]}``: each point compiled and run once, in this
   one process (compile excluded from steps/s).
 - ``{"kind": "phases", ...}``: collect / score / learn of one iteration timed in isolation
   (see :func:`measure_phases`).
 
 Env steps: ``env_steps`` (metric) counts valid steps, i.e. real transitions. Simulated steps
-per iteration are recovered as ``valid_i / valid_frac_i`` (GRPO pads an ended episode until
-every episode of its batch has ended; PPO never pads).
+per iteration are recovered as ``valid_i / valid_frac_i`` (GRPO collecting on-policy pads an
+ended episode until every episode of its batch has ended; GRPO's stream collector pads only a
+lane that found no free group slot; PPO never pads).
 """
 from __future__ import annotations
 
@@ -113,6 +116,12 @@ def summarize_metrics(metrics, run_s: float) -> dict:
         "final_return": float(np.nanmean([r[k][-max(1, k.sum() // 10):].mean() if k.any() else np.nan
                                           for r, k in zip(ffill(ret), ran)])),
     }
+    if "staleness/mean" in m:   # GRPO: updates between sampling and training (0 on-policy)
+        st = m["staleness/mean"][ran]
+        out["staleness_mean"] = float(np.nanmean(st)) if np.isfinite(st).any() else None
+        out["staleness_max"] = float(np.nanmax(m["staleness/max"][ran])) if ran.any() else None
+    if "dropped" in m:          # GRPO stream: steps the ring overwrote before they were trained
+        out["dropped"] = float(np.nansum(m["dropped"][ran]))
     if hit.size:
         i = int(hit[0])
         steps_at = float(env_steps[:, i].sum())
@@ -144,7 +153,11 @@ def _build(spec) -> dict:
     cfg = make_config(spec)
     train = make_train(cfg)
     seeds = int(spec.get("seeds", 1))
-    fn = jax.vmap(train) if seeds > 1 else train
+    mode = spec.get("seeds_mode", "vmap")
+    if mode not in ("vmap", "map"):
+        raise ValueError(f"seeds_mode: 'vmap' or 'map', got {mode!r}")
+    fn = train if seeds == 1 else jax.vmap(train) if mode == "vmap" else (
+        lambda keys: jax.lax.map(train, keys))
     arg = jax.random.split(jax.random.key(0), seeds) if seeds > 1 else jax.random.key(0)
     rss_import = maxrss_mib()
     t0 = time.perf_counter()
@@ -208,48 +221,40 @@ def _timeit(fn, args, reps):
 def measure_phases(spec) -> dict:
     """Collect, score and learn of one iteration, each jitted alone and timed on its own.
 
-    ``inner`` copies of the phase run inside one ``lax.scan`` per call (so that per-call
-    dispatch does not count), with the same params each time. Params: a fresh init, or, with
-    ``"pretrain_iters"``, the params after that many training iterations (so that GRPO
-    episodes have realistic lengths). Reported per iteration and per valid env step.
+    The config's own algorithm (``jaxgrpo.train.algorithm``: GRPO's stream or on-policy
+    collector, PPO's segments) runs its ``collect``, ``score`` and ``learn``. ``inner`` copies
+    of the phase run inside one ``lax.scan`` per call (so that per-call dispatch does not
+    count), with the same params and env carry each time. Params and carry: a fresh init, or,
+    with ``"pretrain_iters"``, the state after that many training iterations (so that GRPO
+    episodes have realistic lengths and the stream's ring holds steps waiting to be trained).
+    Reported per iteration and per valid env step (steps simulated by lanes running an
+    episode).
     """
-    from jaxgrpo import grpo, ppo
-    from jaxgrpo.rollout import collect_episodes, collect_segments
-    from jaxgrpo.train import make_train, make_policy
-    from jaxgrpo.envs import make_env
-    from jaxgrpo.update import learn
+    from jaxgrpo.train import algorithm, make_train
 
     cfg = make_config(spec)
     inner, reps = int(spec.get("inner", 8)), int(spec.get("reps", 5))
-    env, env_params = make_env(cfg)
-    policy = make_policy(cfg)
+    algo = algorithm(cfg)
+    env = algo.make_env(cfg)
     train = make_train(cfg)
+    policy = train.policy
     hp = cfg.hparams()
     state = train.init(jax.random.key(0))
     if spec.get("pretrain_iters"):
         state, _ = jax.jit(train.run, static_argnums=2, compiler_options=compiler_options(spec))(
             state, None, int(spec["pretrain_iters"]))
-    params, ref = state.params, state.ref_params
-    algo = grpo if cfg.algo == "grpo" else ppo
+    params, ref, carry = state.params, state.ref_params, state.env_carry
     opt = train.optimizer(hp)   # the training loop's own (flattened) optimizer
-    chunk = cfg.chunk_size if cfg.algo == "grpo" else cfg.num_envs * cfg.num_steps // cfg.num_minibatches
 
-    def collect(key):
-        if cfg.algo == "grpo":
-            return collect_episodes(policy, env, env_params, params, key, cfg.num_groups,
-                                    cfg.group_size)
-        ro, st, _ = collect_segments(policy, env, env_params, params, key, state.env_carry,
-                                     cfg.num_steps)
-        return ro, st
+    def collect(key):           # -> (rollout, stats); the carry it leaves is not kept
+        return algo.collect(cfg, env, policy, params, key, carry, jnp.bool_(True), hp)[:2]
 
     def score(ro):
         return algo.score(cfg, policy, params, ro, hp)
 
     def learn_(batch, weight, mask, key):
         loss_fn = lambda p, c, w, m: algo.loss(cfg, policy, p, ref, c, w, m, hp)
-        return learn(loss_fn, params, state.opt_state, opt, batch, weight, mask, key,
-                     epochs=cfg.update_epochs, num_minibatches=cfg.num_minibatches, chunk=chunk,
-                     all_valid=cfg.algo == "ppo")
+        return algo.learn(cfg, loss_fn, params, state.opt_state, opt, batch, weight, mask, key)
 
     def repeat(f):
         def g(key):
@@ -263,16 +268,19 @@ def measure_phases(spec) -> dict:
     key = jax.random.key(1)
     ro, stats = collect(key)
     batch, weight, mask, _ = score(ro)
-    t_collect = _timeit(repeat(lambda k: collect(k)[1]), (key,), reps) / inner
-    # a key-dependent nudge of the rewards keeps XLA from hoisting score out of the scan
+    # the whole rollout is an output, so that XLA keeps every buffer write of the collect
+    t_collect = _timeit(repeat(collect), (key,), reps) / inner
+
+    # a key-dependent nudge of the rollout's floats keeps XLA from hoisting score out of the scan
     def nudge(k):
         u = 1e-6 * jax.random.uniform(k, ())
-        obs = ro.obs + u.astype(ro.obs.dtype) if jnp.issubdtype(ro.obs.dtype, jnp.floating) else ro.obs
-        return ro._replace(reward=ro.reward + u, obs=obs)
-    t_score = _timeit(repeat(lambda k: score(nudge(k))[0]), (key,), reps) / inner
+        return jax.tree.map(lambda x: x + u.astype(x.dtype)
+                            if jnp.issubdtype(x.dtype, jnp.floating) else x, ro)
+    t_score = _timeit(repeat(lambda k: score(nudge(k))[:3]), (key,), reps) / inner
     t_learn = _timeit(repeat(lambda k: learn_(batch, weight, mask, k)[0]), (key,), reps) / inner
     valid = float(stats.valid_steps)
     return {"algo": cfg.algo, "valid_steps": valid, "sim_steps": float(stats.sim_steps),
+            "trained_steps": float(jnp.sum(mask)),
             "collect_s": t_collect, "score_s": t_score, "learn_s": t_learn,
             "iteration_s": t_collect + t_score + t_learn,
             "us_per_valid_step": {k: 1e6 * v / valid for k, v in

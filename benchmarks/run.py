@@ -16,13 +16,19 @@ own virtual environments, created here on first use (``benchmarks/.venv-rejax``,
 ``benchmarks/.venv-sb3``, git-ignored), with pinned versions.
 
 Parts (``--parts``, comma-separated; default all):
-- ``throughput``: GRPO and PPO (default configs) on CartPole-v1, Acrobot-v1, Breakout-MinAtar.
+- ``throughput``: GRPO and PPO (default configs) on CartPole-v1, Acrobot-v1, Breakout-MinAtar,
+  and GRPO collecting on-policy (``on_policy=True``) on CartPole.
 - ``peers``: CartPole PureJaxRL configuration (4 envs x 128 steps, 4 epochs x 4 minibatches,
-  64x64 tanh): rejax PPO, SB3 PPO, jaxgrpo PPO, jaxgrpo GRPO at matched steps per update;
-  steps/s and the wall time to a mean training return of 475 over 8 seeds.
+  64x64 tanh): rejax PPO, SB3 PPO, jaxgrpo PPO, jaxgrpo GRPO at matched steps per update
+  (4 lanes x 128 steps) and at its defaults; steps/s and the wall time to a mean training
+  return of 475 over 8 vmapped seeds.
 - ``critic``: GRPO (no critic) against PPO at matched batch: steps/s, time per phase
   (collect / score / learn) and parameter + Adam bytes.
-- ``scaling``: steps/s against parallel envs, group size and vmapped seeds; PNG plots.
+- ``scaling``: GRPO (stream collector, ``num_envs`` = L lanes, L / 8 groups of 8) against PPO
+  (``num_envs`` = L) at L = 64 .. 4,096 lanes, one seed from scratch per point: valid env
+  steps/s, the valid fraction and GRPO's staleness, on CartPole-v1 and Acrobot-v1 (GRPO and
+  PPO) and Breakout-MinAtar (GRPO); 1, 16 and 64 seeds of the default configs vmapped against
+  the same seeds one after the other (``jax.lax.map``, one compiled program); PNG plots.
 - ``text``: language-model GRPO against TRL's GRPOTrainer (``python -m benchmarks.text_vs_trl``
   in its own process, TRL in ``benchmarks/.venv-trl``; ``--no-peers``: jaxgrpo only): completion
   tokens/s of whole iterations, the learn phase's share of the matmul rate, generation against
@@ -58,14 +64,11 @@ REJAX_PINS = ["rejax==0.1.3", "gymnax==0.0.9", "jax=={jax}", "jaxlib=={jax}", "f
 SB3_PINS_FIRST = ["torch==2.13.0"]          # the CPU wheel first, so pip never pulls a CUDA one
 SB3_PINS = ["stable-baselines3==2.9.2", "gymnasium==1.4.0", "torch==2.13.0"]
 
-# The "matched" GRPO: 1 group x 2 episodes per iteration, the smallest GRPO batch: ~20-100
-# valid steps per iteration early, up to 1,000 once episodes reach 500; averaged over a 500k-step
-# CartPole run it is 500-900 per iteration depending on the seed (PPO: exactly 512). Measured and
-# reported each run ("steps/update").
-GRPO_MATCHED = {"num_groups": 1, "group_size": 2}
-# GRPO with PPO's number of parallel envs (4 lanes per collect trip), not its steps per update
-# (4 episodes: about twice PPO's 512 once episodes are long). Information, not a target.
-GRPO_4_LANES = {"num_groups": 2, "group_size": 2}
+# The "matched" GRPO: the stream collector with PPO's 4 lanes x 128 steps, so every update
+# trains 512 steps as PPO's does (fewer while the pipeline fills at the start of a run: a group
+# is trained once its 8 members have ended). Measured and reported each run ("steps/update").
+GRPO_MATCHED = {"num_envs": 4}
+GRPO_MATCHED_NAME = "jaxgrpo GRPO matched (4 lanes x 128 steps)"
 
 
 def log(*a):
@@ -125,6 +128,11 @@ def loadavg() -> float:
     return os.getloadavg()[0]
 
 
+def mean_of(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
 # ----------------------------------------------------------------------------- peer venvs
 
 def _venv_python(path: Path) -> Path:
@@ -173,13 +181,14 @@ def budgets(tiny: bool) -> dict:
 def tiny_overrides(algo):
     """Tiny mode: small shapes and short episodes (CartPole's time limit cut to 50)."""
     if algo == "grpo":
-        return {"num_groups": 2, "group_size": 2, "env_params": {"max_steps_in_episode": 50}}
+        return {"num_groups": 2, "group_size": 2, "num_steps": 16,
+                "env_params": {"max_steps_in_episode": 50}}
     return {"num_envs": 4, "num_steps": 32}
 
 
-# Throughput rows beyond the default configs: GRPO with partial rollouts (a lane whose episode
-# ended runs the next iteration's episode instead of idling), the validity target's config.
-EXTRA_ROWS = {"CartPole-v1": [("grpo", {"max_ahead": 1})]}
+# Throughput rows beyond the default configs: GRPO's on-policy collector (each iteration runs
+# num_groups x group_size fresh episodes and waits for the longest), the stream's comparison.
+EXTRA_ROWS = {"CartPole-v1": [("grpo", {"on_policy": True})]}
 
 
 def part_throughput(a, res):
@@ -197,6 +206,7 @@ def part_throughput(a, res):
             log(f"  {row['label']:20s} {env:16s} {fmt_k(row['sps']['median'])} steps/s "
                 f"[{fmt_k(row['sps']['min'])}, {fmt_k(row['sps']['max'])}], compile "
                 f"{row['compile_s']['median']:.1f} s, valid {row['valid_frac']:.3f}, "
+                f"staleness {fmt_opt(row['staleness_mean'], '.2f')}, "
                 f"peak RSS {row['peak_rss_mib']['median']:.0f} MiB, load {loadavg():.1f}")
     res["throughput"] = out
 
@@ -212,6 +222,10 @@ def summarize(algo, env, rows, overrides) -> dict:
             "rss_after_import_mib": stats(rows, "rss_after_import_mib"),
             "xla_temp_mib": stats(rows, "xla_temp_mib"),
             "valid_frac": valid / sim if sim else None,
+            "staleness_mean": mean_of(rows, "staleness_mean"),
+            "staleness_max": max((r["staleness_max"] for r in rows
+                                  if r.get("staleness_max") is not None), default=None),
+            "dropped": sum(r.get("dropped") or 0 for r in rows),
             "valid_steps_per_iter": stats(rows, "valid_steps_per_iter"),
             "final_return": stats(rows, "final_return"), "load_avg": stats(rows, "load_avg"),
             "param_bytes": rows[0]["param_bytes"], "opt_bytes": rows[0]["opt_bytes"],
@@ -226,10 +240,9 @@ def part_peers(a, res):
     grpo_ov = {"total_timesteps": steps, **(tiny_overrides("grpo") if a.tiny else GRPO_MATCHED)}
     grpo_def = {"total_timesteps": steps, **(tiny_overrides("grpo") if a.tiny else {})}
     jx = [("jaxgrpo PPO", "ppo", ppo_ov),
-          ("jaxgrpo GRPO matched (1 group x 2)", "grpo", grpo_ov),
-          ("jaxgrpo GRPO default (4 groups x 8)", "grpo", grpo_def),
-          ("jaxgrpo GRPO 4 envs (2 groups x 2)", "grpo", {"total_timesteps": steps, **GRPO_4_LANES}),
-          ][:2 if a.tiny else 4]
+          (GRPO_MATCHED_NAME, "grpo", grpo_ov),
+          ("jaxgrpo GRPO default (32 lanes x 128 steps)", "grpo", grpo_def),
+          ][:2 if a.tiny else 3]
     jx = [(n, algo, ov, None) for n, algo, ov in jx]
     for vname, vpath in a.variant:   # prototypes of library changes, measured side by side
         jx += [(f"{n} [{vname}]", algo, ov, vpath) for n, algo, ov, _ in jx[:2]]
@@ -292,16 +305,21 @@ def part_peers(a, res):
 def part_critic(a, res):
     steps = budgets(a.tiny)["peer_steps"]
     out = {"phases": [], "memory": []}
-    cases = [("PPO (4 envs x 128 steps)", "ppo", tiny_overrides("ppo") if a.tiny else {}),
-             ("GRPO matched (1 x 2)", "grpo",
-              {**GRPO_MATCHED, **({"env_params": {"max_steps_in_episode": 50}} if a.tiny else {})}),
-             ("GRPO default (4 x 8)", "grpo", tiny_overrides("grpo") if a.tiny else {})]
+    # (name, algo, overrides, iterations trained first, so that GRPO's episodes have
+    # mid-training lengths: 51k steps at 512 per iteration, 40 iterations of the larger batches)
+    cases = [("PPO (4 envs x 128 steps)", "ppo", tiny_overrides("ppo") if a.tiny else {}, 100),
+             ("GRPO matched (4 lanes x 128 steps)", "grpo",
+              {**GRPO_MATCHED, **({"num_steps": 16, "env_params": {"max_steps_in_episode": 50}}
+                                  if a.tiny else {})}, 100),
+             ("GRPO default (32 lanes x 128 steps)", "grpo",
+              tiny_overrides("grpo") if a.tiny else {}, 40),
+             ("GRPO on-policy (4 groups x 8 episodes)", "grpo",
+              {"on_policy": True, **(tiny_overrides("grpo") if a.tiny else {})}, 40)]
     cases = cases[:2] if a.tiny else cases
-    for name, algo, ov in cases:
-        # params after some training, so that GRPO's episodes have mid-training lengths
+    for name, algo, ov, pretrain in cases:
         r = measure({"kind": "phases", "algo": algo, "env": "CartPole-v1",
                      "overrides": {"total_timesteps": steps, **ov},
-                     "pretrain_iters": 0 if a.tiny else (100 if algo == "ppo" else 40),
+                     "pretrain_iters": 0 if a.tiny else pretrain,
                      "inner": 2 if a.tiny else 8, "reps": 2 if a.tiny else 7,
                      "compiler_options": a.compiler_options})
         r["name"] = name
@@ -312,66 +330,184 @@ def part_critic(a, res):
     res["critic"] = out
 
 
-def scaling_points(a):
-    """(sweep name, algo, x, label, overrides) for every scaling point."""
+# ----------------------------------------------------------------------------- scaling
+
+WIDTHS = (64, 256, 1024, 4096)      # lanes: GRPO num_envs (groups of GROUP), PPO num_envs
+SEED_COUNTS = (1, 16, 64)           # seeds of the default configs: vmapped and lax.map'ed
+GROUP = 8
+STEPS = 128                         # num_steps of both algorithms
+# Per env: the algorithms measured at every width, repeats (one process per width, the
+# algorithms' runs interleaved), the env steps aimed at per point and the fewest iterations.
+# Breakout-MinAtar (~10-20k steps/s here) gets half CartPole's steps, and one iteration at
+# 4,096 lanes: its GRPO ring holds ~10 blocks of 128 x 4,096 observations of 400 float32
+# (7.8 GiB; the process peaks near 13 GiB there).
+WIDTH_ENVS = {
+    "CartPole-v1": {"algos": ("grpo", "ppo"), "repeats": 3, "steps": 1_000_000, "min_iters": 4},
+    "Acrobot-v1": {"algos": ("grpo", "ppo"), "repeats": 1, "steps": 1_000_000, "min_iters": 4},
+    "Breakout-MinAtar": {"algos": ("grpo",), "repeats": 1, "steps": 500_000, "min_iters": 1},
+}
+SEED_STEPS = 100_000                # env steps per seed of the seeds points
+TINY_WIDTHS = (8, 16)
+TINY_WIDTH_ENVS = {"CartPole-v1": {"algos": ("grpo", "ppo"), "repeats": 2, "steps": 2048,
+                                   "min_iters": 2},
+                   "Acrobot-v1": {"algos": ("grpo",), "repeats": 1, "steps": 512, "min_iters": 2}}
+TINY_SEED_COUNTS = (1, 2)
+VALID_TARGET = 0.95                 # GRPO's valid fraction at every width
+SEEDS_TARGET = 1.3                  # vmapped / sequential, 16 and 64 GRPO seeds
+
+
+def width_overrides(algo, width, steps, min_iters, tiny=False) -> dict:
+    """The config of one width point: ``width`` lanes stepping ``STEPS`` (tiny: 16) times per
+    iteration, ``iterations * width * steps`` env steps (at least ``min_iters`` iterations, so
+    that PPO, which runs whole iterations only, gets the same budget)."""
+    T = 16 if tiny else STEPS
+    its = max(min_iters, -(-steps // (width * T)))
+    ov = {"num_envs": width, "num_steps": T, "total_timesteps": its * width * T}
+    if algo == "grpo":
+        ov.update(num_groups=max(1, width // GROUP), group_size=GROUP)
+    if tiny:
+        ov["env_params"] = {"max_steps_in_episode": 50}
+    return ov
+
+
+def width_points(widths=None, envs=None, tiny=False, compiler_options=None) -> list[dict]:
+    """Train specs (benchmarks.measure) of the width points, in the order they run: per env and
+    width, repeat k of every algorithm (keys 0..repeats-1), interleaved. Defaults: WIDTHS and
+    WIDTH_ENVS (tiny: TINY_WIDTHS, TINY_WIDTH_ENVS)."""
+    widths = (TINY_WIDTHS if tiny else WIDTHS) if widths is None else widths
+    envs = (TINY_WIDTH_ENVS if tiny else WIDTH_ENVS) if envs is None else envs
     pts = []
-    if a.tiny:
-        env_counts, gs, seeds = [4], [2], [2]
-    else:
-        env_counts, gs, seeds = [4, 16, 64, 256, 1024, 4096], [2, 4, 8, 16, 32, 64], [1, 8, 64]
-    T = 50 if a.tiny else 500
-    short = {"env_params": {"max_steps_in_episode": T}} if a.tiny else {}
-    target = 4_000 if a.tiny else 200_000   # valid steps aimed at per point (small sizes)
-    for n in env_counts:
-        it = max(2, -(-target // (n * 128)))
-        pts.append(("envs", "ppo", n, f"ppo envs={n}",
-                    {"num_envs": n, "num_steps": 128 if not a.tiny else 16,
-                     "total_timesteps": it * n * (128 if not a.tiny else 16)}))
-        g = 4 if n >= 4 else n
-        it = max(2, -(-target // (n * 40)))    # early CartPole episodes: ~20-60 steps
-        pts.append(("envs", "grpo", n, f"grpo episodes={n} (G=4)",
-                    {"num_groups": n // g, "group_size": g, "num_iterations": it,
-                     "total_timesteps": (it + 1) * n * T, **short}))
-    for G in gs:
-        for n_total, tag in ((64 if a.tiny else 256, "N"), (None, "groups")):
-            ng = (n_total // G) if n_total else 4
-            n = ng * G
-            it = max(2, -(-target // (n * 40)))
-            pts.append((f"group_size ({'episodes fixed' if n_total else '4 groups'})", "grpo", G,
-                        f"grpo G={G} groups={ng}",
-                        {"num_groups": ng, "group_size": G, "num_iterations": it,
-                         "total_timesteps": (it + 1) * n * T, **short}))
-    for s in seeds:
-        pts.append(("seeds", "ppo", s, f"ppo seeds={s}",
-                    {"total_timesteps": 4096 if a.tiny else 100_000,
-                     **(tiny_overrides("ppo") if a.tiny else {})}))
-        pts.append(("seeds", "grpo", s, f"grpo seeds={s}",
-                    {"total_timesteps": 4096 if a.tiny else 100_000,
-                     **(tiny_overrides("grpo") if a.tiny else {})}))
-    return pts, seeds
+    for env, e in envs.items():
+        for w in widths:
+            for k in range(e["repeats"]):
+                for algo in e["algos"]:
+                    pts.append({"kind": "train", "axis": "width", "env": env, "x": w,
+                                "algo": algo, "key": k, "label": f"{algo} {env} L={w} key={k}",
+                                "overrides": width_overrides(algo, w, e["steps"], e["min_iters"],
+                                                             tiny),
+                                "compiler_options": compiler_options})
+    return pts
+
+
+def seed_points(counts=SEED_COUNTS, steps=SEED_STEPS, tiny=False, algos=("grpo", "ppo"),
+                compiler_options=None, map_counts=None) -> list[dict]:
+    """Train specs of the seeds points: each algorithm's default config on CartPole-v1 with
+    ``steps`` env steps per seed; one seed alone, then each larger count vmapped and the same
+    keys one after the other (``seeds_mode`` "map": ``jax.lax.map``); ``map_counts``: the counts
+    measured both ways (default all)."""
+    pts = []
+    for algo in algos:
+        ov = {"total_timesteps": steps, **(tiny_overrides(algo) if tiny else {})}
+        for n in counts:
+            modes = ["single"] if n == 1 else ["vmap", "map"] if (
+                map_counts is None or n in map_counts) else ["vmap"]
+            for mode in modes:
+                pts.append({"kind": "train", "axis": "seeds", "env": "CartPole-v1", "x": n,
+                            "algo": algo, "seeds": n, "seeds_mode": "vmap" if n == 1 else mode,
+                            "mode": mode, "label": f"{algo} seeds={n} {mode}", "overrides": ov,
+                            "compiler_options": compiler_options})
+    return pts
+
+
+ROW_KEYS = ("sps", "sim_sps", "valid_frac", "valid_steps", "sim_steps", "compile_s", "run_s",
+            "iterations", "staleness_mean", "staleness_max", "dropped", "final_return",
+            "peak_rss_mib", "load_avg", "peak_mib", "memory", "error")
+
+
+def scaling_tables(points, raw) -> dict:
+    """The width and seeds tables from the points and their raw measurements (same order; a
+    raw row with ``error`` failed): {"widths": [per env, width, algo], "seeds": [per algo,
+    count, mode]}."""
+    widths, seeds = {}, []
+    for p, r in zip(points, raw):
+        r = {k: r.get(k) for k in ROW_KEYS if r.get(k) is not None}
+        if p["axis"] == "width":
+            widths.setdefault((p["env"], p["x"], p["algo"]), (p, []))[1].append(r)
+        else:
+            seeds.append({"algo": p["algo"], "seeds": p["x"], "mode": p["mode"],
+                          "overrides": p["overrides"], **r})
+    out = []
+    for (env, w, algo), (p, rows) in widths.items():
+        ok = [r for r in rows if "error" not in r]
+        valid, sim = sum(r["valid_steps"] for r in ok), sum(r["sim_steps"] for r in ok)
+        out.append({"env": env, "width": w, "algo": algo, "overrides": p["overrides"],
+                    "repeats": len(ok), "sps": stats(ok, "sps"), "sim_sps": stats(ok, "sim_sps"),
+                    "valid_frac": valid / sim if sim else None,
+                    "staleness_mean": mean_of(ok, "staleness_mean"),
+                    "staleness_max": max((r["staleness_max"] for r in ok
+                                          if r.get("staleness_max") is not None), default=None),
+                    "dropped": sum(r.get("dropped") or 0 for r in ok),
+                    "compile_s": stats(ok, "compile_s"), "run_s": stats(ok, "run_s"),
+                    "valid_steps": ok[0]["valid_steps"] if ok else None,
+                    "final_return": stats(ok, "final_return"),
+                    "peak_rss_mib": ok[0].get("peak_rss_mib") if ok else None,
+                    "peak_mib": ok[0].get("peak_mib") if ok else None,
+                    "memory": ok[0].get("memory") if ok else None,
+                    "error": next((r["error"] for r in rows if "error" in r), None),
+                    "runs": rows})
+    return {"widths": out, "seeds": seeds}
+
+
+def width_pairs(sc):
+    """{(env, width): {algo: row}} of the width table."""
+    pairs = {}
+    for r in sc["widths"]:
+        pairs.setdefault((r["env"], r["width"]), {})[r["algo"]] = r
+    return pairs
+
+
+def paired_ratios(g, p):
+    """GRPO / PPO steps/s per repeat (repeat k of both ran back to back in one process)."""
+    return [a["sps"] / b["sps"] for a, b in zip(g["runs"], p["runs"])
+            if a.get("sps") and b.get("sps")]
+
+
+def seed_speedups(sc) -> dict:
+    """{(algo, n): (vmapped row, sequential row, vmapped steps/s / sequential steps/s)}."""
+    by = {(r["algo"], r["seeds"], r["mode"]): r for r in sc["seeds"]}
+    out = {}
+    for (algo, n, mode), v in by.items():
+        m = by.get((algo, n, "map"))
+        if mode == "vmap" and m and v.get("sps") and m.get("sps"):
+            out[(algo, n)] = (v, m, v["sps"] / m["sps"])
+    return out
 
 
 def part_scaling(a, res):
-    pts, _ = scaling_points(a)
-    rows = []
-    # one process per sweep and algorithm: its points compile one after the other
+    opts = a.compiler_options
+    wp = width_points(tiny=a.tiny, compiler_options=opts)
+    sp = seed_points(counts=TINY_SEED_COUNTS if a.tiny else SEED_COUNTS,
+                     steps=4096 if a.tiny else SEED_STEPS, tiny=a.tiny, compiler_options=opts)
+    # one process per (env, width) and per seeds algorithm: its points compile once each, and
+    # the repeats of GRPO and PPO alternate
     groups = {}
-    for sweep, algo, x, label, ov in pts:
-        groups.setdefault((sweep, algo), []).append((x, label, ov))
-    for (sweep, algo), items in groups.items():
-        specs = [{"kind": "train", "algo": algo, "env": "CartPole-v1", "overrides": ov,
-                  "label": label, "seeds": x if sweep == "seeds" else 1,
-                  "compiler_options": a.compiler_options} for x, label, ov in items]
-        log(f" scaling {sweep} / {algo} ({len(specs)} points), load {loadavg():.1f}")
-        r = measure({"kind": "scaling", "points": specs})
-        for (x, label, ov), row in zip(items, r["rows"]):
-            rows.append({"sweep": sweep, "algo": algo, "x": x, "label": label, "overrides": ov,
-                         **{k: row.get(k) for k in ("sps", "sim_sps", "valid_frac", "compile_s",
-                                                    "run_s", "valid_steps", "iterations_run",
-                                                    "peak_rss_mib", "load_avg")}})
-    res["scaling"] = rows
+    for p in wp + sp:
+        groups.setdefault((p["axis"], p["env"], p["x"] if p["axis"] == "width" else p["algo"]),
+                          []).append(p)
+    points, raw = [], []
+    for (axis, env, x), pts in groups.items():
+        t = time.perf_counter()
+        try:
+            rows = measure({"kind": "scaling", "points": pts})["rows"]
+        except (RuntimeError, subprocess.TimeoutExpired) as e:   # e.g. out of memory
+            rows = [{"error": str(e)[-400:]}] * len(pts)
+            log(f"  FAILED {axis} {env} {x}: {str(e)[-400:]}")
+        points += pts
+        raw += rows
+        for p, r in zip(pts, rows):
+            if "error" not in r:
+                log(f"  {p['label']:34s} {fmt_k(r['sps'])} steps/s, valid {r['valid_frac']:.3f}, "
+                    f"staleness {fmt_opt(r.get('staleness_mean'), '.2f')}, compile "
+                    f"{r['compile_s']:.1f} s, run {r['run_s']:.1f} s")
+        log(f" scaling {axis} {env} {x}: {time.perf_counter() - t:.0f} s, load {loadavg():.1f}")
+    sc = scaling_tables(points, raw)
+    sc["settings"] = {"widths": list(TINY_WIDTHS if a.tiny else WIDTHS),
+                      "width_envs": TINY_WIDTH_ENVS if a.tiny else WIDTH_ENVS,
+                      "seed_counts": list(TINY_SEED_COUNTS if a.tiny else SEED_COUNTS),
+                      "seed_steps": 4096 if a.tiny else SEED_STEPS, "group_size": GROUP}
+    res["scaling"] = sc
     if a.outdir is not None:
-        plot_scaling(rows, a.outdir)
+        plot_scaling(sc, a.outdir)
 
 
 # ----------------------------------------------------------------------------- output
@@ -382,34 +518,52 @@ def fmt_k(v):
     return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
 
 
-def plot_scaling(rows, outdir: Path):
+def fmt_opt(v, spec, none="-"):
+    return none if v is None else format(v, spec)
+
+
+def plot_scaling(sc, outdir: Path):
+    """scaling_envs.png: valid env steps/s against lanes (GRPO solid, PPO dashed, one colour per
+    env); scaling_seeds.png: all seeds' steps/s against seeds, vmapped and sequential."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    specs = [("envs", "scaling_envs.png", "parallel envs (PPO num_envs; GRPO num_groups x group_size)"),
-             ("group_size", "scaling_group_size.png", "group size G"),
-             ("seeds", "scaling_seeds.png", "vmapped seeds")]
-    for prefix, fname, xlabel in specs:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        sel = [r for r in rows if r["sweep"].startswith(prefix)]
-        for key in sorted({(r["sweep"], r["algo"]) for r in sel}):
-            pts = sorted((r["x"], r["sps"], r["sim_sps"]) for r in sel
-                         if (r["sweep"], r["algo"]) == key)
-            lab = key[1].upper() + ("" if key[0] == prefix else " " + key[0][len(prefix):].strip())
-            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=lab)
-            if key[1] == "grpo":   # simulated steps (valid + padding): what the envs computed
-                ax.plot([p[0] for p in pts], [p[2] for p in pts], "x--", color=line.get_color(),
-                        alpha=0.6, label=lab + " simulated")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("valid env steps / s (all seeds)" if prefix == "seeds" else "valid env steps / s")
-        ax.set_title(f"CartPole-v1, steps/s vs {prefix.replace('_', ' ')}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(outdir / fname, dpi=100)
-        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    envs = list(dict.fromkeys(r["env"] for r in sc["widths"]))
+    for i, env in enumerate(envs):
+        for algo, style in (("grpo", "o-"), ("ppo", "s--")):
+            pts = sorted((r["width"], r["sps"]["median"]) for r in sc["widths"]
+                         if r["env"] == env and r["algo"] == algo and r["sps"]["median"])
+            if pts:
+                ax.plot(*zip(*pts), style, color=f"C{i}", label=f"{algo.upper()} {env}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("lanes (GRPO num_envs, groups of 8; PPO num_envs), 128 steps each")
+    ax.set_ylabel("valid env steps / s")
+    ax.set_title("steps/s against lanes, one seed from scratch")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(outdir / "scaling_envs.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, algo in enumerate(dict.fromkeys(r["algo"] for r in sc["seeds"])):
+        for modes, style, name in ((("single", "vmap"), "o-", "vmapped"),
+                                   (("single", "map"), "x--", "sequential (lax.map)")):
+            pts = sorted((r["seeds"], r["sps"]) for r in sc["seeds"]
+                         if r["algo"] == algo and r["mode"] in modes and r.get("sps"))
+            if pts:
+                ax.plot(*zip(*pts), style, color=f"C{i}", label=f"{algo.upper()} {name}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("seeds (default configs, CartPole-v1)")
+    ax.set_ylabel("valid env steps / s (all seeds)")
+    ax.set_title("steps/s against seeds in one compiled program")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(outdir / "scaling_seeds.png", dpi=100)
+    plt.close(fig)
 
 
 def check_targets(res) -> list[tuple[str, str, str]]:
@@ -417,7 +571,11 @@ def check_targets(res) -> list[tuple[str, str, str]]:
     out = []
     peers = {r["name"]: r for r in res.get("peers", {}).get("rows", [])}
     jp = peers.get("jaxgrpo PPO")
-    gm = peers.get("jaxgrpo GRPO matched (1 group x 2)")
+    # the matched GRPO row (its name gives its shape, which changed with the stream collector)
+    matched = lambda tag="": next((r for n, r in peers.items() if n.startswith(
+        "jaxgrpo GRPO matched") and (n.endswith(f" [{tag}]") if tag else not n.endswith("]"))),
+        None)
+    gm = matched()
     rx = peers.get("rejax PPO")
     sb = next((r for n, r in peers.items() if n.startswith("SB3")), None)
     med = lambda r: r["sps"]["median"]
@@ -440,19 +598,10 @@ def check_targets(res) -> list[tuple[str, str, str]]:
                             f"{per})"))
 
     for v in variants:
-        ratios(f"[{v}] ", peers.get(f"jaxgrpo PPO [{v}]"),
-               peers.get(f"jaxgrpo GRPO matched (1 group x 2) [{v}]"), "")
+        ratios(f"[{v}] ", peers.get(f"jaxgrpo PPO [{v}]"), matched(v), "")
     ratios("", jp, gm, " (identical config)")
-    cart = [r for r in res.get("throughput", []) if r["algo"] == "grpo" and r["env"] == "CartPole-v1"]
-    if cart:
-        best = max(cart, key=lambda r: r["valid_frac"])
-        others = "; ".join(f"{r.get('label', 'GRPO')}: {100 * r['valid_frac']:.1f}%"
-                           for r in cart if r is not best)
-        per = [r["valid_steps"] / r["sim_steps"] for r in best.get("runs", []) if r.get("sim_steps")]
-        per = f"; per seed {', '.join(f'{100 * x:.1f}' for x in per)}" if per else ""
-        out.append(("GRPO CartPole: >= 90% of simulated steps valid", yn(best["valid_frac"] >= 0.9),
-                    f"{100 * best['valid_frac']:.1f}% with {best.get('label', 'GRPO')} (whole "
-                    f"run{per}{'; ' + others if others else ''})"))
+    if isinstance(res.get("scaling"), dict):    # (a list: the old sweeps, no such targets)
+        out += scaling_targets(res["scaling"])
     text = res.get("text") or {}
     for w in text.get("widths", []):
         j, t = w["jax"], w.get("trl")
@@ -472,6 +621,148 @@ def check_targets(res) -> list[tuple[str, str, str]]:
                         f"{c['median']:.1f} s [{c['min']:.1f}, {c['max']:.1f}] (trace+lower "
                         f"{r['trace_lower_s']['median']:.1f} s, XLA {r['xla_compile_s']['median']:.1f} s)"))
     return out
+
+
+def scaling_targets(sc) -> list[tuple[str, str, str]]:
+    """The scaling targets: GRPO's valid fraction >= 0.95 at every width of every env, GRPO's
+    steps/s >= PPO's at every CartPole width, vmapped GRPO seeds >= 1.3x sequential."""
+    out = []
+    yn = lambda ok: "met" if ok else "NOT met"
+    for env in dict.fromkeys(r["env"] for r in sc["widths"]):
+        rows = sorted((r for r in sc["widths"] if r["env"] == env and r["algo"] == "grpo"),
+                      key=lambda r: r["width"])
+        if not rows:
+            continue
+        vf = [r["valid_frac"] for r in rows]
+        ok = all(v is not None and v >= VALID_TARGET for v in vf)
+        out.append((f"GRPO {env}: valid fraction >= {VALID_TARGET} at "
+                    f"{', '.join(format(r['width'], ',') for r in rows)} lanes", yn(ok),
+                    "; ".join(f"{r['width']:,}: " + ("failed" if v is None else f"{v:.3f}")
+                              for r, v in zip(rows, vf)) + " (whole runs from scratch)"))
+    pairs = {k: v for k, v in sorted(width_pairs(sc).items())
+             if k[0] == "CartPole-v1" and "grpo" in v and "ppo" in v}
+    if pairs:
+        cells, ok = [], True
+        for (env, w), d in pairs.items():
+            g, p = d["grpo"]["sps"]["median"], d["ppo"]["sps"]["median"]
+            if g is None or p is None:
+                cells.append(f"{w:,}: failed")
+                ok = False
+                continue
+            ok &= g >= p
+            cells.append(f"{w:,}: {g / p:.2f}x")
+        out.append(("GRPO >= PPO valid env steps/s on CartPole-v1 at "
+                    f"{', '.join(f'{w:,}' for _, w in pairs)} lanes", yn(ok),
+                    "; ".join(cells) + " (medians of the repeats)"))
+    for (algo, n), (v, m, q) in sorted(seed_speedups(sc).items()):
+        if algo == "grpo":
+            out.append((f"{n} vmapped GRPO seeds >= {SEEDS_TARGET}x the same seeds sequential "
+                        "(lax.map)", yn(q >= SEEDS_TARGET),
+                        f"{q:.2f}x ({fmt_k(v['sps'])} vs {fmt_k(m['sps'])} steps/s)"))
+    return out
+
+
+SCALING_PROCESSES = ("one process per env and width, the repeats of GRPO and PPO alternating "
+                     "(keys 0..n-1); one process per algorithm for the seeds")
+
+
+def scaling_markdown(sc, images=True, processes=SCALING_PROCESSES,
+                     memory="the process's peak RSS after GRPO's first run (it runs first)"
+                     ) -> list[str]:
+    """The scaling section's lines: the width table and the seeds table. ``processes``: how
+    the points were spread over processes; ``memory``: what the peak memory column is."""
+    L = []
+    if images:
+        L += ["![steps/s against lanes](scaling_envs.png) "
+              "![steps/s against seeds](scaling_seeds.png)", ""]
+    set_ = sc.get("settings", {})
+    L += ["### Lanes: GRPO and PPO at the same number of parallel envs", "",
+          f"GRPO: the stream collector, `num_envs` = L lanes, `num_groups` = L / {GROUP}, "
+          f"`group_size` {GROUP}; PPO: `num_envs` = L; both {STEPS} steps per lane per iteration "
+          "(`num_steps`), 4 epochs x 4 minibatches, their other settings the defaults. Each "
+          "point: one seed trained from scratch for the env steps shown (whole iterations, the "
+          "same for both), compile excluded; " + processes + "; medians [min, max] over "
+          "repeats. valid: valid env steps / "
+          "simulated steps over the whole run (>= 0.95 is the target). staleness: GRPO's "
+          "`staleness/mean` (updates between sampling a step and training it) averaged over the "
+          "iterations, and the run's `staleness/max`. dropped: steps the ring overwrote before "
+          "they were trained. Peak memory: " + memory + ".",
+          "", "| env | lanes | env steps | repeats | GRPO steps/s | PPO steps/s | GRPO / PPO "
+          "| GRPO >= PPO | GRPO valid | GRPO staleness mean, max | dropped | compile s "
+          "GRPO, PPO | GRPO peak memory MiB |",
+          "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for (env, w), d in width_pairs(sc).items():
+        g, p = d.get("grpo"), d.get("ppo")
+
+        def sps(r):
+            if r is None:
+                return "not run"
+            s = r["sps"]
+            if s["median"] is None:
+                return "failed"
+            return (f"{fmt_k(s['median'])} [{fmt_k(s['min'])}, {fmt_k(s['max'])}]"
+                    if s["n"] > 1 else fmt_k(s["median"]))
+        ratio = verdict = "-"
+        if g and p and g["sps"]["median"] and p["sps"]["median"]:
+            q = g["sps"]["median"] / p["sps"]["median"]
+            per = paired_ratios(g, p)
+            ratio = f"{q:.2f}x" + (f" ({', '.join(f'{x:.2f}' for x in per)})"
+                                   if len(per) > 1 else "")
+            verdict = "met" if q >= 1 else "NOT met"
+        first = g or p
+        vf = g and g["valid_frac"]
+        mem = first.get("peak_rss_mib") if g else None
+        if g and g.get("peak_mib") is not None:
+            mem = g["peak_mib"]
+        L.append(f"| {env} | {w:,} | {fmt_opt(first.get('valid_steps'), ',.0f')} | "
+                 f"{first['repeats']} | {sps(g)} | {sps(p)} | {ratio} | {verdict} | "
+                 + ("-" if not g else "failed" if vf is None else
+                    f"{vf:.3f} {'met' if vf >= VALID_TARGET else 'NOT met'}") + " | "
+                 + (f"{fmt_opt(g['staleness_mean'], '.2f')}, {fmt_opt(g['staleness_max'], '.0f')}"
+                    if g else "-") + f" | {fmt_opt(g and g['dropped'], ',.0f')} | "
+                 f"{fmt_opt(g and g['compile_s']['median'], '.1f')}, "
+                 f"{fmt_opt(p and p['compile_s']['median'], '.1f')} | {fmt_opt(mem, ',.0f')} |")
+    errs = [r for r in sc["widths"] if r.get("error")]
+    if errs:
+        L += [""] + [f"Failed: {r['algo'].upper()} {r['env']} at {r['width']:,} lanes: "
+                     f"`{r['error'].strip().splitlines()[-1][:200]}`" for r in errs]
+    sp = seed_speedups(sc)
+    if sc["seeds"]:
+        steps = set_.get("seed_steps")
+        L += ["", "### Seeds: vmapped against one after the other", "",
+              "Each algorithm's default config on CartPole-v1 (GRPO: 32 lanes, groups of 8, "
+              "stream collector; PPO: 4 envs), "
+              + (f"{steps:,} env steps per seed, " if steps else "")
+              + "seed keys `split(key(0), n)`. vmapped: `jit(vmap(train))` over the n keys; "
+              "sequential: `jit(lambda keys: lax.map(train, keys))`, the same runs one after "
+              "the other in one compiled program. steps/s: valid env steps of all seeds per "
+              "second of the run, compile excluded; one run each. Target: GRPO's seeds "
+              f"vmapped >= {SEEDS_TARGET}x sequential.",
+              "", "| algo | seeds | vmapped steps/s | sequential steps/s | vmapped / sequential "
+              f"| >= {SEEDS_TARGET}x | run s vmapped, sequential | compile s vmapped, "
+              "sequential | valid | staleness mean | final return |",
+              "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+        for r in sc["seeds"]:
+            algo, n = r["algo"], r["seeds"]
+            if r["mode"] == "map":
+                continue
+            if r.get("error"):
+                L.append(f"| {algo.upper()} | {n} | failed | | | | | | | | |")
+                continue
+            v, m, q = sp.get((algo, n), (r, None, None))
+            single = r["mode"] == "single"
+            L.append(f"| {algo.upper()} | {n} | {fmt_k(v['sps'])} | "
+                     + ("(the same run)" if single else fmt_k(m and m.get("sps"))
+                        if m else "not run") + " | "
+                     + ("-" if q is None else f"{q:.2f}x") + " | "
+                     + ("-" if q is None or algo != "grpo" else
+                        "met" if q >= SEEDS_TARGET else "NOT met") + " | "
+                     f"{v['run_s']:.1f}, {fmt_opt(m and m.get('run_s'), '.1f')} | "
+                     f"{v['compile_s']:.1f}, {fmt_opt(m and m.get('compile_s'), '.1f')} | "
+                     f"{fmt_opt(v.get('valid_frac'), '.3f')} | "
+                     f"{fmt_opt(v.get('staleness_mean'), '.2f')} | "
+                     f"{fmt_opt(v.get('final_return'), '.1f')} |")
+    return L + [""]
 
 
 def markdown(res, outdir: Path | None = None) -> str:
@@ -514,8 +805,8 @@ def markdown(res, outdir: Path | None = None) -> str:
     if res.get("throughput"):
         L += ["## Throughput (default configs)", "",
               "| algo | env | env steps | steps/s | compile s | peak RSS MiB | XLA temp MiB "
-              "| valid/simulated | final return | params (+Adam) bytes | load |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| valid/simulated | staleness | final return | params (+Adam) bytes | load |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["throughput"]:
             s, c, p = r["sps"], r["compile_s"], r["peak_rss_mib"]
             L.append(f"| {r.get('label', r['algo'].upper())} | {r['env']} | "
@@ -524,6 +815,7 @@ def markdown(res, outdir: Path | None = None) -> str:
                      f"{c['median']:.1f} [{c['min']:.1f}, {c['max']:.1f}] | "
                      f"{p['median']:.0f} [{p['min']:.0f}, {p['max']:.0f}] | "
                      f"{r['xla_temp_mib']['median']:.2f} | {r['valid_frac']:.3f} | "
+                     f"{fmt_opt(r.get('staleness_mean'), '.2f')} | "
                      f"{r['final_return']['median']:.1f} | {r['param_bytes']:,} (+{r['opt_bytes']:,}) | "
                      f"{r['load_avg']['median']:.1f} |")
         L += ["", f"{res['throughput'][0]['repeats']} repeats per row (seeds 0..n-1). Peak RSS: "
@@ -531,11 +823,14 @@ def markdown(res, outdir: Path | None = None) -> str:
               f"{res['throughput'][0]['rss_after_import_mib']['median']:.0f} MiB after import, "
               "and the compiler's peak). XLA temp: the compiled program's scratch buffers "
               "(`compiled.memory_analysis()`). valid/simulated: sum of valid env steps / sum of "
-              "simulated steps over all runs (GRPO keeps stepping a batch until its longest "
-              "episode ends, its finished lanes idling, unless `max_ahead` > 0 lets them run "
-              "the next iterations' episodes meanwhile; PPO never pads). GRPO iterations run "
-              "while the env steps used are below the budget, so their step counts end a "
-              "little above it.", ""]
+              "simulated steps over all runs (GRPO's default stream collector starts a lane's "
+              "next episode as soon as its episode ends; `on_policy=True` keeps stepping a "
+              "batch until its longest episode ends, its finished lanes idling; PPO never "
+              "pads). staleness: GRPO's `staleness/mean` (updates between sampling a step and "
+              "training it) averaged over iterations; 0 on-policy. The stream runs "
+              "ceil(budget / (num_envs x num_steps)) iterations and on-policy GRPO runs while "
+              "the env steps used are below the budget, so their step counts end a little "
+              "above it.", ""]
     pe = res.get("peers")
     if pe:
         jp = next((r for r in pe["rows"] if r["name"] == "jaxgrpo PPO"), None)
@@ -581,12 +876,16 @@ def markdown(res, outdir: Path | None = None) -> str:
     if cr:
         L += ["## What no critic buys (GRPO vs PPO)", "",
               "One iteration's phases, each jitted alone and timed inside a `lax.scan` (params "
-              "after a short training, so GRPO episodes have mid-training lengths):", "",
-              "| case | valid steps / iter | collect ms | score ms | learn ms | us / valid step "
-              "(collect, score, learn) |", "|---|---:|---:|---:|---:|---|"]
+              "and env carry after a short training, so GRPO episodes have mid-training "
+              "lengths; the stream's collect includes scoring the groups that ended and taking "
+              "the oldest scored steps from its ring). valid steps: steps simulated by lanes "
+              "running an episode; trained: the samples the learn phase trains:", "",
+              "| case | valid steps / iter | trained / iter | collect ms | score ms | learn ms "
+              "| us / valid step (collect, score, learn) |", "|---|---:|---:|---:|---:|---:|---|"]
         for r in cr["phases"]:
             u = r["us_per_valid_step"]
-            L.append(f"| {r['name']} | {r['valid_steps']:.0f} | {r['collect_s'] * 1e3:.2f} | "
+            L.append(f"| {r['name']} | {r['valid_steps']:.0f} | "
+                     f"{fmt_opt(r.get('trained_steps'), '.0f')} | {r['collect_s'] * 1e3:.2f} | "
                      f"{r['score_s'] * 1e3:.2f} | {r['learn_s'] * 1e3:.2f} | "
                      f"{u['collect']:.2f}, {u['score']:.2f}, {u['learn']:.2f} |")
         mem = {r["algo"]: r for r in res.get("throughput", [])
@@ -602,21 +901,12 @@ def markdown(res, outdir: Path | None = None) -> str:
                          f"{r['opt_bytes']:,} | {r['ref_bytes']:,} | {tot:,} |")
         L += [""]
     sc = res.get("scaling")
-    if sc:
-        L += ["## Scaling (CartPole-v1)", "",
-              "![envs](scaling_envs.png) ![group size](scaling_group_size.png) "
-              "![seeds](scaling_seeds.png)", "",
-              "| sweep | algo | x | steps/s | simulated steps/s | valid/simulated | env steps | compile s |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
-        for r in sc:
-            L.append(f"| {r['sweep']} | {r['algo'].upper()} | {r['x']} | {fmt_k(r['sps'])} | "
-                     f"{fmt_k(r['sim_sps'])} | {r['valid_frac']:.3f} | {r['valid_steps']:,.0f} | "
-                     f"{r['compile_s']:.1f} |")
-        L += ["", "Each point: one compile, one run, from scratch (so GRPO's episodes are "
-              "early-training lengths at the short budgets of the large sizes). envs: PPO "
-              "num_envs x 128 steps; GRPO num_groups x 4 episodes. group_size: GRPO with 256 "
-              "episodes per iteration (num_groups = 256 / G), and with 4 groups (4 G episodes). seeds: default configs, 100k steps per seed, seeds vmapped "
-              "in one program; steps/s summed over seeds.", ""]
+    if isinstance(sc, dict):
+        L += ["## Scaling: lanes and seeds", ""] + scaling_markdown(sc)
+    elif sc:   # a results.json of the old scaling sweeps (envs, group size, seeds)
+        L += ["## Scaling", "", "This results.json holds the scaling sweeps of an older "
+              "version of this script (lockstep GRPO episodes); `python -m benchmarks.run "
+              "--parts scaling --merge` measures the current ones.", ""]
     if res.get("text"):
         t = res["text"]
         L += ["## Language-model GRPO against TRL", "",

@@ -1,5 +1,6 @@
 """benchmarks/: the report writers, on the committed results (``benchmarks.run --render``) and
-on fake measurements (``benchmarks.accelerator``), and the command's argument errors. Nothing
+on fake measurements (the scaling part's tables and targets, ``benchmarks.accelerator``), the
+scaling part's points, and the command's argument errors. Nothing
 here measures: the benchmarks' smoke runs are ``python -m benchmarks.run --tiny --no-peers``
 and ``python -m benchmarks.accelerator --tiny`` (benchmarks are not tests)."""
 import json
@@ -44,25 +45,112 @@ def test_unknown_part_is_rejected():
     assert p.returncode == 2 and "--parts: unknown 'nope'" in p.stderr
 
 
+def test_scaling_points_are_the_issue_s_widths_and_seeds():
+    """The full scaling part: every width 64..4,096 on CartPole, Acrobot and Breakout-MinAtar
+    for GRPO (num_envs L, L / 8 groups of 8, the stream collector) and on CartPole for PPO
+    (num_envs L x 128 steps), each config valid, GRPO and PPO with the same whole-iteration
+    budget; seeds 1, 16, 64 of both algorithms' defaults, vmapped and lax.map'ed."""
+    from benchmarks import run
+    from benchmarks.measure import make_config
+    pts = run.width_points()
+    by = {}
+    for p in pts:
+        cfg = make_config(p)                      # the config's own checks
+        L = p["x"]
+        assert cfg.num_envs == L and cfg.num_steps == 128
+        steps = p["overrides"]["total_timesteps"]
+        assert steps % (L * 128) == 0 and steps // (L * 128) == cfg.iterations
+        if p["algo"] == "grpo":
+            assert not cfg.on_policy and cfg.group_size == 8 and cfg.num_groups == L // 8
+        by.setdefault((p["env"], L), {}).setdefault(p["algo"], set()).add(steps)
+    assert sorted({w for _, w in by}) == [64, 256, 1024, 4096]
+    for env in ("CartPole-v1", "Acrobot-v1", "Breakout-MinAtar"):
+        for w in (64, 256, 1024, 4096):
+            assert "grpo" in by[(env, w)]
+    for w in (64, 256, 1024, 4096):
+        d = by[("CartPole-v1", w)]
+        assert d["grpo"] == d["ppo"] and len(d["grpo"]) == 1 and min(d["grpo"]) >= 1_000_000
+    assert len([p for p in pts if p["env"] == "CartPole-v1" and p["x"] == 64]) == 6   # 3 repeats
+    seeds = run.seed_points()
+    assert sorted({(p["algo"], p["x"], p["mode"]) for p in seeds}) == sorted(
+        [(a, 1, "single") for a in ("grpo", "ppo")]
+        + [(a, n, m) for a in ("grpo", "ppo") for n in (16, 64) for m in ("map", "vmap")])
+    for p in seeds:
+        cfg = make_config(p)
+        assert p["seeds"] == p["x"] and p["overrides"]["total_timesteps"] == 100_000
+        assert (cfg.num_envs, cfg.num_steps) == ((32, 128) if p["algo"] == "grpo" else (4, 128))
+
+
+def _raw(sps, valid_frac=1.0, staleness=2.0, steps=1000.0):
+    return {"sps": sps, "sim_sps": sps / valid_frac, "valid_frac": valid_frac,
+            "valid_steps": steps, "sim_steps": steps / valid_frac, "compile_s": 3.0,
+            "run_s": steps / sps, "staleness_mean": staleness, "staleness_max": 5.0,
+            "dropped": 0.0, "final_return": 100.0, "peak_rss_mib": 900.0}
+
+
+def test_scaling_report_reads_ratios_and_verdicts_from_the_rows():
+    """The tables and targets computed from measurements (numbers made up here): GRPO / PPO
+    per width from the medians, met where >= 1 and NOT met below; the valid fraction over the
+    whole run (sum valid / sum simulated) against 0.95; vmapped / sequential seeds."""
+    from benchmarks import run
+    pts = run.width_points(widths=(64, 256), tiny=True)
+    pts = [p for p in pts if p["env"] == "CartPole-v1"]          # 2 repeats x (grpo, ppo)
+    speed = {(64, "grpo"): [300.0, 500.0], (64, "ppo"): [200.0, 250.0],
+             (256, "grpo"): [90.0, 110.0], (256, "ppo"): [100.0, 200.0]}
+    raw = [_raw(speed[(p["x"], p["algo"])][p["key"]],
+                valid_frac=0.9 if (p["x"], p["algo"]) == (256, "grpo") else 1.0) for p in pts]
+    spts = run.seed_points(counts=(1, 16), steps=4096, tiny=True, algos=("grpo",))
+    raw_s = [_raw(s) for s in (100.0, 260.0, 100.0)]             # single, vmap, map
+    sc = run.scaling_tables(pts + spts, raw + raw_s)
+    md = "\n".join(run.scaling_markdown(sc))
+    rows = {int(line.split("|")[2].replace(",", "")): [c.strip() for c in line.split("|")]
+            for line in md.splitlines() if line.startswith("| CartPole-v1 |")}
+    assert rows[64][7:9] == ["1.78x (1.50, 2.00)", "met"]           # 400 / 225
+    assert rows[256][7:9] == ["0.67x (0.90, 0.55)", "NOT met"]      # 100 / 150
+    assert rows[64][9] == "1.000 met" and rows[256][9] == "0.900 NOT met"
+    assert rows[64][5] == "400 [300, 500]"
+    seeds = [line for line in md.splitlines() if line.startswith("| GRPO | 16 |")]
+    assert len(seeds) == 1 and "| 2.60x | met |" in seeds[0]
+    targets = {t: (s, n) for t, s, n in run.scaling_targets(sc)}
+    assert targets["GRPO CartPole-v1: valid fraction >= 0.95 at 64, 256 lanes"][0] == "NOT met"
+    assert targets["GRPO >= PPO valid env steps/s on CartPole-v1 at 64, 256 lanes"] == (
+        "NOT met", "64: 1.78x; 256: 0.67x (medians of the repeats)")
+    assert targets["16 vmapped GRPO seeds >= 1.3x the same seeds sequential (lax.map)"][0] == "met"
+    # a point whose process failed is reported, and fails its targets
+    raw[2] = {"error": "Killed"}                                   # GRPO 64, repeat 1
+    sc = run.scaling_tables(pts + spts, raw + raw_s)
+    g64 = next(r for r in sc["widths"] if (r["width"], r["algo"]) == (64, "grpo"))
+    assert g64["repeats"] == 1 and g64["error"] == "Killed" and g64["sps"]["median"] == 300.0
+    assert "Failed: GRPO CartPole-v1 at 64 lanes: `Killed`" in "\n".join(run.scaling_markdown(sc))
+
+
 def test_accelerator_script_tiny(tmp_path, monkeypatch):
     """benchmarks/accelerator.py, the script to run when a GPU/TPU is lent, at CPU smoke size,
-    its measurement replaced by a fake: the points and the report."""
+    its measurement replaced by a fake: the points, the skip past the time limit, the report."""
     from benchmarks import accelerator, measure
     specs = []
 
     def fake_measure(spec):
         specs.append(spec)
-        return {"sps": 1234.0, "compile_s": 1.5, "run_s": 0.25, "valid_frac": 0.5}
+        return {**_raw(1234.0 if spec["algo"] == "grpo" else 1000.0), "compile_s": 1.5,
+                "run_s": 0.25, "hit_steps_per_seed": None, "hit_time_s": None}
 
     monkeypatch.setattr(measure, "measure_train", fake_measure)
     out = tmp_path / "acc.md"
     assert accelerator.main(["--tiny", "--out", str(out)]) == 0
     text = out.read_text()
-    rows = [line.split("|") for line in text.splitlines() if line.startswith(("| ppo", "| grpo"))]
-    assert [(r[1].strip(), r[2].strip()) for r in rows] == [("ppo", "4"), ("grpo", "2")]
-    for r in rows:
-        assert float(r[3].replace(",", "")) > 0 and 0 < float(r[6]) <= 1    # steps/s, valid
-    assert "not run" in text and "device: 1 x cpu" in text
+    assert [(s["algo"], s["axis"], s["x"]) for s in specs] == [
+        ("grpo", "width", 8), ("ppo", "width", 8), ("grpo", "seeds", 1), ("grpo", "seeds", 2),
+        ("grpo", "seeds", 2), ("grpo", "curve", 2), ("ppo", "curve", 2)]
     assert all(s["env"] == "CartPole-v1" and s["kind"] == "train" for s in specs)
+    assert "| CartPole-v1 | 8 | 1,000 | 1 | 1.2k | 1.0k | 1.23x | met | 1.000 met |" in text
+    assert "| GRPO | 2 | 1.2k | 1.2k | 1.00x | NOT met |" in text
+    assert "not run (`--rejax-python`)" in text and "device: 1 x cpu" in text
+    assert "Skipped (time limit): none." in text
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert len(saved["rows"]) == 2 and saved["rows"][0]["sps"] == 1234.0
+    assert len(saved["rows"]) == 7 and saved["rows"][0]["sps"] == 1234.0
+    # past the time limit: no point starts, each is listed as skipped
+    specs.clear()
+    assert accelerator.main(["--tiny", "--minutes", "0", "--out", str(out)]) == 0
+    assert specs == [] and ("Skipped (time limit): grpo CartPole-v1 L=8 key=0, ppo CartPole-v1 "
+                            "L=8 key=0, grpo seeds=1 single,") in out.read_text()
