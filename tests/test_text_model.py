@@ -369,6 +369,12 @@ def test_early_stop_vmapped_over_seeds():
     length = np.asarray(on(trained, keys)[2])
     assert length.max() < M - 1                              # the vmapped loop could stop
     assert np.asarray(on(mixed, keys)[2])[1].max() == M      # ... and here could not
+    # vmapped, the decode stays one loop with a scalar condition (a batched one would make
+    # vmap select every member's carry, KV cache included, at every step)
+    jaxpr = jax.make_jaxpr(jax.vmap(lambda p, k: model.generate(p, k, tokens, valid, M, 0.7,
+                                                                EOS)))(trained, keys)
+    loops = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "while"]
+    assert len(loops) == 1 and loops[0].params["cond_jaxpr"].out_avals[0].shape == ()
 
 
 # ----------------------------------------------------------------------------- padding

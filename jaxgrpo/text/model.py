@@ -152,6 +152,20 @@ def _length(completion, eos_id):
     return jnp.where(is_eos.any(-1), jnp.argmax(is_eos, -1), completion.shape[-1]).astype(jnp.int32)
 
 
+@jax.custom_batching.custom_vmap
+def _all_members(x):
+    """``jnp.all(x)``, and vmapped, the all of every member's: one unbatched bool. A decode
+    loop conditioned on it stays one loop with a scalar condition under vmap (seeds), running
+    until every member is done; with a batched condition, vmap would instead select every
+    member's whole carry (the KV cache) at each step, which costs more than the step."""
+    return jnp.all(x)
+
+
+@_all_members.def_vmap
+def _all_members_vmap(axis_size, in_batched, x):
+    return _all_members(x), False
+
+
 def _softmax_rows(s, allowed):
     """Scores float32 [..., K] and allowed bool (broadcasting) -> softmax over K of the
     allowed scores (masked keys get exactly 0)."""
@@ -411,7 +425,7 @@ class Transformer:
         are PAD and logp 0; ``length`` counts the tokens before the first EOS (M if none), as
         ``completion_length``. P + M must be <= cfg.max_len. Vmappable over keys and params
         (e.g. one per seed): vmapped, the loop runs until every sequence of every member has
-        ended (a member that is done carries its outputs through unchanged).
+        ended (a member already done decodes on, drawing PAD and 0 as the full decode does).
 
         Randomness: the M step keys are split from ``key`` up front and step t draws with key
         t whether or not the loop stops early, so a stopped decode writes exactly the tokens
@@ -444,7 +458,7 @@ class Transformer:
 
         def more(carry):
             t, _, done = carry[:3]
-            return (t < M) & ~jnp.all(done) if early_stop else t < M
+            return (t < M) & ~_all_members(done) if early_stop else t < M
 
         def step(carry):
             t, tok, done, cache, toks, lps = carry
