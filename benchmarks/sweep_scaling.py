@@ -1,9 +1,10 @@
 """Wall time of n vmapped seeds (one ``jaxgrpo.sweep``) against n sequential runs, for GRPO and
 PPO, and which of them ``sweep``'s default (``vmap_size="auto"``) picks on this backend.
 
-GRPO on CartPole-v1 with the default group shape (4 groups x 8 episodes, 500-step limit) and
-PPO with its defaults (4 envs x 128 steps), each a short fixed number of iterations. For each
-algorithm and each n in ``--counts``:
+On CartPole-v1, each a short fixed number of iterations: GRPO's default config (the stream
+collector: 32 lanes x 128 steps per iteration, groups of 8), GRPO collecting on-policy
+(``on_policy=True``: 4 groups x 8 fresh episodes per iteration, 500-step limit) and PPO with its
+defaults (4 envs x 128 steps). For each config and each n in ``--counts``:
 
 - sequential: ``jax.jit(make_train(config))`` compiled once, then called for n keys one
   after the other (each waited for);
@@ -12,15 +13,15 @@ algorithm and each n in ``--counts``:
 - vmap_size=1: the same with ``sweep(..., vmap_size=1)``: one compiled program that runs the
   n runs one after the other (``lax.map``) instead of vmapping them.
 
-The default, ``vmap_size="auto"``, is one of the last two (``resolve_vmap_size``: 1 on CPU,
-all vmapped on accelerators); the table names which.
+The default, ``vmap_size="auto"``, is one of the last two (``resolve_vmap_size``: all runs
+vmapped, on every backend); the table names which.
 
 Seed s is ``jax.random.split(jax.random.key(0), n)[s]`` in both, so both do the same work.
 Peak RSS is read after each vmapped sweep (runs go in increasing n, so the value after the
 largest sweep bounds its memory). Writes a markdown table (``--out``).
 
     python -m benchmarks.sweep_scaling          # n = 1, 8, 64 -> benchmarks/sweep_scaling.md
-    python -m benchmarks.sweep_scaling --tiny   # ~20 s: tiny GRPO, n = 2, printed only
+    python -m benchmarks.sweep_scaling --tiny   # ~20 s: tiny GRPO (stream), n = 2, printed only
 """
 from __future__ import annotations
 
@@ -93,10 +94,14 @@ def run(config, counts, compiler_options=None, log=print) -> list[dict]:
 
 
 def describe(config) -> str:
+    if config.algo == "grpo" and config.on_policy:
+        return (f"GRPO on-policy, {config.num_groups} groups x {config.group_size} episodes "
+                f"(time limit {config.max_episode_steps}), update_epochs "
+                f"{config.update_epochs} x num_minibatches {config.num_minibatches}")
     if config.algo == "grpo":
-        return (f"GRPO, {config.num_groups} groups x {config.group_size} episodes (time limit "
-                f"{config.max_episode_steps}), update_epochs {config.update_epochs} x "
-                f"num_minibatches {config.num_minibatches}")
+        return (f"GRPO stream, {config.num_envs} lanes x {config.num_steps} steps, groups of "
+                f"{config.group_size} (time limit {config.max_episode_steps}), update_epochs "
+                f"{config.update_epochs} x num_minibatches {config.num_minibatches}")
     return (f"PPO, {config.num_envs} envs x {config.num_steps} steps, update_epochs "
             f"{config.update_epochs} x num_minibatches {config.num_minibatches}")
 
@@ -121,10 +126,10 @@ def markdown(tables, info, note="") -> str:
         "the runs (`lax.map`).",
         "",
         "The default, `vmap_size=\"auto\"`, is "
-        + ", ".join(f"**{default_of(c)}** for {c.algo.upper()}" for c, _ in tables)
+        + ", ".join(dict.fromkeys(f"**{default_of(c)}** for {c.algo.upper()}" for c, _ in tables))
         + f" on this backend ({platform}); its column is marked (default). \"first call\" is the "
         "sweep's first call, compilation included. Peak RSS is the process's maximum resident "
-        "memory after the vmapped sweep of that n (n increasing, GRPO first).",
+        "memory after the vmapped sweep of that n (n increasing, the tables in order).",
     ]
     for config, rows in tables:
         mark = lambda name: f"{name} (default)" if name == default_of(config) else name
@@ -142,14 +147,13 @@ def markdown(tables, info, note="") -> str:
                          f"| {r['seq_run'] / r['map_run']:.2f} "
                          f"| {r['vm_first']:.1f}, {r['map_first']:.1f} | {r['rss']:.0f} "
                          f"| {r['final_return']:.1f} |")
-    lines += ["", "Reading: vmapped runs move in lockstep. GRPO's rollout loop runs until the "
-              "longest episode of the whole batch has ended and the update's chunk loop until the "
-              "largest batch is done, for every run, with batched (scatter/gather) indexing; "
-              "a 2-core CPU has no idle lanes for the extra runs to fill, so vmapping costs GRPO "
-              "time there, while `vmap_size=1` keeps the one compilation and runs near "
-              "sequential speed. PPO's rollouts have a fixed length, and its vmapped runs were "
-              "as fast as `vmap_size=1` or faster at every n. On a GPU the trade goes the other "
-              "way (not measured here). Treat differences under ~10% as noise."]
+    lines += ["", "Reading: vmapped runs move in lockstep. PPO's and the GRPO stream's "
+              "iterations have a fixed length (num_steps steps of every lane, one update of a "
+              "fixed size), so no run waits for another. On-policy GRPO's rollout loop runs "
+              "until the longest episode of the whole vmapped batch has ended and its update's "
+              "chunk loop until the largest batch is done, for every run, so vmapping makes "
+              "each run wait for the slowest, while `vmap_size=1` keeps the one compilation "
+              "without the wait. Treat differences under ~10% as noise."]
     lines += ["", "Machine:", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     if note:
@@ -169,11 +173,13 @@ def main(argv=None) -> int:
     if a.tiny:
         # GRPO only: the PPO table is the same code, and the suite's time is short
         configs = [GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iterations=3,
-                              env_params={"max_steps_in_episode": 50})]
+                              num_steps=16, env_params={"max_steps_in_episode": 50})]
         counts, opts, out = a.counts or [2], {"xla_backend_optimization_level": 0}, a.out
     else:
-        worst = 4 * 8 * 500
-        configs = [GRPOConfig(num_iterations=a.iterations, total_timesteps=a.iterations * worst),
+        worst = 4 * 8 * 500          # the on-policy collector's most steps per iteration
+        configs = [GRPOConfig(total_timesteps=a.iterations * 32 * 128),
+                   GRPOConfig(on_policy=True, num_iterations=a.iterations,
+                              total_timesteps=a.iterations * worst),
                    PPOConfig(total_timesteps=a.iterations * 4 * 128)]
         counts, opts = a.counts or [1, 8, 64], None
         out = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep_scaling.md")

@@ -1,26 +1,30 @@
-"""Where a PPO / GRPO iteration spends its time on CPU, and what a lane pool or partial rollouts buy.
+"""Where a PPO / GRPO iteration spends its time on CPU, and what GRPO's collectors buy.
 
     python -m benchmarks.where_time_goes        # -> benchmarks/where_time_goes.md
+    python -m benchmarks.where_time_goes --tiny --out X.md   # smoke: tiny budgets, ~1 min
 
-1. Ablations (CartPole-v1, PureJaxRL's PPO batch; GRPO 1 group x 2 episodes): steps/s of the
-   compiled loop with the learn phase replaced by the identity, with GAE replaced by one-step
-   TD, and unchanged. Rates are env steps per second of *process CPU time* (robust to other
-   jobs on a shared machine) and of wall time, median of 3 runs after one compile.
+1. Ablations (CartPole-v1, PureJaxRL's PPO batch; GRPO's stream collector with the same 4
+   lanes x 128 steps): steps/s of the compiled loop with the learn phase replaced by the
+   identity, with GAE replaced by one-step TD, and unchanged. Rates are env steps per second
+   of *process CPU time* (robust to other jobs on a shared machine) and of wall time, median
+   of 3 runs after one compile.
 2. Op counts of the compiled PPO program: ops per trip of every while-loop body (the collect
    step, the minibatch step, ...), and how many threefry loops each contains.
 3. XLA:CPU options that could speed up the small dots (each passed as a jit compiler option).
 4. Valid fraction of a lane pool (W lanes running N episodes, a finished lane starts the next
-   queued episode) against lockstep (W = N), simulated on episode-length distributions, with
-   the number of loop trips it costs.
-5. Partial rollouts, measured: GRPO's default CartPole run with ``max_ahead`` = 0, 1, 2, 4
-   (a lane whose episode ended runs its episodes of the next A iterations instead of idling):
-   valid fraction, steps/s and final training return over 3 seeds.
+   queued episode) against lockstep (W = N, the on-policy collector), simulated on
+   episode-length distributions, with the number of loop trips it costs.
+5. GRPO's collectors, measured: the default CartPole run with the stream collector (the
+   default) and with ``on_policy=True``: valid fraction, steps/s, staleness and final training
+   return over 3 seeds.
 6. The per-epoch shuffle of the learn phase: ``update.epoch_order`` (a sort of packed uint32
    keys) against an argsort and ``jax.random.permutation``, the whole learn phase timed on
-   synthetic batches (PPO's 512 samples; GRPO's default buffer of 16,000, half valid).
+   synthetic batches (PPO's 512 samples; the GRPO stream's default batch of 4,096, all valid;
+   the on-policy collector's default buffer of 16,000, half valid).
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import os
@@ -36,21 +40,22 @@ import numpy as np
 
 import jaxgrpo
 import jaxgrpo.ppo as ppo_mod
-import jaxgrpo.train as train_mod
+import jaxgrpo.update as update_mod
 from benchmarks.measure import machine
 
 OUT = Path(__file__).resolve().parent / "where_time_goes.md"
 BUDGET = 300_000
+REPS = 3
 
 
-def rates(cfg, reps=3, compiler_options=None):
+def rates(cfg, reps=None, compiler_options=None):
     """-> (median CPU-time steps/s, median wall steps/s, compile s)."""
     t0 = time.perf_counter()
     f = jax.jit(jaxgrpo.make_train(cfg), compiler_options=compiler_options)
     f = f.lower(jax.random.key(0)).compile()
     compile_s = time.perf_counter() - t0
     cpu, wall = [], []
-    for r in range(reps):
+    for r in range(REPS if reps is None else reps):
         c0, w0 = time.process_time(), time.perf_counter()
         _, m = jax.block_until_ready(f(jax.random.key(r)))
         steps = float(m["env_steps"][-1])
@@ -60,22 +65,24 @@ def rates(cfg, reps=3, compiler_options=None):
 
 
 def ablations():
-    real_learn, real_gae = train_mod.learn, ppo_mod.gae
+    # algorithm.minibatch_learn calls update.learn through the module: patched there
+    real_learn, real_gae = update_mod.learn, ppo_mod.gae
     no_learn = lambda loss_fn, params, opt_state, *a, **k: (params, opt_state, {})
     one_step = lambda r, v, nv, term, done, g, lam: (r + g * nv * (1 - term) - v,
                                                    r + g * nv * (1 - term))
     ppo = jaxgrpo.PPOConfig(env="CartPole-v1", total_timesteps=BUDGET)
-    grpo = jaxgrpo.GRPOConfig(env="CartPole-v1", total_timesteps=BUDGET, num_groups=1,
-                              group_size=2)
+    grpo = jaxgrpo.GRPOConfig(env="CartPole-v1", total_timesteps=BUDGET, num_envs=4)
     rows = []
     for name, cfg, patch in [("PPO", ppo, None), ("PPO, learn removed", ppo, "learn"),
-                             ("PPO, GAE -> one-step TD", ppo, "gae"), ("GRPO 1 x 2", grpo, None)]:
-        train_mod.learn = no_learn if patch == "learn" else real_learn
+                             ("PPO, GAE -> one-step TD", ppo, "gae"),
+                             ("GRPO stream, 4 lanes x 128 steps", grpo, None),
+                             ("GRPO stream, 4 lanes x 128 steps, learn removed", grpo, "learn")]:
+        update_mod.learn = no_learn if patch == "learn" else real_learn
         ppo_mod.gae = one_step if patch == "gae" else real_gae
         try:
             cpu, wall, c = rates(cfg)
         finally:
-            train_mod.learn, ppo_mod.gae = real_learn, real_gae
+            update_mod.learn, ppo_mod.gae = real_learn, real_gae
         rows.append(f"| {name} | {cpu / 1e3:.1f}k | {wall / 1e3:.1f}k | {1e6 / cpu:.2f} |")
         print(rows[-1], flush=True)
     return rows
@@ -156,13 +163,13 @@ def pool_table(n=32, draws=500, seed=0):
     return rows
 
 
-def partial_rollouts(aheads=(0, 1, 2, 4), seeds=3, budget=500_000):
+def collectors(seeds=3, budget=500_000):
     rows = []
-    for a in aheads:
-        cfg = jaxgrpo.GRPOConfig(env="CartPole-v1", total_timesteps=budget, max_ahead=a)
+    for name, on_policy in (("stream (default)", False), ("on-policy (`on_policy=True`)", True)):
+        cfg = jaxgrpo.GRPOConfig(env="CartPole-v1", total_timesteps=budget, on_policy=on_policy)
         f = jax.jit(jaxgrpo.make_train(cfg)).lower(jax.random.key(0)).compile()
         valid = sim = wall = 0.0
-        finals = []
+        finals, stale, stale_max = [], [], 0.0
         for k in range(seeds):
             w0 = time.perf_counter()
             _, m = jax.block_until_ready(f(jax.random.key(k)))
@@ -171,9 +178,12 @@ def partial_rollouts(aheads=(0, 1, 2, 4), seeds=3, budget=500_000):
             ran = ~np.isnan(m["loss"])
             v = np.diff(m["env_steps"], prepend=0.0)[ran]
             valid, sim = valid + v.sum(), sim + (v / m["valid_frac"][ran]).sum()
+            stale.append(np.mean(m["staleness/mean"][ran]))
+            stale_max = max(stale_max, float(np.max(m["staleness/max"][ran])))
             r = m["episode_return"][ran]
             finals.append(r[-max(1, len(r) // 10):].mean())
-        rows.append(f"| {a} | {valid / sim:.3f} | {valid / wall / 1e3:.1f}k | "
+        rows.append(f"| {name} | {valid / sim:.3f} | {valid / wall / 1e3:.1f}k | "
+                    f"{np.mean(stale):.2f} ({stale_max:.0f}) | "
                     f"{np.mean(finals):.1f} ({', '.join(f'{x:.0f}' for x in finals)}) |")
         print(rows[-1], flush=True)
     return rows
@@ -187,13 +197,17 @@ def shuffles(inner=8, reps=5):
         "`epoch_order` (packed uint32 sort)": U.epoch_order,
         "argsort of uniform keys": lambda k, m: jnp.argsort(
             jnp.where(m, jax.random.uniform(k, m.shape), 2.0)).astype(jnp.int32),
-        "`jax.random.permutation` (valid first: PPO only)": lambda k, m: jax.random.permutation(
+        "`jax.random.permutation` (all valid only)": lambda k, m: jax.random.permutation(
             k, m.shape[0]),
     }
-    cases = [("PPO, 512 samples", jaxgrpo.PPOConfig(), ppo, 512, 512),
-             ("GRPO, 16,000 samples, 8,000 valid", jaxgrpo.GRPOConfig(), grpo, 16_000, 8_000)]
+    # (name, config, module, samples, valid samples, chunk)
+    cases = [("PPO, 512 samples", jaxgrpo.PPOConfig(), ppo, 512, 512, 128),
+             ("GRPO stream, 4,096 samples (all valid)", jaxgrpo.GRPOConfig(), grpo, 4096, 4096,
+              1024),
+             ("GRPO on-policy, 16,000 samples, 8,000 valid", jaxgrpo.GRPOConfig(on_policy=True),
+              grpo, 16_000, 8_000, 128)]
     rows, real = [], U.epoch_order
-    for name, cfg, algo, C, n_valid in cases:
+    for name, cfg, algo, C, n_valid, chunk in cases:
         train = make_train(cfg)
         hp, st = cfg.hparams(), train.init(jax.random.key(0))
         k = jax.random.key(1)
@@ -202,10 +216,10 @@ def shuffles(inner=8, reps=5):
                  "value": jnp.zeros(C), "ret": jnp.ones(C)}
         mask = jax.random.permutation(k, jnp.arange(C) < n_valid)
         weight = mask / n_valid
-        dense = cfg.algo == "ppo"
+        dense = n_valid == C            # PPO and the GRPO stream: the fixed-size path
         cells = []
         for vname, fn in variants.items():
-            if not dense and "PPO only" in vname:
+            if not dense and "all valid only" in vname:
                 cells.append("-")
                 continue
             U.epoch_order = fn
@@ -216,7 +230,7 @@ def shuffles(inner=8, reps=5):
                                                            ch, w, m, hp)
                         out = U.learn(lf, st.params, st.opt_state, train.optimizer(hp), batch,
                                       weight, mask, kk, epochs=cfg.update_epochs,
-                                      num_minibatches=cfg.num_minibatches, chunk=128,
+                                      num_minibatches=cfg.num_minibatches, chunk=chunk,
                                       all_valid=dense)
                         return c + out[2]["loss"], None
                     return jax.lax.scan(body, 0.0, jax.random.split(key, inner))[0]
@@ -242,12 +256,23 @@ def _machine() -> str:
             f"Python {m['python']}")
 
 
-def main():
+def main(argv=None):
+    global BUDGET, REPS
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true",
+                   help="smoke: 20k-step budgets, 1 repeat, 1 seed (numbers meaningless)")
+    p.add_argument("--out", help=f"markdown to write (default {OUT}; with --tiny only when given)")
+    a = p.parse_args(argv)
+    if a.tiny:
+        BUDGET, REPS = 20_000, 1
+    seeds, budget = (1, 20_000) if a.tiny else (3, 500_000)
     t0 = time.time()
     L = ["# Where the time goes (generated)", "",
-         f"`python -m benchmarks.where_time_goes`, {time.strftime('%Y-%m-%d %H:%M')}, "
-         f"machine: {_machine()}. Load average at start: {os.getloadavg()[0]:.1f}.", ""]
-    L += ["## 1. Ablations (CartPole-v1, 300k env steps, median of 3)", "",
+         f"`python -m benchmarks.where_time_goes{' --tiny' if a.tiny else ''}`, "
+         f"{time.strftime('%Y-%m-%d %H:%M')}, machine: {_machine()}. Load average at start: "
+         f"{os.getloadavg()[0]:.1f}." + (" TINY MODE (smoke budgets, numbers meaningless)."
+                                         if a.tiny else ""), ""]
+    L += [f"## 1. Ablations (CartPole-v1, {BUDGET // 1000}k env steps, median of {REPS})", "",
           "| program | steps/s (CPU time) | steps/s (wall) | us of CPU per env step |",
           "|---|---:|---:|---:|"] + ablations() + [""]
     L += ["## 2. Compiled PPO program: ops per trip of each while-loop body", "",
@@ -260,25 +285,41 @@ def main():
           "|---|---:|---:|---:|"] + xla_options() + [""]
     L += ["## 4. Lane pool for GRPO episodes: valid fraction / loop trips (32 episodes)", "",
           "Simulated: W lanes run the 32 episodes of an iteration, a finished lane starts the "
-          "next queued one; W = 32 is today's lockstep collector. 500 draws per cell.", "",
+          "next queued one; W = 32 is the on-policy collector (`on_policy=True`), which waits "
+          "for the iteration's longest episode. The default stream collector has no such wait: "
+          "a lane whose episode ended starts the next group member at once, across iterations "
+          "(§5). 500 draws per cell.", "",
           "| episode lengths | W = 32 | W = 16 | W = 8 | W = 4 |", "|---|---|---|---|---|"]
     L += pool_table() + [""]
-    L += ["## 5. Partial rollouts, measured (GRPO default config, CartPole-v1, 500k steps)", "",
-          "`GRPOConfig(max_ahead=A)`: a lane whose episode ended runs its episodes of the next A "
-          "iterations instead of idling, so no extra loop trips; the price is that those steps "
-          "come from a policy up to A updates older than the one they train. Seeds 0-2, one "
-          "compile per row; final return: mean training return of the last 10% of iterations.",
-          "", "| max_ahead | valid / simulated | steps/s (wall) | final return (per seed) |",
-          "|---:|---:|---:|---|"] + partial_rollouts()
-    L += ["", "## 6. The learn phase's per-epoch shuffle (ms per learn phase, median of 5)", "",
+    L += [f"## 5. GRPO's collectors, measured (default config, CartPole-v1, {budget // 1000}k "
+          "steps)", "",
+          "The stream collector (default): 32 lanes step 128 times per iteration, a lane whose "
+          "episode ended starts the next group member at once, a group is scored when its 8 "
+          "members have ended and each iteration trains the 4,096 oldest scored steps; the "
+          "price is that an episode's early steps were sampled by a policy a few updates older "
+          "than the one that trains them (staleness: `staleness/mean` averaged over iterations "
+          "and seeds, and the largest `staleness/max`). On-policy: each iteration runs 4 "
+          "groups x 8 fresh episodes and waits for the longest. Seeds "
+          f"0-{seeds - 1}, one compile per row; final return: mean training return of the last "
+          "10% of iterations.", "",
+          "| collector | valid / simulated | steps/s (wall) | staleness mean (max) "
+          "| final return (per seed) |", "|---|---:|---:|---:|---|"]
+    L += collectors(seeds, budget)
+    L += ["", "## 6. The learn phase's per-epoch shuffle (ms per learn phase, median of "
+          f"{1 if a.tiny else 5})", "",
           "4 epochs x 4 minibatches on a synthetic batch, the library's `learn` with only the "
           "shuffle swapped. XLA:CPU sorts one primitive operand on a fast path; a key-value "
           "sort (argsort, `jax.random.permutation`) calls a comparator per comparison.", ""]
-    L += shuffles()
+    L += shuffles(*((2, 1) if a.tiny else ()))
     L += ["", f"({time.time() - t0:.0f} s in all; load average at the end "
               f"{os.getloadavg()[0]:.1f})", ""]
-    OUT.write_text("\n".join(L))
-    print(f"wrote {OUT}")
+    out = a.out or (None if a.tiny else OUT)
+    if out:
+        Path(out).write_text("\n".join(L))
+        print(f"wrote {out}")
+    else:
+        print("\n".join(L))
+    return 0
 
 
 if __name__ == "__main__":
