@@ -686,7 +686,11 @@ def scaling_markdown(sc, images=True, processes=SCALING_PROCESSES,
           "simulated steps over the whole run (>= 0.95 is the target). staleness: GRPO's "
           "`staleness/mean` (updates between sampling a step and training it) averaged over the "
           "iterations, and the run's `staleness/max`. dropped: steps the ring overwrote before "
-          "they were trained. Peak memory: " + memory + ".",
+          "they were trained. Peak memory: " + memory + ". While a run fills its pipeline "
+          "(a group is trained once its last member has ended) GRPO's first iterations train "
+          "fewer steps than they simulate and count no staleness, so the shortest runs (the "
+          "widest points: a few iterations of 128 steps, against Acrobot's 500-step early "
+          "episodes) are mostly fill.",
           "", "| env | lanes | env steps | repeats | GRPO steps/s | PPO steps/s | GRPO / PPO "
           "| GRPO >= PPO | GRPO valid | GRPO staleness mean, max | dropped | compile s "
           "GRPO, PPO | GRPO peak memory MiB |",
