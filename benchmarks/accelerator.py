@@ -199,7 +199,8 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true",
                    help="CPU smoke size: 8 lanes, 2 seeds, short episodes, fast compile")
     p.add_argument("--minutes", type=float, default=8.0,
-                   help="skip the points that would end later than this after the start (default 8)")
+                   help="skip the points that would end later than this after the start "
+                   "(default 8)")
     p.add_argument("--out", help="markdown to write (default benchmarks/accelerator.md; with "
                    "--tiny only when given); the raw numbers go beside it as .json")
     p.add_argument("--rejax-python", help="a Python with rejax installed, to run rejax PPO too")
