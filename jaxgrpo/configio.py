@@ -120,6 +120,13 @@ def config_from_dict(d: Mapping, extra_keys: Sequence[str] = ()):
     Raises ``ValueError`` whose message starts with the offending field."""
     d = dict(d)
     algo, seeds, base_seed = (d.pop(k, RUN_DEFAULTS[k]) for k in RUN_KEYS)
+    if "max_ahead" in d:   # a config written before the stream collector replaced it
+        ahead = d.pop("max_ahead")
+        if ahead not in (0, None):
+            raise ValueError(f"max_ahead: partial rollouts ({ahead}) were replaced by GRPO's "
+                             "stream collector, the default (on_policy: false); remove "
+                             "max_ahead")
+        d.setdefault("on_policy", True)       # max_ahead 0 collected on-policy
     preset = d.pop("preset", None)
     integral = lambda v: int(v) if isinstance(v, float) and v.is_integer() else v
     seeds = check_count("seeds", integral(seeds), 1)

@@ -35,7 +35,7 @@ def algorithm(config):
 class TrainState(NamedTuple):
     """params: ``{"actor", ["critic"]}``; ref_params: the reference actor (GRPO) or None;
     env_carry: what the envs carry between iterations: PPO's ``SegmentCarry``, GRPO's
-    ``EpisodePool`` with ``max_ahead`` > 0, else None; env_steps: valid env steps simulated so
+    ``stream.StreamCarry`` (None when it collects on-policy); env_steps: valid env steps simulated so
     far; iteration: iterations run so far."""
 
     params: Any

@@ -68,3 +68,13 @@ def test_a_field_of_the_other_algorithm_says_so():
         config_from_dict({"anneal_lr": False})
     with pytest.raises(ValueError, match="gama: unknown field of GRPOConfig .did you mean 'gamma'"):
         jaxgrpo.GRPOConfig().replace(gama=0.9)
+
+
+def test_a_config_written_with_max_ahead_loads_as_what_it_ran():
+    """Run folders written before the stream collector hold ``max_ahead``: 0 (on-policy)
+    loads as ``on_policy: true``; a positive one is refused with the replacement named."""
+    from jaxgrpo.configio import config_from_dict
+    cfg, _, _ = config_from_dict({"algo": "grpo", "max_ahead": 0})
+    assert cfg.on_policy is True
+    with pytest.raises(ValueError, match=r"^max_ahead: .*stream collector"):
+        config_from_dict({"algo": "grpo", "max_ahead": 1})

@@ -25,7 +25,7 @@ LAYERS = {
     # 3: configs as files: YAML and --set, sweep files and grids
     "configio": 3, "grids": 3,
     # 4: the algorithm core: collect -> score -> learn, the table of algorithms, evaluation
-    "networks": 4, "rollout": 4, "advantages": 4, "losses": 4, "update": 4, "algorithm": 4,
+    "networks": 4, "rollout": 4, "stream": 4, "advantages": 4, "losses": 4, "update": 4, "algorithm": 4,
     "grpo": 4, "ppo": 4, "text.grpo": 4, "text.sft": 4, "text.evaluation": 4, "train": 4,
     "evaluation": 4,
     # 5: the workflow's pieces: checkpoints, figures, progress and loggers, GIFs, compiled cache

@@ -88,7 +88,7 @@ def test_both_processes_get_the_single_process_results(two):
 def test_command_line_on_two_processes_writes_one_folder(two):
     d, info = two
     assert info[0]["cli_rc"] == 0 and info[1]["cli_rc"] == 0
-    assert "wrote" in info[0]["cli_out"] and "runs on 4 devices, vmap_size 1" in info[0]["cli_out"]
+    assert "wrote" in info[0]["cli_out"] and "runs on 4 devices, vmap_size all" in info[0]["cli_out"]
     assert info[1]["cli_out"].strip().splitlines()[-1] == (
         f"jaxgrpo sweep (process 1 of 2): computed 4 run rows on devices "
         f"{info[1]['local']}; process 0 writes {d}/cli")
@@ -109,7 +109,7 @@ def test_placement_is_the_same_global_view(two):
     pl = info[0]["placement"][0]
     assert pl["runs"] == 6 and pl["padded_runs"] == 8
     assert pl["rows_per_device"] == {str(i): 2 for i in info[0]["devices"]}
-    assert pl["vmap_size"] == 1                             # "auto" on CPU
+    assert pl["vmap_size"] is None                          # "auto": every run vmapped
     assert info[0]["states_none"] and info[1]["states_none"]   # not addressable from one
 
 

@@ -381,7 +381,7 @@ def test_vmap_size_auto_resolves_per_backend_and_algorithm(result):
     assert resolve_vmap_size("auto", "gpu", "grpo") is None
     assert resolve_vmap_size("auto", "tpu", "ppo") is None
     assert resolve_vmap_size(8, "cpu", "grpo") == 8 and resolve_vmap_size(None, "cpu") is None
-    assert result.vmap_size == "auto" and result.placement[0]["vmap_size"] == 1   # GRPO, CPU
+    assert result.vmap_size == "auto" and result.placement[0]["vmap_size"] is None  # all
 
 
 def test_bad_vmap_size_is_refused_before_compiling(no_compile, tmp_path):
