@@ -536,16 +536,9 @@ def plot_scaling(sc, outdir: Path):
                          if r["env"] == env and r["algo"] == algo and r["sps"]["median"])
             if pts:
                 ax.plot(*zip(*pts), style, color=f"C{i}", label=f"{algo.upper()} {env}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("lanes (GRPO num_envs, groups of 8; PPO num_envs), 128 steps each")
-    ax.set_ylabel("valid env steps / s")
-    ax.set_title("steps/s against lanes, one seed from scratch")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(outdir / "scaling_envs.png", dpi=100)
-    plt.close(fig)
+    _save_loglog(fig, ax, "lanes (GRPO num_envs, groups of 8; PPO num_envs), 128 steps each",
+                 "valid env steps / s", "steps/s against lanes, one seed from scratch",
+                 outdir / "scaling_envs.png")
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, algo in enumerate(dict.fromkeys(r["algo"] for r in sc["seeds"])):
         for modes, style, name in ((("single", "vmap"), "o-", "vmapped"),
@@ -554,15 +547,23 @@ def plot_scaling(sc, outdir: Path):
                          if r["algo"] == algo and r["mode"] in modes and r.get("sps"))
             if pts:
                 ax.plot(*zip(*pts), style, color=f"C{i}", label=f"{algo.upper()} {name}")
+    _save_loglog(fig, ax, "seeds (default configs, CartPole-v1)",
+                 "valid env steps / s (all seeds)",
+                 "steps/s against seeds in one compiled program", outdir / "scaling_seeds.png")
+
+
+def _save_loglog(fig, ax, xlabel, ylabel, title, path):
+    """Log-log axes (x base 2), labels, grid and legend of a scaling plot; saved and closed."""
+    import matplotlib.pyplot as plt
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("seeds (default configs, CartPole-v1)")
-    ax.set_ylabel("valid env steps / s (all seeds)")
-    ax.set_title("steps/s against seeds in one compiled program")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(outdir / "scaling_seeds.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
