@@ -32,8 +32,9 @@ _PRESETS = [
            "the defaults: 4 same-start groups x 8 episodes, lr 3e-3"),
     Preset("ppo", "CartPole-v1", {"total_timesteps": 500_000}, 475.0,
            "the defaults: PureJaxRL's CartPole settings"),
-    Preset("grpo", "Acrobot-v1", {"total_timesteps": 500_000}, -90.0,
-           "the defaults"),
+    Preset("grpo", "Acrobot-v1", {"lr": 1e-3, "total_timesteps": 500_000}, -90.0,
+           "lr 1e-3: a gentler step for the stream's groups, which are trained up to a few "
+           "updates after they were sampled"),
     Preset("ppo", "Acrobot-v1", {"total_timesteps": 500_000}, -90.0,
            "the defaults"),
     Preset("grpo", "Pendulum-v1",
