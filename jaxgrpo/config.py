@@ -34,6 +34,16 @@ def _check_choice(cfg, name, choices):
     check_choice(name, getattr(cfg, name), choices)
 
 
+def _check_env_kind(cfg):
+    """The config's algorithm runs on its kind of env: GRPO on both, PPO on gymnax
+    environments, SFT on text tasks (``jaxgrpo.train.ALGORITHMS`` implements these)."""
+    if cfg.algo == "ppo" and is_text(cfg.env):
+        fail("env", f"PPO needs a gymnax environment, got the text task {cfg.env!r} (text "
+              "tasks train with GRPO, algo 'grpo', or SFT, jaxgrpo sft)")
+    if cfg.algo == "sft" and not is_text(cfg.env):
+        fail("env", f"SFT needs a text task ('text:NAME'), got {cfg.env!r}")
+
+
 @dataclass(frozen=True)
 class _BaseConfig:
     """Fields shared by GRPO and PPO (PureJaxRL's names)."""
@@ -61,6 +71,7 @@ class _BaseConfig:
 
         if not isinstance(self.env, str):
             fail("env", f"must be a gymnax id string, got {self.env!r}")
+        _check_env_kind(self)
         for name in ("env_kwargs", "env_params"):
             if not isinstance(getattr(self, name), Mapping):
                 fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
@@ -335,6 +346,11 @@ class GRPOConfig(_TextFields, _BaseConfig):
             if not text and getattr(self, name) != default:
                 fail(name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
         if text:
+            for name in ("hidden_sizes", "activation"):      # the MLP policy's shape
+                if getattr(self, name) != getattr(_BaseConfig, name):
+                    fail(name, f"only for gymnax environments (the MLP policy), but env is "
+                          f"{self.env!r}; a text task's transformer is set by num_layers, "
+                          "width, num_heads, max_len and positions")
             if self.group_mode != "episode":
                 fail("group_mode", "text tasks group the completions of one prompt: only "
                       f"'episode', got {self.group_mode!r}")
@@ -476,8 +492,7 @@ class SFTConfig(_TextFields):
 
     def __post_init__(self):
         from .envs import validate_env
-        if not is_text(self.env):
-            fail("env", f"SFT needs a text task ('text:NAME'), got {self.env!r}")
+        _check_env_kind(self)
         if not isinstance(self.env_kwargs, Mapping):
             fail("env_kwargs", f"must be a dict, got {type(self.env_kwargs).__name__}")
         validate_env(self.env, dict(self.env_kwargs), {})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 from typing import NamedTuple
 
@@ -21,13 +22,22 @@ class ActionSpec(NamedTuple):
 
 def validate_env(env_id: str, env_kwargs: dict, env_params: dict) -> None:
     """Raise ``ValueError`` naming the field if the env id, kwargs or params are wrong."""
+    for name, options in (("env_kwargs", env_kwargs), ("env_params", env_params)):
+        for k, v in options.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{name}: keys must be names, got {k!r}")
+            if v is not None and not isinstance(v, (bool, int, float, str)):
+                raise ValueError(f"{name}: {k} must be one value (a number, bool or string), "
+                                 f"got the {type(v).__name__} {v!r} (to try several, a sweep's grid "
+                                 f"takes a list of {name} dicts)")
     if env_id.startswith("text:"):
         if env_params:
             raise ValueError("env_params: text tasks take their options in env_kwargs")
         _text_task(env_id, tuple(sorted(env_kwargs.items())))
         return
     if env_id not in gymnax.registered_envs:
-        close = [e for e in gymnax.registered_envs if env_id.lower().split("-")[0] in e.lower()]
+        close = (difflib.get_close_matches(env_id, gymnax.registered_envs, n=1) or
+                 [e for e in gymnax.registered_envs if env_id.lower().split("-")[0] in e.lower()])
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"env: unknown gymnax environment {env_id!r}{hint}; "
                          f"known: {', '.join(gymnax.registered_envs)}")
