@@ -55,7 +55,10 @@ def _make(env_id, kwargs_items, params_items):
         if k not in names:
             raise ValueError(f"env_params: {env_id} has no parameter {k!r}; it has {sorted(names)}")
         old = getattr(params, k)
-        if isinstance(old, (int, float, bool)) and not isinstance(v, (int, float, bool)):
+        if isinstance(old, bool) and not isinstance(v, bool):
+            raise ValueError(f"env_params: {k} must be true or false, got {v!r}")
+        if not isinstance(old, bool) and isinstance(old, (int, float)) and (
+                isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ValueError(f"env_params: {k} must be a number, got {v!r}")
     params = params.replace(**dict(params_items))
     if not isinstance(params.max_steps_in_episode, int) or params.max_steps_in_episode < 1:

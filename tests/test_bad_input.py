@@ -65,6 +65,10 @@ CASES = [
      ["env_kwargs: size must be one value"]),
     (["sft", "--set", "env_kwargs.digits=[2, 3]"], ["env_kwargs: digits must be one value"]),
     (["train", "--set", "env_params=[1, 2]"], ["env_params: must be a dict"]),
+    (["train", "--set", "env_params.max_steps_in_episode=true"],
+     ["env_params: max_steps_in_episode must be a number, got True"]),
+    (["train", "--env", "DeepSea-bsuite", "--set", "env_params.deterministic=1"],
+     ["env_params: deterministic must be true or false, got 1"]),
     # unknown names, each with a did-you-mean
     (["train", "--preset", "Acrobat-v1"], ["preset: no grpo preset", "did you mean 'Acrobot-v1'?"]),
     (["train", "--algo", "ppo", "--preset", "pendulum-v1"], ["did you mean 'Pendulum-v1'?"]),
