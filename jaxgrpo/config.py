@@ -251,7 +251,7 @@ class GRPOConfig(_TextFields, _BaseConfig):
     warmup_steps: int = 0                 # linear lr warmup over this many optimizer updates
     # token-level options (TRL's names and meanings; see jaxgrpo.losses.policy_loss)
     importance_sampling_level: str = "token"   # text only: or "sequence" (GSPO)
-    delta: float | None = None                 # two-sided clipping: the ratio capped at delta
+    delta: float | None = None                 # text: two-sided clipping, ratio capped at delta
     mask_truncated_completions: bool = False   # text: completions without EOS leave the loss
     dynamic_sampling: bool = False             # text: groups with equal rewards leave the loss
     kl_bias_correction: bool = False           # text: per-token KL times the ratio (TRL)
@@ -339,7 +339,8 @@ class GRPOConfig(_TextFields, _BaseConfig):
         _check_float(self, "temperature", low=0.0, low_open=True)
         if self.init_from is not None and not isinstance(self.init_from, str):
             fail("init_from", f"must be a run folder path, got {self.init_from!r}")
-        text_only = {"importance_sampling_level": "token", "mask_truncated_completions": False,
+        text_only = {"importance_sampling_level": "token", "delta": None,
+                     "mask_truncated_completions": False,
                      "dynamic_sampling": False, "kl_bias_correction": False,
                      "temperature": 1.0, "init_from": None}
         for name, default in text_only.items():

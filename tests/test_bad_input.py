@@ -41,6 +41,7 @@ CASES = [
     (["train", "--set", "mask_truncated_completions=true"],
      ["mask_truncated_completions: only for text tasks"]),
     (["train", "--set", "max_new_tokens=8"], ["max_new_tokens: only for text tasks"]),
+    (["train", "--set", "delta=2.0"], ["delta: only for text tasks"]),
     (["train", "--set", "importance_sampling_level=sequence"],
      ["importance_sampling_level: only for text tasks"]),
     (["train", "--algo", "ppo", "--set", "temperature=0.7"],
