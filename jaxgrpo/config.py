@@ -347,11 +347,16 @@ class GRPOConfig(_TextFields, _BaseConfig):
             if not text and getattr(self, name) != default:
                 fail(name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
         if text:
-            for name in ("hidden_sizes", "activation"):      # the MLP policy's shape
-                if getattr(self, name) != getattr(_BaseConfig, name):
-                    fail(name, f"only for gymnax environments (the MLP policy), but env is "
-                          f"{self.env!r}; a text task's transformer is set by num_layers, "
-                          "width, num_heads, max_len and positions")
+            mlp = ("a text task's transformer is set by num_layers, width, num_heads, max_len "
+                   "and positions")
+            env_only = {"hidden_sizes": mlp, "activation": mlp,
+                        "num_steps": "text tasks collect whole completions on-policy",
+                        "branch_every": "text tasks group completions of one prompt",
+                        "branch_horizon": "text tasks group completions of one prompt"}
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name, why in env_only.items():
+                if getattr(self, name) != defaults[name]:
+                    fail(name, f"only for gymnax environments, but env is {self.env!r}; {why}")
             if self.group_mode != "episode":
                 fail("group_mode", "text tasks group the completions of one prompt: only "
                       f"'episode', got {self.group_mode!r}")
