@@ -50,6 +50,8 @@ def _make(env_id, kwargs_items, params_items):
         env, params = gymnax.make(env_id, **dict(kwargs_items))
     except TypeError as e:
         raise ValueError(f"env_kwargs: {env_id} does not accept {dict(kwargs_items)}: {e}") from None
+    except OSError as e:        # MNISTBandit-bsuite downloads MNIST when it is made
+        raise ValueError(f"env: {env_id} could not be made: {' '.join(str(e).split())}") from None
     names = {f.name for f in dataclasses.fields(params)}
     for k, v in params_items:
         if k not in names:
@@ -61,6 +63,9 @@ def _make(env_id, kwargs_items, params_items):
                 isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ValueError(f"env_params: {k} must be a number, got {v!r}")
     params = params.replace(**dict(params_items))
+    T = params.max_steps_in_episode
+    if isinstance(T, float) and T.is_integer():      # 1e3, or a gymnax default of 100.0
+        params = params.replace(max_steps_in_episode=int(T))
     if not isinstance(params.max_steps_in_episode, int) or params.max_steps_in_episode < 1:
         raise ValueError(f"env_params: max_steps_in_episode must be a positive int, "
                          f"got {params.max_steps_in_episode!r}")

@@ -202,3 +202,22 @@ def test_unknown_preset_from_python_has_a_did_you_mean():
         jaxgrpo.preset("grpo", "Acrobat-v1")
     with pytest.raises(ValueError, match=r"^preset: no ppo preset for 'text:addition'; "):
         jaxgrpo.preset("ppo", "text:addition")
+
+
+def test_env_that_cannot_be_made_is_one_line(monkeypatch):
+    """MNISTBandit-bsuite downloads MNIST when made: offline, its OSError is one line."""
+    from jaxgrpo import envs
+
+    def offline(*a, **k):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+    monkeypatch.setattr(envs.gymnax, "make", offline)
+    with pytest.raises(ValueError, match=r"^env: MNISTBandit-bsuite could not be made: <urlopen"):
+        envs._make.__wrapped__("MNISTBandit-bsuite", (), ())
+
+
+def test_integral_float_time_limits_are_accepted():
+    """gymnax's BernoulliBandit-misc has max_steps_in_episode 100.0; YAML reads 1e3 as a float."""
+    assert GRPOConfig(env="BernoulliBandit-misc").max_episode_steps == 100
+    assert GRPOConfig(env_params={"max_steps_in_episode": 1e3}).max_episode_steps == 1000
+    with pytest.raises(ValueError, match="^env_params: max_steps_in_episode must be a positive"):
+        GRPOConfig(env_params={"max_steps_in_episode": 10.5})
