@@ -28,8 +28,8 @@ def validate_env(env_id: str, env_kwargs: dict, env_params: dict) -> None:
                 raise ValueError(f"{name}: keys must be names, got {k!r}")
             if v is not None and not isinstance(v, (bool, int, float, str)):
                 raise ValueError(f"{name}: {k} must be one value (a number, bool or string), "
-                                 f"got the {type(v).__name__} {v!r} (to try several, a sweep's grid "
-                                 f"takes a list of {name} dicts)")
+                                 f"got the {type(v).__name__} {v!r} (to try several, a "
+                                 f"sweep's grid takes a list of {name} dicts)")
     if env_id.startswith("text:"):
         if env_params:
             raise ValueError("env_params: text tasks take their options in env_kwargs")
