@@ -34,6 +34,16 @@ def _check_choice(cfg, name, choices):
     check_choice(name, getattr(cfg, name), choices)
 
 
+def _check_env_kind(cfg):
+    """The config's algorithm runs on its kind of env: GRPO on both, PPO on gymnax
+    environments, SFT on text tasks (``jaxgrpo.train.ALGORITHMS`` implements these)."""
+    if cfg.algo == "ppo" and is_text(cfg.env):
+        fail("env", f"PPO needs a gymnax environment, got the text task {cfg.env!r} (text "
+              "tasks train with GRPO, algo 'grpo', or SFT, jaxgrpo sft)")
+    if cfg.algo == "sft" and not is_text(cfg.env):
+        fail("env", f"SFT needs a text task ('text:NAME'), got {cfg.env!r}")
+
+
 @dataclass(frozen=True)
 class _BaseConfig:
     """Fields shared by GRPO and PPO (PureJaxRL's names)."""
@@ -61,6 +71,7 @@ class _BaseConfig:
 
         if not isinstance(self.env, str):
             fail("env", f"must be a gymnax id string, got {self.env!r}")
+        _check_env_kind(self)
         for name in ("env_kwargs", "env_params"):
             if not isinstance(getattr(self, name), Mapping):
                 fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
@@ -240,7 +251,7 @@ class GRPOConfig(_TextFields, _BaseConfig):
     warmup_steps: int = 0                 # linear lr warmup over this many optimizer updates
     # token-level options (TRL's names and meanings; see jaxgrpo.losses.policy_loss)
     importance_sampling_level: str = "token"   # text only: or "sequence" (GSPO)
-    delta: float | None = None                 # two-sided clipping: the ratio capped at delta
+    delta: float | None = None                 # text: two-sided clipping, ratio capped at delta
     mask_truncated_completions: bool = False   # text: completions without EOS leave the loss
     dynamic_sampling: bool = False             # text: groups with equal rewards leave the loss
     kl_bias_correction: bool = False           # text: per-token KL times the ratio (TRL)
@@ -328,13 +339,24 @@ class GRPOConfig(_TextFields, _BaseConfig):
         _check_float(self, "temperature", low=0.0, low_open=True)
         if self.init_from is not None and not isinstance(self.init_from, str):
             fail("init_from", f"must be a run folder path, got {self.init_from!r}")
-        text_only = {"importance_sampling_level": "token", "mask_truncated_completions": False,
+        text_only = {"importance_sampling_level": "token", "delta": None,
+                     "mask_truncated_completions": False,
                      "dynamic_sampling": False, "kl_bias_correction": False,
                      "temperature": 1.0, "init_from": None}
         for name, default in text_only.items():
             if not text and getattr(self, name) != default:
                 fail(name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
         if text:
+            mlp = ("a text task's transformer is set by num_layers, width, num_heads, max_len "
+                   "and positions")
+            env_only = {"hidden_sizes": mlp, "activation": mlp,
+                        "num_steps": "text tasks collect whole completions on-policy",
+                        "branch_every": "text tasks group completions of one prompt",
+                        "branch_horizon": "text tasks group completions of one prompt"}
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name, why in env_only.items():
+                if getattr(self, name) != defaults[name]:
+                    fail(name, f"only for gymnax environments, but env is {self.env!r}; {why}")
             if self.group_mode != "episode":
                 fail("group_mode", "text tasks group the completions of one prompt: only "
                       f"'episode', got {self.group_mode!r}")
@@ -476,8 +498,7 @@ class SFTConfig(_TextFields):
 
     def __post_init__(self):
         from .envs import validate_env
-        if not is_text(self.env):
-            fail("env", f"SFT needs a text task ('text:NAME'), got {self.env!r}")
+        _check_env_kind(self)
         if not isinstance(self.env_kwargs, Mapping):
             fail("env_kwargs", f"must be a dict, got {type(self.env_kwargs).__name__}")
         validate_env(self.env, dict(self.env_kwargs), {})

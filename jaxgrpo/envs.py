@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 from typing import NamedTuple
 
@@ -21,13 +22,22 @@ class ActionSpec(NamedTuple):
 
 def validate_env(env_id: str, env_kwargs: dict, env_params: dict) -> None:
     """Raise ``ValueError`` naming the field if the env id, kwargs or params are wrong."""
+    for name, options in (("env_kwargs", env_kwargs), ("env_params", env_params)):
+        for k, v in options.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{name}: keys must be names, got {k!r}")
+            if v is not None and not isinstance(v, (bool, int, float, str)):
+                raise ValueError(f"{name}: {k} must be one value (a number, bool or string), "
+                                 f"got the {type(v).__name__} {v!r} (to try several, a "
+                                 f"sweep's grid takes a list of {name} dicts)")
     if env_id.startswith("text:"):
         if env_params:
             raise ValueError("env_params: text tasks take their options in env_kwargs")
         _text_task(env_id, tuple(sorted(env_kwargs.items())))
         return
     if env_id not in gymnax.registered_envs:
-        close = [e for e in gymnax.registered_envs if env_id.lower().split("-")[0] in e.lower()]
+        close = (difflib.get_close_matches(env_id, gymnax.registered_envs, n=1) or
+                 [e for e in gymnax.registered_envs if env_id.lower().split("-")[0] in e.lower()])
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"env: unknown gymnax environment {env_id!r}{hint}; "
                          f"known: {', '.join(gymnax.registered_envs)}")
@@ -40,14 +50,22 @@ def _make(env_id, kwargs_items, params_items):
         env, params = gymnax.make(env_id, **dict(kwargs_items))
     except TypeError as e:
         raise ValueError(f"env_kwargs: {env_id} does not accept {dict(kwargs_items)}: {e}") from None
+    except OSError as e:        # MNISTBandit-bsuite downloads MNIST when it is made
+        raise ValueError(f"env: {env_id} could not be made: {' '.join(str(e).split())}") from None
     names = {f.name for f in dataclasses.fields(params)}
     for k, v in params_items:
         if k not in names:
             raise ValueError(f"env_params: {env_id} has no parameter {k!r}; it has {sorted(names)}")
         old = getattr(params, k)
-        if isinstance(old, (int, float, bool)) and not isinstance(v, (int, float, bool)):
+        if isinstance(old, bool) and not isinstance(v, bool):
+            raise ValueError(f"env_params: {k} must be true or false, got {v!r}")
+        if not isinstance(old, bool) and isinstance(old, (int, float)) and (
+                isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ValueError(f"env_params: {k} must be a number, got {v!r}")
     params = params.replace(**dict(params_items))
+    T = params.max_steps_in_episode
+    if isinstance(T, float) and T.is_integer():      # 1e3, or a gymnax default of 100.0
+        params = params.replace(max_steps_in_episode=int(T))
     if not isinstance(params.max_steps_in_episode, int) or params.max_steps_in_episode < 1:
         raise ValueError(f"env_params: max_steps_in_episode must be a positive int, "
                          f"got {params.max_steps_in_episode!r}")

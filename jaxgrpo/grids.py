@@ -27,6 +27,18 @@ def check_vmap_size(vmap_size):
     return check_count("vmap_size", vmap_size, 1)
 
 
+def check_checkpoint_every(checkpoint_every, log_every: int):
+    """``checkpoint_every`` validated: None, or an int >= 1 that is a multiple of
+    ``log_every`` (a checkpoint is written where the metrics were reported)."""
+    if checkpoint_every is None:
+        return None
+    checkpoint_every = check_count("checkpoint_every", checkpoint_every, 1)
+    if checkpoint_every % log_every:
+        raise ValueError(f"checkpoint_every: must be a multiple of log_every ({log_every}), "
+                         f"got {checkpoint_every}")
+    return checkpoint_every
+
+
 def load_sweep_spec(path) -> dict:
     """Read and validate a sweep YAML; nothing is compiled.
 
@@ -41,10 +53,9 @@ def load_sweep_spec(path) -> dict:
     own = {k: spec.pop(k) for k in SWEEP_KEYS if k in spec}
     try:
         config, seeds, base_seed = config_from_dict(spec, extra_keys=SWEEP_KEYS)
-        check_count("log_every", own.get("log_every", 1), 1)
+        log_every = check_count("log_every", own.get("log_every", 1), 1)
         check_vmap_size(own.get("vmap_size", "auto"))
-        if own.get("checkpoint_every") is not None:
-            check_count("checkpoint_every", own["checkpoint_every"], 1)
+        check_checkpoint_every(own.get("checkpoint_every"), log_every)
         grid = own.get("grid") or {}
         grid_configs(config, grid)   # validates the grid; raises "grid: ..."
         opts = own.get("compiler_options")

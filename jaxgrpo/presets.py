@@ -14,6 +14,7 @@ below.
 """
 from __future__ import annotations
 
+import difflib
 from typing import Any, NamedTuple
 
 from .config import config_class
@@ -87,7 +88,9 @@ def get(algo: str, env: str) -> Preset:
         return PRESETS[(algo, env)]
     except KeyError:
         have = sorted(e for a, e in PRESETS if a == algo)
-        raise ValueError(f"preset: no {algo} preset for {env!r}; {algo} presets: "
+        close = difflib.get_close_matches(str(env), have, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"preset: no {algo} preset for {env!r}{hint}; {algo} presets: "
                          f"{', '.join(have) or 'none'}") from None
 
 

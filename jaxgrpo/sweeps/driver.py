@@ -13,7 +13,7 @@ import numpy as np
 from .. import provenance
 from ..checks import check_count
 from ..compiled import static_key
-from ..grids import check_vmap_size, grid_configs
+from ..grids import check_checkpoint_every, check_vmap_size, grid_configs
 from ..configio import check_init_from
 from .checkpoints import SweepCheckpoints, batched, run_checkpointed
 from .mesh import check_devices, placement, resolve_vmap_size, run_mesh, to_host
@@ -110,11 +110,7 @@ def _check_call(config, grid, seeds, base_seed, log_every, devices, vmap_size,
     log_every = check_count("log_every", log_every, 1)
     base_seed = check_count("base_seed", base_seed, 0)
     vmap_size = check_vmap_size(vmap_size)
-    if checkpoint_every is not None:
-        checkpoint_every = check_count("checkpoint_every", checkpoint_every, 1)
-        if checkpoint_every % log_every:
-            raise ValueError(f"checkpoint_every: must be a multiple of log_every "
-                             f"({log_every}), got {checkpoint_every}")
+    checkpoint_every = check_checkpoint_every(checkpoint_every, log_every)
     if not hasattr(config, "hparams"):
         raise ValueError("config: must be a GRPOConfig or PPOConfig, got "
                          f"{type(config).__name__}")
