@@ -184,6 +184,29 @@ def test_ppo_continuous_runs():
     assert m["value_loss"].shape == (2,) and np.isfinite(m["value_loss"]).all()
 
 
+def test_progress_reports_the_last_real_values_and_changes_no_number(grpo_on_policy_run):
+    """Reported once, at the last iteration (callback_every = the run's length), which the spent
+    budget left NaN: the report holds each seed's last real return and its final env steps
+    (it said NaN, so loggers dropped the run's last point). The training numbers are bitwise
+    those of the program without a callback."""
+    cfg, state, m = grpo_on_policy_run
+    calls = []
+    train = jaxgrpo.make_train(cfg, callback=lambda i, met: calls.append(
+        (int(i), float(met["env_steps"]), float(met["episode_return"]))),
+        callback_every=cfg.iterations)
+    state2, m2 = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 2))
+    jax.effects_barrier()
+    for k in m:
+        np.testing.assert_array_equal(np.asarray(m2[k]), m[k], err_msg=k)
+    for a, b in zip(jax.tree.leaves(state2.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
+    assert np.isnan(m["episode_return"][:, -1]).all()             # the budget was spent
+    last = [r[~np.isnan(r)][-1] for r in m["episode_return"]]
+    want = sorted((cfg.iterations - 1, float(m["env_steps"][s, -1]), float(last[s]))
+                  for s in range(2))
+    np.testing.assert_allclose(sorted(calls), want, rtol=1e-6)
+
+
 def test_progress_callback_runs_inside_the_compiled_loop():
     calls = []
     cfg = jaxgrpo.GRPOConfig(total_timesteps=8_000, num_groups=2, group_size=4, num_iterations=5,

@@ -114,8 +114,9 @@ def train_parser(sft: bool = False) -> Parser:
     p.add_argument("--stop-after", type=count(1), metavar="N",
                    help="stop (with a checkpoint) after N iterations; continue with --resume")
     p.add_argument("--log-every", type=count(1), metavar="K",
-                   help="update the progress bar and loggers every K iterations "
-                        "(default: about 200 updates per run)")
+                   help="update the progress bar and loggers every K iterations, at each "
+                        "checkpoint and at the last iteration (default: about 200 updates "
+                        "per run)")
     logging_options(p, "RUN/tensorboard", "the run")
     return p
 

@@ -63,7 +63,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
       sweep (config, grid, seeds, base_seed, log_every, checkpoint_every) or of other jaxgrpo
       code is refused with a ``CheckpointError`` and left as it is.
     reporter: where the runs' kept metric rows go while they run (``loggers.SweepReporter``:
-      the progress line and loggers of ``jaxgrpo sweep``); None: nowhere.
+      the progress line and loggers of ``jaxgrpo sweep``); None: nowhere (the compiled
+      programs then have no host callback).
 
     Returns a ``SweepResult`` with ``metrics[name]: [C, S, I]``. Raises ``ValueError`` naming
     the field for a bad grid (or a bad ``init_from``), before compiling anything. Each distinct
@@ -90,7 +91,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     key_impl = jax.random.key_impl(keys)
     platform = mesh.devices.flat[0].platform
     runners = [compiled_runner(configs[idx[0]], log_every, mesh, key_impl, compiler_options,
-                               resolve_vmap_size(vmap_size, platform, configs[idx[0]].algo))
+                               resolve_vmap_size(vmap_size, platform, configs[idx[0]].algo),
+                               report=reporter is not None)
                for idx in groups.values()]
     ckpt = None
     if checkpoint_dir is not None:

@@ -85,8 +85,10 @@ class Runner:
     form for one run, typed keys included.
     """
 
-    def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size=None):
+    def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size=None,
+                 report=False):
         self.config = config
+        self.report = report
         self.mesh = mesh
         self.key_impl = key_impl
         self.compiler_options = compiler_options
@@ -116,13 +118,13 @@ class Runner:
     def _local_run(self, state, hp, m):
         R_local = jax.tree.leaves(hp)[0].shape[0]
         # each run's place in the batch, for the progress callback (runs are laid out on the
-        # devices in order, R_local each)
+        # devices in order, R_local each); without ``report``, no callback
         position = jax.lax.axis_index(RUN_AXIS) * R_local + jnp.arange(R_local)
+        run = lambda s, h, p: self._run(s, h, m, p if self.report else None)
         if self.vmap_size is None or self.vmap_size >= R_local:
-            return jax.vmap(lambda s, h, p: self._run(s, h, m, p))(state, hp, position)
+            return jax.vmap(run)(state, hp, position)
         # groups of vmap_size runs vmapped, the groups one after the other (one program)
-        return jax.lax.map(lambda a: self._run(a[0], a[1], m, a[2]), (state, hp, position),
-                           batch_size=self.vmap_size)
+        return jax.lax.map(lambda a: run(*a), (state, hp, position), batch_size=self.vmap_size)
 
     def _compile(self, local):
         spec = P(RUN_AXIS)
@@ -157,12 +159,13 @@ class Runner:
 
 
 def compiled_runner(config, log_every, mesh, key_impl, compiler_options,
-                    vmap_size=None) -> Runner:
+                    vmap_size=None, report=False) -> Runner:
     """``Runner(...)``, cached by the config's static fields (``compiled.static_key``), so sweeps
     that differ only in dynamic values (or repeat) reuse the compiled program (jit's own cache
-    then keys on the run count)."""
+    then keys on the run count). ``report``: send every kept row to ``loggers.SINK`` (a
+    sweep with a progress line or loggers; without, the program has no host callback)."""
     key = ("sweeps.runner", compiled.static_key(config), log_every,
            tuple(d.id for d in mesh.devices.flat), str(key_impl),
-           compiled.options_key(compiler_options), vmap_size)
+           compiled.options_key(compiler_options), vmap_size, report)
     return compiled.cached(key, lambda: Runner(config, log_every, mesh, key_impl,
-                                               compiler_options, vmap_size))[0]
+                                               compiler_options, vmap_size, report))[0]
