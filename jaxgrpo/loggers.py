@@ -155,8 +155,8 @@ class SweepReporter:
     which combinations that batch holds (position ``p`` is combination ``idx[p // seeds]``,
     seed ``p % seeds``; positions past them are padding).
 
-    The bar counts the env steps of all runs together against ``sum(budgets) * seeds`` and shows
-    the mean of the runs' latest returns. ``loggers_for(c)`` gives combination ``c``'s loggers
+    The bar (from the first row on) counts the env steps of all runs together against
+    ``sum(budgets) * seeds`` and shows the mean of the runs' latest returns. ``loggers_for(c)`` gives combination ``c``'s loggers
     (made at its first row); they get the seed means of every metric of each row, as ``train``'s
     do (x axis: ``env_steps``).
 
@@ -176,8 +176,8 @@ class SweepReporter:
         self._groups = 0
         self._lock = threading.Lock()
         self._t0, self._steps0 = None, 0.0
-        self._bar = (Bar(description, float(sum(self.budgets)) * seeds, 0.0, "-")
-                     if bar else None)
+        self._want_bar, self._description = bar, description
+        self._bar = None           # started at the first row: nothing is drawn before it
 
     def group(self, idx: Sequence[int]):
         """The next compilation's combinations (call before it runs)."""
@@ -206,7 +206,9 @@ class SweepReporter:
             with no_warnings():
                 mean_ret = float(np.mean(list(self._returns.values()))) \
                     if self._returns else float("nan")
-            if self._bar is not None:
+            if self._want_bar:
+                if self._bar is None:
+                    self._bar = Bar(self._description, float(sum(self.budgets)) * self.seeds)
                 self._bar.update(total, mean_ret, sps, f"compilation {self._groups}")
         means = self._means[c].add(row, metrics)
         if means is not None and self.loggers_for is not None:
@@ -218,6 +220,7 @@ class SweepReporter:
                 lg.log(None, means)
 
     def close(self):
+        self._want_bar = False
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
