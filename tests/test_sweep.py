@@ -384,6 +384,23 @@ def test_cli_bad_input(no_compile, tmp_path, capsys, text, needle):
     assert len(err) == 1 and err[0].startswith("jaxgrpo sweep: error:") and needle in err[0], err
 
 
+def test_cli_logger_options_refused_before_anything(no_compile, tmp_path, capsys, monkeypatch):
+    """--wandb without wandb, and --tensorboard into a folder with an earlier sweep's logs:
+    one line, exit 2, nothing written."""
+    cfg = _write_yaml(tmp_path / "s.yaml", "grid: {lr: [0.001]}\n")
+    monkeypatch.setitem(sys.modules, "wandb", None)                 # not installed
+    old = tmp_path / "old"
+    (old / "tensorboard").mkdir(parents=True)
+    for argv, needle in (([cfg, "--out", str(tmp_path / "new"), "--wandb"],
+                          "--wandb needs wandb: pip install 'jaxgrpo[wandb]'"),
+                         ([cfg, "--out", str(old), "--overwrite", "--tensorboard"],
+                          "tensorboard/ holds an earlier sweep's logs")):
+        assert sweep_main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "new").exists() and os.listdir(old) == ["tensorboard"]
+
+
 def test_cli_missing_file(no_compile, tmp_path, capsys):
     assert sweep_main([str(tmp_path / "nope.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
