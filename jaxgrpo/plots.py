@@ -43,27 +43,38 @@ def sweep_curves(df) -> list:
 
 def plot_curves(curves: Sequence, path, metric: str = "episode_return",
                 title: str | None = None, smooth: int = 1, x: str = "env_steps") -> None:
-    """Draw ``[(label, tidy frame with seed, iteration, x, metric)]`` into ``path`` (format
-    from its suffix): mean over seeds and 95% bootstrap CI band against ``x`` (env steps, or
-    any other column of the frames, e.g. ``"iteration"``)."""
+    """Draw ``[(label, tidy frame with seed, iteration, x, metric)[, axis]]`` into ``path``
+    (format from its suffix): mean over seeds and 95% bootstrap CI band against ``x`` (env
+    steps, or any other column of the frames, e.g. ``"iteration"``). ``axis`` names what ``x``
+    counts for that curve (default ``"env steps"``; e.g. ``"SFT: training examples"``,
+    ``"GRPO: completion tokens"``): curves of different axes are drawn in panels side by side,
+    left to right in order of appearance, each with its own labelled x axis (an SFT warm start
+    and the GRPO run it started)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, df in curves:
-        xs, mean, lo, hi = curve(df, metric, smooth=smooth, x=x)
-        line, = ax.plot(xs, mean, label=label, lw=1.8)
-        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-    if x == "env_steps":
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_steps_label))
-    ax.set_xlabel("env steps (per seed)" if x == "env_steps" else x.replace("_", " "))
-    ax.set_ylabel(metric.replace("_", " ") + " (mean, 95% CI over seeds)")
+    default = "env steps" if x == "env_steps" else x.replace("_", " ")
+    panels: dict = {}
+    for c in curves:
+        panels.setdefault(c[2] if len(c) > 2 else default, []).append(c[:2])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 if len(panels) == 1 else 5.2 * len(panels), 4.2),
+                             sharey=True, squeeze=False)
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
+    for ax, (axis, group) in zip(axes[0], panels.items()):
+        for label, df in group:
+            xs, mean, lo, hi = curve(df, metric, smooth=smooth, x=x)
+            line, = ax.plot(xs, mean, label=label, lw=1.8, color=next(colors))
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        if x == "env_steps":
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_steps_label))
+        ax.set_xlabel(f"{axis} (per seed)" if x == "env_steps" else axis)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small" if len(group) > 4 else None)
+    axes[0, 0].set_ylabel(metric.replace("_", " ") + " (mean, 95% CI over seeds)")
     if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small" if len(curves) > 4 else None)
+        fig.suptitle(title) if len(panels) > 1 else axes[0, 0].set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)

@@ -219,22 +219,59 @@ def run_curves(run_dirs: Sequence, metric: str = "episode_return") -> list:
     return curves
 
 
+def x_axis(cfg: Mapping) -> str:
+    """What a run's ``env_steps`` count, from its config dict: ``"env steps"`` (gymnax),
+    ``"GRPO: completion tokens"`` (text), ``"SFT: training examples"`` (SFT)."""
+    algo = str(cfg.get("algo", "grpo"))
+    if algo == "sft":
+        return "SFT: training examples"
+    if str(cfg.get("env", "")).startswith("text:"):
+        return f"{algo.upper()}: completion tokens"
+    return "env steps"
+
+
+def warm_starts(curves: Sequence, metric: str, shown: Sequence = ()) -> list:
+    """``[(label, frame, config dict)]`` of the run folders the curves' runs started from
+    (``init_from``; an SFT warm start), each once and none of the folders ``shown``, where
+    that folder still holds a metrics.csv with ``metric``: the first phase of a two-phase
+    run."""
+    out, seen = [], {Path(d).resolve() for d in shown}
+    for _, _, cfg in curves:
+        src = cfg.get("init_from")
+        if not src or Path(src).resolve() in seen:
+            continue
+        seen.add(Path(src).resolve())
+        try:
+            src_cfg, df = read_run(src)
+        except RunError:
+            continue
+        if metric in df.columns:
+            out.append((f"{str(src_cfg.get('algo', 'sft')).upper()} warm start "
+                        f"{seeds_label(df)} [{Path(src).name}]", df, src_cfg))
+    return out
+
+
 def plot_runs(run_dirs: Sequence, path, metric: str = "episode_return",
               labels: Sequence[str] | None = None, title: str | None = None,
               smooth: int = 1) -> None:
     """One figure of run and sweep folders: per run folder (per combination of a sweep
     folder), the mean of ``metric`` over seeds against env steps and its 95% bootstrap CI
-    band (``stats.curve``). ``labels``: one legend entry per curve."""
+    band (``stats.curve``). ``labels``: one legend entry per curve. A run started from another
+    (``init_from``: an SFT warm start) shows that run's curve too, as the first phase: runs
+    whose env steps count different things (``x_axis``: env steps, completion tokens, SFT
+    training examples) are drawn in panels side by side, each x axis labelled."""
     metric = RENAMED_METRICS.get(metric, metric)
     curves = run_curves(run_dirs, metric)
     if labels is not None:
         if len(labels) != len(curves):
             raise RunError(f"--labels: {len(labels)} labels for {len(curves)} curves")
         curves = [(lab, df, cfg) for lab, (_, df, cfg) in zip(labels, curves)]
+    curves = warm_starts(curves, metric, shown=run_dirs) + curves
     envs = {cfg.get("env") for _, _, cfg in curves}
     if title is None and len(envs) == 1:
         title = next(iter(envs))
-    plot_curves([(lab, df) for lab, df, _ in curves], path, metric, title=title, smooth=smooth)
+    plot_curves([(lab, df, x_axis(cfg)) for lab, df, cfg in curves], path, metric,
+                title=title, smooth=smooth)
 
 
 def read_evaluations(run_dir) -> list:

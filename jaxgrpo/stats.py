@@ -42,9 +42,10 @@ def curve(df, metric: str = "episode_return", points: int = 200, smooth: int = 1
     """Mean and 95% bootstrap CI band over seeds of ``metric`` against ``x`` (env steps).
 
     Each seed's valid (non-NaN) points are smoothed with a running mean over ``smooth``
-    iterations and interpolated on a common grid of ``points`` env-step values (a seed counts
-    only inside the env-step range it covers). Returns ``(x, mean, low, high)``, each
-    ``[points]``.
+    iterations and interpolated on a common grid of ``points`` env-step values that spans the
+    range every seed covers (from the latest first point to the earliest last point): the mean
+    is always over the same seeds, and never goes past the shortest seed (GRPO seeds collecting
+    on-policy end at different env steps). Returns ``(x, mean, low, high)``, each ``[points]``.
     """
     rows = []
     for _, g in df.sort_values(["seed", "iteration"]).groupby("seed"):
@@ -58,13 +59,13 @@ def curve(df, metric: str = "episode_return", points: int = 200, smooth: int = 1
             start = np.maximum(0, j + 1 - smooth)
             y = (c[j + 1] - c[start]) / (j + 1 - start)
         rows.append((xs, y))
-    xmax = max((xs.max() for xs, _ in rows if xs.size), default=1.0)
-    grid = np.linspace(0.0, xmax, points)
+    rows = [(xs, y) for xs, y in rows if xs.size] or [(np.zeros(1), np.full(1, np.nan))]
+    lo_x = max(xs[0] for xs, _ in rows)
+    grid = np.linspace(lo_x, max(lo_x, min(xs[-1] for xs, _ in rows)), points)
     Y = np.full((len(rows), points), np.nan)
     for i, (xs, y) in enumerate(rows):
-        if xs.size:
-            inside = (grid >= xs[0]) & (grid <= xs[-1])
-            Y[i, inside] = np.interp(grid[inside], xs, y)
+        inside = (grid >= xs[0]) & (grid <= xs[-1])
+        Y[i, inside] = np.interp(grid[inside], xs, y)
     with np.errstate(all="ignore"), no_warnings():
         mean = np.nanmean(Y, 0)
         rng = np.random.default_rng(seed)

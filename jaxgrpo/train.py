@@ -72,24 +72,38 @@ def resolve_hparams(config, hparams=None) -> dict:
 def scan_iterations(step, state, num_iterations, callback=None, callback_every=1):
     """``lax.scan`` of ``step(state) -> (state, metrics)`` over ``num_iterations`` iterations.
     ``callback(i, metrics)``, if given, is called on the host (``jax.debug.callback``) after
-    every ``callback_every``-th iteration and the last one, ``i`` the index within this scan and
-    ``metrics`` that iteration's scalars (under ``vmap``, once per batch element): for progress
-    lines; None adds nothing to the program. -> (state, metrics stacked [num_iterations])."""
-    def body(s, i):
-        s, metrics = step(s)
-        if callback is not None:
-            report = (i % callback_every == callback_every - 1) | (i == num_iterations - 1)
-            jax.lax.cond(report, lambda: jax.debug.callback(callback, i, metrics), lambda: None)
-        return s, metrics
+    every ``callback_every``-th iteration and the last one, ``i`` the index within this scan
+    (under ``vmap``, once per batch element): for progress lines and loggers; None adds nothing
+    to the program. The reported ``metrics`` hold each metric's last non-NaN value since the
+    previous report (``held``), so the last iterations a spent budget leaves NaN do not hide
+    the last real values; the returned metrics are every iteration's, as without a callback.
+    -> (state, metrics stacked [num_iterations])."""
+    if callback is None:
+        return jax.lax.scan(lambda s, i: step(s), state, jnp.arange(num_iterations))
+    floating = lambda x: jnp.issubdtype(x.dtype, jnp.floating)
+    fresh = {k: jnp.full(v.shape, jnp.nan if floating(v) else 0, v.dtype)
+             for k, v in jax.eval_shape(step, state)[1].items()}
 
-    return jax.lax.scan(body, state, jnp.arange(num_iterations))
+    def body(carry, i):
+        s, held = carry
+        s, metrics = step(s)
+        held = {k: jnp.where(jnp.isnan(v), held[k], v) if floating(v) else v
+                for k, v in metrics.items()}
+        report = (i % callback_every == callback_every - 1) | (i == num_iterations - 1)
+        jax.lax.cond(report, lambda: jax.debug.callback(callback, i, held), lambda: None)
+        held = jax.tree.map(lambda h, f: jnp.where(report, f, h), held, fresh)
+        return (s, held), metrics
+
+    (state, _), metrics = jax.lax.scan(body, (state, fresh), jnp.arange(num_iterations))
+    return state, metrics
 
 
 def make_train(config, callback=None, callback_every=1, params=None):
     """The pure training function of a config: its algorithm's collect -> score -> learn ->
     reference sync, iterated in one ``lax.scan``: ``train(key, hparams=None) -> (TrainState,
     metrics [config.iterations] each)``, with ``train.init``, ``train.run`` (chunks, resume),
-    ``train.policy``, ``train.num_iterations`` and ``train.optimizer(hparams)``. A budgeted
+    ``train.policy``, ``train.num_iterations``, ``train.step`` (one iteration, unscanned) and
+    ``train.optimizer(hparams)``. A budgeted
     algorithm (GRPO) runs while fewer than ``total_timesteps`` valid steps were used; later
     rows are NaN, their ``env_steps`` unchanged. ``params``: the initial params (e.g.
     ``runs.init_params(config)`` for ``init_from``; make_train reads no file); ``callback``,
@@ -147,7 +161,12 @@ def make_train(config, callback=None, callback_every=1, params=None):
         return scan_iterations(lambda s: step(s, hp), state, num_iterations, callback,
                                callback_every)
 
-    return train_function(init_state, run, optimizer, policy, n_iter)
+    def one_step(state: TrainState, hparams=None):
+        """One iteration from ``state`` (a ``run`` of length 1 without the scan):
+        ``-> (state, metrics)``."""
+        return step(state, resolve_hparams(config, hparams))
+
+    return train_function(init_state, run, optimizer, policy, n_iter, one_step)
 
 
 def budget_left(config, state):
@@ -179,10 +198,10 @@ def idle(state, iteration, keys):
     return state._replace(key=jax.random.split(state.key, keys)[0]), nan
 
 
-def train_function(init_state, run, optimizer, policy, num_iterations):
+def train_function(init_state, run, optimizer, policy, num_iterations, step):
     """``train(key, hparams=None) = run(init_state(key, hparams), hparams, num_iterations)``
     with the attributes ``make_train`` documents (init, run, optimizer, policy,
-    num_iterations)."""
+    num_iterations, step)."""
     def train(key, hparams=None):
         return run(init_state(key, hparams), hparams, num_iterations)
 
@@ -191,4 +210,5 @@ def train_function(init_state, run, optimizer, policy, num_iterations):
     train.optimizer = optimizer
     train.policy = policy
     train.num_iterations = num_iterations
+    train.step = step
     return train

@@ -111,3 +111,121 @@ def test_tensorboard_logger_writes_finite_means(tmp_path):
     lg.log(0, {"episode_return": 1.0, "kl": float("nan")})
     lg.close()
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+class FakeWriter:
+    """A stand-in for tensorboardX's SummaryWriter: records (logdir, tag, value, step)."""
+    scalars: list = []
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+
+    def add_scalar(self, tag, value, global_step):
+        FakeWriter.scalars.append((self.logdir, tag, value, global_step))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def fake_tensorboard(monkeypatch):
+    import types
+    FakeWriter.scalars = []
+    monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    return FakeWriter.scalars
+
+
+def test_tensorboard_x_axis_is_env_steps(fake_tensorboard):
+    """Every scalar is logged at the row's env steps (completion tokens for text), not at the
+    iteration; the iteration is a scalar of its own."""
+    lg = loggers.TensorBoardLogger("tb")
+    lg.log(4, {"episode_return": 7.0, "env_steps": 2560.4, "kl": float("nan")})
+    lg.log(None, {"episode_return": 8.0, "env_steps": 3000.0})       # a sweep row
+    assert fake_tensorboard == [("tb", "train/iteration", 5, 2560),
+                                ("tb", "train/episode_return", 7.0, 2560),
+                                ("tb", "train/env_steps", 2560.4, 2560),
+                                ("tb", "train/episode_return", 8.0, 3000),
+                                ("tb", "train/env_steps", 3000.0, 3000)]
+
+
+def test_wandb_x_axis_is_env_steps_and_a_sweep_opens_one_run_per_combination(monkeypatch,
+                                                                             tmp_path):
+    import types
+    calls = []
+
+    class FakeRun:
+        def __init__(self, **kw):
+            calls.append(("init", kw))
+
+        def define_metric(self, name, **kw):
+            calls.append(("define_metric", name, kw))
+
+        def log(self, row):
+            calls.append(("log", row))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake = types.SimpleNamespace(init=lambda **kw: FakeRun(**kw),
+                                 util=types.SimpleNamespace(generate_id=lambda: "abc123"))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    lg = loggers.WandbLogger(tmp_path, {"lr": 0.1}, "proj")
+    lg.log(1, {"episode_return": 3.0, "env_steps": 640.0, "kl": float("nan")})
+    lg.close()
+    assert calls[0][1]["id"] == "abc123" and "reinit" not in calls[0][1]
+    assert ("define_metric", "train/*", {"step_metric": "env_steps"}) in calls
+    assert ("log", {"env_steps": 640, "train/episode_return": 3.0, "train/env_steps": 640.0,
+                    "train/iteration": 2}) in calls
+    assert (tmp_path / "wandb_id.txt").read_text() == "abc123\n"      # --resume continues it
+    calls.clear()
+    loggers.WandbLogger(tmp_path, {}, "proj", name="sw/0_lr=0.1", group="sw",
+                        id_file=tmp_path / "wandb-ids" / "0_lr=0.1.txt", several=True)
+    kw = calls[0][1]
+    assert (kw["reinit"], kw["group"], kw["name"]) == ("create_new", "sw", "sw/0_lr=0.1")
+    assert (tmp_path / "wandb-ids" / "0_lr=0.1.txt").is_file()
+
+
+def test_sweep_reporter_gives_each_combination_its_seed_means(capsys):
+    """Runs call back with their place in the current compilation's batch: position p is
+    combination idx[p // seeds], seed p % seeds; padding runs are ignored; each combination's
+    loggers (made at its first row) get the seed means of each row; the bar counts every
+    run's env steps."""
+    made = {}
+
+    def loggers_for(c):
+        made[c] = Recorder()
+        return [made[c]]
+
+    r = loggers.SweepReporter(2, [100.0, 100.0, 100.0], bar=True, loggers_for=loggers_for,
+                              description="sweep 3 x 2 seeds")
+    r.group([0, 2])                                  # first compilation: combinations 0, 2
+    for row in range(2):
+        for p in (3, 0, 2, 1, 4, 5):                 # 4 runs, 2 of padding, in any order
+            r(p, {"episode_return": 10.0 * p + row, "env_steps": 50.0 * (row + 1)})
+    r.group([1])
+    r(1, {"episode_return": 5.0, "env_steps": 50.0})
+    assert sorted(made) == [0, 2] and 1 not in r.loggers    # combination 1: one seed so far
+    assert made[0].logged == [(None, {"episode_return": 5.0, "env_steps": 50.0}),
+                              (None, {"episode_return": 6.0, "env_steps": 100.0})]
+    assert made[2].logged[-1] == (None, {"episode_return": 26.0, "env_steps": 100.0})
+    r(0, {"episode_return": 7.0, "env_steps": 50.0})
+    assert made[1].logged == [(None, {"episode_return": 6.0, "env_steps": 50.0})]
+    r.close()
+    assert [m.closed for m in made.values()] == [1, 1, 1]
+    err = capsys.readouterr().err
+    assert "sweep 3 x 2 seeds" in err and "500 steps" in err    # 4 runs x 100 + 2 x 50
+
+
+def test_a_failing_logger_stops_logging_not_training(capsys):
+    sink = loggers.Sink()
+
+    def broken(i, m):
+        raise ConnectionError("wandb unreachable")
+    sink.target = broken
+    sink(0, {})                                      # no exception reaches the compiled loop
+    assert sink.target is None
+    assert "progress and logging stopped (ConnectionError: wandb unreachable)" in \
+        capsys.readouterr().err

@@ -8,9 +8,10 @@ from jaxgrpo.rundir import RunError, plot_runs, run_curves
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(path, algo, seeds=2, iters=4):
+def _run(path, algo, seeds=2, iters=4, **cfg):
     path.mkdir()
-    (path / "config.yaml").write_text(yaml.safe_dump({"algo": algo, "env": "CartPole-v1"}))
+    (path / "config.yaml").write_text(yaml.safe_dump({"algo": algo, "env": "CartPole-v1",
+                                                      **cfg}))
     rows = [{"seed": s, "iteration": i, "env_steps": 100.0 * (i + 1),
              "episode_return": float(i + s)} for s in range(seeds) for i in range(iters)]
     pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
@@ -54,3 +55,25 @@ def test_runs_and_sweeps_together_with_labels(tmp_path):
     with pytest.raises(RunError, match="no such run folder"):
         plot_runs([tmp_path / "none"], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_run_started_from_an_sft_run_shows_both_phases_on_labelled_axes(tmp_path):
+    """GRPO from an SFT warm start (init_from): the SFT curve is the first phase, in its own
+    panel, and each panel's x axis says what it counts (they shared one unlabelled axis)."""
+    import matplotlib
+    sft = _run(tmp_path / "sft", "sft", env="text:addition")
+    grpo = _run(tmp_path / "grpo", "grpo", env="text:addition", init_from=str(sft))
+    svg = lambda p: p.read_text()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):           # text as <text>
+        plot_runs([grpo], tmp_path / "one.svg")
+        plot_runs([sft, grpo], tmp_path / "both.svg", labels=["warm", "rl"])
+        plot_runs([_run(tmp_path / "env", "ppo")], tmp_path / "env.svg")
+    one = svg(tmp_path / "one.svg")
+    assert one.index("SFT: training examples (per seed)") < one.index(
+        "GRPO: completion tokens (per seed)")
+    assert "SFT warm start (2 seeds) [sft]" in one and "GRPO (2 seeds)" in one
+    both = svg(tmp_path / "both.svg")                 # the SFT run is shown once, labelled
+    assert "warm start" not in both and ">warm<" in both and ">rl<" in both
+    assert "SFT: training examples" in both and "GRPO: completion tokens" in both
+    env = svg(tmp_path / "env.svg")
+    assert "env steps (per seed)" in env and "SFT" not in env

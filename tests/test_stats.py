@@ -28,19 +28,20 @@ def test_bootstrap_ci_matches_a_plain_resampling():
     assert all(np.isnan(bootstrap_ci([nan, nan])))
 
 
-def test_curve_interpolates_each_seed_on_one_grid_and_stops_where_seeds_stop():
-    # seed 0 covers 0..100 env steps, seed 1 only 0..50; NaN rows (skipped iterations) drop out
+def test_curve_averages_every_seed_on_one_grid_never_past_the_shortest_seed():
+    # seed 0 covers 0..100 env steps, seed 1 10..50 (GRPO seeds on-policy end at different env
+    # steps); NaN rows (skipped iterations) drop out. The grid spans 10..50, where both are:
+    # the mean never jumps where one seed's curve ends (it did, with a grid to 100).
     df = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "iteration": [0, 1, 2, 0, 1, 2],
-                       "env_steps": [0.0, 50.0, 100.0, 0.0, 50.0, 50.0],
+                       "env_steps": [0.0, 50.0, 100.0, 10.0, 50.0, 50.0],
                        "episode_return": [0.0, 10.0, 20.0, 2.0, 4.0, nan]})
     x, mean, lo, hi = curve(df, points=5, num_boot=200)
-    np.testing.assert_allclose(x, [0, 25, 50, 75, 100])
+    np.testing.assert_allclose(x, [10, 20, 30, 40, 50])
     s0 = np.interp(x, [0, 50, 100], [0, 10, 20])
-    s1 = np.interp(x[:3], [0, 50], [2, 4])
-    np.testing.assert_allclose(mean, [(s0[0] + s1[0]) / 2, (s0[1] + s1[1]) / 2,
-                                      (s0[2] + s1[2]) / 2, s0[3], s0[4]])
+    s1 = np.interp(x, [10, 50], [2, 4])
+    np.testing.assert_allclose(mean, (s0 + s1) / 2)
     assert (lo <= mean + 1e-12).all() and (mean <= hi + 1e-12).all()
-    assert lo[4] == hi[4] == s0[4]                                   # one seed left: no band
+    assert hi[-1] - lo[-1] > 5                             # both seeds (10 and 4) at the end
 
 
 def test_curve_smoothing_is_a_running_mean_over_real_points():

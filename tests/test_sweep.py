@@ -240,7 +240,22 @@ def _write_yaml(path, text):
     return str(path)
 
 
-def test_cli_writes_files(result, tmp_path, capsys):
+def test_cli_writes_files(result, tmp_path, capsys, monkeypatch):
+    """... with the progress line on stderr and --tensorboard (a stand-in for tensorboardX):
+    one logdir per combination, the seed means of each kept row at its env steps."""
+    import types
+    scalars = []
+
+    class Writer:
+        def __init__(self, logdir):
+            self.logdir = logdir
+            os.makedirs(logdir)                # as tensorboardX does: OUT exists early
+
+        def add_scalar(self, tag, value, global_step):
+            scalars.append((os.path.basename(self.logdir), tag, value, global_step))
+
+        flush = close = lambda self: None
+    monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=Writer))
     out = tmp_path / "out"
     cfg = _write_yaml(tmp_path / "s.yaml", f"""
         algo: grpo
@@ -258,8 +273,9 @@ def test_cli_writes_files(result, tmp_path, capsys):
         compiler_options: {{xla_backend_optimization_level: 0}}
         out: {out}
     """)
-    assert sweep_main([cfg]) == 0
-    printed = capsys.readouterr().out
+    assert sweep_main([cfg, "--tensorboard"]) == 0
+    printed, err = capsys.readouterr()
+    assert "sweep 6 x 4 seeds" in err and "steps/s" in err                # the progress line
     table = [l for l in printed.splitlines() if not l.startswith(("jaxgrpo", "wrote"))]
     assert "ci_high" in table[1] and max(map(len, table)) <= 80, printed
     import pandas as pd
@@ -268,6 +284,16 @@ def test_cli_writes_files(result, tmp_path, capsys):
     for (c, s, i), row in m.set_index(["combination", "seed", "iteration"]).iterrows():
         assert row.episode_return == pytest.approx(
             result.metrics["episode_return"][c, s, i], rel=1e-4)
+    means = m.groupby(["combination", "iteration"])[["env_steps", "episode_return"]].mean()
+    names = sorted({d for d, *_ in scalars})
+    assert names == ["0_lr=0.001_beta=0", "1_lr=0.001_beta=0.04", "2_lr=0.003_beta=0",
+                     "3_lr=0.003_beta=0.04", "4_lr=0.01_beta=0", "5_lr=0.01_beta=0.04"]
+    for c, name in enumerate(names):
+        got = [(step, v) for d, tag, v, step in scalars
+               if d == name and tag == "train/episode_return"]
+        want = [(round(row.env_steps), row.episode_return) for _, row in means.loc[c].iterrows()]
+        assert [g[0] for g in got] == [w[0] for w in want]          # x axis: env steps
+        np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-5)
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 6 and {"combination", "lr", "beta", "ci_low", "ci_high"} <= set(
         summary.columns)
@@ -356,6 +382,23 @@ def test_cli_bad_input(no_compile, tmp_path, capsys, text, needle):
     assert sweep_main([str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("jaxgrpo sweep: error:") and needle in err[0], err
+
+
+def test_cli_logger_options_refused_before_anything(no_compile, tmp_path, capsys, monkeypatch):
+    """--wandb without wandb, and --tensorboard into a folder with an earlier sweep's logs:
+    one line, exit 2, nothing written."""
+    cfg = _write_yaml(tmp_path / "s.yaml", "grid: {lr: [0.001]}\n")
+    monkeypatch.setitem(sys.modules, "wandb", None)                 # not installed
+    old = tmp_path / "old"
+    (old / "tensorboard").mkdir(parents=True)
+    for argv, needle in (([cfg, "--out", str(tmp_path / "new"), "--wandb"],
+                          "--wandb needs wandb: pip install 'jaxgrpo[wandb]'"),
+                         ([cfg, "--out", str(old), "--overwrite", "--tensorboard"],
+                          "tensorboard/ holds an earlier sweep's logs")):
+        assert sweep_main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "new").exists() and os.listdir(old) == ["tensorboard"]
 
 
 def test_cli_missing_file(no_compile, tmp_path, capsys):

@@ -114,16 +114,24 @@ def train_parser(sft: bool = False) -> Parser:
     p.add_argument("--stop-after", type=count(1), metavar="N",
                    help="stop (with a checkpoint) after N iterations; continue with --resume")
     p.add_argument("--log-every", type=count(1), metavar="K",
-                   help="update the progress bar and loggers every K iterations "
-                        "(default: about 200 updates per run)")
+                   help="update the progress bar and loggers every K iterations, at each "
+                        "checkpoint and at the last iteration (default: about 200 updates "
+                        "per run)")
+    logging_options(p, "RUN/tensorboard", "the run")
+    return p
+
+
+def logging_options(p, tensorboard_dir: str, what: str) -> None:
+    """``--quiet``, ``--tensorboard``, ``--wandb`` and ``--wandb-project`` (train, sft, sweep)."""
     p.add_argument("--quiet", action="store_true", help="no progress bar, only the result")
     p.add_argument("--tensorboard", action="store_true",
-                   help="log to RUN/tensorboard (pip install 'jaxgrpo[tensorboard]')")
+                   help=f"log {what} to {tensorboard_dir} against env steps "
+                        "(pip install 'jaxgrpo[tensorboard]')")
     p.add_argument("--wandb", action="store_true",
-                   help="log to Weights & Biases (pip install 'jaxgrpo[wandb]')")
+                   help=f"log {what} to Weights & Biases against env steps "
+                        "(pip install 'jaxgrpo[wandb]')")
     p.add_argument("--wandb-project", default="jaxgrpo", metavar="NAME",
                    help="W&B project (default: %(default)s)")
-    return p
 
 
 def eval_parser() -> Parser:
@@ -195,6 +203,7 @@ def sweep_parser() -> Parser:
     p.add_argument("--resume", metavar="DIR",
                    help="continue the checkpointed sweep in DIR from its newest checkpoint "
                         "(instead of SWEEP.yaml)")
+    logging_options(p, "OUT/tensorboard/<combination>/", "each combination (seed means)")
     g = p.add_argument_group("several processes (jax.distributed)")
     g.add_argument("--coordinator", metavar="HOST:PORT",
                    help="address of process 0's coordinator (the same on every process)")

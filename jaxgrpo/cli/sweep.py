@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import configio, grids, rundir, sweepdir
 from ..errors import CheckpointError, RunError
+from ..loggers import require
 from .distributed import agree_or_stop, join
 from .parsers import sweep_parser
 from .usage import EXIT_INTERRUPTED, UsageError, user_errors
@@ -38,6 +39,9 @@ def sweep_args(args):
                              f"({spec['log_every']}), got {args.checkpoint_every}")
     out = Path(args.out or spec["out"] or Path("runs") / Path(args.config).stem)
     sweepdir.check_sweep_out(out, overwrite=args.overwrite)
+    if args.tensorboard and (out / "tensorboard").exists():
+        raise RunError(f"--tensorboard: {out}/tensorboard/ holds an earlier sweep's logs; "
+                       "move it away or choose another --out")
     if spec["checkpoint_every"] is not None and rundir.folder_kind(out) is not None:
         raise RunError(f"--out {out}: already holds results; a checkpointed sweep starts "
                               "in a new folder (continue one with jaxgrpo sweep --resume DIR)")
@@ -47,6 +51,10 @@ def sweep_args(args):
 def _spec_or_error(args):
     """``(spec, out, None)``, or ``(None, None, UsageError)`` on bad input."""
     try:
+        if args.tensorboard:
+            require("tensorboardX", "--tensorboard", "tensorboard")
+        if args.wandb:
+            require("wandb", "--wandb", "wandb")
         return (*sweep_args(args), None)
     except user_errors() as e:
         return None, None, UsageError(str(e))
@@ -71,7 +79,8 @@ def cmd_sweep(argv) -> int:
         ckpt_dir = out / sweepdir.SWEEP_CHECKPOINTS
         if args.resume is None and me == 0:
             sweepdir.start_sweep(out, spec)
-    result = _run(spec, out, ckpt_dir, f" (process {me} of {n_proc})" if n_proc > 1 else "")
+    result = _run(spec, out, ckpt_dir, f" (process {me} of {n_proc})" if n_proc > 1 else "",
+                  sweep_reporter(args, spec, out) if n_proc == 1 else None)
     if isinstance(result, int):
         return result
     if me != 0:
@@ -84,8 +93,9 @@ def cmd_sweep(argv) -> int:
     return _write(result, spec, out, args.overwrite, ckpt_dir)
 
 
-def _run(spec, out, ckpt_dir, who: str):
-    """The sweep's result, or the exit code when it was interrupted."""
+def _run(spec, out, ckpt_dir, who: str, reporter=None):
+    """The sweep's result, or the exit code when it was interrupted. ``reporter``: the
+    progress line and loggers (``sweep_reporter``), closed here."""
     from ..sweeps import sweep      # here: it imports JAX
     n = len(grids.expand_grid(spec["grid"]))
     print(f"jaxgrpo sweep{who}: {n} combinations x {spec['seeds']} seeds -> {out}"
@@ -95,7 +105,7 @@ def _run(spec, out, ckpt_dir, who: str):
         return sweep(spec["config"], spec["grid"], spec["seeds"], base_seed=spec["base_seed"],
                      log_every=spec["log_every"], compiler_options=spec["compiler_options"],
                      vmap_size=spec["vmap_size"], checkpoint_dir=ckpt_dir,
-                     checkpoint_every=spec["checkpoint_every"])
+                     checkpoint_every=spec["checkpoint_every"], reporter=reporter)
     except CheckpointError as e:
         raise UsageError(f"{e}; it was left as it is") from None
     except KeyboardInterrupt:
@@ -103,6 +113,9 @@ def _run(spec, out, ckpt_dir, who: str):
                 f"; nothing was written to {out}")
         print(f"jaxgrpo sweep: interrupted{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if reporter is not None:
+            reporter.close()
 
 
 def _write(result, spec, out, overwrite: bool, ckpt_dir) -> int:
@@ -125,3 +138,33 @@ def _write(result, spec, out, overwrite: bool, ckpt_dir) -> int:
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out}/: metrics.csv, summary.csv, curves.png, sweep.yaml")
     return 0
+
+
+def sweep_reporter(args, spec, out):
+    """The progress line (unless ``--quiet``) and the ``--tensorboard`` / ``--wandb`` loggers
+    of a single-process sweep (``loggers.SweepReporter``), or None when it has none. Each
+    combination logs the seed means of its rows to ``OUT/tensorboard/<c>_<grid values>/`` and
+    to a W&B run of that name in the group ``OUT``'s name (its id kept in
+    ``OUT/wandb-ids/``, so that ``--resume`` continues it)."""
+    if args.quiet and not (args.tensorboard or args.wandb):
+        return None
+    from ..configio import config_to_dict
+    from ..loggers import SweepReporter, TensorBoardLogger, WandbLogger
+    from ..plots import grid_label
+    combos, configs = grids.grid_configs(spec["config"], spec["grid"])
+    width = len(str(len(combos) - 1))
+    name = lambda c: (f"{c:0{width}d}_" + grid_label(combos[c]).replace(", ", "_")
+                      ).replace("/", "-").replace(" ", "-")
+
+    def loggers_for(c):
+        lg = [TensorBoardLogger(out / "tensorboard" / name(c))] if args.tensorboard else []
+        if args.wandb:
+            lg.append(WandbLogger(
+                out, config_to_dict(configs[c], spec["seeds"], spec["base_seed"]),
+                args.wandb_project, name=f"{out.name}/{name(c)}", group=out.name,
+                id_file=out / "wandb-ids" / f"{name(c)}.txt", several=True))
+        return lg
+
+    return SweepReporter(spec["seeds"], [cfg.total_timesteps for cfg in configs],
+                         bar=not args.quiet, loggers_for=loggers_for,
+                         description=f"sweep {len(combos)} x {spec['seeds']} seeds")

@@ -15,6 +15,7 @@ from ..checks import check_count
 from ..compiled import static_key
 from ..grids import check_checkpoint_every, check_vmap_size, grid_configs
 from ..configio import check_init_from
+from ..loggers import SINK
 from .checkpoints import SweepCheckpoints, batched, run_checkpointed
 from .mesh import check_devices, placement, resolve_vmap_size, run_mesh, to_host
 from .processes import agree, describe
@@ -32,7 +33,7 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
           base_seed: int = 0, log_every: int = 1, devices=None,
           compiler_options: Mapping[str, Any] | None = None,
           vmap_size: int | str | None = "auto", checkpoint_dir=None,
-          checkpoint_every: int | None = None) -> SweepResult:
+          checkpoint_every: int | None = None, reporter=None) -> SweepResult:
     """Train every combination of ``grid`` x ``seeds`` seeds.
 
     config: a GRPOConfig or PPOConfig, the base of every combination.
@@ -61,6 +62,9 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
       arguments ends with the same metrics as one that ran in one go. A checkpoint of another
       sweep (config, grid, seeds, base_seed, log_every, checkpoint_every) or of other jaxgrpo
       code is refused with a ``CheckpointError`` and left as it is.
+    reporter: where the runs' kept metric rows go while they run (``loggers.SweepReporter``:
+      the progress line and loggers of ``jaxgrpo sweep``); None: nowhere (the compiled
+      programs then have no host callback).
 
     Returns a ``SweepResult`` with ``metrics[name]: [C, S, I]``. Raises ``ValueError`` naming
     the field for a bad grid (or a bad ``init_from``), before compiling anything. Each distinct
@@ -87,17 +91,20 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     key_impl = jax.random.key_impl(keys)
     platform = mesh.devices.flat[0].platform
     runners = [compiled_runner(configs[idx[0]], log_every, mesh, key_impl, compiler_options,
-                               resolve_vmap_size(vmap_size, platform, configs[idx[0]].algo))
+                               resolve_vmap_size(vmap_size, platform, configs[idx[0]].algo),
+                               report=reporter is not None)
                for idx in groups.values()]
     ckpt = None
     if checkpoint_dir is not None:
         ckpt, checkpoint_every = _open_checkpoints(checkpoint_dir, checkpoint_every, desc,
                                                    runners, log_every)
+    SINK.target = reporter
     try:
         return _sweep(configs, combos, groups, runners, static_in_grid, seeds,
                       np.asarray(jax.random.key_data(keys)), base_seed, log_every, mesh,
-                      vmap_size, ckpt, checkpoint_every)
+                      vmap_size, ckpt, checkpoint_every, reporter)
     finally:
+        SINK.target = None
         if ckpt is not None:
             ckpt.close()
 
@@ -159,7 +166,7 @@ def _open_checkpoints(directory, every, desc, runners, log_every):
 
 
 def _sweep(configs, combos, groups, runners, static_in_grid, seeds, key_data, base_seed,
-           log_every, mesh, vmap_size, ckpt, checkpoint_every) -> SweepResult:
+           log_every, mesh, vmap_size, ckpt, checkpoint_every, reporter=None) -> SweepResult:
     sizes = [len(idx) * seeds for idx in groups.values()]
     restored = None
     if ckpt is not None:
@@ -183,6 +190,8 @@ def _sweep(configs, combos, groups, runners, static_in_grid, seeds, key_data, ba
                     len(idx) * seeds, mesh.devices.size,
                     "all" if runner.vmap_size is None else runner.vmap_size,
                     f" ({vmap_size})" if vmap_size == "auto" else "")
+        if reporter is not None:
+            reporter.group(idx)
         if ckpt is None:
             state, metrics, R = runner(kd, hp)
             host = {k: to_host(v)[:R] for k, v in metrics.items()}
@@ -190,6 +199,7 @@ def _sweep(configs, combos, groups, runners, static_in_grid, seeds, key_data, ba
         else:
             state, host, R, place_of = run_checkpointed(
                 runner, gi, kd, hp, ckpt, checkpoint_every, saved_states, saved_rows, done)
+        jax.effects_barrier()               # this compilation's progress callbacks are done
         placements.append(placement(idx, R, place_of, runner.vmap_size))
         for j, c in enumerate(idx):
             per_combo[c] = ({k: v.reshape(len(idx), seeds, -1)[j] for k, v in host.items()},

@@ -9,6 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from .. import compiled
 from ..keys import key_data, wrap_keys
+from ..loggers import SINK
 from ..runs import build_train
 from .mesh import RUN_AXIS, shard_runs
 
@@ -27,31 +28,41 @@ def last_valid_row(x: jax.Array) -> jax.Array:
 
 def single_run(config, log_every: int):
     """``(init, run, kept, n)`` for one seed: ``init(key, hp) -> TrainState``; ``run(state, hp,
-    m) -> (TrainState, metrics)`` runs ``m`` (static) iterations and keeps one metrics row per
-    ``log_every`` of them and the last; ``kept(start, m)`` the (0-based) iterations of those rows
-    for a call starting at iteration ``start``; ``n`` the run's iterations. A chunk keeps each
-    metric's last non-NaN value over its iterations (``last_valid_row``), so only the kept rows
-    are ever stored. With ``log_every=1``, ``run(init(key, hp), hp, n)`` is
-    ``make_train(config)(key, hp)``; runs split at multiples of ``log_every`` keep the same
-    rows as one call."""
+    m, position=None) -> (TrainState, metrics)`` runs ``m`` (static) iterations and keeps one
+    metrics row per ``log_every`` of them and the last; ``kept(start, m)`` the (0-based)
+    iterations of those rows for a call starting at iteration ``start``; ``n`` the run's
+    iterations. A chunk keeps each metric's last non-NaN value over its iterations
+    (``last_valid_row``), so only the kept rows are ever stored. Each kept row is also sent to
+    the progress sink (``loggers.SINK(position, row)``, a host callback; ``position``: the run's
+    place in its compilation's batch, None: no callback). With ``log_every=1``,
+    ``run(init(key, hp), hp, n)`` is ``make_train(config)(key, hp)``; runs split at multiples of
+    ``log_every`` keep the same rows as one call."""
     train = build_train(config)
     n = train.num_iterations
     k = min(log_every, n)
 
-    def run(state, hp, m):
+    def run(state, hp, m, position=None):
+        def report(row):
+            if position is not None:
+                jax.debug.callback(SINK, position, row)
+            return row
+
         if k == 1:
-            return train.run(state, hp, m)
+            def one(s, _):
+                s, met = train.step(s, hp)
+                return s, report(met)
+            return jax.lax.scan(one, state, None, length=m)
         outer, rem = divmod(m, k)
 
         def chunk(s, _):
             s, met = train.run(s, hp, k)
-            return s, jax.tree.map(last_valid_row, met)
+            return s, report(jax.tree.map(last_valid_row, met))
 
         state, ms = jax.lax.scan(chunk, state, None, length=outer)
         if rem:
             state, met = train.run(state, hp, rem)
-            ms = jax.tree.map(lambda a, b: jnp.concatenate([a, last_valid_row(b)[None]]),
-                              ms, met)
+            last = report(jax.tree.map(last_valid_row, met))
+            ms = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), ms, last)
         return state, ms
 
     def kept(start, m):
@@ -74,8 +85,10 @@ class Runner:
     form for one run, typed keys included.
     """
 
-    def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size=None):
+    def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size=None,
+                 report=False):
         self.config = config
+        self.report = report
         self.mesh = mesh
         self.key_impl = key_impl
         self.compiler_options = compiler_options
@@ -104,10 +117,14 @@ class Runner:
 
     def _local_run(self, state, hp, m):
         R_local = jax.tree.leaves(hp)[0].shape[0]
+        # each run's place in the batch, for the progress callback (runs are laid out on the
+        # devices in order, R_local each); without ``report``, no callback
+        position = jax.lax.axis_index(RUN_AXIS) * R_local + jnp.arange(R_local)
+        run = lambda s, h, p: self._run(s, h, m, p if self.report else None)
         if self.vmap_size is None or self.vmap_size >= R_local:
-            return jax.vmap(lambda s, h: self._run(s, h, m))(state, hp)
+            return jax.vmap(run)(state, hp, position)
         # groups of vmap_size runs vmapped, the groups one after the other (one program)
-        return jax.lax.map(lambda a: self._run(*a, m), (state, hp), batch_size=self.vmap_size)
+        return jax.lax.map(lambda a: run(*a), (state, hp, position), batch_size=self.vmap_size)
 
     def _compile(self, local):
         spec = P(RUN_AXIS)
@@ -142,12 +159,13 @@ class Runner:
 
 
 def compiled_runner(config, log_every, mesh, key_impl, compiler_options,
-                    vmap_size=None) -> Runner:
+                    vmap_size=None, report=False) -> Runner:
     """``Runner(...)``, cached by the config's static fields (``compiled.static_key``), so sweeps
     that differ only in dynamic values (or repeat) reuse the compiled program (jit's own cache
-    then keys on the run count)."""
+    then keys on the run count). ``report``: send every kept row to ``loggers.SINK`` (a
+    sweep with a progress line or loggers; without, the program has no host callback)."""
     key = ("sweeps.runner", compiled.static_key(config), log_every,
            tuple(d.id for d in mesh.devices.flat), str(key_impl),
-           compiled.options_key(compiler_options), vmap_size)
+           compiled.options_key(compiler_options), vmap_size, report)
     return compiled.cached(key, lambda: Runner(config, log_every, mesh, key_impl,
-                                               compiler_options, vmap_size))[0]
+                                               compiler_options, vmap_size, report))[0]
