@@ -60,7 +60,8 @@ class Reporter:
                 TextColumn("{task.fields[steps]} steps"),
                 TextColumn("return {task.fields[ret]}"),
                 TextColumn("{task.fields[sps]} steps/s"),
-                TextColumn("it {task.fields[it]}"), TimeElapsedColumn(),
+                TextColumn("it {task.fields[it]}"),
+                TextColumn("chunk {task.fields[chunk]}"), TimeElapsedColumn(),
                 console=Console(stderr=True), transient=False)
             self._description = description
 
@@ -71,7 +72,8 @@ class Reporter:
         if self._bar is not None:
             self._task = self._bar.add_task(
                 self._description, total=self.total_steps, completed=env_steps_per_seed,
-                steps=f"{env_steps_per_seed:,.0f}", ret="-", sps="-", it=f"-/{self.iterations}")
+                steps=f"{env_steps_per_seed:,.0f}", ret="-", sps="-", it=f"-/{self.iterations}",
+                chunk="-")
             self._bar.start()
 
     def __call__(self, i, metrics):
@@ -99,6 +101,12 @@ class Reporter:
                              it=f"{it + 1}/{self.iterations}")
         for lg in self.loggers:
             lg.log(it, means)
+
+    def chunk_done(self, seconds: float):
+        """Show how long the last compiled chunk took: the grace period a signal needs
+        (``jaxgrpo.preemption``)."""
+        if self._bar is not None and self._t0 is not None:
+            self._bar.update(self._task, chunk=f"{seconds:.2g}s")
 
     def close(self, final_steps: float | None = None):
         if self._bar is not None and self._t0 is not None:

@@ -121,8 +121,8 @@ def train_parser(sft: bool = False) -> Parser:
                    help="log to RUN/tensorboard (pip install 'jaxgrpo[tensorboard]')")
     p.add_argument("--wandb", action="store_true",
                    help="log to Weights & Biases (pip install 'jaxgrpo[wandb]')")
-    p.add_argument("--wandb-project", default="jaxgrpo", metavar="NAME",
-                   help="W&B project (default: %(default)s)")
+    p.add_argument("--wandb-project", metavar="NAME",
+                   help="W&B project (default: jaxgrpo)")
     return p
 
 
