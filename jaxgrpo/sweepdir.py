@@ -79,6 +79,9 @@ def check_resume_sweep(out) -> Path:
     out = Path(out)
     if not out.exists():
         raise RunError(f"--resume {out}: no such folder")
+    if sweep_complete(out):
+        raise RunError(f"--resume {out}: this sweep has finished (summary.csv is there); "
+                       "nothing to continue")
     if not (out / "sweep.yaml").is_file() or (out / "summary.csv").exists():
         what = ("holds a training run; continue it with jaxgrpo train --resume"
                 if folder_kind(out) == "run" else
