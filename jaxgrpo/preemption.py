@@ -63,15 +63,24 @@ class _Handler:
 _ACTIVE: _Handler | None = None
 
 
+def active() -> bool:
+    """Whether ``handling()`` is active."""
+    return _ACTIVE is not None
+
+
 def requested() -> int | None:
     """The first signal received inside ``handling()``, or None."""
     return None if _ACTIVE is None else _ACTIVE.signum
 
 
-def check(out, iteration: int, save=None) -> None:
+def check(out, iteration: int, save=None, agree=None) -> None:
     """Between chunks: when a signal came, call ``save()`` (which writes the checkpoint of
-    ``iteration`` and the partial results) and raise ``Preempted(out, iteration, signum)``."""
+    ``iteration`` and the partial results) and raise ``Preempted(out, iteration, signum)``.
+    ``agree(signum or 0) -> signum or 0``: the signal every process of a multi-process job
+    acts on (called whenever ``handling()`` is active, so that all processes stop together)."""
     signum = requested()
+    if agree is not None and active():
+        signum = agree(signum or 0) or None
     if signum is None:
         return
     if save is not None:

@@ -154,8 +154,8 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
     given = {"checkpoint_every": checkpoint_every, "log_every": log_every,
              "tensorboard": tensorboard or None, "wandb": wandb or None,
              "wandb_project": wandb_project, "compiler_options": compiler_options}
-    opts = {**(_saved_options(out) if resume else {}),
-            **{k: v for k, v in given.items() if v is not None}}
+    saved_opts = _saved_options(out) if resume else None
+    opts = {**(saved_opts or {}), **{k: v for k, v in given.items() if v is not None}}
     checkpoint_every, compiler_options = opts.get("checkpoint_every"), opts.get("compiler_options")
     _check_arguments(config, checkpoint_every, stop_after, resume, resume_step)
     run = _Run(config, out, seeds, base_seed, config_to_dict(config, seeds, base_seed),
@@ -182,7 +182,8 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
             except FileExistsError:
                 raise RunError(f"{out}: another run started there meanwhile; choose another "
                                "--out") from None
-        write_json(out / OPTIONS_FILE, opts)
+        if opts != saved_opts:
+            write_json(out / OPTIONS_FILE, opts)
         loggers = ([TensorBoardLogger(out / "tensorboard")] if opts.get("tensorboard") else [])\
             + ([WandbLogger(out, run.run_dict, opts.get("wandb_project") or "jaxgrpo")]
                if opts.get("wandb") else [])

@@ -280,3 +280,27 @@ def test_sigterm_to_a_train_process(tmp_path):
                       log_every=5, compiler_options=FAST)
     _same_run(out, ref)
 
+
+
+def test_a_second_signal_stops_at_once():
+    """A process whose main thread is blocked (as in a compiled chunk) inside ``handling()``:
+    the first SIGTERM waits for the chunk, the second ends it at once with status 143."""
+    code = ("import threading, jaxgrpo.preemption as p\n"
+            "with p.handling():\n"
+            "    print('ready', flush=True)\n"
+            "    threading.Event().wait(60)\n")
+    q = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert q.stdout.readline() == "ready\n"
+        q.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert q.poll() is None                         # the first one waits for the chunk
+        t = time.monotonic()
+        q.send_signal(signal.SIGTERM)
+        q.wait(timeout=10)
+        assert time.monotonic() - t < 5
+    finally:
+        q.kill()
+    assert q.returncode == 143
+    assert "second signal (SIGTERM): stopping at once" in q.stderr.read()

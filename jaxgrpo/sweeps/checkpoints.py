@@ -99,6 +99,11 @@ class SweepCheckpoints:
         return got[0], got[1], info["done"]
 
 
+def _any_process(signum: int) -> int:
+    """The largest signal number any process of the job received (0: none)."""
+    return int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+
+
 def batched(template, R: int):
     """A run's abstract state -> the abstract raw ``[R, ...]`` state of a checkpoint."""
     raw = jax.eval_shape(key_data, template)
@@ -143,7 +148,8 @@ def run_checkpointed(runner, gi, kd, hp, ckpt, segment, every, saved_states, sav
 
     while at < n:
         preemption.check(ckpt.directory if ckpt is not None else None,
-                         int(sum(done[:gi])) + at, save_reached)
+                         int(sum(done[:gi])) + at, save_reached,
+                         _any_process if jax.process_count() > 1 else None)
         m = min(n, (at // segment + 1) * segment) - at
         state, met = runner.segment(state, hp, m)
         met = {k: to_host(v)[:R] for k, v in met.items()}

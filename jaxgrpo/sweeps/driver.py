@@ -96,9 +96,9 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     runners = [compiled_runner(configs[idx[0]], log_every, mesh, key_impl, compiler_options,
                                resolve_vmap_size(vmap_size, platform, configs[idx[0]].algo))
                for idx in groups.values()]
-    longest = max(r.num_iterations for r in runners)
+    longest = lambda: max(r.num_iterations for r in runners)
     if segment == "auto":
-        segment = auto_segment(longest, log_every, checkpoint_every)
+        segment = auto_segment(longest(), log_every, checkpoint_every)
     elif segment is not None:
         segment = check_count("segment", segment, 1)
         if segment % log_every:
@@ -107,7 +107,7 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     ckpt = None
     if checkpoint_dir is not None:
         if checkpoint_every is None and segment is None:
-            checkpoint_every = -(-max(1, longest // 10) // log_every) * log_every
+            checkpoint_every = -(-max(1, longest() // 10) // log_every) * log_every
         ckpt = _open_checkpoints(checkpoint_dir, checkpoint_every, desc)
     try:
         return _sweep(configs, combos, groups, runners, static_in_grid, seeds,
