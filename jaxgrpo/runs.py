@@ -30,8 +30,8 @@ from .config import SFTConfig
 from .configio import check_init_from, config_to_dict, load_config, save_config
 from .errors import CheckpointError, RunError
 from .evaluation import seed_returns
-from .loggers import SINK, Reporter, TensorBoardLogger, WandbLogger, require
 from .fileio import write_json
+from .loggers import SINK, Reporter, TensorBoardLogger, WandbLogger, require
 from .provenance import versions
 from .rundir import (OPTIONS_FILE, RENAMED_METRICS, check_folder_path, folder_kind,
                      holds_results, summarize, write_results)

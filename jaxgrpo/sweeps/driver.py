@@ -101,9 +101,9 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
         segment = auto_segment(longest(), log_every, checkpoint_every)
     elif segment is not None:
         segment = check_count("segment", segment, 1)
-        if segment % log_every:
-            raise ValueError(f"segment: must be a multiple of log_every ({log_every}), got "
-                             f"{segment}")
+        if segment % log_every or (checkpoint_every or segment) % segment:
+            raise ValueError(f"segment: must be a multiple of log_every ({log_every}) that "
+                             f"divides checkpoint_every ({checkpoint_every}), got {segment}")
     ckpt = None
     if checkpoint_dir is not None:
         if checkpoint_every is None and segment is None:
