@@ -17,9 +17,9 @@ _NAMES = {
 }
 _MODULES = ("advantages", "algorithm", "checkpoint", "checks", "cli", "compiled", "config",
             "configio", "envs", "errors", "evaluation", "fileio", "grids", "grpo", "keys",
-            "loggers", "losses", "networks", "plots", "ppo", "presets", "provenance", "render",
-            "rewards", "rollout", "rundir", "runs", "stats", "sweepdir", "sweeps", "text", "train",
-            "update")
+            "loggers", "losses", "networks", "plots", "ppo", "preemption", "presets",
+            "provenance", "render", "rewards", "rollout", "rundir", "runs", "stats", "sweepdir",
+            "sweeps", "text", "train", "update")
 
 __all__ = sorted(_NAMES)
 

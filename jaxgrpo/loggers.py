@@ -73,11 +73,12 @@ class Bar:
             TextColumn("{task.fields[steps]} steps"),
             TextColumn("return {task.fields[ret]}"),
             TextColumn("{task.fields[sps]} steps/s"),
-            TextColumn("{task.fields[where]}"), TimeElapsedColumn(),
+            TextColumn("{task.fields[where]}"), TextColumn("chunk {task.fields[chunk]}"),
+            TimeElapsedColumn(),
             console=Console(stderr=True), transient=False)
         self._task = self._bar.add_task(description, total=total, completed=completed,
                                         steps=f"{completed:,.0f}", ret="-", sps="-",
-                                        where=where)
+                                        where=where, chunk="-")
         self._bar.start()
 
     def update(self, steps: float, ret: float, sps: float, where: str | None = None):
@@ -85,6 +86,10 @@ class Bar:
         self._bar.update(self._task, completed=steps, steps=f"{steps:,.0f}",
                          ret=f"{ret:.1f}" if np.isfinite(ret) else "-",
                          sps=f"{sps:,.0f}" if np.isfinite(sps) else "-", **fields)
+
+    def chunk(self, seconds: float):
+        """Show how long the last compiled call took (the grace period a signal needs)."""
+        self._bar.update(self._task, chunk=f"{seconds:.2g}s")
 
     def stop(self, final_steps: float | None = None):
         if final_steps is not None:
@@ -138,6 +143,12 @@ class Reporter:
             self._bar.update(steps, self._last_return, sps, f"it {it + 1}/{self.iterations}")
         for lg in self.loggers:
             lg.log(it, means)
+
+    def chunk_done(self, seconds: float):
+        """Show how long the last compiled chunk took: the grace period a signal needs
+        (``jaxgrpo.preemption``)."""
+        if self._bar is not None:
+            self._bar.chunk(seconds)
 
     def close(self, final_steps: float | None = None):
         if self._bar is not None:

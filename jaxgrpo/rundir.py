@@ -12,6 +12,9 @@ A run folder holds
 - ``curves.png``: mean episode return and its 95% CI band over seeds against env steps;
 - ``checkpoints/``: orbax checkpoints (``jaxgrpo.checkpoint``) of the seed-batched TrainState
   and the metrics so far;
+- ``options.json``: the options of the invocation that are not config fields
+  (``checkpoint_every``, ``log_every``, ``tensorboard``, ``wandb``, ``wandb_project``,
+  ``compiler_options``), which ``--resume`` keeps unless they are given again;
 - ``eval.json`` after ``jaxgrpo eval``.
 
 Run and sweep folders are read back here (``read_run``, ``run_curves``, ``plot_runs``); a sweep's
@@ -33,7 +36,8 @@ from .provenance import device, machine, versions
 from .stats import bootstrap_ci, last_valid
 
 RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoints",
-             "eval.json")
+             "eval.json", "options.json")
+OPTIONS_FILE = "options.json"
 SWEEP_FILES = ("metrics.csv", "summary.csv", "curves.png", "sweep.yaml")
 FIRST_COLUMNS = ("seed", "iteration", "env_steps")
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")

@@ -23,17 +23,18 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from . import compiled
+from . import compiled, preemption
 from .checkpoint import Checkpointer, config_diff
 from .checks import check_count
 from .config import SFTConfig
 from .configio import check_init_from, config_to_dict, load_config, save_config
 from .errors import CheckpointError, RunError
 from .evaluation import seed_returns
+from .fileio import write_json
 from .loggers import SINK, Reporter, TensorBoardLogger, WandbLogger, require
 from .provenance import versions
-from .rundir import (RENAMED_METRICS, check_folder_path, folder_kind, holds_results, summarize,
-                     write_results)
+from .rundir import (OPTIONS_FILE, RENAMED_METRICS, check_folder_path, folder_kind,
+                     holds_results, summarize, write_results)
 from .stats import bootstrap_ci
 from .train import make_train
 
@@ -98,6 +99,14 @@ def default_log_every(iterations: int) -> int:
     return max(1, math.ceil(iterations / 200))
 
 
+def chunk_length(log_every: int, checkpoint_every: int | None) -> int:
+    """Iterations per compiled call of a run: ``log_every``, or its greatest common divisor
+    with ``checkpoint_every``, so that checkpoints fall on chunk ends. A run of ``I``
+    iterations then compiles at most two programs (this length and ``I`` modulo it), and a
+    signal is acted on within one chunk (``jaxgrpo.preemption``)."""
+    return math.gcd(log_every, checkpoint_every) if checkpoint_every else log_every
+
+
 def state_template(config, seeds: int, log_every: int = 1):
     """``jax.eval_shape`` of the seed-batched initial TrainState."""
     train = _train_fn(config, log_every)
@@ -111,21 +120,28 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
                  checkpoint_every: int | None = None, stop_after: int | None = None,
                  resume: bool = False, resume_step: int | None = None, progress: bool = False,
                  log_every: int | None = None, tensorboard: bool = False, wandb: bool = False,
-                 wandb_project: str = "jaxgrpo", max_to_keep: int | None = 3,
+                 wandb_project: str | None = None, max_to_keep: int | None = 3,
                  compiler_options: dict | None = None, preset: str | None = None,
                  echo=None) -> dict:
     """Train ``config`` with ``seeds`` vmapped seeds into the run folder ``out``; returns the
     summary dict (also written to ``out/summary.json``).
 
-    The compiled loop runs in chunks of ``checkpoint_every`` iterations (all of them when None);
-    a checkpoint is written after every chunk and at the end. ``stop_after``: stop (with a
-    checkpoint) once that many iterations are done. ``resume``: continue ``out`` from its
-    latest checkpoint (the config must be the folder's), or from checkpoint ``resume_step``;
-    checkpoints after that one are then moved, with the folder's current metrics.csv,
-    summary.json and curves.png, to ``out/superseded/<time>/`` (kept, never deleted). Without
-    ``resume``, a folder that already holds results, or a path that is a file, is refused
-    (``RunError``), as is a bad ``config.init_from``, before anything is written. A resumed run
-    ends with the same parameters and metrics, bitwise, as the run done in one go.
+    The compiled loop runs in chunks of ``chunk_length(log_every, checkpoint_every)``
+    iterations; a checkpoint is written every ``checkpoint_every`` iterations and at the end
+    (only at the end when None). Inside ``preemption.handling()`` a signal stops the run at the
+    end of the chunk in flight, with a checkpoint of the iteration reached and the partial
+    metrics.csv, summary.json and curves.png, by raising ``preemption.Preempted``.
+    ``stop_after``: stop (with a checkpoint) once that many iterations are done. ``resume``:
+    continue ``out`` from its latest checkpoint (the config must be the folder's), or from
+    checkpoint ``resume_step``; checkpoints after that one are then moved, with the folder's
+    current metrics.csv, summary.json and curves.png, to ``out/superseded/<time>/`` (kept,
+    never deleted). A resumed run keeps the options of its folder's ``options.json``
+    (checkpoint_every, log_every, tensorboard, wandb, wandb_project, compiler_options) except
+    those given again; a complete one is left as it is. Without ``resume``, a folder that
+    already holds results, or a path that is a file, is refused (``RunError``), as is a bad
+    ``config.init_from``, or resuming a folder with results but no checkpoint, before anything
+    is written. A resumed run ends with the same parameters and metrics, bitwise, as the run
+    done in one go.
 
     progress: show a progress bar on stderr; log_every: report every k iterations to the bar and
     the loggers (default: about 200 reports per run). compiler_options: XLA options for the
@@ -135,15 +151,21 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
     function for the few status lines (None: silent).
     """
     out = check_folder_path(out, "--resume" if resume else "--out")
+    given = {"checkpoint_every": checkpoint_every, "log_every": log_every,
+             "tensorboard": tensorboard or None, "wandb": wandb or None,
+             "wandb_project": wandb_project, "compiler_options": compiler_options}
+    saved_opts = _saved_options(out) if resume else None
+    opts = {**(saved_opts or {}), **{k: v for k, v in given.items() if v is not None}}
+    checkpoint_every, compiler_options = opts.get("checkpoint_every"), opts.get("compiler_options")
     _check_arguments(config, checkpoint_every, stop_after, resume, resume_step)
     run = _Run(config, out, seeds, base_seed, config_to_dict(config, seeds, base_seed),
-               log_every or default_log_every(config.iterations), preset,
+               opts.get("log_every") or default_log_every(config.iterations), preset,
                echo or (lambda *a, **k: None))
     with Checkpointer(out / "checkpoints", max_to_keep=max_to_keep) as ckpt:
         start = _start_step(ckpt, run, resume, resume_step)
-        if tensorboard:
+        if opts.get("tensorboard"):
             require("tensorboardX", "--tensorboard", "tensorboard")
-        if wandb:
+        if opts.get("wandb"):
             require("wandb", "--wandb", "wandb")
         state = None
         if start is not None:                 # a bad checkpoint fails here, before any write
@@ -160,8 +182,11 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
             except FileExistsError:
                 raise RunError(f"{out}: another run started there meanwhile; choose another "
                                "--out") from None
-        loggers = ([TensorBoardLogger(out / "tensorboard")] if tensorboard else []) + \
-            ([WandbLogger(out, run.run_dict, wandb_project)] if wandb else [])
+        if opts != saved_opts:
+            write_json(out / OPTIONS_FILE, opts)
+        loggers = ([TensorBoardLogger(out / "tensorboard")] if opts.get("tensorboard") else [])\
+            + ([WandbLogger(out, run.run_dict, opts.get("wandb_project") or "jaxgrpo")]
+               if opts.get("wandb") else [])
         announced = state is None
         if state is None:
             run.say(f"compiling {config.algo.upper()} {config.env}: {seeds} seed(s) ...")
@@ -177,6 +202,17 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
         summary = _summary(run)
         write_results(out, config, run.metrics(), summary)
         return summary
+
+
+def _saved_options(out: Path) -> dict:
+    """The options recorded in ``out/options.json`` ({} when there is none: older folders)."""
+    try:
+        saved = json.loads((out / OPTIONS_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise RunError(f"--resume {out}: {OPTIONS_FILE} is unreadable ({e})") from None
+    return saved if isinstance(saved, dict) else {}
 
 
 @dataclasses.dataclass
@@ -252,6 +288,10 @@ def _start_step(ckpt, run: _Run, resume: bool, resume_step) -> int | None:
     if resume_step is not None and resume_step not in steps:
         raise RunError(f"--step {resume_step}: {out} has no checkpoint {resume_step}; it "
                        f"has {steps or 'none'}")
+    results = [n for n in ("metrics.csv", "summary.json") if (out / n).exists()]
+    if not steps and results:
+        raise RunError(f"--resume {out}: holds results ({', '.join(results)}) but no checkpoint "
+                       "to continue from; it was left as it is (train again with another --out)")
     return resume_step if resume_step is not None else (steps[-1] if steps else None)
 
 
@@ -280,16 +320,26 @@ def _continue_from(ckpt, start: int, run: _Run):
 
 def _train_chunks(ckpt, run: _Run, state, stop, checkpoint_every, compiler_options, announced,
                   reporter) -> None:
-    """Train ``run`` from ``state`` until ``stop`` iterations, a checkpoint (and, before the
-    end, the folder's results without the plot) after each chunk."""
+    """Train ``run`` from ``state`` until ``stop`` iterations in chunks of ``chunk_length``
+    iterations, with a checkpoint (and, before the end, the folder's results without the plot)
+    every ``checkpoint_every`` iterations and at ``stop``. Before each chunk, a signal caught
+    by ``preemption.handling()`` saves the iteration reached and raises ``Preempted``."""
     config, seeds = run.config, run.seeds
     state_shape = jax.eval_shape(lambda s: s, state)
+    length = chunk_length(run.log_every, checkpoint_every)
+    saved = run.done
+
+    def save_reached():
+        if run.done > saved:
+            _save(ckpt, run, state)
+            write_results(run.out, config, run.metrics(), _summary(run))
+
     SINK.target = reporter
     try:
         started = False
         while run.done < stop:
-            n = min(stop, (run.done // checkpoint_every + 1) * checkpoint_every
-                    if checkpoint_every else stop) - run.done
+            preemption.check(run.out, run.done, save_reached)
+            n = min(stop, (run.done // length + 1) * length) - run.done
             if _run_key(config, seeds, n, run.log_every, compiler_options) not in \
                     compiled.CACHE and not (announced and not started):
                 run.say(f"compiling {config.algo.upper()} {config.env}: {seeds} seed(s), "
@@ -305,22 +355,31 @@ def _train_chunks(ckpt, run: _Run, state, stop, checkpoint_every, compiler_optio
             # Wait with block_until_ready (it releases the GIL, which the loop's progress
             # callback needs) before any host conversion (which may wait holding it).
             state, m = jax.block_until_ready(fn(state))
-            run.run_s += time.perf_counter() - t
+            dt = time.perf_counter() - t
+            run.run_s += dt
+            reporter.chunk_done(dt)
             jax.effects_barrier()
             m = jax.device_get(m)
             run.chunks.append({k: np.asarray(v) for k, v in m.items()})
             run.done += n
-            ckpt.save(run.done, state, run.metrics(), {
-                "iteration": run.done, "num_iterations": config.iterations,
-                "config": run.run_dict, "compile_seconds": run.compile_s,
-                "run_seconds": run.run_s, "preset": run.preset,
-                "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
-                "versions": versions()})
-            if run.done < stop:
-                write_results(run.out, config, run.metrics(), _summary(run), plot=False)
+            if run.done == stop or (checkpoint_every and run.done % checkpoint_every == 0):
+                _save(ckpt, run, state)
+                saved = run.done
+                if run.done < stop:
+                    write_results(run.out, config, run.metrics(), _summary(run), plot=False)
     finally:
         SINK.target = None
         reporter.close(None)
+
+
+def _save(ckpt, run: _Run, state) -> None:
+    """Checkpoint ``run.done`` iterations: ``state`` and the metrics so far."""
+    ckpt.save(run.done, state, run.metrics(), {
+        "iteration": run.done, "num_iterations": run.config.iterations,
+        "config": run.run_dict, "compile_seconds": run.compile_s,
+        "run_seconds": run.run_s, "preset": run.preset,
+        "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": versions()})
 
 
 def _listing(out: Path) -> str:

@@ -66,20 +66,28 @@ def start_sweep(out, spec: dict) -> Path:
     return out
 
 
+def sweep_complete(out) -> bool:
+    """Whether ``out`` holds a finished sweep (its sweep.yaml and summary.csv)."""
+    out = Path(out)
+    return (out / "sweep.yaml").is_file() and (out / "summary.csv").is_file()
+
+
 def check_resume_sweep(out) -> Path:
-    """``out`` as a checkpointed sweep that has not finished (``RunError`` otherwise)."""
+    """``out`` as a sweep folder started and not finished: its sweep.yaml, without
+    summary.csv (``RunError`` otherwise). Its ``SWEEP_CHECKPOINTS/`` (``jaxgrpo sweep
+    --checkpoint-every``, or a sweep stopped by a signal) is where it continues from."""
     out = Path(out)
     if not out.exists():
         raise RunError(f"--resume {out}: no such folder")
-    if not (out / "sweep.yaml").is_file() or not (out / SWEEP_CHECKPOINTS).is_dir():
+    if sweep_complete(out):
+        raise RunError(f"--resume {out}: this sweep has finished (summary.csv is there); "
+                       "nothing to continue")
+    if not (out / "sweep.yaml").is_file() or (out / "summary.csv").exists():
         what = ("holds a training run; continue it with jaxgrpo train --resume"
                 if folder_kind(out) == "run" else
                 f"is not a checkpointed sweep's folder (sweep.yaml and {SWEEP_CHECKPOINTS}/, "
-                "written by jaxgrpo sweep --checkpoint-every)")
+                "written by jaxgrpo sweep --checkpoint-every or when a signal stopped it)")
         raise RunError(f"--resume {out}: {what}")
-    if (out / "summary.csv").exists():
-        raise RunError(f"--resume {out}: this sweep has finished (summary.csv is there); "
-                       "nothing to continue")
     return out
 
 

@@ -65,7 +65,7 @@ def test_train_writes_a_run_folder(runs_dir):
     root, stopped, _ = runs_dir
     a = root / "A"
     assert stopped["files"] == ["checkpoints", "config.yaml", "curves.png", "metrics.csv",
-                                "summary.json"]
+                                "options.json", "summary.json"]
     assert stopped["checkpoints"] == ["2"]
     assert "stopped at iteration 2/4" in stopped["stdout"] and "final return" in stopped["stdout"]
     assert "compiling" in stopped["stderr"]                          # progress is on by default
@@ -317,7 +317,8 @@ def test_help_defaults_are_the_config_defaults():
     sft = built(sft=True)[0]
     env = (f"{grpo.total_timesteps}" if grpo.total_timesteps == ppo.total_timesteps else
            f"GRPO {grpo.total_timesteps}, PPO {ppo.total_timesteps}")
-    in_words = {"checkpoint_every": "only at the end",
+    in_words = {"checkpoint_every": "only at the end, and when a signal stops the run",
+                "wandb_project": "jaxgrpo",
                 "log_every": "about 200 updates per run", "step": "the latest",
                 "gif_sampled": "greedy", "gif_max_steps": "the whole episode",
                 "title": "the env, when all share one"}

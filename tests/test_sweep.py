@@ -164,7 +164,8 @@ def test_static_fields_loop_over_compilations(monkeypatch):
     calls = []
 
     class FakeRunner:
-        def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size):
+        def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size,
+                     report=False):
             self.kept = np.arange(config.group_size)        # groups of different length
             self.vmap_size = vmap_size
             calls.append(config.group_size)

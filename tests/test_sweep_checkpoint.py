@@ -93,8 +93,8 @@ def test_killed_sweep_resumes_to_the_uninterrupted_metrics(killed, capsys):
     assert got.shape == want.shape and len(got) == 2 * 2 * 15     # C x S x kept rows
     pd.testing.assert_frame_equal(got, want)                      # the same programs: exact
     assert (work / "sweep.yaml").read_text() == (ref / "sweep.yaml").read_text()
-    assert cli.main(["sweep", "--resume", str(work)]) == 2        # finished: nothing to do
-    assert "has finished" in capsys.readouterr().err
+    assert cli.main(["sweep", "--resume", str(work)]) == 0        # finished: nothing to do
+    assert "the sweep is complete" in capsys.readouterr().out
 
 
 def test_truncated_checkpoint_is_refused_and_left_as_it_was(killed, capsys):

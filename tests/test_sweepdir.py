@@ -98,10 +98,9 @@ def test_start_sweep_and_check_resume_sweep(tmp_path, spec):
     out = sweepdir.start_sweep(tmp_path / "sweep", spec)
     assert out == tmp_path / "sweep" and sorted(p.name for p in out.iterdir()) == ["sweep.yaml"]
     assert (out / "sweep.yaml").read_text() == sweepdir.sweep_yaml(spec)
-    with pytest.raises(RunError, match="is not a checkpointed sweep's folder"):
-        sweepdir.check_resume_sweep(out)                         # no checkpoints yet
+    assert sweepdir.check_resume_sweep(out) == out       # no checkpoint yet: from iteration 0
     (out / sweepdir.SWEEP_CHECKPOINTS).mkdir()
-    assert sweepdir.check_resume_sweep(str(out)) == out
+    assert sweepdir.check_resume_sweep(str(out)) == out and not sweepdir.sweep_complete(out)
     with pytest.raises(RunError, match="already holds sweep results"):
         sweepdir.start_sweep(out, spec)                          # never a second start
     (tmp_path / "empty").mkdir()
@@ -109,6 +108,7 @@ def test_start_sweep_and_check_resume_sweep(tmp_path, spec):
 
     sweepdir.write_sweep(out, FakeResult(), spec, in_progress=True)   # the sweep finishes
     assert set(SWEEP_FILES) <= set(_files(out)) and (out / sweepdir.SWEEP_CHECKPOINTS).is_dir()
+    assert sweepdir.sweep_complete(out)               # jaxgrpo sweep --resume: a no-op
     with pytest.raises(RunError, match="this sweep has finished"):
         sweepdir.check_resume_sweep(out)
 

@@ -32,9 +32,10 @@ from .plot import cmd_plot
 from .sweep import cmd_sweep
 from .tables import result_table
 from .train import cmd_sft, cmd_train
-from .usage import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from .usage import EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE, UsageError
 
 __all__ = ["main", "COMMANDS", "PARSERS", "UsageError", "EXIT_USAGE", "EXIT_INTERRUPTED",
+           "EXIT_PREEMPTED",
            "build_config", "result_table", "train_parser", "eval_parser", "plot_parser",
            "sweep_parser", "main_parser"]
 
@@ -43,8 +44,9 @@ COMMANDS = {"train": cmd_train, "sft": cmd_sft, "eval": cmd_eval, "plot": cmd_pl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: returns the exit code (0; 2 for bad input, with one line on stderr; 130
-    when interrupted)."""
+    """Entry point: returns the exit code (0; 2 for bad input, with one line on stderr; 143
+    when a signal stopped train, sft or sweep with a checkpoint (``jaxgrpo.preemption``);
+    130 when interrupted otherwise)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "jaxgrpo"
     try:

@@ -19,6 +19,15 @@ DESCRIPTION = ("GRPO and PPO on gymnax environments, GRPO and SFT (supervised wa
                "plot, sweep.")
 
 
+SIGNALS_EPILOG = (
+    "Exit status: 0 done (or nothing left to do), 2 bad input (one line), 143 stopped by "
+    "SIGTERM, SIGINT or SIGUSR1: the compiled chunk in flight finishes (the grace period a "
+    "scheduler must allow: the chunk time the progress line shows; --log-every K bounds a "
+    "chunk to K iterations), its checkpoint is written and one line names the command that "
+    "continues (--resume DIR); a second signal stops at once, without a checkpoint. See "
+    "docs/command-line.md#preemption.")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), raised as ``UsageError``."""
 
@@ -55,7 +64,7 @@ def budget_default() -> str:
 
 
 def _sft_head() -> Parser:
-    p = Parser(prog="jaxgrpo sft", description=(
+    p = Parser(prog="jaxgrpo sft", epilog=SIGNALS_EPILOG, description=(
         "Supervised warm start on a text task (next-token prediction on task samples, "
         "compiled) into a run folder like jaxgrpo train's; prints the held-out greedy "
         "accuracy. Start GRPO from it with jaxgrpo train --env text:NAME --set "
@@ -69,7 +78,7 @@ def _sft_head() -> Parser:
 
 
 def _train_head() -> Parser:
-    p = Parser(prog="jaxgrpo train", description=(
+    p = Parser(prog="jaxgrpo train", epilog=SIGNALS_EPILOG, description=(
         "Train GRPO or PPO on a gymnax environment or a text task, seeds vmapped in one "
         "compiled loop, into a run folder (config.yaml, metrics.csv, summary.json, "
         "curves.png, checkpoints/), and print the result per seed. Precedence: defaults < "
@@ -105,9 +114,12 @@ def train_parser(sft: bool = False) -> Parser:
                    help="base seed: seed s uses split(key(N), seeds)[s] "
                         f"(default: {RUN_DEFAULTS['base_seed']})")
     p.add_argument("--checkpoint-every", type=count(1), metavar="N",
-                   help="checkpoint every N iterations (default: only at the end)")
+                   help="checkpoint every N iterations (default: only at the end, and when "
+                        "a signal stops the run)")
     p.add_argument("--resume", metavar="DIR",
-                   help="continue the run in DIR from its latest checkpoint")
+                   help="continue the run in DIR from its latest checkpoint, with the options "
+                        "it was started with (--checkpoint-every, --log-every, --tensorboard, "
+                        "--wandb) unless given again")
     p.add_argument("--step", type=count(1), metavar="N",
                    help="with --resume: continue from checkpoint N instead of the latest (the "
                         "later ones are moved to DIR/superseded/, not deleted)")
@@ -115,8 +127,9 @@ def train_parser(sft: bool = False) -> Parser:
                    help="stop (with a checkpoint) after N iterations; continue with --resume")
     p.add_argument("--log-every", type=count(1), metavar="K",
                    help="update the progress bar and loggers every K iterations, at each "
-                        "checkpoint and at the last iteration (default: about 200 updates "
-                        "per run)")
+                        "checkpoint and at the last iteration; the compiled loop runs K "
+                        "iterations per call, so a signal is acted on within K iterations "
+                        "(default: about 200 updates per run)")
     logging_options(p, "RUN/tensorboard", "the run")
     return p
 
@@ -130,8 +143,7 @@ def logging_options(p, tensorboard_dir: str, what: str) -> None:
     p.add_argument("--wandb", action="store_true",
                    help=f"log {what} to Weights & Biases against env steps "
                         "(pip install 'jaxgrpo[wandb]')")
-    p.add_argument("--wandb-project", default="jaxgrpo", metavar="NAME",
-                   help="W&B project (default: %(default)s)")
+    p.add_argument("--wandb-project", metavar="NAME", help="W&B project (default: jaxgrpo)")
 
 
 def eval_parser() -> Parser:
@@ -183,7 +195,7 @@ def plot_parser() -> Parser:
 
 
 def sweep_parser() -> Parser:
-    p = Parser(prog="jaxgrpo sweep", description=(
+    p = Parser(prog="jaxgrpo sweep", epilog=SIGNALS_EPILOG, description=(
         "Run the hyperparameter sweep a YAML file describes (config fields, grid, seeds) and "
         "write metrics.csv, summary.csv, curves.png and sweep.yaml to a new folder. On several "
         "processes (one per host), start the same command on each with --coordinator, "
@@ -201,8 +213,9 @@ def sweep_parser() -> Parser:
                         "OUT/sweep-checkpoints/ every N iterations (a multiple of log_every); "
                         "a killed sweep continues with --resume OUT")
     p.add_argument("--resume", metavar="DIR",
-                   help="continue the checkpointed sweep in DIR from its newest checkpoint "
-                        "(instead of SWEEP.yaml)")
+                   help="continue the sweep in DIR (checkpointed, or stopped by a signal) "
+                        "from its newest checkpoint (instead of SWEEP.yaml); a finished one is "
+                        "left as it is")
     logging_options(p, "OUT/tensorboard/<combination>/", "each combination (seed means)")
     g = p.add_argument_group("several processes (jax.distributed)")
     g.add_argument("--coordinator", metavar="HOST:PORT",

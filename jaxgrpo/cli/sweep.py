@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import configio, grids, rundir, sweepdir
+from .. import configio, grids, preemption, rundir, sweepdir
 from ..errors import CheckpointError, RunError
 from ..loggers import require
 from .distributed import agree_or_stop, join
 from .parsers import sweep_parser
-from .usage import EXIT_INTERRUPTED, UsageError, user_errors
+from .usage import EXIT_INTERRUPTED, EXIT_PREEMPTED, UsageError, preempted_line, user_errors
 
 
 def sweep_args(args):
@@ -24,10 +24,7 @@ def sweep_args(args):
                 raise UsageError(f"{flag}: not with --resume (the sweep continues in its own "
                                  "folder, with its own sweep.yaml)")
         out = sweepdir.check_resume_sweep(args.resume)
-        spec = grids.load_sweep_spec(out / "sweep.yaml")
-        if spec["checkpoint_every"] is None:
-            raise RunError(f"--resume {out}: its sweep.yaml has no checkpoint_every")
-        return spec, out
+        return grids.load_sweep_spec(out / "sweep.yaml"), out
     spec = grids.load_sweep_spec(args.config)
     for config in grids.grid_configs(spec["config"], spec["grid"])[1]:
         if getattr(config, "init_from", None) is not None:
@@ -64,6 +61,10 @@ def _spec_or_error(args):
 
 def cmd_sweep(argv) -> int:
     args = sweep_parser().parse_args(argv)
+    if args.resume is not None and sweepdir.sweep_complete(args.resume):
+        print(f"jaxgrpo sweep: {args.resume}: the sweep is complete (summary.csv is there); "
+              "nothing to do")
+        return 0
     multi = join(args)          # first: building a config starts JAX's backend
     spec, out, error = _spec_or_error(args)
     if error is not None and not multi:
@@ -74,13 +75,18 @@ def cmd_sweep(argv) -> int:
         agree_or_stop(spec, error)
     if error is not None:
         raise error
-    ckpt_dir = None
-    if spec["checkpoint_every"] is not None:
-        ckpt_dir = out / sweepdir.SWEEP_CHECKPOINTS
-        if args.resume is None and me == 0:
-            sweepdir.start_sweep(out, spec)
-    result = _run(spec, out, ckpt_dir, f" (process {me} of {n_proc})" if n_proc > 1 else "",
-                  sweep_reporter(args, spec, out) if n_proc == 1 else None)
+    # the checkpoints of a sweep that --overwrite's older results could not be continued
+    ckpt_dir = None if args.overwrite and rundir.folder_kind(out) is not None else \
+        out / sweepdir.SWEEP_CHECKPOINTS
+    if spec["checkpoint_every"] is not None and args.resume is None and me == 0:
+        sweepdir.start_sweep(out, spec)
+    try:
+        with preemption.handling():
+            result = _run(spec, out, ckpt_dir,
+                          f" (process {me} of {n_proc})" if n_proc > 1 else "",
+                          sweep_reporter(args, spec, out) if n_proc == 1 else None)
+    except preemption.Preempted as p:
+        return _preempted(p, args, spec, out, ckpt_dir, me)
     if isinstance(result, int):
         return result
     if me != 0:
@@ -90,7 +96,8 @@ def cmd_sweep(argv) -> int:
         print(f"jaxgrpo sweep (process {me} of {n_proc}): computed {rows} run rows on devices "
               f"{sorted(mine)}; process 0 writes {out}")
         return 0
-    return _write(result, spec, out, args.overwrite, ckpt_dir)
+    return _write(result, spec, out, args.overwrite,
+                  in_progress=args.resume is not None or spec["checkpoint_every"] is not None)
 
 
 def _run(spec, out, ckpt_dir, who: str, reporter=None):
@@ -100,16 +107,18 @@ def _run(spec, out, ckpt_dir, who: str, reporter=None):
     n = len(grids.expand_grid(spec["grid"]))
     print(f"jaxgrpo sweep{who}: {n} combinations x {spec['seeds']} seeds -> {out}"
           + (f", checkpoints every {spec['checkpoint_every']} iterations in {ckpt_dir}"
-             if ckpt_dir else ""), flush=True)
+             if spec["checkpoint_every"] else ""), flush=True)
     try:
         return sweep(spec["config"], spec["grid"], spec["seeds"], base_seed=spec["base_seed"],
                      log_every=spec["log_every"], compiler_options=spec["compiler_options"],
                      vmap_size=spec["vmap_size"], checkpoint_dir=ckpt_dir,
-                     checkpoint_every=spec["checkpoint_every"], reporter=reporter)
+                     checkpoint_every=spec["checkpoint_every"], segment="auto",
+                     reporter=reporter)
     except CheckpointError as e:
         raise UsageError(f"{e}; it was left as it is") from None
     except KeyboardInterrupt:
-        kept = (f"; continue with jaxgrpo sweep --resume {out}" if ckpt_dir else
+        kept = (f"; continue with jaxgrpo sweep --resume {out}"
+                if (out / "sweep.yaml").exists() and ckpt_dir else
                 f"; nothing was written to {out}")
         print(f"jaxgrpo sweep: interrupted{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -118,12 +127,34 @@ def _run(spec, out, ckpt_dir, who: str, reporter=None):
             reporter.close()
 
 
-def _write(result, spec, out, overwrite: bool, ckpt_dir) -> int:
+def _preempted(p, args, spec, out, ckpt_dir, me) -> int:
+    """The one line of a sweep stopped by a signal (process 0), and its exit status. A sweep
+    that reached an iteration has its checkpoint in ``ckpt_dir``; its folder then holds
+    ``sweep.yaml`` too (written now if it did not yet), so ``--resume`` continues it."""
+    resume = f"jaxgrpo sweep --resume {out}"
+    if p.iteration and ckpt_dir is not None:
+        if me == 0 and not (out / "sweep.yaml").exists():
+            sweepdir.start_sweep(out, spec)
+        kept, then = f"checkpoint at {p.iteration} iterations in {ckpt_dir}", resume
+    else:
+        kept = ("nothing trained yet" if not p.iteration else
+                f"nothing kept: {out} keeps its earlier results until a sweep finishes")
+        then = resume if (out / "sweep.yaml").exists() and ckpt_dir is not None else \
+            " ".join(["jaxgrpo sweep", str(args.config), "--out", str(out)]
+                     + (["--overwrite"] if args.overwrite else [])
+                     + ([f"--checkpoint-every {args.checkpoint_every}"]
+                        if args.checkpoint_every else []))
+    if me == 0:
+        print(preempted_line("sweep", p.signum, kept, then), file=sys.stderr, flush=True)
+    return EXIT_PREEMPTED
+
+
+def _write(result, spec, out, overwrite: bool, in_progress: bool) -> int:
     """Process 0 writes the sweep folder and prints the summary table."""
     import jax
     try:
         table = sweepdir.write_sweep(out, result, spec, overwrite=overwrite,
-                                   in_progress=ckpt_dir is not None)
+                                   in_progress=in_progress)
     except RunError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
@@ -161,7 +192,7 @@ def sweep_reporter(args, spec, out):
         if args.wandb:
             lg.append(WandbLogger(
                 out, config_to_dict(configs[c], spec["seeds"], spec["base_seed"]),
-                args.wandb_project, name=f"{out.name}/{name(c)}", group=out.name,
+                args.wandb_project or "jaxgrpo", name=f"{out.name}/{name(c)}", group=out.name,
                 id_file=out / "wandb-ids" / f"{name(c)}.txt", several=True))
         return lg
 

@@ -6,7 +6,8 @@ import sys
 from .build import build_config, default_out, preset_name, resume_config
 from .parsers import train_parser
 from .tables import result_table, sft_accuracy_line
-from .usage import EXIT_INTERRUPTED, UsageError, user_errors
+from .. import preemption
+from .usage import EXIT_INTERRUPTED, EXIT_PREEMPTED, UsageError, preempted_line, user_errors
 
 SFT_EVAL_PROMPTS = 1000     # held-out prompts of the accuracy jaxgrpo sft prints
 
@@ -31,14 +32,21 @@ def cmd_train(argv, sft: bool = False) -> int:
     from .. import runs          # here: it imports JAX, which --help and bad input never need
     echo = None if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     try:
-        summary = runs.run_training(
-            config, out, seeds=seeds, base_seed=base_seed, checkpoint_every=args.checkpoint_every,
-            stop_after=args.stop_after, resume=bool(args.resume), resume_step=args.step,
-            progress=not args.quiet, log_every=args.log_every, tensorboard=args.tensorboard,
-            wandb=args.wandb, wandb_project=args.wandb_project,
-            preset=preset_name(args, config), echo=echo)
+        with preemption.handling():
+            summary = runs.run_training(
+                config, out, seeds=seeds, base_seed=base_seed,
+                checkpoint_every=args.checkpoint_every, stop_after=args.stop_after,
+                resume=bool(args.resume), resume_step=args.step, progress=not args.quiet,
+                log_every=args.log_every, tensorboard=args.tensorboard, wandb=args.wandb,
+                wandb_project=args.wandb_project, preset=preset_name(args, config), echo=echo)
     except user_errors(config_errors=False) as e:
         raise UsageError(str(e)) from None
+    except preemption.Preempted as p:
+        done = (f"checkpoint {p.iteration}/{config.iterations} in {out}/checkpoints"
+                if p.iteration else "nothing trained yet")
+        print(preempted_line(name, p.signum, done, f"jaxgrpo {name} --resume {out}"),
+              file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         print(f"jaxgrpo {name}: interrupted; continue from the last checkpoint with "
               f"jaxgrpo {name} --resume {out}", file=sys.stderr)

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from .. import preemption
 from ..checkpoint import Checkpointer, config_diff
 from ..errors import CheckpointError
 from ..keys import key_data, wrap_keys
@@ -33,6 +34,7 @@ class SweepCheckpoints:
         self.primary = jax.process_index() == 0
         self.ck = Checkpointer(self.directory, max_to_keep=2, this_process_only=True) \
             if self.primary else None
+        self.last = 0             # the step saved or restored last (0: none)
 
     def close(self):
         if self.ck is not None:
@@ -40,6 +42,7 @@ class SweepCheckpoints:
 
     def save(self, states: dict, metrics: dict, done: list) -> None:
         step = int(sum(done))
+        self.last = step
         if self.primary:
             self.ck.save(step, states, metrics, {"config": self.identity, "done": list(done)})
         if jax.process_count() > 1:
@@ -86,6 +89,7 @@ class SweepCheckpoints:
             raise CheckpointError(info["error"])
         if info["done"] is None:
             return None
+        self.last = int(sum(info["done"]))
         if jax.process_count() > 1:
             if got is None:   # shapes to receive into
                 tmpl = {f"g{g}": template_for(g) for g in range(len(info["done"]))}
@@ -95,17 +99,27 @@ class SweepCheckpoints:
         return got[0], got[1], info["done"]
 
 
+def _any_process(signum: int) -> int:
+    """The largest signal number any process of the job received (0: none)."""
+    return int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+
+
 def batched(template, R: int):
     """A run's abstract state -> the abstract raw ``[R, ...]`` state of a checkpoint."""
     raw = jax.eval_shape(key_data, template)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct((R,) + tuple(s.shape), s.dtype), raw)
 
 
-def run_checkpointed(runner, gi, kd, hp, ckpt, every, saved_states, saved_rows, done):
-    """Compilation ``gi`` of a checkpointed sweep, ``every`` iterations at a time, from where
-    the restored checkpoint left it. ``saved_states``/``saved_rows``/``done`` (the sweep's
-    checkpoint content, host arrays) are updated in place and saved after every segment.
-    Returns ``(state, metrics {name: [R, rows]}, R, a [R_pad] array for placement)``."""
+def run_checkpointed(runner, gi, kd, hp, ckpt, segment, every, saved_states, saved_rows, done):
+    """Compilation ``gi`` of a segmented sweep, ``segment`` iterations per compiled call (the
+    calls end at multiples of ``segment``), from where the restored checkpoint left it.
+    ``saved_states``/``saved_rows``/``done`` (the sweep's checkpoint content, host arrays: a
+    compilation is in them once it ran a segment) are updated in place and saved with ``ckpt``
+    (None: never) every ``every`` iterations and at the compilation's end (``every`` None:
+    never). Before each call, a signal caught by ``preemption.handling()`` saves the iterations
+    reached and raises ``preemption.Preempted`` (``iteration``: iterations done, summed over
+    the compilations). Returns ``(state, metrics {name: [R, rows]}, R, a [R_pad] array for
+    placement)``."""
     n = runner.num_iterations
     key = f"g{gi}"
     R = kd.shape[0]
@@ -116,18 +130,37 @@ def run_checkpointed(runner, gi, kd, hp, ckpt, every, saved_states, saved_rows, 
     else:
         at, rows = 0, {}
         state, R = runner.init(kd, hp)
+    saved = at
+
+    def keep():                            # this compilation's progress into the content
         if gi >= len(done):
             done.append(0)
+        done[gi] = at
+        saved_states[key] = jax.tree.map(lambda x: to_host(x)[:R], state)
+        saved_rows.update({f"{key}/{k}": v for k, v in rows.items()})
+
+    def save_reached():                    # on a signal: save what is not saved yet
+        if ckpt is not None:
+            if at > saved:
+                keep()
+            if sum(done) > ckpt.last:
+                ckpt.save(saved_states, saved_rows, done)
+
     while at < n:
-        m = min(every, n - at)
+        preemption.check(ckpt.directory if ckpt is not None else None,
+                         int(sum(done[:gi])) + at, save_reached,
+                         _any_process if jax.process_count() > 1 else None)
+        m = min(n, (at // segment + 1) * segment) - at
         state, met = runner.segment(state, hp, m)
         met = {k: to_host(v)[:R] for k, v in met.items()}
         rows = {k: np.concatenate([rows[k], v], axis=1) if k in rows else v
                 for k, v in met.items()}
         at += m
-        done[gi] = at
-        saved_states[key] = jax.tree.map(lambda x: to_host(x)[:R], state)
-        saved_rows.update({f"{key}/{k}": v for k, v in rows.items()})
-        ckpt.save(saved_states, saved_rows, done)
+        if ckpt is not None and every is not None and (at % every == 0 or at == n):
+            keep()
+            ckpt.save(saved_states, saved_rows, done)
+            saved = at
+    if ckpt is not None and saved < n:
+        keep()           # a finished compilation is in the content a later signal saves
     typed = wrap_keys(state, runner.template, runner.key_impl)
     return typed, rows, R, jax.tree.leaves(state)[0]

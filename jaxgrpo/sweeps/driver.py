@@ -4,6 +4,7 @@ and gathered into a ``SweepResult``."""
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -33,7 +34,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
           base_seed: int = 0, log_every: int = 1, devices=None,
           compiler_options: Mapping[str, Any] | None = None,
           vmap_size: int | str | None = "auto", checkpoint_dir=None,
-          checkpoint_every: int | None = None, reporter=None) -> SweepResult:
+          checkpoint_every: int | None = None, segment: int | str | None = None,
+          reporter=None) -> SweepResult:
     """Train every combination of ``grid`` x ``seeds`` seeds.
 
     config: a GRPOConfig or PPOConfig, the base of every combination.
@@ -62,6 +64,12 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
       arguments ends with the same metrics as one that ran in one go. A checkpoint of another
       sweep (config, grid, seeds, base_seed, log_every, checkpoint_every) or of other jaxgrpo
       code is refused with a ``CheckpointError`` and left as it is.
+    segment: run each compilation ``segment`` iterations per compiled call (a multiple of
+      ``log_every``; ``"auto"``: ``auto_segment``), so that a signal caught by
+      ``jaxgrpo.preemption.handling()`` stops the sweep within one call: the iterations
+      reached are then saved to ``checkpoint_dir`` (if given) and ``preemption.Preempted``
+      is raised. With ``segment``, ``checkpoint_every`` None saves only then. None: one call
+      per compilation (``checkpoint_every`` iterations per call when checkpointed).
     reporter: where the runs' kept metric rows go while they run (``loggers.SweepReporter``:
       the progress line and loggers of ``jaxgrpo sweep``); None: nowhere (the compiled
       programs then have no host callback).
@@ -94,15 +102,24 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
                                resolve_vmap_size(vmap_size, platform, configs[idx[0]].algo),
                                report=reporter is not None)
                for idx in groups.values()]
+    longest = lambda: max(r.num_iterations for r in runners)
+    if segment == "auto":
+        segment = auto_segment(longest(), log_every, checkpoint_every)
+    elif segment is not None:
+        segment = check_count("segment", segment, 1)
+        if segment % log_every or (checkpoint_every or segment) % segment:
+            raise ValueError(f"segment: must be a multiple of log_every ({log_every}) that "
+                             f"divides checkpoint_every ({checkpoint_every}), got {segment}")
     ckpt = None
     if checkpoint_dir is not None:
-        ckpt, checkpoint_every = _open_checkpoints(checkpoint_dir, checkpoint_every, desc,
-                                                   runners, log_every)
+        if checkpoint_every is None and segment is None:
+            checkpoint_every = -(-max(1, longest() // 10) // log_every) * log_every
+        ckpt = _open_checkpoints(checkpoint_dir, checkpoint_every, desc)
     SINK.target = reporter
     try:
         return _sweep(configs, combos, groups, runners, static_in_grid, seeds,
                       np.asarray(jax.random.key_data(keys)), base_seed, log_every, mesh,
-                      vmap_size, ckpt, checkpoint_every, reporter)
+                      vmap_size, ckpt, checkpoint_every, segment, reporter)
     finally:
         SINK.target = None
         if ckpt is not None:
@@ -153,20 +170,26 @@ def _compilations(configs, combos, seeds) -> tuple[dict, list]:
     return groups, static_in_grid
 
 
-def _open_checkpoints(directory, every, desc, runners, log_every):
-    """``(SweepCheckpoints, checkpoint_every)``; ``every`` None: a tenth of the longest run,
-    rounded up to a multiple of ``log_every``."""
-    if every is None:
-        longest = max(r.num_iterations for r in runners)
-        every = -(-max(1, longest // 10) // log_every) * log_every
+def auto_segment(longest: int, log_every: int, checkpoint_every: int | None) -> int:
+    """Iterations per compiled call of a preemptible sweep: about a 200th of the ``longest``
+    run (as ``jaxgrpo train`` reports and chunks), rounded up to a multiple of ``log_every``,
+    and dividing ``checkpoint_every`` when that is given."""
+    seg = -(-max(log_every, -(-longest // 200)) // log_every) * log_every
+    return math.gcd(seg, checkpoint_every) if checkpoint_every else seg
+
+
+def _open_checkpoints(directory, every, desc) -> SweepCheckpoints:
+    """The sweep's checkpoints, identified by ``desc`` with ``checkpoint_every=every`` (the
+    interval in use: a tenth of the longest run when the caller gave none and no segment)."""
     identity = {k: v for k, v in desc.items()
                 if k not in ("devices", "vmap_size", "compiler_options")}
     identity.update(checkpoint_every=every, jaxgrpo_code=provenance.code_digest())
-    return SweepCheckpoints(directory, identity), every
+    return SweepCheckpoints(directory, identity)
 
 
 def _sweep(configs, combos, groups, runners, static_in_grid, seeds, key_data, base_seed,
-           log_every, mesh, vmap_size, ckpt, checkpoint_every, reporter=None) -> SweepResult:
+           log_every, mesh, vmap_size, ckpt, checkpoint_every, segment,
+           reporter=None) -> SweepResult:
     sizes = [len(idx) * seeds for idx in groups.values()]
     restored = None
     if ckpt is not None:
@@ -192,13 +215,14 @@ def _sweep(configs, combos, groups, runners, static_in_grid, seeds, key_data, ba
                     f" ({vmap_size})" if vmap_size == "auto" else "")
         if reporter is not None:
             reporter.group(idx)
-        if ckpt is None:
+        if ckpt is None and segment is None:
             state, metrics, R = runner(kd, hp)
             host = {k: to_host(v)[:R] for k, v in metrics.items()}
             place_of = next(iter(metrics.values()))
         else:
             state, host, R, place_of = run_checkpointed(
-                runner, gi, kd, hp, ckpt, checkpoint_every, saved_states, saved_rows, done)
+                runner, gi, kd, hp, ckpt, segment or checkpoint_every, checkpoint_every,
+                saved_states, saved_rows, done)
         jax.effects_barrier()               # this compilation's progress callbacks are done
         placements.append(placement(idx, R, place_of, runner.vmap_size))
         for j, c in enumerate(idx):
