@@ -459,8 +459,8 @@ class SFTConfig(_TextFields):
     right), with ``episode_return`` = ``accuracy`` and ``env_steps`` the prompts seen.
     Run it with ``jaxgrpo sft`` or ``jaxgrpo.sft``; start GRPO from it with
     ``GRPOConfig(init_from=RUN_DIR)``. ``init_from=RUN_DIR`` continues another text run's
-    model (seed 0, latest checkpoint) with a fresh optimizer and fresh prompts (the
-    continued-SFT arm of a GRPO comparison)."""
+    model (latest checkpoint; seed i from its seed i, or every seed from its one seed) with a
+    fresh optimizer and fresh prompts (the continued-SFT arm of a GRPO comparison)."""
 
     env: str = "text:addition"
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)

@@ -91,9 +91,12 @@ def make_train(config, callback=None, callback_every=1, params=None):
     metrics [config.iterations] each)``, with ``train.init``, ``train.run`` (chunks, resume),
     ``train.policy``, ``train.num_iterations`` and ``train.optimizer(hparams)``. A budgeted
     algorithm (GRPO) runs while fewer than ``total_timesteps`` valid steps were used; later
-    rows are NaN, their ``env_steps`` unchanged. ``params``: the initial params (e.g.
-    ``runs.init_params(config)`` for ``init_from``; make_train reads no file); ``callback``,
-    ``callback_every``: see ``scan_iterations``."""
+    rows are NaN, their ``env_steps`` unchanged. ``params``: the initial params of every run
+    (e.g. ``runs.init_params(config)`` for ``init_from``; make_train reads no file);
+    ``train(key, hparams, params)`` and ``train.init(key, hparams, params)`` take a run's own
+    instead, so seeds that start from different params (``runs.init_params(config, seeds)``,
+    ``[S, ...]``) are ``jax.vmap(train, in_axes=(0, None, 0))(keys, None, params)``;
+    ``callback``, ``callback_every``: see ``scan_iterations``."""
     algo = algorithm(config)
     if params is None and getattr(config, "init_from", None) is not None:
         raise ValueError("init_from: make_train reads no run folder; pass "
@@ -104,9 +107,10 @@ def make_train(config, callback=None, callback_every=1, params=None):
     budgeted = algo.budgeted(config) if callable(algo.budgeted) else algo.budgeted
     optimizer = lambda hp: algo.optimizer(config, hp, n_iter)
 
-    def init(key, hp) -> TrainState:
+    def init(key, hp, own=None) -> TrainState:
         key, k_init, *k_env = jax.random.split(key, algo.keys)
-        p = policy.init(k_init) if params is None else jax.tree.map(jnp.asarray, params)
+        start = params if own is None else own
+        p = policy.init(k_init) if start is None else jax.tree.map(jnp.asarray, start)
         carry = algo.init_carry(config, env, policy, p, *k_env)
         return TrainState(p, optimizer(hp).init(p), p if algo.reference else None, key,
                           jnp.int32(0), jnp.float32(0), carry)
@@ -136,9 +140,10 @@ def make_train(config, callback=None, callback_every=1, params=None):
         return jax.lax.cond(budget_left(config, state), lambda s: iteration(s, hp),
                             lambda s: idle(s, lambda s: iteration(s, hp), algo.keys), state)
 
-    def init_state(key, hparams=None) -> TrainState:
-        """A fresh TrainState (params, optimizer, reference, env carry) from ``key``."""
-        return init(key, resolve_hparams(config, hparams))
+    def init_state(key, hparams=None, params=None) -> TrainState:
+        """A fresh TrainState (params, optimizer, reference, env carry) from ``key``;
+        ``params``: this run's initial params, instead of make_train's."""
+        return init(key, resolve_hparams(config, hparams), params)
 
     def run(state: TrainState, hparams=None, num_iterations=n_iter):
         """Continue training from ``state`` for ``num_iterations`` iterations (one scan).
@@ -180,11 +185,12 @@ def idle(state, iteration, keys):
 
 
 def train_function(init_state, run, optimizer, policy, num_iterations):
-    """``train(key, hparams=None) = run(init_state(key, hparams), hparams, num_iterations)``
+    """``train(key, hparams=None, params=None) = run(init_state(key, hparams, params), hparams,
+    num_iterations)``
     with the attributes ``make_train`` documents (init, run, optimizer, policy,
     num_iterations)."""
-    def train(key, hparams=None):
-        return run(init_state(key, hparams), hparams, num_iterations)
+    def train(key, hparams=None, params=None):
+        return run(init_state(key, hparams, params), hparams, num_iterations)
 
     train.init = init_state
     train.run = run
