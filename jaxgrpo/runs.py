@@ -114,7 +114,8 @@ def _compiled_run(config, seeds, n, log_every, state_shape, compiler_options=Non
 
 
 def default_log_every(iterations: int) -> int:
-    """About 200 progress updates per run."""
+    """About 200 progress updates per run of ``iterations`` iterations (a budgeted config's
+    ``expected_iterations``)."""
     return max(1, math.ceil(iterations / 200))
 
 
@@ -157,7 +158,8 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
     out = check_folder_path(out, "--resume" if resume else "--out")
     note = _check_arguments(config, seeds, checkpoint_every, stop_after, resume, resume_step)
     run = _Run(config, out, seeds, base_seed, config_to_dict(config, seeds, base_seed),
-               log_every or default_log_every(config.iterations), preset,
+               log_every or default_log_every(getattr(config, "expected_iterations",
+                                                      config.iterations)), preset,
                echo or (lambda *a, **k: None))
     with Checkpointer(out / "checkpoints", max_to_keep=max_to_keep) as ckpt:
         start = _start_step(ckpt, run, resume, resume_step)

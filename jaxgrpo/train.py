@@ -134,11 +134,10 @@ def make_train(config, callback=None, callback_every=1, params=None):
                            state.iteration + active.astype(jnp.int32), env_steps, carry),
                 iteration_metrics(stats, {**score_metrics, **learn_metrics}, active, env_steps))
 
-    def step(state, hp):   # skipped iterations cost nothing (a cond, not a masked iteration)
+    def step(state, hp):
         if not budgeted:
             return iteration(state, hp)
-        return jax.lax.cond(budget_left(config, state), lambda s: iteration(s, hp),
-                            lambda s: idle(s, lambda s: iteration(s, hp), algo.keys), state)
+        return within_budget(config, lambda s: iteration(s, hp), state, algo.keys)
 
     def init_state(key, hparams=None, params=None) -> TrainState:
         """A fresh TrainState (params, optimizer, reference, env carry) from ``key``;
@@ -159,6 +158,22 @@ def budget_left(config, state):
     """A budgeted algorithm's iteration runs while fewer than ``total_timesteps`` valid steps
     were used (so the last one may end past it, by less than one iteration)."""
     return state.env_steps < config.total_timesteps
+
+
+def within_budget(config, iteration, state, keys):
+    """``iteration(state)`` while the budget lasts (``budget_left``), else ``idle``'s result.
+    A ``lax.while_loop`` of at most one trip rather than a ``lax.cond``: under ``vmap`` (seeds,
+    sweeps) a cond with a per-run predicate becomes a select that runs the iteration for
+    every run, spent or not, while the loop runs it only while some run has budget left, so
+    the iterations after every run's budget is spent cost next to nothing (``iterations`` of
+    an on-policy config is an upper bound, far above the iterations the budget allows)."""
+    skipped, nan = idle(state, iteration, keys)
+    # the state goes through the loop's carry: a body of loop-invariant values would be
+    # hoisted out of the loop by XLA, and run every time
+    ran, state, metrics = jax.lax.while_loop(
+        lambda c: ~c[0] & budget_left(config, c[1]),
+        lambda c: (jnp.bool_(True), *iteration(c[1])), (jnp.bool_(False), state, nan))
+    return state._replace(key=jax.lax.select(ran, state.key, skipped.key)), metrics
 
 
 def iteration_metrics(stats, metrics, active, env_steps) -> dict:

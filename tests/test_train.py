@@ -38,8 +38,8 @@ def test_grpo_metrics_are_per_iteration(grpo_run):
 
 def test_grpo_on_policy_runs_while_budget_remains(grpo_on_policy_run):
     """On-policy, an iteration runs while the env steps used are below the budget: the run
-    uses all of it and ends past it by less than one iteration (unless the iteration count ran
-    out first)."""
+    uses all of it and ends past it by less than one iteration (the default iteration count is
+    an upper bound: as many iterations as episodes of one step would take)."""
     cfg, state, m = grpo_on_policy_run
     steps = m["env_steps"]
     assert (np.diff(steps, axis=1) >= 0).all()
@@ -61,6 +61,25 @@ def test_a_budget_below_one_iteration_runs_one(grpo_tiny_budget):
     cfg, m = grpo_tiny_budget
     ran = ~np.isnan(m["episode_return"])
     assert ran[:, 0].all() and m["env_steps"][:, -1].min() >= cfg.total_timesteps
+
+
+@pytest.mark.parametrize("config", [
+    jaxgrpo.GRPOConfig(env="Catch-bsuite", total_timesteps=2_000, num_groups=2, group_size=4,
+                       num_envs=8, num_steps=16, num_minibatches=2),
+    jaxgrpo.GRPOConfig(env="Catch-bsuite", total_timesteps=2_000, num_groups=2, group_size=4,
+                       on_policy=True, num_minibatches=2),
+    jaxgrpo.PPOConfig(env="Catch-bsuite", total_timesteps=2_000, num_envs=4, num_steps=16,
+                      num_minibatches=2)], ids=["grpo-stream", "grpo-on-policy", "ppo"])
+def test_a_run_trains_its_budget_within_one_iteration(config):
+    """From Python, whatever the episode lengths (Catch's are 9 steps, its time limit 1000),
+    a run ends within one iteration of total_timesteps: GRPO at or past it (it runs while
+    steps remain), PPO at or below it (whole iterations of num_envs * num_steps, as in
+    PureJaxRL). experiments/budgets.py measures the larger budgets."""
+    _, m = jax.jit(jaxgrpo.make_train(config))(jax.random.key(0))
+    steps = np.asarray(m["env_steps"])
+    one = np.diff(steps, prepend=0.0).max()
+    assert abs(steps[-1] - config.total_timesteps) < one, (steps[-1], one)
+    assert (steps[-1] >= config.total_timesteps) == (config.algo == "grpo")
 
 
 @pytest.fixture(scope="module")
