@@ -92,6 +92,28 @@ def test_init_from_seed_counts(tmp_path):
     assert not out.exists()
 
 
+def test_run_training_names_both_tasks_when_they_differ(tmp_path, monkeypatch):
+    """Another task than the one init_from's run learned is allowed: run_training says so in
+    one line when the run starts (before compiling)."""
+    src = tmp_path / "sft"
+    src.mkdir()
+    save_config(src / "config.yaml", SFTConfig(**TEXT), 1, 0)
+    g = GRPOConfig(**{**TEXT, "env_kwargs": {"digits": 2}}, init_from=str(src))
+
+    class Compiling(Exception):
+        pass
+
+    def compiling(*a, **k):
+        raise Compiling
+    monkeypatch.setattr(runs, "_compiled_init", compiling)
+    lines = []
+    with pytest.raises(Compiling):
+        runs.run_training(g, tmp_path / "grpo", echo=lines.append)
+    assert [x for x in lines if "init_from" in x] == [
+        f"init_from: {src} learned text:addition {{digits: 1}}; this run trains "
+        "text:addition {digits: 2}"]
+
+
 def test_init_params_of_a_folder_without_checkpoint(text_folder):
     with pytest.raises(CheckpointError, match="no checkpoint yet"):
         runs.init_params(GRPOConfig(**TEXT, init_from=str(text_folder)))
