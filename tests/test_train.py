@@ -63,23 +63,26 @@ def test_a_budget_below_one_iteration_runs_one(grpo_tiny_budget):
     assert ran[:, 0].all() and m["env_steps"][:, -1].min() >= cfg.total_timesteps
 
 
-@pytest.mark.parametrize("config", [
-    jaxgrpo.GRPOConfig(env="Catch-bsuite", total_timesteps=2_000, num_groups=2, group_size=4,
-                       num_envs=8, num_steps=16, num_minibatches=2),
-    jaxgrpo.GRPOConfig(env="Catch-bsuite", total_timesteps=2_000, num_groups=2, group_size=4,
-                       on_policy=True, num_minibatches=2),
-    jaxgrpo.PPOConfig(env="Catch-bsuite", total_timesteps=2_000, num_envs=4, num_steps=16,
-                      num_minibatches=2)], ids=["grpo-stream", "grpo-on-policy", "ppo"])
-def test_a_run_trains_its_budget_within_one_iteration(config):
-    """From Python, whatever the episode lengths (Catch's are 9 steps, its time limit 1000),
-    a run ends within one iteration of total_timesteps: GRPO at or past it (it runs while
-    steps remain), PPO at or below it (whole iterations of num_envs * num_steps, as in
-    PureJaxRL). experiments/budgets.py measures the larger budgets."""
-    _, m = jax.jit(jaxgrpo.make_train(config))(jax.random.key(0))
-    steps = np.asarray(m["env_steps"])
-    one = np.diff(steps, prepend=0.0).max()
-    assert abs(steps[-1] - config.total_timesteps) < one, (steps[-1], one)
-    assert (steps[-1] >= config.total_timesteps) == (config.algo == "grpo")
+@pytest.fixture(scope="module")
+def catch_on_policy_run():
+    """On-policy GRPO on Catch-bsuite, whose episodes are 9 steps and its time limit 1000."""
+    cfg = jaxgrpo.GRPOConfig(env="Catch-bsuite", total_timesteps=2_000, num_groups=2,
+                             group_size=4, on_policy=True, num_minibatches=2)
+    state, metrics = jax.jit(jaxgrpo.make_train(cfg))(jax.random.key(0))
+    return cfg, state, jax.tree.map(lambda x: np.asarray(x)[None], metrics)
+
+
+@pytest.mark.parametrize("run", ["grpo_run", "catch_on_policy_run", "ppo_run"])
+def test_a_run_trains_its_budget_within_one_iteration(run, request):
+    """From Python, whatever the episode lengths, a run ends within one iteration of
+    total_timesteps: GRPO at or past it (it runs while steps remain; on-policy, the default
+    iteration count is an upper bound), PPO at or below it (whole iterations of num_envs *
+    num_steps, as in PureJaxRL). experiments/budgets.py measures larger budgets."""
+    cfg, _, m = request.getfixturevalue(run)
+    steps = m["env_steps"]
+    one = np.diff(steps, axis=1, prepend=0.0).max()
+    assert (abs(steps[:, -1] - cfg.total_timesteps) < one).all(), (steps[:, -1], one)
+    assert (steps[:, -1] >= cfg.total_timesteps).all() == (cfg.algo == "grpo")
 
 
 @pytest.fixture(scope="module")
