@@ -153,7 +153,8 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
     compiled loop (e.g. ``{"xla_backend_optimization_level": 0}`` compiles about twice as fast
     on CPU; results may then differ in the last bits from a default build). preset: the name
     of the preset the config came from, recorded in summary.json. echo: a ``print``-like
-    function for the few status lines (None: silent).
+    function for the few status lines (None: silent, but for the line naming both tasks when
+    the run trains another task than its ``init_from`` learned, then a warning).
     """
     out = check_folder_path(out, "--resume" if resume else "--out")
     note = _check_arguments(config, seeds, checkpoint_every, stop_after, resume, resume_step)

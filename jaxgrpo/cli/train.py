@@ -30,7 +30,9 @@ def cmd_train(argv, sft: bool = False) -> int:
     name = "sft" if sft else "train"
     config, seeds, base_seed, out = _configure(args)
     from .. import runs          # here: it imports JAX, which --help and bad input never need
-    echo = None if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    # --quiet: no status lines (None would turn run_training's notes into warnings)
+    echo = (lambda *a: None) if args.quiet else (
+        lambda *a: print(*a, file=sys.stderr, flush=True))
     try:
         summary = runs.run_training(
             config, out, seeds=seeds, base_seed=base_seed, checkpoint_every=args.checkpoint_every,
