@@ -258,11 +258,12 @@ def describe_task(config) -> str:
     return config.env + (f" {{{kwargs}}}" if kwargs else "")
 
 
-def check_init_from(config, seeds: int | None = None) -> str | None:
+def check_init_from(config, seeds: int | None = None, per_seed: bool = True) -> str | None:
     """``ValueError`` starting ``init_from:`` unless ``config.init_from`` is a run folder of a
     text run (SFT or GRPO) whose model has the config's shape and (``seeds`` given) 1 seed or
     ``seeds`` seeds (seed i of a run starts from seed i of that run; one seed: every seed from
-    it); reads only its config.yaml. Returns a line naming both tasks when the config's task
+    it; ``per_seed`` False, for sweeps, whose runs all start from the same params: 1 seed);
+    reads only its config.yaml. Returns a line naming both tasks when the config's task
     (env, env_kwargs) differs from the one that run learned, else None."""
     path = Path(config.init_from)
     saved, saved_seeds = source_run(path)
@@ -274,6 +275,10 @@ def check_init_from(config, seeds: int | None = None) -> str | None:
     if diff:
         raise ValueError(f"init_from: the model of {path} differs from this config's: "
                          + ", ".join(diff))
+    if not per_seed and saved_seeds > 1:
+        raise ValueError(f"init_from: {path} has {saved_seeds} seeds; a sweep starts every run "
+                         "from the same params: give it a run of one seed (jaxgrpo train "
+                         f"--seeds {saved_seeds} starts seed i from its seed i)")
     if seeds is not None and saved_seeds not in (1, seeds):
         raise ValueError(f"init_from: {path} has {saved_seeds} seeds; a run from it takes 1 "
                          f"seed or {saved_seeds} (seed i starts from its seed i), not {seeds}")

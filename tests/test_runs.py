@@ -73,7 +73,8 @@ def test_init_from_takes_the_task_and_model_of_its_run(tmp_path):
 
 def test_init_from_seed_counts(tmp_path):
     """Seed i starts from seed i of the run init_from names: it must have as many seeds as
-    the run, or one (every seed from it); any other count is one line."""
+    the run, or one (every seed from it); any other count is one line. A sweep, whose runs all
+    start from the same params, takes a run of one seed."""
     save_config(tmp_path / "config.yaml", SFTConfig(**TEXT), 3, 0)
     g = GRPOConfig(**TEXT, init_from=str(tmp_path))
     configio.check_init_from(g, 3)
@@ -81,11 +82,16 @@ def test_init_from_seed_counts(tmp_path):
         with pytest.raises(ValueError, match=rf"^init_from: {tmp_path} has 3 seeds; a run from "
                                              rf"it takes 1 seed or 3 .*, not {seeds}$"):
             configio.check_init_from(g, seeds)
+    from jaxgrpo.sweeps import sweep       # a sweep starts every run from the same params
+    with pytest.raises(ValueError, match=r"^init_from: .* has 3 seeds; a sweep starts every "
+                                         r"run from the same params"):
+        sweep(g, {"lr": [1e-4, 3e-4]}, seeds=3)
     one = tmp_path / "one"
     one.mkdir()
     save_config(one / "config.yaml", SFTConfig(**TEXT), 1, 0)
     for seeds in (1, 2, 4):                # one seed: every seed starts from it
         configio.check_init_from(g.replace(init_from=str(one)), seeds)
+    configio.check_init_from(g.replace(init_from=str(one)), per_seed=False)
     out = tmp_path / "grpo"
     with pytest.raises(RunError, match=r"^init_from: .* has 3 seeds"):
         runs.run_training(g, out, seeds=2)
