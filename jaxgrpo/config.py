@@ -184,8 +184,9 @@ class GRPOConfig(_TextFields, _BaseConfig):
     ``update_epochs`` x ``num_minibatches`` clipped-surrogate steps with a KL penalty to the
     reference policy. Iterations run while fewer than ``total_timesteps`` valid env steps have
     been used (the last one may end past the budget, by less than one iteration's steps), for
-    at most ``num_iterations`` iterations (default: derived from the budget, see
-    ``iterations``); metrics of the iterations not run are NaN.
+    at most ``num_iterations`` iterations (default: as many as the budget could take, see
+    ``iterations``, so the budget is what ends the run); metrics of the iterations not run are
+    NaN.
 
     Group modes (``group_mode``):
     - ``"episode"``: a group is ``group_size`` episodes from the same start state.
@@ -420,16 +421,26 @@ class GRPOConfig(_TextFields, _BaseConfig):
     @property
     def iterations(self) -> int:
         """Length of the training scan (and of every metric): ``num_iterations``, or by default
-        enough iterations for the budget if episodes average a twentieth of the time limit
-        (a run whose episodes stay shorter stops on this count, below its budget; iterations
-        not needed cost next to nothing)."""
+        enough iterations for the budget: with the stream collector (every iteration simulates
+        ``num_envs * num_steps`` steps) exactly those; on-policy as many as the budget could
+        take, each episode (each completion of a text task) being at least one step long, so
+        the budget ends the run however short its episodes are. The iterations past the
+        budget cost next to nothing (``train.within_budget``), and their metrics are NaN."""
         if self.num_iterations is not None:
             return self.num_iterations
         if not self.on_policy:     # every iteration simulates num_envs * num_steps steps
             return max(1, -(-self.total_timesteps // self.max_steps_per_iteration))
-        # text: enough iterations if completions average half of max_new_tokens
+        return max(1, -(-self.total_timesteps // self.episodes_per_iteration))
+
+    @property
+    def expected_iterations(self) -> int:
+        """About the iterations the budget takes (``iterations`` when they are fixed;
+        on-policy, if episodes average a twentieth of the time limit, completions half of
+        ``max_new_tokens``): what ``jaxgrpo train`` spaces its progress reports by."""
+        if self.num_iterations is not None or not self.on_policy:
+            return self.iterations
         per_iter = max(1, self.max_steps_per_iteration // (2 if is_text(self.env) else 20))
-        return max(1, -(-self.total_timesteps // per_iter))
+        return min(self.iterations, max(1, -(-self.total_timesteps // per_iter)))
 
 
 @dataclass(frozen=True)
@@ -481,8 +492,8 @@ class SFTConfig(_TextFields):
     right), with ``episode_return`` = ``accuracy`` and ``env_steps`` the prompts seen.
     Run it with ``jaxgrpo sft`` or ``jaxgrpo.sft``; start GRPO from it with
     ``GRPOConfig(init_from=RUN_DIR)``. ``init_from=RUN_DIR`` continues another text run's
-    model (seed 0, latest checkpoint) with a fresh optimizer and fresh prompts (the
-    continued-SFT arm of a GRPO comparison)."""
+    model (latest checkpoint; seed i from its seed i, or every seed from its one seed) with a
+    fresh optimizer and fresh prompts (the continued-SFT arm of a GRPO comparison)."""
 
     env: str = "text:addition"
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)

@@ -156,6 +156,8 @@ def config_from_dict(d: Mapping, extra_keys: Sequence[str] = ()):
         else:
             raise ValueError(f"preset: must be an env id or true, got {preset!r}")
         d = {**preset_fields(algo, env), **d}
+    if "init_from" in fields:
+        d = task_from_init_from(d)
     for k, v in list(d.items()):
         if _int_like(fields[k].type) and isinstance(v, float) and v.is_integer():
             d[k] = int(v)
@@ -215,20 +217,56 @@ def load_config(path):
 # ----------------------------------------------------------------------------- init_from
 
 MODEL_FIELDS = ("num_layers", "width", "num_heads", "max_len", "positions")
+# what a run started with init_from takes from the run it starts from, unless it sets them;
+# env_kwargs and max_new_tokens only while env is that run's (they belong to its task)
+TASK_FIELDS = ("env", "env_kwargs", "max_new_tokens", *MODEL_FIELDS)
 
 
-def check_init_from(config) -> None:
-    """``ValueError`` starting ``init_from:`` unless ``config.init_from`` is a run folder of a
-    text run (SFT or GRPO) whose model has the config's shape; reads only its config.yaml."""
-    path = Path(config.init_from)
+def source_run(path):
+    """``(config, seeds)`` of the text run folder ``path`` (its config.yaml only);
+    ``ValueError`` starting ``init_from:`` when it is no run folder or not a text run."""
+    path = Path(path)
     if not (path / "config.yaml").is_file():
         raise ValueError(f"init_from: {path} is not a run folder (no config.yaml there)")
     try:
-        saved, _, _ = load_config(path / "config.yaml")
+        saved, seeds, _ = load_config(path / "config.yaml")
     except ValueError as e:
         raise ValueError(f"init_from: {e}") from None
     if not hasattr(saved, "model_config") or not saved.env.startswith("text:"):
         raise ValueError(f"init_from: {path} is a run on {saved.env}, not a text task")
+    return saved, seeds
+
+
+def task_from_init_from(d: Mapping) -> dict:
+    """Config fields ``d`` (a dict as ``config_from_dict`` takes) completed with the task of
+    the run ``d["init_from"]`` starts from: each of ``TASK_FIELDS`` that ``d`` does not set is
+    that run's (``env_kwargs`` and ``max_new_tokens`` only when ``env`` is unset or the run's).
+    Reads the run's config.yaml only when a field is missing; ``d`` unchanged without
+    ``init_from``."""
+    if d.get("init_from") is None or all(k in d for k in TASK_FIELDS):
+        return dict(d)
+    saved, _ = source_run(d["init_from"])
+    same_env = d.get("env", saved.env) == saved.env
+    fill = {k: plain(getattr(saved, k)) for k in TASK_FIELDS if k not in d and
+            (same_env or k not in ("env_kwargs", "max_new_tokens"))}
+    return {**d, **fill}
+
+
+def describe_task(config) -> str:
+    """``text:addition`` or ``text:addition {digits: 2}``: a config's env and env_kwargs."""
+    kwargs = ", ".join(f"{k}: {v}" for k, v in dict(config.env_kwargs).items())
+    return config.env + (f" {{{kwargs}}}" if kwargs else "")
+
+
+def check_init_from(config, seeds: int | None = None, per_seed: bool = True) -> str | None:
+    """``ValueError`` starting ``init_from:`` unless ``config.init_from`` is a run folder of a
+    text run (SFT or GRPO) whose model has the config's shape and (``seeds`` given) 1 seed or
+    ``seeds`` seeds (seed i of a run starts from seed i of that run; one seed: every seed from
+    it; ``per_seed`` False, for sweeps, whose runs all start from the same params: 1 seed);
+    reads only its config.yaml. Returns a line naming both tasks when the config's task
+    (env, env_kwargs) differs from the one that run learned, else None."""
+    path = Path(config.init_from)
+    saved, saved_seeds = source_run(path)
     diff = [f"{k} {getattr(saved, k)} (this config: {getattr(config, k)})" for k in MODEL_FIELDS
             if getattr(saved, k) != getattr(config, k)]
     v_saved, v_here = saved.task.tokenizer.vocab_size, config.task.tokenizer.vocab_size
@@ -237,3 +275,14 @@ def check_init_from(config) -> None:
     if diff:
         raise ValueError(f"init_from: the model of {path} differs from this config's: "
                          + ", ".join(diff))
+    if not per_seed and saved_seeds > 1:
+        raise ValueError(f"init_from: {path} has {saved_seeds} seeds; a sweep starts every run "
+                         "from the same params: give it a run of one seed (jaxgrpo train "
+                         f"--seeds {saved_seeds} starts seed i from its seed i)")
+    if seeds is not None and saved_seeds not in (1, seeds):
+        raise ValueError(f"init_from: {path} has {saved_seeds} seeds; a run from it takes 1 "
+                         f"seed or {saved_seeds} (seed i starts from its seed i), not {seeds}")
+    learned, here = describe_task(saved), describe_task(config)
+    if learned != here:
+        return f"init_from: {path} learned {learned}; this run trains {here}"
+    return None

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +28,7 @@ from . import compiled, preemption
 from .checkpoint import Checkpointer, config_diff
 from .checks import check_count
 from .config import SFTConfig
-from .configio import check_init_from, config_to_dict, load_config, save_config
+from .configio import check_init_from, config_to_dict, load_config, save_config, source_run
 from .errors import CheckpointError, RunError
 from .evaluation import seed_returns
 from .fileio import write_json
@@ -41,14 +42,26 @@ from .train import make_train
 
 # ----------------------------------------------------------------------------- init_from
 
-def init_params(config):
-    """The params ``config.init_from`` points to (its latest checkpoint, seed 0) as NumPy
-    arrays, or None when it is None. Checked first (``check_init_from``)."""
+def init_params(config, seeds: int | None = None):
+    """The params ``config.init_from`` points to (its latest checkpoint) as NumPy arrays, or
+    None when it is None. Checked first (``check_init_from``). ``seeds`` None: its seed 0's
+    params; a count: the params a run of that many seeds starts from: those of its only seed
+    when it has one, else (it has ``seeds`` seeds) every seed's, stacked ``[seeds, ...]``: seed
+    i starts from its seed i (``per_seed_params``)."""
     if getattr(config, "init_from", None) is None:
         return None
-    check_init_from(config)
-    run = load_run(config.init_from)
-    return jax.tree.map(lambda x: np.asarray(x)[0], run.state.params)
+    check_init_from(config, seeds)
+    params = load_run(config.init_from).state.params
+    if per_seed_params(config, seeds):
+        return jax.tree.map(np.asarray, params)
+    return jax.tree.map(lambda x: np.asarray(x)[0], params)
+
+
+def per_seed_params(config, seeds) -> bool:
+    """Whether a run of ``seeds`` seeds starts each seed from its own params: ``init_from``
+    names a run of more than one seed (then it must have ``seeds``)."""
+    return (getattr(config, "init_from", None) is not None and seeds is not None and seeds > 1
+            and source_run(config.init_from)[1] > 1)
 
 
 def build_train(config, callback=None, callback_every: int = 1):
@@ -71,13 +84,20 @@ def _train_fn(config, log_every):
 
 
 def _compiled_init(config, seeds, log_every, compiler_options=None):
-    """Compiled ``keys [S] -> TrainState`` (leading seed axis) and its compile seconds."""
+    """Compiled ``keys [S] -> TrainState`` (leading seed axis) and its compile seconds. When
+    ``init_from`` gives every seed its own params (``per_seed_params``), they are an argument
+    of the compiled program, vmapped with the keys."""
     train = _train_fn(config, log_every)
     keys = jax.ShapeDtypeStruct((seeds,), jax.random.key(0).dtype)
-    return compiled.cached(
-        ("runs.init", _config_key(config), seeds, compiled.options_key(compiler_options)),
-        lambda: jax.jit(jax.vmap(lambda k: train.init(k))).lower(keys)
+    key = ("runs.init", _config_key(config), seeds, compiled.options_key(compiler_options))
+    if not per_seed_params(config, seeds):
+        return compiled.cached(key, lambda: jax.jit(jax.vmap(lambda k: train.init(k)))
+                               .lower(keys).compile(compiler_options=compiler_options))
+    params = init_params(config, seeds)
+    fn, dt = compiled.cached((*key, "per-seed params"), lambda: jax.jit(jax.vmap(
+        lambda k, p: train.init(k, params=p))).lower(keys, params)
         .compile(compiler_options=compiler_options))
+    return (lambda k: fn(k, params)), dt
 
 
 def _run_key(config, seeds, n, log_every, compiler_options=None):
@@ -95,7 +115,8 @@ def _compiled_run(config, seeds, n, log_every, state_shape, compiler_options=Non
 
 
 def default_log_every(iterations: int) -> int:
-    """About 200 progress updates per run."""
+    """About 200 progress updates per run of ``iterations`` iterations (a budgeted config's
+    ``expected_iterations``)."""
     return max(1, math.ceil(iterations / 200))
 
 
@@ -148,7 +169,8 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
     compiled loop (e.g. ``{"xla_backend_optimization_level": 0}`` compiles about twice as fast
     on CPU; results may then differ in the last bits from a default build). preset: the name
     of the preset the config came from, recorded in summary.json. echo: a ``print``-like
-    function for the few status lines (None: silent).
+    function for the few status lines (None: silent, but for the line naming both tasks when
+    the run trains another task than its ``init_from`` learned, then a warning).
     """
     out = check_folder_path(out, "--resume" if resume else "--out")
     given = {"checkpoint_every": checkpoint_every, "log_every": log_every,
@@ -157,9 +179,10 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
     saved_opts = _saved_options(out) if resume else None
     opts = {**(saved_opts or {}), **{k: v for k, v in given.items() if v is not None}}
     checkpoint_every, compiler_options = opts.get("checkpoint_every"), opts.get("compiler_options")
-    _check_arguments(config, checkpoint_every, stop_after, resume, resume_step)
+    note = _check_arguments(config, seeds, checkpoint_every, stop_after, resume, resume_step)
     run = _Run(config, out, seeds, base_seed, config_to_dict(config, seeds, base_seed),
-               opts.get("log_every") or default_log_every(config.iterations), preset,
+               opts.get("log_every") or default_log_every(
+                   getattr(config, "expected_iterations", config.iterations)), preset,
                echo or (lambda *a, **k: None))
     with Checkpointer(out / "checkpoints", max_to_keep=max_to_keep) as ckpt:
         start = _start_step(ckpt, run, resume, resume_step)
@@ -189,6 +212,8 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
                if opts.get("wandb") else [])
         announced = state is None
         if state is None:
+            if note:                    # another task than init_from's: said, not refused
+                (echo or _warn)(note)
             run.say(f"compiling {config.algo.upper()} {config.env}: {seeds} seed(s) ...")
             init, dt = _compiled_init(config, seeds, run.log_every, compiler_options)
             run.compile_s += dt
@@ -249,8 +274,14 @@ def _summary(run: _Run) -> dict:
                      run_seconds=run.run_s, preset=run.preset)
 
 
-def _check_arguments(config, checkpoint_every, stop_after, resume, resume_step) -> None:
-    """``RunError`` for a bad count, ``--step`` without ``--resume`` or a bad ``init_from``."""
+def _warn(line: str) -> None:
+    warnings.warn(line, stacklevel=3)
+
+
+def _check_arguments(config, seeds, checkpoint_every, stop_after, resume, resume_step):
+    """``RunError`` for a bad count, ``--step`` without ``--resume`` or a bad ``init_from``
+    (for ``seeds`` seeds); returns ``check_init_from``'s line when the run trains another task
+    than the one its ``init_from`` learned (else None)."""
     for name, v in (("checkpoint_every", checkpoint_every), ("stop_after", stop_after),
                     ("resume_step", resume_step)):
         if v is not None:
@@ -262,9 +293,10 @@ def _check_arguments(config, checkpoint_every, stop_after, resume, resume_step) 
         raise RunError("--step: only with --resume (which checkpoint to continue from)")
     if getattr(config, "init_from", None) is not None:
         try:
-            check_init_from(config)
+            return check_init_from(config, seeds)
         except ValueError as e:
             raise RunError(str(e)) from None
+    return None
 
 
 def _start_step(ckpt, run: _Run, resume: bool, resume_step) -> int | None:

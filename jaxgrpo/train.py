@@ -105,9 +105,12 @@ def make_train(config, callback=None, callback_every=1, params=None):
     ``train.policy``, ``train.num_iterations``, ``train.step`` (one iteration, unscanned) and
     ``train.optimizer(hparams)``. A budgeted
     algorithm (GRPO) runs while fewer than ``total_timesteps`` valid steps were used; later
-    rows are NaN, their ``env_steps`` unchanged. ``params``: the initial params (e.g.
-    ``runs.init_params(config)`` for ``init_from``; make_train reads no file); ``callback``,
-    ``callback_every``: see ``scan_iterations``."""
+    rows are NaN, their ``env_steps`` unchanged. ``params``: the initial params of every run
+    (e.g. ``runs.init_params(config)`` for ``init_from``; make_train reads no file);
+    ``train(key, hparams, params)`` and ``train.init(key, hparams, params)`` take a run's own
+    instead, so seeds that start from different params (``runs.init_params(config, seeds)``,
+    ``[S, ...]``) are ``jax.vmap(train, in_axes=(0, None, 0))(keys, None, params)``;
+    ``callback``, ``callback_every``: see ``scan_iterations``."""
     algo = algorithm(config)
     if params is None and getattr(config, "init_from", None) is not None:
         raise ValueError("init_from: make_train reads no run folder; pass "
@@ -118,9 +121,10 @@ def make_train(config, callback=None, callback_every=1, params=None):
     budgeted = algo.budgeted(config) if callable(algo.budgeted) else algo.budgeted
     optimizer = lambda hp: algo.optimizer(config, hp, n_iter)
 
-    def init(key, hp) -> TrainState:
+    def init(key, hp, own=None) -> TrainState:
         key, k_init, *k_env = jax.random.split(key, algo.keys)
-        p = policy.init(k_init) if params is None else jax.tree.map(jnp.asarray, params)
+        start = params if own is None else own
+        p = policy.init(k_init) if start is None else jax.tree.map(jnp.asarray, start)
         carry = algo.init_carry(config, env, policy, p, *k_env)
         return TrainState(p, optimizer(hp).init(p), p if algo.reference else None, key,
                           jnp.int32(0), jnp.float32(0), carry)
@@ -144,15 +148,15 @@ def make_train(config, callback=None, callback_every=1, params=None):
                            state.iteration + active.astype(jnp.int32), env_steps, carry),
                 iteration_metrics(stats, {**score_metrics, **learn_metrics}, active, env_steps))
 
-    def step(state, hp):   # skipped iterations cost nothing (a cond, not a masked iteration)
+    def step(state, hp):
         if not budgeted:
             return iteration(state, hp)
-        return jax.lax.cond(budget_left(config, state), lambda s: iteration(s, hp),
-                            lambda s: idle(s, lambda s: iteration(s, hp), algo.keys), state)
+        return within_budget(config, lambda s: iteration(s, hp), state, algo.keys)
 
-    def init_state(key, hparams=None) -> TrainState:
-        """A fresh TrainState (params, optimizer, reference, env carry) from ``key``."""
-        return init(key, resolve_hparams(config, hparams))
+    def init_state(key, hparams=None, params=None) -> TrainState:
+        """A fresh TrainState (params, optimizer, reference, env carry) from ``key``;
+        ``params``: this run's initial params, instead of make_train's."""
+        return init(key, resolve_hparams(config, hparams), params)
 
     def run(state: TrainState, hparams=None, num_iterations=n_iter):
         """Continue training from ``state`` for ``num_iterations`` iterations (one scan).
@@ -173,6 +177,22 @@ def budget_left(config, state):
     """A budgeted algorithm's iteration runs while fewer than ``total_timesteps`` valid steps
     were used (so the last one may end past it, by less than one iteration)."""
     return state.env_steps < config.total_timesteps
+
+
+def within_budget(config, iteration, state, keys):
+    """``iteration(state)`` while the budget lasts (``budget_left``), else ``idle``'s result.
+    A ``lax.while_loop`` of at most one trip rather than a ``lax.cond``: under ``vmap`` (seeds,
+    sweeps) a cond with a per-run predicate becomes a select that runs the iteration for
+    every run, spent or not, while the loop runs it only while some run has budget left, so
+    the iterations after every run's budget is spent cost next to nothing (``iterations`` of
+    an on-policy config is an upper bound, far above the iterations the budget allows)."""
+    skipped, nan = idle(state, iteration, keys)
+    # the state goes through the loop's carry: a body of loop-invariant values would be
+    # hoisted out of the loop by XLA, and run every time
+    ran, state, metrics = jax.lax.while_loop(
+        lambda c: ~c[0] & budget_left(config, c[1]),
+        lambda c: (jnp.bool_(True), *iteration(c[1])), (jnp.bool_(False), state, nan))
+    return state._replace(key=jax.lax.select(ran, state.key, skipped.key)), metrics
 
 
 def iteration_metrics(stats, metrics, active, env_steps) -> dict:
@@ -199,11 +219,11 @@ def idle(state, iteration, keys):
 
 
 def train_function(init_state, run, optimizer, policy, num_iterations, step):
-    """``train(key, hparams=None) = run(init_state(key, hparams), hparams, num_iterations)``
-    with the attributes ``make_train`` documents (init, run, optimizer, policy,
-    num_iterations, step)."""
-    def train(key, hparams=None):
-        return run(init_state(key, hparams), hparams, num_iterations)
+    """``train(key, hparams=None, params=None) = run(init_state(key, hparams, params), hparams,
+    num_iterations)`` with the attributes ``make_train`` documents (init, run, optimizer,
+    policy, num_iterations, step)."""
+    def train(key, hparams=None, params=None):
+        return run(init_state(key, hparams, params), hparams, num_iterations)
 
     train.init = init_state
     train.run = run

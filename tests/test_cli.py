@@ -361,9 +361,12 @@ def test_sft_and_text_eval_commands(tmp_path, capsys, monkeypatch):
     """``jaxgrpo sft`` and ``jaxgrpo eval`` of a text run, with training and evaluation faked
     (they are tested in test_text_grpo.py and test_text_evaluation.py): what the commands
     pass on, print and record."""
+    import shlex
     from types import SimpleNamespace
 
-    from jaxgrpo import runs
+    from jaxgrpo import configio, runs
+    from jaxgrpo.cli.build import build_config
+    from jaxgrpo.cli.parsers import train_parser
     from jaxgrpo.text import evaluation
 
     calls = {}
@@ -394,7 +397,7 @@ def test_sft_and_text_eval_commands(tmp_path, capsys, monkeypatch):
         config=calls["train"][0], state=SimpleNamespace(params=None), seeds=2, step=5,
         path=out))
     assert cli.main(["sft", "--steps", "5", "--seeds", "2", "--seed", "3", "--quiet",
-                     "--out", str(out)]) == 0
+                     "--set", "env_kwargs.digits=2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     config, _, kw = calls["train"]
     assert config.algo == "sft" and config.num_steps == 5 and config.env == "text:addition"
@@ -402,9 +405,17 @@ def test_sft_and_text_eval_commands(tmp_path, capsys, monkeypatch):
     assert calls["eval"] == [(1000, 0, 3)]
     assert "SFT text:addition, 2 seed(s)" in printed and "final acc." in printed
     assert "held-out greedy accuracy (1000 prompts): 50.0%, 75.0%; mean 62.5%" in printed
-    assert f"jaxgrpo train --env text:addition --set init_from={out}" in printed
-
+    # the printed command starts GRPO on the SFT's task and model, seed i from SFT seed i
+    command = next(line for line in printed.splitlines() if "init_from=" in line)
+    assert command.endswith(f"jaxgrpo train --set init_from={out} --seeds 2")
     out.mkdir()
+    configio.save_config(out / "config.yaml", config, 2, 3)
+    argv = shlex.split(command.split(": ", 1)[1])[2:]
+    grpo, seeds, _ = build_config(train_parser().parse_args(argv))
+    assert (grpo.algo, grpo.env, dict(grpo.env_kwargs), grpo.width, seeds) == (
+        "grpo", config.env, {"digits": 2}, config.width, 2)
+    (out / "config.yaml").unlink()         # the eval below reads the faked run
+
     assert cli.main(["eval", str(out), "--prompts", "8", "--samples", "2", "--seed", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert calls["eval"][-1] == (8, 2, 1)

@@ -50,6 +50,76 @@ def test_check_init_from_names_what_is_wrong(text_folder, tmp_path_factory):
         configio.check_init_from(GRPOConfig(**TEXT, init_from=str(env_run)))
 
 
+def test_init_from_takes_the_task_and_model_of_its_run(tmp_path):
+    """A config built from fields (the command line, a YAML file, a sweep) takes the env,
+    env_kwargs, max_new_tokens and model shape of the run init_from names, unless it sets
+    them; another task than the run's is allowed and named in one line (run_training prints
+    it at run start)."""
+    sft = SFTConfig(**{**TEXT, "env_kwargs": {"digits": 2}, "max_len": 24}, max_new_tokens=4)
+    save_config(tmp_path / "config.yaml", sft, 1, 0)
+    g, _, _ = configio.config_from_dict({"init_from": str(tmp_path)})
+    assert (g.env, dict(g.env_kwargs), g.max_new_tokens) == ("text:addition", {"digits": 2}, 4)
+    assert all(getattr(g, k) == getattr(sft, k) for k in configio.MODEL_FIELDS)
+    assert configio.check_init_from(g, 1) is None
+    other, _, _ = configio.config_from_dict({"init_from": str(tmp_path),
+                                             "env_kwargs": {"digits": 1}})
+    assert (dict(other.env_kwargs), other.max_new_tokens, other.width) == ({"digits": 1}, 4, 32)
+    assert configio.check_init_from(other) == (
+        f"init_from: {tmp_path} learned text:addition {{digits: 2}}; this run trains "
+        "text:addition {digits: 1}")
+    sort, _, _ = configio.config_from_dict({"init_from": str(tmp_path), "env": "text:sort"})
+    assert (dict(sort.env_kwargs), sort.max_new_tokens, sort.width) == ({}, None, 32)
+
+
+def test_init_from_seed_counts(tmp_path):
+    """Seed i starts from seed i of the run init_from names: it must have as many seeds as
+    the run, or one (every seed from it); any other count is one line. A sweep, whose runs all
+    start from the same params, takes a run of one seed."""
+    save_config(tmp_path / "config.yaml", SFTConfig(**TEXT), 3, 0)
+    g = GRPOConfig(**TEXT, init_from=str(tmp_path))
+    configio.check_init_from(g, 3)
+    for seeds in (1, 2, 4):
+        with pytest.raises(ValueError, match=rf"^init_from: {tmp_path} has 3 seeds; a run from "
+                                             rf"it takes 1 seed or 3 .*, not {seeds}$"):
+            configio.check_init_from(g, seeds)
+    from jaxgrpo.sweeps import sweep       # a sweep starts every run from the same params
+    with pytest.raises(ValueError, match=r"^init_from: .* has 3 seeds; a sweep starts every "
+                                         r"run from the same params"):
+        sweep(g, {"lr": [1e-4, 3e-4]}, seeds=3)
+    one = tmp_path / "one"
+    one.mkdir()
+    save_config(one / "config.yaml", SFTConfig(**TEXT), 1, 0)
+    for seeds in (1, 2, 4):                # one seed: every seed starts from it
+        configio.check_init_from(g.replace(init_from=str(one)), seeds)
+    configio.check_init_from(g.replace(init_from=str(one)), per_seed=False)
+    out = tmp_path / "grpo"
+    with pytest.raises(RunError, match=r"^init_from: .* has 3 seeds"):
+        runs.run_training(g, out, seeds=2)
+    assert not out.exists()
+
+
+def test_run_training_names_both_tasks_when_they_differ(tmp_path, monkeypatch):
+    """Another task than the one init_from's run learned is allowed: run_training says so in
+    one line when the run starts (before compiling)."""
+    src = tmp_path / "sft"
+    src.mkdir()
+    save_config(src / "config.yaml", SFTConfig(**TEXT), 1, 0)
+    g = GRPOConfig(**{**TEXT, "env_kwargs": {"digits": 2}}, init_from=str(src))
+
+    class Compiling(Exception):
+        pass
+
+    def compiling(*a, **k):
+        raise Compiling
+    monkeypatch.setattr(runs, "_compiled_init", compiling)
+    lines = []
+    with pytest.raises(Compiling):
+        runs.run_training(g, tmp_path / "grpo", echo=lines.append)
+    assert [x for x in lines if "init_from" in x] == [
+        f"init_from: {src} learned text:addition {{digits: 1}}; this run trains "
+        "text:addition {digits: 2}"]
+
+
 def test_init_params_of_a_folder_without_checkpoint(text_folder):
     with pytest.raises(CheckpointError, match="no checkpoint yet"):
         runs.init_params(GRPOConfig(**TEXT, init_from=str(text_folder)))

@@ -223,7 +223,7 @@ def sft_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sft") / "run"
     c = SFTConfig(env="text:addition", env_kwargs={"digits": 1}, num_steps=60, batch_size=32,
                   lr=3e-3, warmup_steps=5, **TINY)
-    summary = sft(c, out)
+    summary = sft(c, out, seeds=2)
     return c, out, summary
 
 
@@ -232,8 +232,9 @@ def test_sft_learns_and_writes_a_run_folder(sft_run):
     c, out, summary = sft_run
     df = pd.read_csv(out / "metrics.csv")
     assert {"loss", "accuracy", "token_accuracy"} <= set(df.columns)
-    assert len(df) == c.num_steps
-    assert df.loss.iloc[-10:].mean() < 0.7 * df.loss.iloc[:5].mean()
+    assert len(df) == 2 * c.num_steps and set(df.seed) == {0, 1}
+    for _, d in df.groupby("seed"):
+        assert d.loss.iloc[-10:].mean() < 0.7 * d.loss.iloc[:5].mean()
     assert summary["complete"] and (out / "checkpoints").is_dir()
 
 
@@ -249,6 +250,27 @@ def test_init_from_starts_and_anchors_at_the_sft_policy(sft_run):
                        jax.tree.leaves(state.ref_params)):
         np.testing.assert_array_equal(a, np.asarray(b)[0])
         np.testing.assert_array_equal(r, a)
+
+
+def test_grpo_seed_i_starts_from_sft_seed_i(sft_run):
+    """run_training's initial state (runs._compiled_init) of 2 GRPO seeds from the 2-seed SFT
+    run: seed i has SFT seed i's params. From Python, the same with make_train: vmap over
+    (keys, runs.init_params(config, seeds)). (From a 1-seed run every seed starts from it:
+    runs.init_params(config), one params, as before.)"""
+    from jaxgrpo import runs
+    from jaxgrpo.configio import config_from_dict
+    keys = jax.random.split(jax.random.key(0), 2)
+    fields = {k: v for k, v in BASE.items() if k not in ("env", "env_kwargs", *TINY)}
+    g = config_from_dict({**fields, "init_from": str(sft_run[1])})[0]
+    sft_params = jax.tree.leaves(runs.load_run(sft_run[1]).state.params)
+    state = runs._compiled_init(g, 2, 1)[0](keys)
+    assert not np.array_equal(sft_params[0][0], sft_params[0][1])     # the seeds differ
+    for a, b in zip(jax.tree.leaves(state.params), sft_params):
+        np.testing.assert_array_equal(a, b)
+    train = make_train(g, params=runs.init_params(g))
+    py = jax.vmap(train.init, in_axes=(0, None, 0))(keys, None, runs.init_params(g, 2))
+    for a, b in zip(jax.tree.leaves(py.params), sft_params):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_early_stop_sampling_is_bitwise_the_full_decode(sft_run):

@@ -38,8 +38,8 @@ def test_grpo_metrics_are_per_iteration(grpo_run):
 
 def test_grpo_on_policy_runs_while_budget_remains(grpo_on_policy_run):
     """On-policy, an iteration runs while the env steps used are below the budget: the run
-    uses all of it and ends past it by less than one iteration (unless the iteration count ran
-    out first)."""
+    uses all of it and ends past it by less than one iteration (the default iteration count is
+    an upper bound: as many iterations as episodes of one step would take)."""
     cfg, state, m = grpo_on_policy_run
     steps = m["env_steps"]
     assert (np.diff(steps, axis=1) >= 0).all()
@@ -56,19 +56,36 @@ def test_grpo_on_policy_runs_while_budget_remains(grpo_on_policy_run):
         assert steps[s, -1] - before_last <= cfg.max_steps_per_iteration
 
 
+@pytest.fixture(scope="module")
+def grpo_tiny_budget():
+    """On-policy GRPO on Catch-bsuite, whose episodes are 9 steps and its time limit 1000: a
+    budget below one iteration's worst case (8 episodes of 1000 steps), and 28 iterations of
+    8 episodes of 9 steps (the former default iteration count, 5, stopped it at 360 steps)."""
+    cfg = jaxgrpo.GRPOConfig(env="Catch-bsuite", total_timesteps=2_000, num_groups=2,
+                             group_size=4, on_policy=True, num_minibatches=2)
+    assert cfg.total_timesteps < cfg.max_steps_per_iteration
+    state, m = jax.jit(jaxgrpo.make_train(cfg))(jax.random.key(0))
+    return cfg, state, jax.tree.map(lambda x: np.asarray(x)[None], m)
+
+
 def test_a_budget_below_one_iteration_runs_one(grpo_tiny_budget):
     """A budget smaller than one iteration's worst case is allowed: one iteration runs."""
-    cfg, m = grpo_tiny_budget
+    cfg, _, m = grpo_tiny_budget
     ran = ~np.isnan(m["episode_return"])
     assert ran[:, 0].all() and m["env_steps"][:, -1].min() >= cfg.total_timesteps
 
 
-@pytest.fixture(scope="module")
-def grpo_tiny_budget():
-    cfg = jaxgrpo.GRPOConfig(total_timesteps=100, num_groups=2, group_size=4)
-    assert cfg.total_timesteps < cfg.max_steps_per_iteration
-    _, m = jax.jit(jaxgrpo.make_train(cfg))(jax.random.key(0))
-    return cfg, jax.tree.map(lambda x: np.asarray(x)[None], m)
+@pytest.mark.parametrize("run", ["grpo_run", "grpo_tiny_budget", "ppo_run"])
+def test_a_run_trains_its_budget_within_one_iteration(run, request):
+    """From Python, whatever the episode lengths, a run ends within one iteration of
+    total_timesteps: GRPO at or past it (it runs while steps remain; on-policy, the default
+    iteration count is an upper bound), PPO at or below it (whole iterations of num_envs *
+    num_steps, as in PureJaxRL). experiments/budgets.py measures larger budgets."""
+    cfg, _, m = request.getfixturevalue(run)
+    steps = m["env_steps"]
+    one = np.diff(steps, axis=1, prepend=0.0).max()
+    assert (abs(steps[:, -1] - cfg.total_timesteps) < one).all(), (steps[:, -1], one)
+    assert (steps[:, -1] >= cfg.total_timesteps).all() == (cfg.algo == "grpo")
 
 
 def test_grpo_learns_cartpole_small(grpo_run):

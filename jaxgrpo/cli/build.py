@@ -32,7 +32,7 @@ def build_config(args):
     try:
         config, seeds, base_seed = configio.config_from_dict(d)
         if getattr(config, "init_from", None) is not None:
-            configio.check_init_from(config)     # before anything is compiled or written
+            configio.check_init_from(config, seeds)   # before anything is compiled or written
         return config, seeds, base_seed
     except ValueError as e:
         field = str(e).split(":", 1)[0]

@@ -67,9 +67,9 @@ def _sft_head() -> Parser:
     p = Parser(prog="jaxgrpo sft", epilog=SIGNALS_EPILOG, description=(
         "Supervised warm start on a text task (next-token prediction on task samples, "
         "compiled) into a run folder like jaxgrpo train's; prints the held-out greedy "
-        "accuracy. Start GRPO from it with jaxgrpo train --env text:NAME --set "
-        "init_from=RUN_DIR. Precedence: defaults < --config < --env/--steps/--seeds/--seed "
-        "< --set."))
+        "accuracy. Start GRPO from it with jaxgrpo train --set init_from=RUN_DIR (its task "
+        "and model come along; seed i starts from SFT seed i). Precedence: defaults < "
+        "--config < --env/--steps/--seeds/--seed < --set."))
     p.add_argument("--env", help=f"text task, text:NAME (default: "
                                  f"{field_default(SFTConfig, 'env')})")
     p.add_argument("--steps", type=count(1), metavar="N", dest="num_steps",

@@ -28,7 +28,7 @@ def sweep_args(args):
     spec = grids.load_sweep_spec(args.config)
     for config in grids.grid_configs(spec["config"], spec["grid"])[1]:
         if getattr(config, "init_from", None) is not None:
-            configio.check_init_from(config)     # before the folder is written
+            configio.check_init_from(config, per_seed=False)   # before the folder is written
     if args.checkpoint_every is not None:
         spec["checkpoint_every"] = args.checkpoint_every
         if args.checkpoint_every % spec["log_every"]:

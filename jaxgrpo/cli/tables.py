@@ -32,13 +32,11 @@ def result_table(summary: dict, out) -> str:
             lines.append(f"  note: used {used:,.0f} of the {budget:,}-step budget per seed: PPO "
                          f"runs whole iterations of num_envs x num_steps steps, and "
                          f"{summary['iterations']} fit in the budget")
-        else:
-            why = (f"num_iterations={summary['num_iterations']}"
-                   if summary.get("num_iterations") is not None else
-                   "the default count for this budget; episodes stayed shorter than it assumes")
+        elif summary.get("num_iterations") is not None:   # the default count fits the budget
             lines.append(f"  note: used {used:,.0f} of the {budget:,}-step budget per seed: the "
-                         f"run ended after its {summary['iterations']} iterations ({why}); raise "
-                         "num_iterations (--set num_iterations=N) to use the rest")
+                         f"run ended after its {summary['iterations']} iterations "
+                         f"(num_iterations={summary['num_iterations']}); raise num_iterations "
+                         "(--set num_iterations=N) or leave it unset to use the rest")
     lines.append({"final return": "  (final return: each seed's training return in its last "
                                   "iteration)",
                   "final reward": "  (final reward: each seed's mean verifier reward of its "

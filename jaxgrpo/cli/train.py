@@ -1,6 +1,7 @@
 """``jaxgrpo train`` and ``jaxgrpo sft``: a run folder from the arguments, its result table."""
 from __future__ import annotations
 
+import shlex
 import sys
 
 from .build import build_config, default_out, preset_name, resume_config
@@ -30,7 +31,9 @@ def cmd_train(argv, sft: bool = False) -> int:
     name = "sft" if sft else "train"
     config, seeds, base_seed, out = _configure(args)
     from .. import runs          # here: it imports JAX, which --help and bad input never need
-    echo = None if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    # --quiet: no status lines (None would turn run_training's notes into warnings)
+    echo = (lambda *a: None) if args.quiet else (
+        lambda *a: print(*a, file=sys.stderr, flush=True))
     try:
         with preemption.handling():
             summary = runs.run_training(
@@ -53,7 +56,7 @@ def cmd_train(argv, sft: bool = False) -> int:
         return EXIT_INTERRUPTED
     print(result_table(summary, out))
     if sft and summary["complete"]:
-        _sft_accuracy(config, out, base_seed)
+        _sft_accuracy(config, out, seeds, base_seed)
     return 0
 
 
@@ -61,12 +64,14 @@ def cmd_sft(argv) -> int:
     return cmd_train(argv, sft=True)
 
 
-def _sft_accuracy(config, out, base_seed) -> None:
-    """Print the held-out greedy accuracy of a finished SFT run and how to start GRPO from it."""
+def _sft_accuracy(config, out, seeds, base_seed) -> None:
+    """Print the held-out greedy accuracy of a finished SFT run and how to start GRPO from it
+    (``init_from`` takes the run's task and model; GRPO seed i starts from SFT seed i)."""
     from .. import runs
     from ..text.evaluation import evaluate_text
     run = runs.load_run(out)
     res = evaluate_text(config, run.state.params, num_prompts=SFT_EVAL_PROMPTS, num_samples=0,
                         seed=base_seed)
     print(sft_accuracy_line(res, SFT_EVAL_PROMPTS))
-    print(f"start GRPO from it: jaxgrpo train --env {config.env} --set init_from={out}")
+    print("start GRPO from it: jaxgrpo train --set " + shlex.quote(f"init_from={out}")
+          + (f" --seeds {seeds}" if seeds > 1 else ""))

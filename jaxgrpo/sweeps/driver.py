@@ -142,7 +142,7 @@ def _check_call(config, grid, seeds, base_seed, log_every, devices, vmap_size,
     checked = set()       # init_from and the model shape it must match are static fields
     for cfg in configs:
         if getattr(cfg, "init_from", None) is not None and static_key(cfg) not in checked:
-            check_init_from(cfg)
+            check_init_from(cfg, per_seed=False)
             checked.add(static_key(cfg))
     mesh = run_mesh(devices)
     check_devices(mesh)
