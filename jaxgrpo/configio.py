@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from .checks import check_count, field_hint
-from .config import config_class
+from .config import config_class, is_text
 from .fileio import write_text
 from .presets import preset_fields
 
@@ -243,7 +243,8 @@ def task_from_init_from(d: Mapping) -> dict:
     that run's (``env_kwargs`` and ``max_new_tokens`` only when ``env`` is unset or the run's).
     Reads the run's config.yaml only when a field is missing; ``d`` unchanged without
     ``init_from``."""
-    if d.get("init_from") is None or all(k in d for k in TASK_FIELDS):
+    if d.get("init_from") is None or all(k in d for k in TASK_FIELDS) or (
+            "env" in d and not is_text(d["env"])):     # refused when the config is validated
         return dict(d)
     saved, _ = source_run(d["init_from"])
     same_env = d.get("env", saved.env) == saved.env

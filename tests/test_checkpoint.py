@@ -104,11 +104,15 @@ def test_ppo_stopped_and_resumed_equals_one_go(ppo_runs):
         np.testing.assert_array_equal(a.metrics[k], b.metrics[k], err_msg=k)
     pd.testing.assert_frame_equal(pd.read_csv(ppo_runs / "one_go" / "metrics.csv"),
                                   pd.read_csv(ppo_runs / "resumed" / "metrics.csv"))
-    # TensorBoard hook: seed means of every metric, for the resumed iterations 3 and 4
-    steps = sorted({s for t, _, s in FakeWriter.scalars if t == "train/env_steps"})
-    assert steps == [3, 4]
+    # TensorBoard hook: seed means of every metric, for the resumed iterations 3 and 4, against
+    # env steps
+    its = sorted(v for t, v, _ in FakeWriter.scalars if t == "train/iteration")
+    assert its == [3, 4]
+    expect = b.metrics["env_steps"][:, 2:].mean(0)
+    for tag in ("train/env_steps", "train/iteration"):
+        np.testing.assert_allclose(sorted(s for t, _, s in FakeWriter.scalars if t == tag), expect)
     env_steps = [v for t, v, s in FakeWriter.scalars if t == "train/env_steps"]
-    np.testing.assert_allclose(sorted(env_steps), b.metrics["env_steps"][:, 2:].mean(0))
+    np.testing.assert_allclose(sorted(env_steps), expect)
 
 
 def _copy(src, dst):
