@@ -6,7 +6,8 @@ A run folder holds
 - ``config.yaml``: the resolved config (``algo``, every field, ``seeds``, ``base_seed``);
   ``jaxgrpo train --config RUN/config.yaml`` reproduces the run;
 - ``metrics.csv``: tidy, one row per (seed, iteration): ``seed, iteration, env_steps`` and every
-  metric (empty cells = NaN: GRPO iterations not run once the env-step budget was used);
+  metric, up to the last iteration any seed trained (``trim_idle``; empty cells = NaN: a
+  seed's on-policy GRPO iterations after its env-step budget was used);
 - ``summary.json``: final return (mean and 95% bootstrap CI over seeds), compile and run
   seconds, env steps per second, versions, device;
 - ``curves.png``: mean episode return and its 95% CI band over seeds against env steps;
@@ -119,6 +120,19 @@ def metrics_frame(metrics: Mapping[str, np.ndarray]):
     return pd.DataFrame(cols)
 
 
+def trim_idle(metrics: Mapping[str, np.ndarray]) -> dict:
+    """``metrics`` (``{name: [S, I]}``) without the trailing iterations at which no seed
+    trained: an on-policy GRPO run's scan is as long as its budget could take, and the
+    iterations after the budget is spent leave ``env_steps`` as it was (their other metrics
+    NaN). An iteration trained when its ``env_steps`` grew (the first always counts)."""
+    steps = np.asarray(metrics["env_steps"], np.float64)
+    if steps.shape[-1] == 0:
+        return dict(metrics)
+    grew = np.diff(steps, axis=-1, prepend=-np.inf) > 0                  # [S, I]
+    n = int(np.flatnonzero(grew.any(0))[-1]) + 1
+    return {k: np.asarray(v)[..., :n] for k, v in metrics.items()}
+
+
 def frame_to_metrics(df) -> dict:
     """Inverse of ``metrics_frame``: ``{name: [S, I]}`` (float64)."""
     df = df.sort_values(["seed", "iteration"])
@@ -162,7 +176,7 @@ def write_results(out, config, metrics, summary, plot=True) -> None:
     atomically."""
     out = Path(out)
     with atomic_path(out / "metrics.csv") as tmp:
-        metrics_frame(metrics).to_csv(tmp, index=False)
+        metrics_frame(trim_idle(metrics)).to_csv(tmp, index=False)
     write_json(out / "summary.json", summary)
     if plot:
         with atomic_path(out / "curves.png") as tmp:

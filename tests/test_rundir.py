@@ -93,6 +93,26 @@ def test_metrics_frame_round_trips():
         np.testing.assert_array_equal(back[k], m[k])
 
 
+def test_metrics_csv_ends_at_the_last_iteration_any_seed_trained():
+    """On-policy GRPO's scan runs past the budget: iterations that leave every seed's env_steps
+    as it was are dropped from the end only (an idle iteration of one seed stays while another
+    seed trains; a NaN loss of a diverged iteration that collected steps stays)."""
+    nan = np.nan
+    m = {"env_steps": np.array([[10., 20., 20., 20., 20.], [10., 20., 30., 30., 30.]]),
+         "loss": np.array([[1., nan, nan, nan, nan], [1., 2., nan, nan, nan]])}
+    grew = np.zeros((2, 5), bool)
+    for s in range(2):                               # the plain reading of "env_steps grew"
+        for i in range(5):
+            grew[s, i] = i == 0 or m["env_steps"][s, i] > m["env_steps"][s, i - 1]
+    n = max(i for i in range(5) if grew[:, i].any()) + 1
+    t = rundir.trim_idle(m)
+    assert n == 3
+    for k in m:
+        np.testing.assert_array_equal(t[k], m[k][:, :n])
+    ppo = {"env_steps": np.cumsum(np.ones((2, 4)), 1), "loss": np.full((2, 4), np.nan)}
+    assert rundir.trim_idle(ppo)["loss"].shape == (2, 4)
+
+
 def test_exclusive_write_never_replaces(tmp_path):
     from jaxgrpo.fileio import write_text
     write_text(tmp_path / "config.yaml", "first", exclusive=True)
