@@ -287,6 +287,17 @@ def measure_phases(spec) -> dict:
                                   (("collect", t_collect), ("score", t_score), ("learn", t_learn))}}
 
 
+def write_report(md: str, res: dict, out: str | None) -> None:
+    """Print the markdown ``md``; with ``out``, also write it there and ``res`` beside it as
+    JSON (the same name, ``.json``)."""
+    if out:
+        from pathlib import Path
+        Path(out).write_text(md)
+        Path(os.path.splitext(out)[0] + ".json").write_text(json.dumps(res, indent=1))
+        print(f"wrote {out}")
+    print(md)
+
+
 def machine() -> dict:
     """``jaxgrpo.provenance.machine_info()`` (imported here: a measurement of a prototype copy
     of jaxgrpo, first on PYTHONPATH, need not have it)."""

@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 HERE = Path(__file__).parent
@@ -289,13 +288,8 @@ def main(argv=None) -> int:
     res["all_times"] = {**{f"generation {n} x{r['seeds']}": r["times_s"]
                            for n, r in res["generation"]},
                         "whole run": w["times_s"]}
-    md = markdown(res)
-    out = a.out or (None if a.tiny else str(HERE / "text_early_stop.md"))
-    if out:
-        Path(out).write_text(md)
-        Path(os.path.splitext(out)[0] + ".json").write_text(json.dumps(res, indent=1))
-        print(f"wrote {out}")
-    print(md)
+    from benchmarks.measure import write_report
+    write_report(markdown(res), res, a.out or (None if a.tiny else str(HERE / "text_early_stop.md")))
     return 0
 
 

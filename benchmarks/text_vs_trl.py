@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -318,13 +317,8 @@ def main(argv=None) -> int:
     res["gen_width"] = a.widths[len(a.widths) // 2]
     res["generation"] = generation_scaling(a, res["gen_width"],
                                            (4, 8) if a.tiny else (16, 64, 256))
-    md = markdown(res)
-    out = a.out or (None if a.tiny else str(HERE / "text_vs_trl.md"))
-    if out:
-        Path(out).write_text(md)
-        Path(os.path.splitext(out)[0] + ".json").write_text(json.dumps(res, indent=1))
-        print(f"wrote {out}")
-    print(md)
+    from benchmarks.measure import write_report
+    write_report(markdown(res), res, a.out or (None if a.tiny else str(HERE / "text_vs_trl.md")))
     return 0
 
 
