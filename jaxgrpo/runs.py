@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import compiled, preemption
@@ -37,7 +38,7 @@ from .provenance import versions
 from .rundir import (OPTIONS_FILE, RENAMED_METRICS, check_folder_path, folder_kind,
                      holds_results, summarize, write_results)
 from .stats import bootstrap_ci
-from .train import make_train
+from .train import budget_left, make_train
 
 
 # ----------------------------------------------------------------------------- init_from
@@ -112,6 +113,22 @@ def _compiled_run(config, seeds, n, log_every, state_shape, compiler_options=Non
     return compiled.cached(_run_key(config, seeds, n, log_every, compiler_options),
                            lambda: jax.jit(jax.vmap(lambda s: train.run(s, None, n)))
                            .lower(state_shape).compile(compiler_options=compiler_options))
+
+
+def _compiled_spent(config, seeds, n, log_every, state_shape, compiler_options=None):
+    """``_compiled_run`` of seeds whose budgets are all spent (``train.run_spent``: the same
+    results, bitwise, from a program without rollout and update)."""
+    train = _train_fn(config, log_every)
+    return compiled.cached(("runs.spent", *_run_key(config, seeds, n, log_every,
+                                                    compiler_options)[1:]),
+                           lambda: jax.jit(jax.vmap(lambda s: train.run_spent(s, None, n)))
+                           .lower(state_shape).compile(compiler_options=compiler_options))
+
+
+def _spent(config, log_every, state) -> bool:
+    """Whether every seed of a budgeted run has used its budget (``train.budget_left``)."""
+    return getattr(_train_fn(config, log_every), "run_spent", None) is not None and \
+        not bool(jnp.any(budget_left(config, state)))
 
 
 def default_log_every(iterations: int) -> int:
@@ -354,8 +371,10 @@ def _train_chunks(ckpt, run: _Run, state, stop, checkpoint_every, compiler_optio
                   reporter) -> None:
     """Train ``run`` from ``state`` until ``stop`` iterations in chunks of ``chunk_length``
     iterations, with a checkpoint (and, before the end, the folder's results without the plot)
-    every ``checkpoint_every`` iterations and at ``stop``. Before each chunk, a signal caught
-    by ``preemption.handling()`` saves the iteration reached and raises ``Preempted``."""
+    every ``checkpoint_every`` iterations and at ``stop``. Once every seed's budget is spent
+    (on-policy GRPO), the rest of the scan runs in one call of ``train.run_spent`` (bitwise
+    the same, without checkpoints between). Before each chunk, a signal caught by
+    ``preemption.handling()`` saves the iteration reached and raises ``Preempted``."""
     config, seeds = run.config, run.seeds
     state_shape = jax.eval_shape(lambda s: s, state)
     length = chunk_length(run.log_every, checkpoint_every)
@@ -371,13 +390,18 @@ def _train_chunks(ckpt, run: _Run, state, stop, checkpoint_every, compiler_optio
         started = False
         while run.done < stop:
             preemption.check(run.out, run.done, save_reached)
-            n = min(stop, (run.done // length + 1) * length) - run.done
-            if _run_key(config, seeds, n, run.log_every, compiler_options) not in \
-                    compiled.CACHE and not (announced and not started):
-                run.say(f"compiling {config.algo.upper()} {config.env}: {seeds} seed(s), "
-                        f"{n} iterations per call ...")
-            fn, dt = _compiled_run(config, seeds, n, run.log_every, state_shape,
-                                   compiler_options)
+            if _spent(config, run.log_every, state):   # the rest is idle: one cheap call
+                n = stop - run.done
+                fn, dt = _compiled_spent(config, seeds, n, run.log_every, state_shape,
+                                         compiler_options)
+            else:
+                n = min(stop, (run.done // length + 1) * length) - run.done
+                if _run_key(config, seeds, n, run.log_every, compiler_options) not in \
+                        compiled.CACHE and not (announced and not started):
+                    run.say(f"compiling {config.algo.upper()} {config.env}: {seeds} seed(s), "
+                            f"{n} iterations per call ...")
+                fn, dt = _compiled_run(config, seeds, n, run.log_every, state_shape,
+                                       compiler_options)
             run.compile_s += dt
             if not started:
                 reporter.start(float(np.mean(np.asarray(state.env_steps))))

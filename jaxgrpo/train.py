@@ -102,8 +102,9 @@ def make_train(config, callback=None, callback_every=1, params=None):
     """The pure training function of a config: its algorithm's collect -> score -> learn ->
     reference sync, iterated in one ``lax.scan``: ``train(key, hparams=None) -> (TrainState,
     metrics [config.iterations] each)``, with ``train.init``, ``train.run`` (chunks, resume),
-    ``train.policy``, ``train.num_iterations``, ``train.step`` (one iteration, unscanned) and
-    ``train.optimizer(hparams)``. A budgeted
+    ``train.policy``, ``train.num_iterations``, ``train.step`` (one iteration, unscanned),
+    ``train.optimizer(hparams)`` and ``train.run_spent`` (a budgeted run's ``run`` once its
+    budget is spent; None when not budgeted). A budgeted
     algorithm (GRPO) runs while fewer than ``total_timesteps`` valid steps were used; later
     rows are NaN, their ``env_steps`` unchanged. ``params``: the initial params of every run
     (e.g. ``runs.init_params(config)`` for ``init_from``; make_train reads no file);
@@ -170,7 +171,19 @@ def make_train(config, callback=None, callback_every=1, params=None):
         ``-> (state, metrics)``."""
         return step(state, resolve_hparams(config, hparams))
 
-    return train_function(init_state, run, optimizer, policy, n_iter, one_step)
+    def run_spent(state: TrainState, hparams=None, num_iterations=n_iter):
+        """``run(state, hparams, num_iterations)`` of a budgeted run whose budget is spent
+        (``budget_left`` false), bitwise, without the rollout and update in the program (each
+        iteration is ``idle``'s) and with one callback, after the last iteration (the ones
+        between would report nothing new): cheap to compile and to run, for the rest of a
+        scan once every run's budget is used (``runs`` does that)."""
+        hp = resolve_hparams(config, hparams)
+        return scan_iterations(lambda s: idle(s, lambda x: iteration(x, hp), algo.keys), state,
+                               num_iterations, callback, num_iterations)
+
+    train = train_function(init_state, run, optimizer, policy, n_iter, one_step)
+    train.run_spent = run_spent if budgeted else None
+    return train
 
 
 def budget_left(config, state):

@@ -75,6 +75,23 @@ def test_a_budget_below_one_iteration_runs_one(grpo_tiny_budget):
     assert ran[:, 0].all() and m["env_steps"][:, -1].min() >= cfg.total_timesteps
 
 
+def test_a_spent_run_goes_on_bitwise_without_its_rollout(grpo_tiny_budget):
+    """``train.run_spent`` (what a run folder's chunk loop calls once every seed's budget is
+    spent) gives ``train.run``'s state and metrics, bitwise, from a spent state; PPO has none."""
+    from jaxgrpo.keys import key_data
+    cfg, state, _ = grpo_tiny_budget
+    assert not bool(jaxgrpo.train.budget_left(cfg, state))
+    train = jaxgrpo.make_train(cfg)
+    a = jax.jit(lambda s: train.run(s, None, 3))(state)
+    b = jax.jit(lambda s: train.run_spent(s, None, 3))(state)
+    plain = lambda t: [np.asarray(x) for x in jax.tree.leaves(key_data(t))]
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(plain(a), plain(b)):
+        np.testing.assert_array_equal(x, y)
+    assert np.isnan(b[1]["loss"]).all() and (b[1]["env_steps"] == state.env_steps).all()
+    assert jaxgrpo.make_train(jaxgrpo.PPOConfig(total_timesteps=1024)).run_spent is None
+
+
 @pytest.mark.parametrize("run", ["grpo_run", "grpo_tiny_budget", "ppo_run"])
 def test_a_run_trains_its_budget_within_one_iteration(run, request):
     """From Python, whatever the episode lengths, a run ends within one iteration of
