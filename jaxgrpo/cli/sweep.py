@@ -30,10 +30,8 @@ def sweep_args(args):
         if getattr(config, "init_from", None) is not None:
             configio.check_init_from(config, per_seed=False)   # before the folder is written
     if args.checkpoint_every is not None:
-        spec["checkpoint_every"] = args.checkpoint_every
-        if args.checkpoint_every % spec["log_every"]:
-            raise ValueError(f"--checkpoint-every: must be a multiple of log_every "
-                             f"({spec['log_every']}), got {args.checkpoint_every}")
+        spec["checkpoint_every"] = grids.check_checkpoint_every(args.checkpoint_every,
+                                                                spec["log_every"])
     out = Path(args.out or spec["out"] or Path("runs") / Path(args.config).stem)
     sweepdir.check_sweep_out(out, overwrite=args.overwrite)
     if args.tensorboard and (out / "tensorboard").exists():
