@@ -224,7 +224,7 @@ def hf_config(cfg, model_type: str, tokenizer=None) -> dict:
               "torch_dtype": "float32", **ids}
     if model_type == "gpt2":
         return {**common, "n_embd": c.width, "n_layer": c.num_layers, "n_head": c.num_heads,
-                "n_positions": c.max_len, "n_ctx": c.max_len, "n_inner": _mlp_width(c),
+                "n_positions": c.max_len, "n_ctx": c.max_len, "n_inner": c.mlp_width,
                 "activation_function": "gelu_new", "layer_norm_epsilon": c.norm_eps,
                 "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
                 "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
