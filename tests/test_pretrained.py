@@ -172,6 +172,23 @@ def test_transformers_5_config_reads_the_same(ckpt):
     jax.tree.map(np.testing.assert_array_equal, params, ckpt["params"])
 
 
+def test_rope_scaling_forms(llama, tmp_path):
+    """transformers 4's old "type" key, a null rope_scaling, and rope_parameters without a
+    type all read as transformers reads them."""
+    d = _copy(llama[0], tmp_path / "rope")
+    raw = json.loads((d / "config.json").read_text())
+    del raw["rope_parameters"]
+    for scaling, theta, expected in (({"type": "linear", "factor": 2.0}, 1e4,
+                                      (("factor", 2.0), ("rope_type", "linear"))),
+                                     (None, 5e5, None), ({"rope_type": "default"}, 1e4, None)):
+        (d / "config.json").write_text(json.dumps({**raw, "rope_theta": theta,
+                                                   "rope_scaling": scaling}))
+        cfg = read_model_config(d)
+        assert (cfg.rope_theta, cfg.rope_scaling) == (theta, expected)
+    (d / "config.json").write_text(json.dumps({**raw, "rope_parameters": {"rope_theta": 7.0}}))
+    assert (read_model_config(d).rope_theta, read_model_config(d).rope_scaling) == (7.0, None)
+
+
 def test_is_pretrained_dir(ckpt, tmp_path):
     assert is_pretrained_dir(ckpt["dir"]) and is_pretrained_dir(str(ckpt["dir"]))
     (tmp_path / "config.yaml").write_text("algo: grpo\n")
@@ -355,6 +372,13 @@ def test_bfloat16_weights_and_compute_dtype(tmp_path):
     q = params["blocks"][1]["qkv"]["kernel"]
     assert q.dtype == jnp.float32
     np.testing.assert_array_equal(np.asarray(q)[:, :ref.shape[1]], ref)
+    # bfloat16 compute stays near float32 compute on the same (bfloat16-valued) weights
+    tokens = np.random.default_rng(0).integers(0, 360, (2, 10)).astype(np.int32)
+    valid = np.arange(10)[None] >= np.array([[0], [4]])
+    theirs = hf_logits(hf.float(), tokens, valid)
+    ours = np.asarray(jax.jit(model.forward)(params, tokens, valid))
+    err = np.abs(ours - theirs)[valid].max()
+    assert 1e-4 < err < 0.05 * np.abs(theirs[valid]).max()
 
 
 def _edit_weights(d, edit):

@@ -164,9 +164,14 @@ def model_config_fields(raw: dict, directory="config.json") -> dict:
 
 
 @functools.lru_cache(maxsize=32)
-def _read_model_config(path: str, stamp, dtype):
+def _read_model_config(path: str, text: str, dtype):
     from .model import ModelConfig
-    raw = _read_json(Path(path) / "config.json")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: config.json is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: config.json must hold a JSON object, got {type(raw).__name__}")
     fields = model_config_fields(raw, path)
     try:
         return ModelConfig(dtype=dtype, **fields)
@@ -175,17 +180,19 @@ def _read_model_config(path: str, stamp, dtype):
 
 
 def read_model_config(directory, dtype=None):
-    """The ``ModelConfig`` of a checkpoint folder (reads config.json only; cached while the
-    file is unchanged). ``dtype``: compute dtype (default float32). ``ValueError`` (one line)
-    for a missing config.json or an unsupported architecture."""
+    """The ``ModelConfig`` of a checkpoint folder (reads config.json only; cached by its
+    contents). ``dtype``: compute dtype (default float32). ``ValueError`` (one line) for a
+    missing config.json or an unsupported architecture."""
     import jax.numpy as jnp
     p = Path(directory).expanduser().resolve()
     f = p / "config.json"
     if not f.is_file():
         raise ValueError(f"{p}: no config.json (not a Hugging Face checkpoint folder)")
-    st = f.stat()
-    return _read_model_config(str(p), (st.st_mtime_ns, st.st_size),
-                              jnp.float32 if dtype is None else dtype)
+    try:
+        text = f.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f}: cannot read it: {e}") from None
+    return _read_model_config(str(p), text, jnp.float32 if dtype is None else dtype)
 
 
 def model_type_of(cfg) -> str:
