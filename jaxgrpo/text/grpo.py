@@ -74,8 +74,8 @@ def sample_completions(model, task, params, key, num_groups, group_size, tempera
     k_prompt, k_gen = jax.random.split(key)
     prompts, gid = sample_groups(task, k_prompt, num_groups, group_size)
     M = task.max_new_tokens
-    valid = prompt_valid(prompts.tokens, prompts.length)
-    completion, logp, length = model.generate(params, k_gen, prompts.tokens, valid, M,
+    real = prompt_valid(prompts.tokens, prompts.length)
+    completion, logp, length = model.generate(params, k_gen, prompts.tokens, real, M,
                                               temperature=temperature, eos_id=task.eos_id,
                                               greedy=greedy, early_stop=early_stop,
                                               **sampling_filters(top_k, top_p))
@@ -86,7 +86,7 @@ def sample_completions(model, task, params, key, num_groups, group_size, tempera
                          length_sum=jnp.sum(mask.astype(jnp.float32)),
                          count=jnp.sum(valid), valid_steps=jnp.sum(mask.astype(jnp.float32)),
                          sim_steps=jnp.float32(mask.size) * active)
-    return Completions(prompts.tokens, valid, completion, logp, length, mask, reward, gid), stats
+    return Completions(prompts.tokens, real, completion, logp, length, mask, reward, gid), stats
 
 
 def sampling_filters(top_k, top_p) -> dict:
