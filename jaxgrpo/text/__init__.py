@@ -1,5 +1,6 @@
 """Language models on verifiable text tasks: a character tokenizer, the task interface
-(``interface``), built-in tasks (``tasks``) and dataset tasks (``datasets``), a causal
+(``interface``), built-in tasks (``tasks``) and dataset tasks (``datasets``), Python reward
+functions (``rewardfns``), a causal
 transformer (``model``), GRPO and SFT on them (``grpo``, ``sft``) and pass@k evaluation
 (``evaluation``).
 
@@ -15,12 +16,16 @@ _NAMES = {
     "Prompt": "interface", "TextTask": "interface", "completion_length": "interface",
     "exact_match": "interface", "reference_completion": "interface",
     "TASKS": "tasks", "make_task": "tasks",
-    "from_reasoning_gym": "datasets",
+    "from_reasoning_gym": "datasets", "from_records": "datasets",
+    "reasoning_gym_records": "datasets",
+    "exact_match_reward": "rewardfns", "format_reward": "rewardfns",
+    "math_verify_reward": "rewardfns", "extract_answer": "rewardfns",
     "ModelConfig": "model", "Transformer": "model",
     "evaluate_text": "evaluation", "heldout_prompts": "evaluation", "pass_at_k": "evaluation",
 }
 
-_MODULES = ("datasets", "evaluation", "grpo", "interface", "model", "sft", "tasks", "tokenizer")
+_MODULES = ("datasets", "evaluation", "grpo", "interface", "model", "rewardfns", "sft", "tasks",
+            "tokenizer")
 
 __all__ = sorted(_NAMES)
 
