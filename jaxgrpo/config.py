@@ -363,8 +363,6 @@ class GRPOConfig(_TextFields, _BaseConfig):
                           f"{self.env!r}; gymnax environments give their own rewards")
             return
         if not funcs:
-            if self.reward_weights is not None:
-                fail("reward_weights", "weights of no reward functions (set reward_funcs)")
             _check_dataset_answers(self, "without reward_funcs its reward is the in-graph "
                                    "exact match of the answer")
             return
