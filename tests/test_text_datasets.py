@@ -297,3 +297,38 @@ def test_reasoning_gym_natural_form_is_chat_messages_with_columns():
     assert len(tok.calls) == 12 and all(add for _, add in tok.calls)
     with pytest.raises(ValueError, match="tokenizer is an option of the natural form"):
         from_reasoning_gym("chain_sum", 12, 5, tokenizer=tok)
+
+
+def test_pretrained_tokenizer_prompts_equal_transformers(tmp_path):
+    """With a Hugging Face tokenizer folder (``env_kwargs["tokenizer"]``, or ``init_from``'s):
+    chat prompts are transformers' ``apply_chat_template(..., add_generation_prompt=True)``
+    ids and text prompts its ``add_special_tokens=True`` ids, left-padded with the pad id;
+    Python rewards decode completions with it."""
+    pytest.importorskip("jaxgrpo.text.hf_tokenizer")
+    transformers = pytest.importorskip("transformers")
+    make_tokenizer = pytest.importorskip("test_hf_tokenizer").make_tokenizer
+    from jaxgrpo.text.rewardfns import RewardFns, exact_match_reward
+    make_tokenizer(tmp_path / "tok")
+    rows = [{"prompt": [{"role": "user", "content": f"what is {a}+7? think"}],
+             "answer": str(a + 7)} for a in range(4)] + [{"prompt": "the cat sat", "answer": "x"}]
+    c = GRPOConfig(env="text:dataset", env_kwargs={"data": rows, "heldout": 0,
+                                                   "tokenizer": str(tmp_path / "tok")},
+                   num_layers=1, width=16, num_heads=2, max_len=64)
+    task, tok = c.task, c.task.tokenizer
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    p = jax.vmap(task.sample)(jax.random.split(jax.random.key(0), 32))
+    assert set(np.asarray(p.index).tolist()) == set(range(5))
+    for t, n, i in zip(np.asarray(p.tokens), np.asarray(p.length), np.asarray(p.index)):
+        r = rows[i]["prompt"]
+        ref = (hf.apply_chat_template(r, add_generation_prompt=True, tokenize=True)
+               if isinstance(r, list) else hf(r, add_special_tokens=True)["input_ids"])
+        ref = ref["input_ids"] if hasattr(ref, "keys") else ref
+        assert t[-n:].tolist() == list(ref) and (t[:-n] == tok.pad_id).all()
+    fns = RewardFns((exact_match_reward,), (1.0,), ("exact_match_reward",), tok, task.data)
+    ans = [tok.encode(f"<answer>{rows[i]['answer']}</answer>") for i in np.asarray(p.index)]
+    comp = np.full((32, max(map(len, ans)) + 1), tok.pad_id, np.int32)
+    for r, a in enumerate(ans):
+        comp[r, :len(a) + 1] = [*a, tok.eos_token_ids[0]]
+    out = fns.per_function(p, jnp.asarray(comp), jnp.asarray([len(a) for a in ans]),
+                           jnp.ones(32, bool))
+    np.testing.assert_array_equal(np.asarray(out), np.ones((32, 1)))

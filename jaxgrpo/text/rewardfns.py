@@ -156,7 +156,8 @@ def math_verify_reward(prompts, completions, answer, **kwargs) -> list[float | N
     ``answer`` column, as the ``math-verify`` package decides (``parse`` of both,
     ``verify(gold, prediction)``: LaTeX and plain expressions, ``\\boxed{}``, fractions,
     sets...), else 0.0; None when the gold answer is None or cannot be parsed (TRL's
-    ``accuracy_reward`` rule). Needs ``pip install math-verify``."""
+    ``accuracy_reward`` rule). Needs ``pip install math-verify``. Its timeouts are off: they
+    use signals, which work only in the main thread, and the callback runs in another."""
     mv = _math_verify()
     out = []
     for c, a in zip(completions, answer):
@@ -287,7 +288,7 @@ def call_reward_func(f, name, prompts, completions, completion_ids, columns) -> 
     for i, v in enumerate(out):
         if v is None:
             vals[i] = np.nan
-        elif isinstance(v, (int, float, np.integer, np.floating)):
+        elif isinstance(v, (int, float, np.integer, np.floating, np.bool_)):
             vals[i] = float(v)
         else:
             raise RewardFunctionError(f"reward_funcs: {name} returned {v!r} for completion "
