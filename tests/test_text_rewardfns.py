@@ -76,6 +76,17 @@ def test_math_verify_reward():
         [1.0, 1.0, 0.0, None, 1.0]
 
 
+def test_reasoning_gym_reward_is_its_scorer():
+    from jaxgrpo.text.datasets import reasoning_gym_records
+    from jaxgrpo.text.rewardfns import reasoning_gym_reward
+    rows = reasoning_gym_records("chain_sum", 3, 0)
+    cols = {k: [r[k] for r in rows] for k in ("answer", "metadata", "question")}
+    comps = [f"<think>add</think><answer>{rows[0]['answer']}</answer>", "nonsense",
+             f" {rows[2]['answer']} "]
+    assert reasoning_gym_reward(None, comps, **cols) == [1.0, 0.0, 1.0]
+    assert reasoning_gym_reward(None, ["1"], ["1"], [{}]) == [None]
+
+
 def test_math_verify_missing_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "math_verify", None)
     with pytest.raises(ValueError, match="needs the math-verify package: pip install"):

@@ -21,7 +21,8 @@ completions (no host round trip: the fast path).
 
 Built in: ``exact_match_reward`` (``extract_answer`` of the completion equals the ``answer``
 column), ``format_reward(pattern)`` (the completion matches a regular expression; ready-made:
-``think_answer_format``) and ``math_verify_reward`` (the optional ``math-verify`` package).
+``think_answer_format``), ``math_verify_reward`` (the optional ``math-verify`` package) and
+``reasoning_gym_reward`` (reasoning-gym's own scorer, for ``reasoning_gym_records`` rows).
 A function is named in a config or on the command line as ``module:function`` (``--set
 reward_funcs=[jaxgrpo.text.rewardfns:exact_match_reward,mymodule:my_reward]``), a factory's
 result as ``module:factory(literal arguments)``; config.yaml stores those strings.
@@ -39,7 +40,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 __all__ = ["DEFAULT_FORMAT", "RewardFns", "check_reward_funcs", "exact_match_reward",
-           "extract_answer", "format_reward", "math_verify_reward", "resolve", "reward_names",
+           "extract_answer", "format_reward", "math_verify_reward", "reasoning_gym_reward", "resolve", "reward_names",
            "spec_of", "think_answer_format"]
 
 
@@ -174,6 +175,32 @@ def math_verify_reward(prompts, completions, answer, **kwargs) -> list[float | N
         except Exception:  # noqa: BLE001 - an unverifiable prediction is a wrong one
             ok = False
         out.append(1.0 if ok else 0.0)
+    return out
+
+
+def reasoning_gym_reward(prompts, completions, answer, metadata, question=None,
+                         **kwargs) -> list[float | None]:
+    """reasoning-gym's own score of each completion (``score_answer`` of the dataset named by
+    ``metadata["source_dataset"]``) for rows of ``reasoning_gym_records`` (the natural form):
+    the answer scored is the text inside the completion's last ``<answer>...</answer>``, or
+    the whole completion (stripped) without one; None for a row without a source dataset."""
+    try:
+        from reasoning_gym import get_score_answer_fn
+    except ImportError:
+        raise ValueError("reasoning_gym_reward needs the reasoning-gym package: "
+                         "pip install 'jaxgrpo[text]'") from None
+    out = []
+    questions = question if question is not None else [None] * len(completions)
+    for c, a, m, q in zip(completions, answer, metadata, questions):
+        name = m.get("source_dataset") if isinstance(m, Mapping) else None
+        if name is None:
+            out.append(None)
+            continue
+        text = completion_text(c)
+        tags = _ANSWER_TAG.findall(text)
+        given = tags[-1].strip() if tags else text.strip()
+        entry = {"question": q, "answer": a, "metadata": m}
+        out.append(float(get_score_answer_fn(name)(answer=given, entry=entry)))
     return out
 
 
