@@ -331,19 +331,22 @@ def test_config_errors_name_the_field_and_the_function():
         cfg(reward_funcs=["nosuch:f"])
 
 
-def test_a_function_that_fails_mid_run_is_named():
+def test_a_function_that_fails_in_the_compiled_program_is_named(task):
     calls = []
 
     def flaky(prompts, completions, **kwargs):
         calls.append(1)
-        if len(calls) > 1:           # passes the check on the dummy batch, then fails
+        if len(calls) > 1:           # passes the check on a dummy batch, then fails
             raise RuntimeError("judge unavailable")
         return [0.0] * len(completions)
 
     c = cfg(reward_funcs=[flaky])
+    fns = RewardFns.of(c, c.task)
+    prompts, comp, length = batch(task, [0, 1], ["1", "2"], [True, True])
     with pytest.raises(Exception, match="reward_funcs: flaky raised RuntimeError: judge "
                                         "unavailable"):
-        jax.block_until_ready(jax.jit(make_train(c))(jax.random.key(0)))
+        jax.block_until_ready(jax.jit(fns.per_function)(prompts, comp, length,
+                                                        jnp.ones(2, bool)))
 
 
 def test_builtin_tasks_take_python_rewards_with_decoded_answers():
