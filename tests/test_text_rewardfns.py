@@ -245,6 +245,14 @@ def test_vmapped_seeds_make_one_call(task):
     assert rec.calls[0]["completions"] == ["1", "22", "333", "7"]    # seed-major
     assert rec.calls[0]["prompts"] == ["0+1=", "0+2=", "1+0=", "1+2="]
     np.testing.assert_array_equal(np.asarray(out), [[1.0, 2.0], [3.0, np.nan]])
+    # nested vmaps (a sweep of hparams x seeds): still one call, rows in row-major order
+    nest = lambda x: x.reshape(2, 1, *x.shape[1:])
+    f = lambda p, c, n, v: fns.combine(fns.per_function(p, c, n, v))
+    out2 = jax.jit(jax.vmap(jax.vmap(f)))(jax.tree.map(nest, stack(p0, p1)),
+                                          nest(stack(c0, c1)), nest(stack(l0, l1)),
+                                          nest(valid))
+    assert len(rec.calls) == 2 and rec.calls[1]["completions"] == ["1", "22", "333", "7"]
+    np.testing.assert_array_equal(np.asarray(out2)[:, 0], np.asarray(out))
 
 
 # ----------------------------------------------------------------------------- scoring
