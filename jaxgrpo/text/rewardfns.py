@@ -354,7 +354,11 @@ class RewardFns(NamedTuple):
         tok = self.tokenizer
         M = completion.shape[-1]
         ids = [completion[r, :min(int(length[r]) + 1, M)].tolist() for r in range(len(length))]
-        texts = [tok.decode(completion[r, :int(length[r])]) for r in range(len(length))]
+        try:
+            texts = [tok.decode(completion[r, :int(length[r])]) for r in range(len(length))]
+        except Exception as e:  # noqa: BLE001 - say where it happened
+            raise RewardFunctionError(f"reward_funcs: decoding the completions for the reward "
+                                      f"functions failed: {type(e).__name__}: {e}") from e
         if self.data is not None:
             rows = [int(i) for i in index]
             prompts = self.data.prompts(rows)
