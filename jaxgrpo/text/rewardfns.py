@@ -254,7 +254,9 @@ def resolve(spec) -> Callable:
 
 def spec_of(f) -> str | None:
     """The string ``resolve`` turns back into ``f`` (what config.yaml stores), or None when
-    there is none (a lambda, a closure, a function defined inside another)."""
+    there is none (a lambda, a closure, a function defined inside another). A function of a
+    script is ``__main__:name``, which resolves in that script's process only: for a run
+    folder whose config.yaml loads anywhere (``jaxgrpo eval``), put it in a module."""
     spec = getattr(f, "spec", None)
     if isinstance(spec, str):
         return spec
