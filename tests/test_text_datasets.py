@@ -147,7 +147,7 @@ def test_trains_in_the_compiled_loop_and_evaluates_on_the_heldout_split():
 
 # ----------------------------------------------------------------------------- from_records
 
-from jaxgrpo.text import TOKENIZER, from_records                        # noqa: E402
+from jaxgrpo.text import TOKENIZER, exact_match, from_records           # noqa: E402
 from jaxgrpo.text.datasets import Records, Rows, reasoning_gym_records  # noqa: E402
 from jaxgrpo.text.tokenizer import BOS                                  # noqa: E402
 
@@ -332,3 +332,18 @@ def test_pretrained_tokenizer_prompts_equal_transformers(tmp_path):
     out = fns.per_function(p, jnp.asarray(comp), jnp.asarray([len(a) for a in ans]),
                            jnp.ones(32, bool))
     np.testing.assert_array_equal(np.asarray(out), np.ones((32, 1)))
+    # the in-graph exact match ends answers at this tokenizer's EOS
+    ref = jax.vmap(task.reference_completion)(p) if hasattr(task, "eos_id") else None
+    if ref is not None:
+        n = jnp.asarray(p.answer_len)
+        assert (np.asarray(jax.vmap(task.verify)(p, ref, n)) == 1).all()
+
+
+def test_exact_match_takes_the_tokenizers_eos_ids():
+    answer = jnp.asarray([7, 8, PAD])
+    p = Prompt(jnp.zeros(2, jnp.int32), jnp.int32(2), answer, jnp.int32(2))
+    for eos, ok in [((40, 41), [1, 1, 0]), (41, [0, 1, 0])]:
+        comps = jnp.asarray([[7, 8, 40, PAD], [7, 8, 41, PAD], [7, 8, EOS, PAD]])
+        got = [float(exact_match(p, c, jnp.int32(2), eos)) for c in comps]
+        assert got == ok, (eos, got)
+    assert float(exact_match(p, jnp.asarray([7, 8, EOS, PAD]), jnp.int32(2))) == 1.0
