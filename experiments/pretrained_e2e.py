@@ -43,7 +43,7 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content']
             "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
-FULL = {"seeds": 8, "digits": 6, "rows": 4000, "width": 64, "layers": 2, "sft_steps": 60,
+FULL = {"seeds": 8, "digits": 6, "rows": 4000, "width": 64, "layers": 2, "sft_steps": 100,
         "grpo_iterations": 100, "num_groups": 16, "group_size": 8, "lr": 1e-4, "lora_rank": 8,
         "lora_alpha": 16.0, "lora_lr": 2e-3, "eval_prompts": 400}
 TINY = {"seeds": 2, "digits": 3, "rows": 200, "width": 16, "layers": 1, "sft_steps": 3,

@@ -206,7 +206,7 @@ def test_from_records_reads_jsonl_json_and_datasets_alike(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS) + "\n\n")
     (tmp_path / "d.json").write_text(json.dumps(ROWS))
     sources = [ROWS, str(tmp_path / "d.jsonl"), tmp_path / "d.json"]
-    datasets = pytest.importorskip("datasets")
+    import datasets
     sources.append(datasets.Dataset.from_list(ROWS))
     key = jax.random.split(jax.random.key(0), 16)
     ref = jax.vmap(from_records(ROWS).sample)(key)
@@ -304,9 +304,10 @@ def test_pretrained_tokenizer_prompts_equal_transformers(tmp_path):
     chat prompts are transformers' ``apply_chat_template(..., add_generation_prompt=True)``
     ids and text prompts its ``add_special_tokens=True`` ids, left-padded with the pad id;
     Python rewards decode completions with it."""
-    pytest.importorskip("jaxgrpo.text.hf_tokenizer")
-    transformers = pytest.importorskip("transformers")
-    make_tokenizer = pytest.importorskip("test_hf_tokenizer").make_tokenizer
+    import importlib
+
+    import transformers
+    make_tokenizer = importlib.import_module("test_hf_tokenizer").make_tokenizer
     from jaxgrpo.text.rewardfns import RewardFns, exact_match_reward
     make_tokenizer(tmp_path / "tok")
     rows = [{"prompt": [{"role": "user", "content": f"what is {a}+7? think"}],

@@ -3,6 +3,7 @@ built-ins, TRL's combination (weights, None), the host callback's inputs (rows, 
 completions, columns) and its vmapped form (one call for every seed), scoring with unscorable
 completions, config fields and their errors, and a short GRPO run on a dataset task that
 learns what its Python reward asks for, with metrics equal to what the function returned."""
+import importlib
 import sys
 
 import jax
@@ -69,7 +70,7 @@ def test_exact_match_and_format_rewards():
 
 
 def test_math_verify_reward():
-    pytest.importorskip("math_verify")
+    importlib.import_module("math_verify")     # the test extra has it: a failure, not a skip
     comps = ["The answer is $0.5$", r"so $\boxed{3}$", "4", "x",
              [{"role": "assistant", "content": r"$\frac{2}{4}$"}]]
     assert math_verify_reward(None, comps, [r"\frac{1}{2}", "3", "3", None, "0.5"]) == \
