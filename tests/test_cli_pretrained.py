@@ -79,3 +79,11 @@ def test_sample_prints_completions(trained, capsys):
                  "--num", "2"]) == 0
     a, b = capsys.readouterr().out.rstrip("\n").split("\n")
     assert a == b                                   # greedy: the same completion twice
+
+
+def test_eval_scores_with_the_runs_reward_functions(trained, capsys):
+    work = trained
+    assert main(["eval", str(work / "run"), "--prompts", "4", "--samples", "2"]) == 0
+    res = json.loads((work / "run" / "eval.json").read_text())
+    res = res[-1] if isinstance(res, list) else res
+    assert "greedy_accuracy" in json.dumps(res)
