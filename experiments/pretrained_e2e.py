@@ -45,10 +45,10 @@ SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 FULL = {"seeds": 8, "digits": 6, "rows": 4000, "width": 64, "layers": 2, "sft_steps": 100,
         "grpo_iterations": 100, "num_groups": 16, "group_size": 8, "lr": 1e-4, "lora_rank": 8,
-        "lora_alpha": 16.0, "lora_lr": 2e-3, "eval_prompts": 400}
+        "lora_alpha": 16.0, "lora_lr": 2e-3, "eval_prompts": 400, "temperature": 0.5}
 TINY = {"seeds": 2, "digits": 3, "rows": 200, "width": 16, "layers": 1, "sft_steps": 3,
         "grpo_iterations": 2, "num_groups": 2, "group_size": 2, "lr": 1e-4, "lora_rank": 2,
-        "lora_alpha": 4.0, "lora_lr": 1e-3, "eval_prompts": 8}
+        "lora_alpha": 4.0, "lora_lr": 1e-3, "eval_prompts": 8, "temperature": 0.5}
 
 
 def sorted_correctly(prompts, completions, answer, **columns):
@@ -181,7 +181,8 @@ def main(argv=None):
 
     common = dict(**env, init_from=str(sft_hf), reward_funcs=("experiments.pretrained_e2e:sorted_correctly",),
                   num_iterations=s["grpo_iterations"], num_groups=s["num_groups"],
-                  group_size=s["group_size"], total_timesteps=10**8)
+                  group_size=s["group_size"], total_timesteps=10**8,
+                  temperature=s["temperature"])
     arms = {"full fine-tuning": GRPOConfig(**common, lr=s["lr"]),
             f"LoRA (rank {s['lora_rank']})": GRPOConfig(**common, lr=s["lora_lr"],
                                                         lora_rank=s["lora_rank"],
@@ -237,7 +238,8 @@ def report(r) -> str:
         f"byte-level BPE tokenizer built here; task: sort {s['digits']} digits (chat prompts); "
         f"SFT {s['sft_steps']} steps x 128 prompts, exported; GRPO from the export with the "
         f"Python reward `sorted_correctly`, {s['grpo_iterations']} iterations x "
-        f"{s['num_groups']} prompts x {s['group_size']} completions, {s['seeds']} seeds vmapped. "
+        f"{s['num_groups']} prompts x {s['group_size']} completions at temperature "
+        f"{s['temperature']}, {s['seeds']} seeds vmapped. "
         f"Held-out greedy accuracy (%) on {s['eval_prompts']} prompts, mean over seeds "
         f"[95% bootstrap CI]; the SFT start is one model.",
         "",
