@@ -347,34 +347,47 @@ def builder_python(py):
     return sys.executable
 
 
-def pretrained_rows(a, n=256) -> list[dict]:
-    """The dataset of both sides: ``n`` 3-digit addition prompts (``"123+45="``) with their
-    answers (``"168"``)."""
-    prompts, answers, _ = prompts_for_trl(a, n)
-    return [{"prompt": p, "answer": ans} for p, ans in zip(prompts, answers)]
+def pretrained_rows(n=256, seed=7) -> list[dict]:
+    """The dataset of both sides: ``n`` addition prompts of two numbers below 1000 without
+    leading zeros (``"123+45="``, as ``text:addition``'s) with their answers (``"168"``)."""
+    import random
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        x, y = rng.randrange(1000), rng.randrange(1000)
+        rows.append({"prompt": f"{x}+{y}=", "answer": str(x + y)})
+    return rows
+
+
+def pretrained_config(spec):
+    """jaxgrpo's ``GRPOConfig`` for a ``jax_pretrained_spec``: ``text:dataset`` over
+    ``spec["rows"]`` with the Python reward ``exact_answer``, the checkpoint ``init_from``,
+    ``lora_rank`` 0 (full fine-tuning) or the adapters' rank, one optimizer step per
+    generation, beta 0, temperature 1."""
+    from jaxgrpo import GRPOConfig
+    lora = {"lora_rank": int(spec["lora_rank"]), "lora_alpha": float(spec["lora_alpha"]),
+            "lora_targets": tuple(spec["lora_targets"])} if spec["lora_rank"] else {}
+    return GRPOConfig(env="text:dataset", env_kwargs={"data": spec["rows"],
+                                                      "prompt_column": "prompt"},
+                      init_from=spec["model_dir"], reward_funcs=(exact_answer,),
+                      num_groups=int(spec["num_prompts"]), group_size=int(spec["group_size"]),
+                      max_new_tokens=int(spec["max_new_tokens"]), update_epochs=1,
+                      num_minibatches=1, loss_type="grpo", beta=0.0, temperature=1.0,
+                      lr=float(spec["lr"]), max_grad_norm=1.0,
+                      num_iterations=int(spec["iterations"]), total_timesteps=10 ** 9, **lora)
 
 
 def jax_pretrained_point(spec) -> dict:
     """jaxgrpo's whole GRPO iterations on the checkpoint ``spec["model_dir"]`` (run in a fresh
-    process, so that its VmHWM is this configuration's): ``text:dataset`` over ``spec["rows"]``
-    with the Python reward ``exact_answer``, ``lora_rank`` 0 (full fine-tuning) or the
-    adapters' rank. Compiled once; the median of ``inner`` timed calls of ``iterations``
-    iterations each (the first call after compilation is not timed)."""
+    process, so that its VmHWM is this configuration's), ``pretrained_config(spec)``. Compiled
+    once; the median of ``inner`` timed calls of ``iterations`` iterations each (the first
+    call after compilation is not timed)."""
     import jax
 
-    from jaxgrpo import GRPOConfig, make_train
+    from jaxgrpo import make_train
     n_it = int(spec["iterations"])
-    lora = {"lora_rank": int(spec["lora_rank"]), "lora_alpha": float(spec["lora_alpha"]),
-            "lora_targets": tuple(spec["lora_targets"])} if spec["lora_rank"] else {}
     t = time.perf_counter()
-    cfg = GRPOConfig(env="text:dataset", env_kwargs={"data": spec["rows"],
-                                                     "prompt_column": "prompt"},
-                     init_from=spec["model_dir"], reward_funcs=(exact_answer,),
-                     num_groups=int(spec["num_prompts"]), group_size=int(spec["group_size"]),
-                     max_new_tokens=int(spec["max_new_tokens"]), update_epochs=1,
-                     num_minibatches=1, loss_type="grpo", beta=0.0, temperature=1.0,
-                     lr=float(spec["lr"]), max_grad_norm=1.0, num_iterations=n_it,
-                     total_timesteps=10 ** 9, **lora)
+    cfg = pretrained_config(spec)
     train = make_train(cfg)
     setup_s = time.perf_counter() - t
     key = jax.random.key(0)
@@ -405,30 +418,42 @@ def jax_pretrained_point(spec) -> dict:
             "jax": jax.__version__}
 
 
-def jax_pretrained_run(a, model_dir, rows, lora: bool) -> dict:
-    spec = {"model_dir": str(model_dir), "rows": rows, "num_prompts": a.prompts,
+def jax_pretrained_spec(a, model_dir, rows, lora: bool) -> dict:
+    """What ``jax_pretrained_point`` runs (JSON)."""
+    return {"model_dir": str(model_dir), "rows": rows, "num_prompts": a.prompts,
             "group_size": a.group_size, "max_new_tokens": a.new_tokens, "lr": 1e-4,
             "iterations": a.iterations, "inner": a.inner,
             "lora_rank": a.lora_rank if lora else 0, "lora_alpha": a.lora_alpha,
             "lora_targets": list(LORA_TARGETS)}
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "spec.json"
-        path.write_text(json.dumps(spec))
-        return _result([sys.executable, "-m", "benchmarks.text_vs_trl", "--jax-side", path],
-                       "jaxgrpo" + " (LoRA)" * lora, cwd=HERE.parent)
 
 
-def trl_pretrained_run(a, py, model_dir, rows, lora: bool) -> dict:
-    spec = {"model_dir": str(model_dir), "prompts": [r["prompt"] for r in rows],
+def trl_pretrained_spec(a, model_dir, rows, lora: bool) -> dict:
+    """What ``peers/trl_grpo.py`` runs (JSON): the same checkpoint, rows, batch and adapters
+    (peft's module names)."""
+    return {"model_dir": str(model_dir), "prompts": [r["prompt"] for r in rows],
             "answers": [r["answer"] for r in rows], "num_prompts": a.prompts,
             "group_size": a.group_size, "max_new_tokens": a.new_tokens,
             "steps": a.trl_steps, "warmup": TRL_WARMUP_PRETRAINED, "lr": 1e-4,
             "loss_type": "grpo", "gradient_checkpointing": False,
             "lora": {"rank": a.lora_rank, "alpha": a.lora_alpha,
                      "targets": [PEFT_TARGETS[t] for t in LORA_TARGETS]} if lora else None}
+
+
+def jax_pretrained_run(a, model_dir, rows, lora: bool) -> dict:
+    """``jax_pretrained_point`` in a fresh process (this module's ``--jax-side``)."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "spec.json"
-        path.write_text(json.dumps({**spec, "output_dir": d}))
+        path.write_text(json.dumps(jax_pretrained_spec(a, model_dir, rows, lora)))
+        return _result([sys.executable, "-m", "benchmarks.text_vs_trl", "--jax-side", path],
+                       "jaxgrpo" + " (LoRA)" * lora, cwd=HERE.parent)
+
+
+def trl_pretrained_run(a, py, model_dir, rows, lora: bool) -> dict:
+    """TRL's GRPOTrainer on the checkpoint, in TRL's venv (``py``)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "spec.json"
+        path.write_text(json.dumps({**trl_pretrained_spec(a, model_dir, rows, lora),
+                                    "output_dir": d}))
         r = _result([py, HERE / "peers" / "trl_grpo.py", path], "TRL" + " (LoRA)" * lora)
     r["tokens_per_s"] = r["completion_tokens_per_step"] / r["step_s"]
     r["iteration_s"] = r["step_s"]
@@ -451,7 +476,7 @@ def pretrained_main(a) -> int:
                          f"must divide --hidden ({a.hidden})")
     from jaxgrpo.provenance import machine
     py = None if a.no_trl else trl_python()
-    rows = pretrained_rows(a)
+    rows = pretrained_rows()
     res = {"command": "python -m benchmarks.text_vs_trl --pretrained" + " --tiny" * a.tiny,
            "machine": machine(), "settings": vars(a), "variants": []}
     with tempfile.TemporaryDirectory() as tmp:
