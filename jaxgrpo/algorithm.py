@@ -106,8 +106,72 @@ def minibatch_learn(chunk_size: Callable[..., int], all_valid=False):
 
 def sync_reference(config, iteration, params, ref_params, hp):
     """The reference policy after an update: every ``ref_sync_every``-th iteration (0: never)
-    it moves to ``alpha * params + (1 - alpha) * ref`` (``ref_mixup_alpha``, TRL's names)."""
+    it moves to ``alpha * params + (1 - alpha) * ref`` (``ref_mixup_alpha``, TRL's names);
+    with LoRA adapters only the reference's adapters (``reference_params``) move."""
     if config.ref_sync_every <= 0:
         return ref_params
     a = jnp.where((iteration + 1) % config.ref_sync_every == 0, hp["ref_mixup_alpha"], 0.0)
+    if has_adapters(params):
+        params = {"lora": params["lora"]}
     return jax.tree.map(lambda p, r: a * p + (1.0 - a) * r, params, ref_params)
+
+
+# ----------------------------------------------------------------------------- LoRA adapters
+# A text model's params with a "lora" entry train only their adapters: the base weights get no
+# gradient (``freeze_base``) and no optimizer state (``adapters_only``), and the reference
+# policy is the base with adapters of its own (``reference_params``: zeros, i.e. the adapters
+# off, moved by ``sync_reference``), so the base weights are held once.
+
+def has_adapters(params) -> bool:
+    """Whether ``params`` are a text model's with LoRA adapters (a ``"lora"`` entry)."""
+    return isinstance(params, dict) and "lora" in params
+
+
+def with_adapters(policy, params, key):
+    """``params`` with fresh LoRA adapters (``policy.init_lora(key)``) when the policy's model
+    has ``lora_rank`` > 0 and they have none (a pretrained or SFT model's weights); else as
+    they are."""
+    rank = getattr(getattr(policy, "cfg", None), "lora_rank", 0)
+    if rank > 0 and not has_adapters(params):
+        return {**params, "lora": policy.init_lora(key)}
+    return params
+
+
+def reference_params(params):
+    """The reference policy kept in ``TrainState.ref_params``: a copy of ``params``, or, with
+    adapters, only zero adapters (the base model with the adapters off; the loss completes it
+    with the base weights, ``reference_of``)."""
+    if has_adapters(params):
+        return {"lora": jax.tree.map(jnp.zeros_like, params["lora"])}
+    return params
+
+
+def reference_of(params, ref_params):
+    """The full reference params from the current ``params`` and ``ref_params``
+    (``reference_params``): the base weights are shared."""
+    return {**params, **ref_params} if has_adapters(params) else ref_params
+
+
+def freeze_base(params):
+    """``params`` with ``stop_gradient`` on everything but the adapters (no weight gradient
+    is computed for the frozen base); unchanged without adapters."""
+    if not has_adapters(params):
+        return params
+    return {k: v if k == "lora" else jax.lax.stop_gradient(v) for k, v in params.items()}
+
+
+def adapters_only(optimizer):
+    """``optimizer`` applied to the ``"lora"`` entry of the params alone: its state holds the
+    adapters' moments only, and the base weights' updates are zeros."""
+    import optax
+
+    def init(params):
+        return optimizer.init(params["lora"])
+
+    def update(grads, state, params=None):
+        updates, state = optimizer.update(grads["lora"], state,
+                                          None if params is None else params["lora"])
+        zeros = {k: jax.tree.map(jnp.zeros_like, v) for k, v in grads.items() if k != "lora"}
+        return {**zeros, "lora": updates}, state
+
+    return optax.GradientTransformation(init, update)

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from .checks import check_choice, check_count, check_number, fail, field_hint
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
+DTYPES = ("float32", "bfloat16")
 
 
 def _check_int(cfg, name, low=1):
@@ -133,6 +134,10 @@ class _TextFields:
     max_len: int = 64                      # context: prompt + completion tokens
     positions: str = "learned"             # or "rotary"
     max_new_tokens: int | None = None      # None: the task's (its longest answer + EOS)
+    dtype: str = "float32"                 # compute dtype of the dense layers: or "bfloat16"
+    lora_rank: int = 0                     # LoRA adapters of this rank (0: full fine-tuning)
+    lora_alpha: float = 32.0               # adapter scale lora_alpha / lora_rank (peft's)
+    lora_targets: tuple = ("q", "k", "v", "o", "gate", "up", "down")   # projections adapted
 
     def _check_text_fields(self):
         text = is_text(self.env)
@@ -143,12 +148,33 @@ class _TextFields:
             return
         if self.max_new_tokens is not None:
             _check_int(self, "max_new_tokens")
-        self.model_config()            # text.ModelConfig checks the model's shape (one place)
+        _check_choice(self, "dtype", DTYPES)
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if self.pretrained:
+            shape = {f.name: f.default for f in dataclasses.fields(_TextFields)
+                     if f.name in ("num_layers", "width", "num_heads", "positions")}
+            for name, default in shape.items():
+                if getattr(self, name) != default:
+                    fail(name, f"the model's shape comes from the checkpoint at init_from "
+                          f"({self.init_from}); leave {name} unset")
+        model = self.model_config()    # text.ModelConfig checks the model's shape (one place)
         task = self.task
         need = task.prompt_len + task.max_new_tokens
-        if need > self.max_len:
+        if need > model.max_len:
             fail("max_len", f"{self.env}'s prompts ({task.prompt_len} tokens) plus max_new_tokens "
-                  f"({task.max_new_tokens}) need {need} positions; max_len is {self.max_len}")
+                  f"({task.max_new_tokens}) need {need} positions; the model's context "
+                  f"(max_len) is {model.max_len}")
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether ``init_from`` is a Hugging Face checkpoint folder (config.json and
+        safetensors weights) rather than a jaxgrpo run folder: then the model's shape and the
+        tokenizer are the checkpoint's (``jaxgrpo.text.pretrained``)."""
+        path = getattr(self, "init_from", None)
+        if path is None or not isinstance(path, str):
+            return False
+        from .text.pretrained import is_pretrained_dir
+        return is_pretrained_dir(path)
 
     @property
     def task(self):
@@ -158,10 +184,19 @@ class _TextFields:
 
     def model_config(self):
         """The ``jaxgrpo.text.ModelConfig`` of the policy."""
+        import jax.numpy as jnp
         from .text.model import ModelConfig
+        extra = {"lora_rank": self.lora_rank, "lora_alpha": float(self.lora_alpha),
+                 "lora_targets": self.lora_targets, "dtype": getattr(jnp, self.dtype)}
+        if self.pretrained:
+            from .text.pretrained import read_model_config
+            model = read_model_config(self.init_from)
+            if self.max_len != _TextFields.max_len:     # a shorter context: smaller caches
+                extra["max_len"] = min(self.max_len, model.max_len)
+            return dataclasses.replace(model, **extra)
         return ModelConfig(vocab_size=self.task.tokenizer.vocab_size, num_layers=self.num_layers,
                            width=self.width, num_heads=self.num_heads, max_len=self.max_len,
-                           positions=self.positions)
+                           positions=self.positions, **extra)
 
 
 # GRPOConfig fields whose default depends on the kind of env: None in the class means "the
@@ -257,6 +292,8 @@ class GRPOConfig(_TextFields, _BaseConfig):
     dynamic_sampling: bool = False             # text: groups with equal rewards leave the loss
     kl_bias_correction: bool = False           # text: per-token KL times the ratio (TRL)
     temperature: float = 1.0                   # text: sampling temperature (dynamic)
+    top_k: int = 0                             # text: sample from the k likeliest tokens (0: all)
+    top_p: float = 1.0                         # text: nucleus sampling (1.0: off)
     init_from: str | None = None               # text: a run folder (SFT or GRPO) to start from
 
     _HPARAMS: tuple = field(
@@ -338,12 +375,14 @@ class GRPOConfig(_TextFields, _BaseConfig):
             if not isinstance(getattr(self, name), bool):
                 fail(name, f"must be a bool, got {getattr(self, name)!r}")
         _check_float(self, "temperature", low=0.0, low_open=True)
+        _check_int(self, "top_k", low=0)
+        _check_float(self, "top_p", low=0.0, high=1.0, low_open=True)
         if self.init_from is not None and not isinstance(self.init_from, str):
             fail("init_from", f"must be a run folder path, got {self.init_from!r}")
         text_only = {"importance_sampling_level": "token", "delta": None,
                      "mask_truncated_completions": False,
                      "dynamic_sampling": False, "kl_bias_correction": False,
-                     "temperature": 1.0, "init_from": None}
+                     "temperature": 1.0, "top_k": 0, "top_p": 1.0, "init_from": None}
         for name, default in text_only.items():
             if not text and getattr(self, name) != default:
                 fail(name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")

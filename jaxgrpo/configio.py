@@ -244,13 +244,19 @@ def task_from_init_from(d: Mapping) -> dict:
     Reads the run's config.yaml only when a field is missing; ``d`` unchanged without
     ``init_from``."""
     if d.get("init_from") is None or all(k in d for k in TASK_FIELDS) or (
-            "env" in d and not is_text(d["env"])):     # refused when the config is validated
-        return dict(d)
+            "env" in d and not is_text(d["env"])) or _pretrained(d["init_from"]):
+        return dict(d)      # (a non-text env is refused when the config is validated; a
+        #                     Hugging Face checkpoint has no task, only a model and tokenizer)
     saved, _ = source_run(d["init_from"])
     same_env = d.get("env", saved.env) == saved.env
     fill = {k: plain(getattr(saved, k)) for k in TASK_FIELDS if k not in d and
             (same_env or k not in ("env_kwargs", "max_new_tokens"))}
     return {**d, **fill}
+
+
+def _pretrained(path) -> bool:
+    from .text.pretrained import is_pretrained_dir
+    return isinstance(path, str) and is_pretrained_dir(path)
 
 
 def describe_task(config) -> str:
@@ -267,6 +273,8 @@ def check_init_from(config, seeds: int | None = None, per_seed: bool = True) -> 
     reads only its config.yaml. Returns a line naming both tasks when the config's task
     (env, env_kwargs) differs from the one that run learned, else None."""
     path = Path(config.init_from)
+    if config.pretrained:       # its config.json and tensors are checked when it is loaded
+        return None
     saved, saved_seeds = source_run(path)
     diff = [f"{k} {getattr(saved, k)} (this config: {getattr(config, k)})" for k in MODEL_FIELDS
             if getattr(saved, k) != getattr(config, k)]

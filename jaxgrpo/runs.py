@@ -52,6 +52,9 @@ def init_params(config, seeds: int | None = None):
     if getattr(config, "init_from", None) is None:
         return None
     check_init_from(config, seeds)
+    if config.pretrained:       # a Hugging Face checkpoint: every seed starts from it
+        from .text.pretrained import load_pretrained
+        return jax.tree.map(np.asarray, load_pretrained(config.init_from)[1])
     params = load_run(config.init_from).state.params
     if per_seed_params(config, seeds):
         return jax.tree.map(np.asarray, params)
@@ -62,7 +65,7 @@ def per_seed_params(config, seeds) -> bool:
     """Whether a run of ``seeds`` seeds starts each seed from its own params: ``init_from``
     names a run of more than one seed (then it must have ``seeds``)."""
     return (getattr(config, "init_from", None) is not None and seeds is not None and seeds > 1
-            and source_run(config.init_from)[1] > 1)
+            and not config.pretrained and source_run(config.init_from)[1] > 1)
 
 
 def build_train(config, callback=None, callback_every: int = 1):

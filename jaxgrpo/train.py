@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .algorithm import sync_reference
+from .algorithm import adapters_only, reference_params, sync_reference, with_adapters
 from .config import is_text
 from .grpo import GRPO
 from .ppo import PPO
@@ -121,14 +121,17 @@ def make_train(config, callback=None, callback_every=1, params=None):
     n_iter = config.iterations
     budgeted = algo.budgeted(config) if callable(algo.budgeted) else algo.budgeted
     optimizer = lambda hp: algo.optimizer(config, hp, n_iter)
+    if getattr(config, "lora_rank", 0) > 0:        # LoRA: only the adapters are trained
+        optimizer = lambda hp, full=optimizer: adapters_only(full(hp))
 
     def init(key, hp, own=None) -> TrainState:
         key, k_init, *k_env = jax.random.split(key, algo.keys)
         start = params if own is None else own
         p = policy.init(k_init) if start is None else jax.tree.map(jnp.asarray, start)
+        p = with_adapters(policy, p, jax.random.fold_in(k_init, 1))
         carry = algo.init_carry(config, env, policy, p, *k_env)
-        return TrainState(p, optimizer(hp).init(p), p if algo.reference else None, key,
-                          jnp.int32(0), jnp.float32(0), carry)
+        return TrainState(p, optimizer(hp).init(p), reference_params(p) if algo.reference
+                          else None, key, jnp.int32(0), jnp.float32(0), carry)
 
     def iteration(state: TrainState, hp):
         key, k_col, *k_learn = jax.random.split(state.key, algo.keys)

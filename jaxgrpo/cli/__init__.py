@@ -7,6 +7,8 @@
     jaxgrpo eval RUN_DIR [--episodes N] [--gif OUT.gif]   (text runs: [--prompts N] [--samples N])
     jaxgrpo plot DIR [DIR ...] --out FILE.png
     jaxgrpo sweep SWEEP.yaml [--out DIR] [--overwrite]
+    jaxgrpo export RUN_DIR --out DIR [--seed I]      (text runs: a Hugging Face checkpoint)
+    jaxgrpo sample RUN_DIR --prompt TEXT [--num N] [--greedy]
 
 Bad input (an unknown env or field, a value of the wrong type, an unreadable file, a path that
 is a file or a folder that already holds results) prints one line ``jaxgrpo CMD: error: ...``
@@ -26,6 +28,7 @@ from typing import Sequence
 
 from .build import build_config
 from .evaluate import cmd_eval
+from .export import cmd_export, cmd_sample
 from .parsers import (PARSERS, eval_parser, main_parser, plot_parser, sweep_parser,
                       train_parser)
 from .plot import cmd_plot
@@ -40,7 +43,7 @@ __all__ = ["main", "COMMANDS", "PARSERS", "UsageError", "EXIT_USAGE", "EXIT_INTE
            "sweep_parser", "main_parser"]
 
 COMMANDS = {"train": cmd_train, "sft": cmd_sft, "eval": cmd_eval, "plot": cmd_plot,
-            "sweep": cmd_sweep}
+            "sweep": cmd_sweep, "export": cmd_export, "sample": cmd_sample}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -228,8 +228,49 @@ def sweep_parser() -> Parser:
     return p
 
 
+def export_parser() -> Parser:
+    p = Parser(prog="jaxgrpo export", description=(
+        "Write one seed of a text run's policy as a Hugging Face checkpoint folder "
+        "(config.json, model.safetensors, the tokenizer's files, generation_config.json; "
+        "LoRA adapters merged into the weights), which transformers loads with "
+        "AutoModelForCausalLM.from_pretrained and jaxgrpo with init_from."))
+    p.add_argument("run", metavar="RUN_DIR", help="a text run folder (jaxgrpo train or sft)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    p.add_argument("--seed", type=count(0), default=0, metavar="I",
+                   help="which seed's policy (default: %(default)s)")
+    p.add_argument("--step", type=count(1), metavar="N",
+                   help="export checkpoint N (default: the latest)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    return p
+
+
+def sample_parser() -> Parser:
+    p = Parser(prog="jaxgrpo sample", description=(
+        "Print completions of a prompt by one seed of a text run's policy (a pretrained "
+        "model's prompt goes through its chat template as a user message)."))
+    p.add_argument("run", metavar="RUN_DIR", help="a text run folder (jaxgrpo train or sft)")
+    p.add_argument("--prompt", required=True, metavar="TEXT", help="the prompt")
+    p.add_argument("--raw", action="store_true",
+                   help="tokenize the prompt as it is, without the chat template")
+    p.add_argument("--num", type=count(1), default=1, metavar="N",
+                   help="completions to sample (default: %(default)s)")
+    p.add_argument("--greedy", action="store_true", help="argmax decoding")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="sampling temperature (default: the run's)")
+    p.add_argument("--max-new-tokens", type=count(1), metavar="N",
+                   help="completion length bound (default: the run's)")
+    p.add_argument("--seed", type=count(0), default=0, metavar="I",
+                   help="which seed's policy (default: %(default)s)")
+    p.add_argument("--sample-seed", type=count(0), default=0, metavar="N",
+                   help="random seed of the sampling (default: %(default)s)")
+    p.add_argument("--step", type=count(1), metavar="N",
+                   help="use checkpoint N (default: the latest)")
+    return p
+
+
 PARSERS = {"train": train_parser, "sft": lambda: train_parser(sft=True), "eval": eval_parser,
-           "plot": plot_parser, "sweep": sweep_parser}
+           "plot": plot_parser, "sweep": sweep_parser, "export": export_parser,
+           "sample": sample_parser}
 
 SUMMARIES = {
     "train": "train into a run folder: GRPO or PPO on a gymnax env, GRPO on text",
@@ -237,6 +278,8 @@ SUMMARIES = {
     "eval": "evaluate a run folder (returns, or text accuracy and pass@k); optionally a GIF",
     "plot": "plot run and sweep folders together",
     "sweep": "hyperparameter sweep from a YAML file",
+    "export": "write a text run's policy as a Hugging Face checkpoint",
+    "sample": "print a text run's completions of a prompt",
 }
 
 

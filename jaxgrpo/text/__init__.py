@@ -1,6 +1,7 @@
 """Language models on verifiable text tasks: a character tokenizer, the task interface
 (``interface``), built-in tasks (``tasks``) and dataset tasks (``datasets``), a causal
-transformer (``model``), GRPO and SFT on them (``grpo``, ``sft``) and pass@k evaluation
+transformer (``model``), Hugging Face checkpoints in and out (``pretrained``, with their
+tokenizers: ``hf_tokenizer``), GRPO and SFT on them (``grpo``, ``sft``) and pass@k evaluation
 (``evaluation``).
 
 Names are imported on first use (PEP 562), as in ``jaxgrpo``: importing one of the low modules
@@ -18,9 +19,13 @@ _NAMES = {
     "from_reasoning_gym": "datasets",
     "ModelConfig": "model", "Transformer": "model",
     "evaluate_text": "evaluation", "heldout_prompts": "evaluation", "pass_at_k": "evaluation",
+    "HFTokenizer": "hf_tokenizer",
+    "load_pretrained": "pretrained", "save_pretrained": "pretrained",
+    "read_model_config": "pretrained", "is_pretrained_dir": "pretrained",
 }
 
-_MODULES = ("datasets", "evaluation", "grpo", "interface", "model", "sft", "tasks", "tokenizer")
+_MODULES = ("datasets", "evaluation", "grpo", "hf_tokenizer", "interface", "model", "pretrained",
+            "sft", "tasks", "tokenizer")
 
 __all__ = sorted(_NAMES)
 

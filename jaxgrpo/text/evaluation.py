@@ -7,7 +7,7 @@ import numpy as np
 
 from ..stats import bootstrap_ci
 from .grpo import make_policy
-from .tokenizer import EOS, PAD
+from .interface import prompt_valid
 
 
 def _value(x):
@@ -63,9 +63,10 @@ def completion_scores(model, task, params, prompts, key, num_samples: int,
     ``greedy`` static)."""
     B = prompts.tokens.shape[0]
     rep = jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0), prompts)
-    completion, _, length = model.generate(params, key, rep.tokens, rep.tokens != PAD,
+    completion, _, length = model.generate(params, key, rep.tokens,
+                                           prompt_valid(rep.tokens, rep.length),
                                            task.max_new_tokens, temperature=temperature,
-                                           eos_id=EOS, greedy=greedy)
+                                           eos_id=task.eos_id, greedy=greedy)
     reward = jax.vmap(task.verify)(rep, completion, length)
     return (completion.reshape(B, num_samples, -1),
             reward.reshape(B, num_samples).astype(jnp.float32))

@@ -22,16 +22,17 @@ import jax
 import jax.numpy as jnp
 
 from ..advantages import group_normalize
-from ..algorithm import Algorithm, adam, minibatch_learn, no_carry
+from ..algorithm import Algorithm, adam, freeze_base, minibatch_learn, no_carry, reference_of
 from ..losses import loss_weights, policy_loss
 from ..rollout import EpisodeStats
+from .interface import prompt_valid
 from .model import Transformer
-from .tokenizer import EOS, PAD
 
 
 class Completions(NamedTuple):
     """One iteration's samples (leading axis C = G * N, group g's members at g*N .. g*N+N-1)."""
     prompt: jax.Array      # int32 [C, P], left-padded prompts
+    prompt_valid: jax.Array  # bool [C, P], their real tokens
     completion: jax.Array  # int32 [C, M], PAD after the first EOS
     logp: jax.Array        # float32 [C, M], sampling-time log-probs (temperature-scaled), 0 after EOS
     length: jax.Array      # int32 [C], tokens before the first EOS (M if none: truncated)
@@ -63,19 +64,21 @@ def sample_groups(task, key, num_groups, group_size):
 
 
 def sample_completions(model, task, params, key, num_groups, group_size, temperature,
-                       active=True, greedy=False, early_stop=True):
+                       active=True, greedy=False, early_stop=True, top_k=0, top_p=1.0):
     """Sample and verify ``group_size`` completions of each of ``num_groups`` fresh prompts.
     -> (Completions, EpisodeStats); with ``active`` False (a run past its budget) every mask
     is False, so nothing is counted or trained. Decoding stops once every completion has
     ended (``early_stop``, static, passed to ``Transformer.generate``; False always runs
-    ``max_new_tokens`` steps, with the same results)."""
+    ``max_new_tokens`` steps, with the same results). ``top_k``, ``top_p`` (static): TRL's
+    sampling filters (``Transformer.generate``)."""
     k_prompt, k_gen = jax.random.split(key)
     prompts, gid = sample_groups(task, k_prompt, num_groups, group_size)
     M = task.max_new_tokens
-    completion, logp, length = model.generate(params, k_gen, prompts.tokens,
-                                              prompts.tokens != PAD, M,
-                                              temperature=temperature, eos_id=EOS, greedy=greedy,
-                                              early_stop=early_stop)
+    valid = prompt_valid(prompts.tokens, prompts.length)
+    completion, logp, length = model.generate(params, k_gen, prompts.tokens, valid, M,
+                                              temperature=temperature, eos_id=task.eos_id,
+                                              greedy=greedy, early_stop=early_stop,
+                                              **sampling_filters(top_k, top_p))
     reward = jax.vmap(task.verify)(prompts, completion, length).astype(jnp.float32)
     mask = token_mask(length, M) & active
     valid = jnp.any(mask, axis=1).astype(jnp.float32)
@@ -83,7 +86,14 @@ def sample_completions(model, task, params, key, num_groups, group_size, tempera
                          length_sum=jnp.sum(mask.astype(jnp.float32)),
                          count=jnp.sum(valid), valid_steps=jnp.sum(mask.astype(jnp.float32)),
                          sim_steps=jnp.float32(mask.size) * active)
-    return Completions(prompts.tokens, completion, logp, length, mask, reward, gid), stats
+    return Completions(prompts.tokens, valid, completion, logp, length, mask, reward, gid), stats
+
+
+def sampling_filters(top_k, top_p) -> dict:
+    """``generate``'s top_k / top_p arguments, only when they filter (the default decode is
+    the program it always was)."""
+    return {**({"top_k": int(top_k)} if top_k else {}),
+            **({"top_p": float(top_p)} if top_p < 1.0 else {})}
 
 
 def score(config, model, params, rollout: Completions, hp):
@@ -133,7 +143,8 @@ def score(config, model, params, rollout: Completions, hp):
                                  jnp.sum(zero & jnp.any(seq_valid.reshape(G, -1), 1),
                                          dtype=jnp.float32),
                "adv_abs": seq_mean(jnp.abs(adv))}
-    batch = {"prompt": rollout.prompt, "completion": rollout.completion, "logp": rollout.logp,
+    batch = {"prompt": rollout.prompt, "prompt_valid": rollout.prompt_valid,
+             "completion": rollout.completion, "logp": rollout.logp,
              "adv": adv, "mask": tok,
              # the batch's kept tokens (one copy per row): turns the chunks' weighted sums
              # into the metrics update.learn reports (sums over counts)
@@ -146,16 +157,18 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
     chunk is a dict of [B, ...] completions, ``weight`` [B, M] from ``score``, ``mask`` [B]
     the completions of the current minibatch. Per token: ``policy_loss``'s clipped surrogate
     + beta * KL to the reference policy, minus ``ent_coef`` * entropy."""
-    prompt_valid = chunk["prompt"] != PAD
+    valid, eos = chunk["prompt_valid"], config.task.eos_id
     temp = hp["temperature"]
-    logp, entropy = model.token_logp(params, chunk["prompt"], prompt_valid, chunk["completion"],
-                                     temp)
+    ref_params = reference_of(params, ref_params)   # with LoRA: the base, adapters off
+    params = freeze_base(params)                    # with LoRA: gradients reach adapters only
+    logp, entropy = model.token_logp(params, chunk["prompt"], valid, chunk["completion"],
+                                     temp, eos)
     m = chunk["mask"] & mask[:, None]
     # beta = 0 (the default): no reference forward pass, and the KL term is exactly 0
     ref_logp = jax.lax.cond(
         hp["beta"] > 0,
-        lambda: jax.lax.stop_gradient(model.token_logp(ref_params, chunk["prompt"], prompt_valid,
-                                                       chunk["completion"], temp)[0]),
+        lambda: jax.lax.stop_gradient(model.token_logp(ref_params, chunk["prompt"], valid,
+                                                       chunk["completion"], temp, eos)[0]),
         lambda: jax.lax.stop_gradient(logp))
     w = jnp.where(m, weight, 0.0)
     pl, metrics = policy_loss(logp, chunk["logp"], ref_logp, chunk["adv"], m,
@@ -183,7 +196,8 @@ def collect(config, task, model, params, key, carry, active, hp):
     """``sample_completions`` of ``num_groups`` prompts x ``group_size`` at the ``temperature``
     hyperparameter. -> (Completions, EpisodeStats, carry)."""
     return (*sample_completions(model, task, params, key, config.num_groups, config.group_size,
-                                hp["temperature"], active), carry)
+                                hp["temperature"], active, top_k=config.top_k,
+                                top_p=config.top_p), carry)
 
 
 TEXT_GRPO = Algorithm(make_env=make_env, make_policy=make_policy, optimizer=adam,

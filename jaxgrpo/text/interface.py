@@ -69,26 +69,52 @@ class TextTask(NamedTuple):
     sample_heldout: Callable[[jax.Array], Prompt] | None = None  # held-out prompts, if apart
 
     def reference_completion(self, prompt: Prompt, max_new_tokens: int | None = None):
-        """int32 [max_new_tokens] (default ``self.max_new_tokens``): the answer, EOS, PAD."""
+        """int32 [max_new_tokens] (default ``self.max_new_tokens``): the answer, EOS, PAD
+        (the tokenizer's first EOS id)."""
+        eos = eos_ids(self.tokenizer)[0]
         return reference_completion(prompt, self.max_new_tokens if max_new_tokens is None
-                                    else max_new_tokens)
+                                    else max_new_tokens, eos)
+
+    @property
+    def eos_id(self):
+        """What ``Transformer.generate`` takes as ``eos_id``: the tokenizer's EOS id, or a
+        tuple of them (a pretrained model may end a completion at any of several)."""
+        ids = eos_ids(self.tokenizer)
+        return ids[0] if len(ids) == 1 else ids
+
+
+# ----------------------------------------------------------------------------- tokens
+
+def eos_ids(tokenizer) -> tuple:
+    """The ids that end a completion: a pretrained tokenizer's ``eos_token_ids``, else EOS."""
+    return tuple(int(i) for i in getattr(tokenizer, "eos_token_ids", (EOS,)))
+
+
+def prompt_valid(tokens, length):
+    """The real tokens of left-padded prompts: tokens int [..., P], length int [...] -> bool
+    [..., P], the last ``length`` positions. (Not ``tokens != PAD``: a pretrained tokenizer's
+    pad id may be a real token of its prompts, as Llama 3's ``<|eot_id|>`` is.)"""
+    P = tokens.shape[-1]
+    return jnp.arange(P) >= P - jnp.asarray(length)[..., None]
 
 
 # ----------------------------------------------------------------------------- completions
 
-def completion_length(completion):
-    """int tokens [..., M] -> int32 [...]: the index of the first EOS, M where there is none."""
-    is_eos = completion == EOS
+def completion_length(completion, eos_id=EOS):
+    """int tokens [..., M] -> int32 [...]: the index of the first EOS, M where there is none;
+    ``eos_id`` an int or a tuple of ids (any of them ends the completion)."""
+    is_eos = jnp.isin(completion, jnp.asarray(eos_id)) if isinstance(eos_id, tuple) else (
+        completion == eos_id)
     return jnp.where(is_eos.any(-1), jnp.argmax(is_eos, -1), completion.shape[-1]).astype(jnp.int32)
 
 
-def reference_completion(prompt: Prompt, max_new_tokens: int):
-    """Prompt (unbatched) -> int32 [max_new_tokens]: answer tokens, EOS, then PAD (the EOS or
-    the answer's tail is cut off if max_new_tokens is too small)."""
+def reference_completion(prompt: Prompt, max_new_tokens: int, eos_id: int = EOS):
+    """Prompt (unbatched) -> int32 [max_new_tokens]: answer tokens, ``eos_id``, then PAD (the
+    EOS or the answer's tail is cut off if max_new_tokens is too small)."""
     i = jnp.arange(max_new_tokens)
     answer = jnp.pad(prompt.answer, (0, max(0, max_new_tokens - prompt.answer.shape[0])),
                      constant_values=PAD)[:max_new_tokens]
-    out = jnp.where(i < prompt.answer_len, answer, jnp.where(i == prompt.answer_len, EOS, PAD))
+    out = jnp.where(i < prompt.answer_len, answer, jnp.where(i == prompt.answer_len, eos_id, PAD))
     return out.astype(jnp.int32)
 
 

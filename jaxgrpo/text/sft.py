@@ -16,15 +16,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..algorithm import Algorithm, no_carry
+from ..algorithm import Algorithm, freeze_base, no_carry
 from ..rollout import EpisodeStats
 from ..update import clipped_adam
 from .grpo import make_env, make_policy, token_mask
-from .tasks import completion_length
-from .tokenizer import PAD
+from .interface import completion_length, prompt_valid
+from .tokenizer import EOS
 
 
-def sft_loss(model, params, prompts, targets):
+def sft_loss(model, params, prompts, targets, eos_id=EOS):
     """Teacher-forced cross-entropy: prompts ``Prompt`` [B] (left-padded), targets int [B, M]
     (answer, EOS, PAD) -> (mean token cross-entropy over the target tokens up to and including
     EOS, metrics: ``token_accuracy`` (argmax = target), ``accuracy`` (every target token is the
@@ -32,10 +32,11 @@ def sft_loss(model, params, prompts, targets):
     B, P = prompts.tokens.shape
     M = targets.shape[1]
     tokens = jnp.concatenate([prompts.tokens, targets], 1)
-    valid = jnp.concatenate([prompts.tokens != PAD, jnp.ones((B, M), bool)], 1)
+    valid = jnp.concatenate([prompt_valid(prompts.tokens, prompts.length),
+                             jnp.ones((B, M), bool)], 1)
     logits = model.forward(params, tokens, valid)[:, P - 1:P + M - 1]          # [B, M, V]
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1)[..., 0]
-    mask = token_mask(completion_length(targets), M)
+    mask = token_mask(completion_length(targets, eos_id), M)
     n = jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
     correct = jnp.argmax(logits, -1) == targets
     metrics = {"token_accuracy": jnp.sum(correct & mask) / n,
@@ -51,7 +52,7 @@ def collect(config, task, model, params, key, carry, active, hp):
     prompts = jax.vmap(task.sample)(jax.random.split(key, config.batch_size))
     targets = jax.vmap(lambda p: task.reference_completion(p, M))(prompts)
     n = jnp.float32(config.batch_size)
-    lengths = jnp.sum(token_mask(completion_length(targets), M), 1).astype(jnp.float32)
+    lengths = jnp.sum(token_mask(completion_length(targets, task.eos_id), M), 1).astype(jnp.float32)
     stats = EpisodeStats(return_sum=jnp.float32(0), length_sum=jnp.sum(lengths), count=n,
                          valid_steps=n, sim_steps=n)
     return {"prompts": prompts, "targets": targets}, stats, carry
@@ -63,8 +64,9 @@ def score(config, model, params, batch, hp):
 
 
 def loss(config, model, params, ref_params, batch, weight, mask, hp):
-    """``sft_loss`` of the batch."""
-    return sft_loss(model, params, batch["prompts"], batch["targets"])
+    """``sft_loss`` of the batch (with LoRA adapters, of the adapters only)."""
+    return sft_loss(model, freeze_base(params), batch["prompts"], batch["targets"],
+                    config.task.eos_id)
 
 
 def learn(config, loss_fn, params, opt_state, optimizer, batch, weight, mask, key=None):
