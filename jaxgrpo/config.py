@@ -68,7 +68,7 @@ class _BaseConfig:
     _HPARAMS: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        from .envs import validate_env
+        from .envs import normalize_env_kwargs, validate_env
 
         if not isinstance(self.env, str):
             fail("env", f"must be a gymnax id string, got {self.env!r}")
@@ -76,6 +76,7 @@ class _BaseConfig:
         for name in ("env_kwargs", "env_params"):
             if not isinstance(getattr(self, name), Mapping):
                 fail(name, f"must be a dict, got {type(getattr(self, name)).__name__}")
+        object.__setattr__(self, "env_kwargs", normalize_env_kwargs(self.env, self.env_kwargs))
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         _check_int(self, "total_timesteps")
         if self.total_timesteps > 2**31 - 1:      # counted in int32 / float32 in the program
@@ -116,6 +117,14 @@ class _BaseConfig:
     @property
     def algo(self) -> str:
         raise NotImplementedError
+
+
+def _check_dataset_answers(cfg, why):
+    """A dataset task (``text:dataset``) whose rows have no answer column fails (``why``: what
+    needs the answers)."""
+    if cfg.env == "text:dataset" and cfg.task.data.answer_column is None:
+        fail("env_kwargs", f"the dataset's rows have no answer column "
+              f"({cfg.env_kwargs.get('answer_column', 'answer')!r}); {why}")
 
 
 def is_text(env: str) -> bool:
@@ -295,6 +304,8 @@ class GRPOConfig(_TextFields, _BaseConfig):
     top_k: int = 0                             # text: sample from the k likeliest tokens (0: all)
     top_p: float = 1.0                         # text: nucleus sampling (1.0: off)
     init_from: str | None = None               # text: a run folder (SFT or GRPO) to start from
+    reward_funcs: tuple = ()                   # text: Python reward functions (or "module:fn")
+    reward_weights: tuple | None = None        # text: their weights (None: all 1)
 
     _HPARAMS: tuple = field(
         default=("lr", "gamma", "clip_eps", "clip_eps_high", "beta", "ent_coef",
@@ -314,6 +325,7 @@ class GRPOConfig(_TextFields, _BaseConfig):
         super().__post_init__()
         self._check_text_fields()
         self._check_token_options()
+        self._check_reward_funcs()
         _check_int(self, "group_size", low=2)   # a group of one has no advantage
         _check_int(self, "num_groups")
         _check_choice(self, "group_mode", ("episode", "state", "batch"))
@@ -365,6 +377,36 @@ class GRPOConfig(_TextFields, _BaseConfig):
             fail("num_envs", f"the on-policy collector steps num_groups * group_size = "
                   f"{episodes} lanes, got {self.num_envs}; num_envs sets the lanes of the "
                   "stream collector (on_policy false)")
+
+    def _check_reward_funcs(self):
+        """``reward_funcs`` resolved to a tuple of callables (``"module:function"`` strings
+        imported) and each called once on a dummy batch of the task's (a function that raises
+        or returns the wrong length or type fails here, named, before anything compiles);
+        ``reward_weights`` a tuple of one float per function, or None. A dataset task without
+        reward functions needs an answer column (its in-graph exact-match verifier)."""
+        from .text import rewardfns
+        try:
+            funcs = rewardfns.resolve_all(self.reward_funcs)
+            object.__setattr__(self, "reward_funcs", funcs)
+            object.__setattr__(self, "reward_weights",
+                               rewardfns.check_weights(self.reward_weights, len(funcs)))
+        except ValueError as e:
+            field_name, _, msg = str(e).partition(": ")
+            fail(field_name, msg)
+        if not is_text(self.env):
+            for name in ("reward_funcs", "reward_weights"):
+                if getattr(self, name):
+                    fail(name, f"only for text tasks (env 'text:NAME'), but env is "
+                          f"{self.env!r}; gymnax environments give their own rewards")
+            return
+        if not funcs:
+            _check_dataset_answers(self, "without reward_funcs its reward is the in-graph "
+                                   "exact match of the answer")
+            return
+        try:
+            rewardfns.check_reward_funcs(funcs, self.task)
+        except ValueError as e:
+            fail("reward_funcs", str(e).partition(": ")[2])
 
     def _check_token_options(self):
         text = is_text(self.env)
@@ -547,10 +589,11 @@ class SFTConfig(_TextFields):
                             compare=False)
 
     def __post_init__(self):
-        from .envs import validate_env
+        from .envs import normalize_env_kwargs, validate_env
         _check_env_kind(self)
         if not isinstance(self.env_kwargs, Mapping):
             fail("env_kwargs", f"must be a dict, got {type(self.env_kwargs).__name__}")
+        object.__setattr__(self, "env_kwargs", normalize_env_kwargs(self.env, self.env_kwargs))
         validate_env(self.env, dict(self.env_kwargs), {})
         _check_int(self, "num_steps")
         _check_int(self, "batch_size")
@@ -560,6 +603,7 @@ class SFTConfig(_TextFields):
         self._check_text_fields()
         if self.init_from is not None and not isinstance(self.init_from, str):
             fail("init_from", f"must be a run folder path, got {self.init_from!r}")
+        _check_dataset_answers(self, "SFT trains on the answers")
 
     replace = _BaseConfig.replace
     hparams = _BaseConfig.hparams

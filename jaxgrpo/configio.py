@@ -81,8 +81,10 @@ def plain(v):
 
 def config_to_dict(config, seeds: int | None = None, base_seed: int | None = None) -> dict:
     """The resolved config as plain YAML/JSON values: ``algo``, every field (tuples as lists,
-    ``reward_transform`` by name), then ``seeds`` and ``base_seed`` when given.
-    Raises ``ValueError`` for a custom reward function (it has no name to write)."""
+    ``reward_transform`` by name, ``reward_funcs`` as ``"module:function"`` strings, a
+    dataset's rows as a list of dicts), then ``seeds`` and ``base_seed`` when given.
+    Raises ``ValueError`` for a custom reward transform or a reward function that has no
+    importable name to write."""
     from . import rewards   # here: it imports JAX, which the command line's --help must not
     d = {"algo": config.algo}
     for f in dataclasses.fields(config):
@@ -97,12 +99,29 @@ def config_to_dict(config, seeds: int | None = None, base_seed: int | None = Non
                 raise ValueError(f"reward_transform: {name} is a custom function; only named "
                                  "transforms can be written to a run's config.yaml") from None
             v = name
+        elif f.name == "reward_funcs":
+            v = reward_func_specs(v)
         d[f.name] = plain(v)
     if seeds is not None:
         d["seeds"] = int(seeds)
     if base_seed is not None:
         d["base_seed"] = int(base_seed)
     return d
+
+
+def reward_func_specs(funcs) -> list[str]:
+    """A config's ``reward_funcs`` as the ``"module:function"`` strings config.yaml stores
+    (``jaxgrpo.text.rewardfns.spec_of``); ValueError naming a function that has none."""
+    from .text.rewardfns import reward_names, spec_of
+    specs = []
+    for f, name in zip(funcs, reward_names(funcs)):
+        spec = spec_of(f)
+        if spec is None:
+            raise ValueError(f"reward_funcs: {name} cannot be written to a run's config.yaml: "
+                             "only functions importable as 'module:function' can (define it "
+                             "at the top level of a module)")
+        specs.append(spec)
+    return specs
 
 
 def _int_like(annotation) -> bool:

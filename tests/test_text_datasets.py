@@ -143,3 +143,192 @@ def test_trains_in_the_compiled_loop_and_evaluates_on_the_heldout_split():
     held = {e["metadata"]["expression"].replace(" ", "") + "="
             for e in reasoning_gym_entries("chain_sum", 200, 0, max_terms=2, max_digits=1)[180:]}
     assert {ex["prompt"] for ex in res["examples"]} <= held
+
+
+# ----------------------------------------------------------------------------- from_records
+
+from jaxgrpo.text import TOKENIZER, from_records                        # noqa: E402
+from jaxgrpo.text.datasets import Records, Rows, reasoning_gym_records  # noqa: E402
+from jaxgrpo.text.tokenizer import BOS                                  # noqa: E402
+
+ROWS = [{"prompt": "1+2=", "answer": "3", "level": 1},
+        {"prompt": "10+20=", "answer": "30", "level": 2},
+        {"prompt": "4+4=", "answer": "8", "level": 1},
+        {"prompt": "12+1=", "answer": "13", "level": 2},
+        {"prompt": "0+0=", "answer": "0", "level": 0}]
+
+
+class ChatTokenizer:
+    """A stand-in for a pretrained tokenizer (``HFTokenizer``'s methods) over characters: a
+    chat template ``<u>content<a>`` (what ``apply_chat_template`` receives is recorded)."""
+
+    def __init__(self):
+        self.char = TOKENIZER.extended("|ABCDEFGHIJKLMNOPQRSTUVWXYZ!'\"")
+        self.vocab_size, self.pad_id, self.calls = self.char.vocab_size, 0, []
+
+    def apply_chat_template(self, messages, add_generation_prompt=False):
+        self.calls.append((messages, add_generation_prompt))
+        text = "".join(f"<{m['role'][0]}>{m['content']}" for m in messages)
+        return list(self.char.encode(text + ("<a>" if add_generation_prompt else ""), bos=True))
+
+    def encode(self, text, add_special_tokens=False):
+        return self.char.encode(text, bos=add_special_tokens)
+
+    def decode(self, ids, skip_special_tokens=True):
+        return self.char.decode(ids)
+
+
+def test_from_records_left_pads_with_bos_and_samples_rows_by_index():
+    task = from_records(ROWS, heldout=0.4, seed=1)
+    tok = task.tokenizer
+    assert isinstance(task.data, Records) and task.data.keys == ["answer", "level"]
+    assert task.prompt_len == 1 + max(len(r["prompt"]) for r in ROWS)
+    assert task.max_new_tokens == 3                     # the longest answer and EOS
+    p = jax.vmap(task.sample)(jax.random.split(jax.random.key(0), 200))
+    t, idx = np.asarray(p.tokens), np.asarray(p.index)
+    for row, i in zip(t, idx):
+        text = ROWS[i]["prompt"]
+        assert row.tolist() == [PAD] * (task.prompt_len - len(text) - 1) + [BOS] + \
+            tok.encode(text).tolist()
+    np.testing.assert_array_equal(np.asarray(p.length),
+                                  [len(ROWS[i]["prompt"]) + 1 for i in idx])
+    assert all(tok.decode(a) == ROWS[i]["answer"] for a, i in zip(np.asarray(p.answer), idx))
+    h = np.asarray(jax.vmap(task.sample_heldout)(jax.random.split(jax.random.key(1), 100)).index)
+    # 2 of 5 rows held out, drawn with the seed; training draws never see them
+    assert len(set(h)) == 2 and len(set(idx)) == 3 and not set(h) & set(idx)
+    order = np.random.default_rng(1).permutation(5)
+    assert set(h) == set(order[3:].tolist())
+    assert from_records(ROWS, heldout=0).sample_heldout is None
+
+
+def test_from_records_reads_jsonl_json_and_datasets_alike(tmp_path):
+    import json
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS) + "\n\n")
+    (tmp_path / "d.json").write_text(json.dumps(ROWS))
+    sources = [ROWS, str(tmp_path / "d.jsonl"), tmp_path / "d.json"]
+    datasets = pytest.importorskip("datasets")
+    sources.append(datasets.Dataset.from_list(ROWS))
+    key = jax.random.split(jax.random.key(0), 16)
+    ref = jax.vmap(from_records(ROWS).sample)(key)
+    for src in sources:
+        task = from_records(src)
+        assert task.data.rows == ROWS
+        got = jax.vmap(task.sample)(key)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_chat_prompts_go_through_the_chat_template():
+    rows = [{"prompt": [{"role": "system", "content": "Be brief"},
+                        {"role": "user", "content": "2+2?"}], "answer": "4"},
+            {"prompt": "plain 3+3?", "answer": "6"}]
+    tok = ChatTokenizer()
+    task = from_records(rows, tok, heldout=0)
+    assert tok.calls == [(rows[0]["prompt"], True)]
+    first = tok.char.encode("<s>Be brief<u>2+2?<a>", bos=True)
+    second = tok.char.encode("plain 3+3?", bos=True)
+    data = jax.vmap(task.sample)(jax.random.split(jax.random.key(0), 64))
+    got = {int(i): np.asarray(t)[-n:].tolist() for i, t, n in zip(data.index, data.tokens,
+                                                                     data.length)}
+    assert got == {0: first.tolist(), 1: second.tolist()}
+    with pytest.raises(ValueError, match="row 0: chat-message prompts need a tokenizer"):
+        from_records(rows)
+
+
+def test_from_records_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="row 1 has no column 'question'"):
+        from_records([{"question": "a"}, {"prompt": "b"}], prompt_column="question")
+    with pytest.raises(ValueError, match="row 0 of the list must be a dict"):
+        from_records(["1+1="])
+    with pytest.raises(ValueError, match="has no rows"):
+        from_records([])
+    with pytest.raises(ValueError, match="cannot read"):
+        from_records(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a"}\n{oops\n')
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        from_records(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(ValueError, match="max_prompt_len: row 1's prompt has 7 tokens, more "
+                                         "than max_prompt_len 6 \\(1 of 5 rows"):
+        from_records(ROWS, max_prompt_len=6)
+    with pytest.raises(ValueError, match="heldout: must be a fraction"):
+        from_records(ROWS, heldout=1.0)
+    with pytest.raises(ValueError, match="prompt must be text or chat messages"):
+        from_records([{"prompt": 3}])
+    task = from_records([{"prompt": "a="}, {"prompt": "b="}], heldout=0)
+    assert task.data.answer_column is None and task.data.keys == []
+
+
+def test_rows_hash_by_content_and_configs_cache_the_task(tmp_path):
+    assert hash(Rows(ROWS)) == hash(Rows([dict(r) for r in ROWS])) and Rows(ROWS) == Rows(ROWS)
+    assert hash(Rows(ROWS)) != hash(Rows(ROWS[:4]))
+    with pytest.raises(ValueError, match="row 0, column 'x'"):
+        Rows([{"prompt": "a", "x": object()}])
+    kw = dict(num_layers=1, width=16, num_heads=2, max_len=16)
+    a = GRPOConfig(env="text:dataset", env_kwargs={"data": ROWS}, **kw)
+    b = GRPOConfig(env="text:dataset", env_kwargs={"data": [dict(r) for r in ROWS]}, **kw)
+    assert a == b and a.task is b.task and isinstance(a.env_kwargs["data"], Rows)
+    assert a.replace(max_new_tokens=5).task.max_new_tokens == 5
+    path = tmp_path / "d.jsonl"
+    import json
+    path.write_text("\n".join(json.dumps(r) for r in ROWS))
+    c = GRPOConfig(env="text:dataset", env_kwargs={"data": str(path), "heldout": 0.2}, **kw)
+    assert c.task.data.rows == ROWS and c.task.sample_heldout is not None
+    path.write_text("\n".join(json.dumps(r) for r in ROWS[:3]))     # a changed file: rebuilt
+    assert len(c.replace().task.data.rows) == 3
+    with pytest.raises(ValueError, match="env_kwargs: dataset: unknown option 'promt_column' "
+                                         "\\(did you mean 'prompt_column'"):
+        GRPOConfig(env="text:dataset", env_kwargs={"data": ROWS, "promt_column": "q"}, **kw)
+    with pytest.raises(ValueError, match="option 'data' is required"):
+        GRPOConfig(env="text:dataset", **kw)
+    with pytest.raises(ValueError, match="env_kwargs: the dataset's rows have no answer column"):
+        GRPOConfig(env="text:dataset", env_kwargs={"data": [{"prompt": "a="}] * 3}, **kw)
+
+
+def test_reasoning_gym_natural_form_is_chat_messages_with_columns():
+    rows = reasoning_gym_records("chain_sum", 12, 5, system_prompt="Answer in <answer> tags")
+    entries = reasoning_gym_entries("chain_sum", 12, 5)
+    assert [r["answer"] for r in rows] == [e["answer"] for e in entries]
+    assert rows[0]["prompt"] == [{"role": "system", "content": "Answer in <answer> tags"},
+                                 {"role": "user", "content": entries[0]["question"]}]
+    tok = ChatTokenizer()
+    task = from_reasoning_gym("chain_sum", 12, 5, natural=True, tokenizer=tok,
+                              system_prompt="Answer in <answer> tags")
+    assert task.data.rows == rows and task.data.keys == ["answer", "question", "metadata"]
+    assert len(tok.calls) == 12 and all(add for _, add in tok.calls)
+    with pytest.raises(ValueError, match="tokenizer is an option of the natural form"):
+        from_reasoning_gym("chain_sum", 12, 5, tokenizer=tok)
+
+
+def test_pretrained_tokenizer_prompts_equal_transformers(tmp_path):
+    """With a Hugging Face tokenizer folder (``env_kwargs["tokenizer"]``, or ``init_from``'s):
+    chat prompts are transformers' ``apply_chat_template(..., add_generation_prompt=True)``
+    ids and text prompts its ``add_special_tokens=True`` ids, left-padded with the pad id;
+    Python rewards decode completions with it."""
+    pytest.importorskip("jaxgrpo.text.hf_tokenizer")
+    transformers = pytest.importorskip("transformers")
+    make_tokenizer = pytest.importorskip("test_hf_tokenizer").make_tokenizer
+    from jaxgrpo.text.rewardfns import RewardFns, exact_match_reward
+    make_tokenizer(tmp_path / "tok")
+    rows = [{"prompt": [{"role": "user", "content": f"what is {a}+7? think"}],
+             "answer": str(a + 7)} for a in range(4)] + [{"prompt": "the cat sat", "answer": "x"}]
+    c = GRPOConfig(env="text:dataset", env_kwargs={"data": rows, "heldout": 0,
+                                                   "tokenizer": str(tmp_path / "tok")},
+                   num_layers=1, width=16, num_heads=2, max_len=64)
+    task, tok = c.task, c.task.tokenizer
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    p = jax.vmap(task.sample)(jax.random.split(jax.random.key(0), 32))
+    assert set(np.asarray(p.index).tolist()) == set(range(5))
+    for t, n, i in zip(np.asarray(p.tokens), np.asarray(p.length), np.asarray(p.index)):
+        r = rows[i]["prompt"]
+        ref = (hf.apply_chat_template(r, add_generation_prompt=True, tokenize=True)
+               if isinstance(r, list) else hf(r, add_special_tokens=True)["input_ids"])
+        ref = ref["input_ids"] if hasattr(ref, "keys") else ref
+        assert t[-n:].tolist() == list(ref) and (t[:-n] == tok.pad_id).all()
+    fns = RewardFns((exact_match_reward,), (1.0,), ("exact_match_reward",), tok, task.data)
+    ans = [tok.encode(f"<answer>{rows[i]['answer']}</answer>") for i in np.asarray(p.index)]
+    comp = np.full((32, max(map(len, ans)) + 1), tok.pad_id, np.int32)
+    for r, a in enumerate(ans):
+        comp[r, :len(a) + 1] = [*a, tok.eos_token_ids[0]]
+    out = fns.per_function(p, jnp.asarray(comp), jnp.asarray([len(a) for a in ans]),
+                           jnp.ones(32, bool))
+    np.testing.assert_array_equal(np.asarray(out), np.ones((32, 1)))

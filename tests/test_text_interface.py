@@ -128,7 +128,8 @@ def test_text_task_is_static_and_replaceable():
     assert task.sample_heldout is None and isinstance(hash(task), int)
     longer = task._replace(max_new_tokens=4)
     assert longer.reference_completion(p).tolist() == [A, EOS, PAD, PAD]
-    assert Prompt._fields == ("tokens", "length", "answer", "answer_len")
+    assert Prompt._fields == ("tokens", "length", "answer", "answer_len", "index")
+    assert p.index is None and task.data is None     # a generated task: no dataset rows
 
 
 def test_user_defined_task():

@@ -1,7 +1,8 @@
 """Language models on verifiable text tasks: a character tokenizer, the task interface
-(``interface``), built-in tasks (``tasks``) and dataset tasks (``datasets``), a causal
-transformer (``model``), Hugging Face checkpoints in and out (``pretrained``, with their
-tokenizers: ``hf_tokenizer``), GRPO and SFT on them (``grpo``, ``sft``) and pass@k evaluation
+(``interface``), built-in tasks (``tasks``) and dataset tasks (``datasets``), Python reward
+functions (``rewardfns``), a causal transformer (``model``), Hugging Face checkpoints in and
+out (``pretrained``, with their tokenizers: ``hf_tokenizer``), GRPO and SFT on them (``grpo``,
+``sft``) and pass@k evaluation
 (``evaluation``).
 
 Names are imported on first use (PEP 562), as in ``jaxgrpo``: importing one of the low modules
@@ -16,7 +17,10 @@ _NAMES = {
     "Prompt": "interface", "TextTask": "interface", "completion_length": "interface",
     "exact_match": "interface", "reference_completion": "interface",
     "TASKS": "tasks", "make_task": "tasks",
-    "from_reasoning_gym": "datasets",
+    "from_reasoning_gym": "datasets", "from_records": "datasets",
+    "reasoning_gym_records": "datasets",
+    "exact_match_reward": "rewardfns", "format_reward": "rewardfns",
+    "math_verify_reward": "rewardfns", "extract_answer": "rewardfns",
     "ModelConfig": "model", "Transformer": "model",
     "evaluate_text": "evaluation", "heldout_prompts": "evaluation", "pass_at_k": "evaluation",
     "HFTokenizer": "hf_tokenizer",
@@ -25,7 +29,7 @@ _NAMES = {
 }
 
 _MODULES = ("datasets", "evaluation", "grpo", "hf_tokenizer", "interface", "model", "pretrained",
-            "sft", "tasks", "tokenizer")
+            "rewardfns", "sft", "tasks", "tokenizer")
 
 __all__ = sorted(_NAMES)
 

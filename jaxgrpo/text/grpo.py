@@ -27,6 +27,7 @@ from ..losses import loss_weights, policy_loss
 from ..rollout import EpisodeStats
 from .interface import prompt_valid
 from .model import Transformer
+from .rewardfns import RewardFns, reward_names
 
 
 class Completions(NamedTuple):
@@ -37,8 +38,11 @@ class Completions(NamedTuple):
     logp: jax.Array        # float32 [C, M], sampling-time log-probs (temperature-scaled), 0 after EOS
     length: jax.Array      # int32 [C], tokens before the first EOS (M if none: truncated)
     mask: jax.Array        # bool [C, M], the completion's tokens, its EOS included
-    reward: jax.Array      # float32 [C], the verifier's
+    reward: jax.Array      # float32 [C], the verifier's (or the reward functions' combined;
+    #                        NaN where every function returned None)
     group_id: jax.Array    # int32 [C]
+    rewards_per_func: jax.Array | None = None   # float32 [C, F]: Python reward functions'
+    #                        rewards (NaN for None), with reward_funcs; None otherwise
 
 
 def make_env(config):
@@ -64,29 +68,40 @@ def sample_groups(task, key, num_groups, group_size):
 
 
 def sample_completions(model, task, params, key, num_groups, group_size, temperature,
-                       active=True, greedy=False, early_stop=True, top_k=0, top_p=1.0):
+                       active=True, greedy=False, early_stop=True, rewards=None, top_k=0,
+                       top_p=1.0):
     """Sample and verify ``group_size`` completions of each of ``num_groups`` fresh prompts.
     -> (Completions, EpisodeStats); with ``active`` False (a run past its budget) every mask
     is False, so nothing is counted or trained. Decoding stops once every completion has
     ended (``early_stop``, static, passed to ``Transformer.generate``; False always runs
-    ``max_new_tokens`` steps, with the same results). ``top_k``, ``top_p`` (static): TRL's
+    ``max_new_tokens`` steps, with the same results). ``rewards`` (a
+    ``rewardfns.RewardFns``, static): score with these Python reward functions (a host
+    callback on the decoded completions) instead of ``task.verify``; the episode statistics
+    count an unscorable completion's reward as 0. ``top_k``, ``top_p`` (static): TRL's
     sampling filters (``Transformer.generate``)."""
     k_prompt, k_gen = jax.random.split(key)
     prompts, gid = sample_groups(task, k_prompt, num_groups, group_size)
     M = task.max_new_tokens
-    valid = prompt_valid(prompts.tokens, prompts.length)
-    completion, logp, length = model.generate(params, k_gen, prompts.tokens, valid, M,
+    real = prompt_valid(prompts.tokens, prompts.length)
+    completion, logp, length = model.generate(params, k_gen, prompts.tokens, real, M,
                                               temperature=temperature, eos_id=task.eos_id,
                                               greedy=greedy, early_stop=early_stop,
                                               **sampling_filters(top_k, top_p))
-    reward = jax.vmap(task.verify)(prompts, completion, length).astype(jnp.float32)
     mask = token_mask(length, M) & active
+    per_func = None
+    if rewards is None:
+        reward = jax.vmap(task.verify)(prompts, completion, length).astype(jnp.float32)
+    else:
+        per_func = rewards.per_function(prompts, completion, length, jnp.any(mask, axis=1))
+        reward = rewards.combine(per_func)
     valid = jnp.any(mask, axis=1).astype(jnp.float32)
-    stats = EpisodeStats(return_sum=jnp.sum(reward * valid),
+    stats = EpisodeStats(return_sum=jnp.sum(reward * valid) if rewards is None else
+                         jnp.sum(jnp.where(valid > 0, jnp.nan_to_num(reward, nan=0.0), 0.0)),
                          length_sum=jnp.sum(mask.astype(jnp.float32)),
                          count=jnp.sum(valid), valid_steps=jnp.sum(mask.astype(jnp.float32)),
                          sim_steps=jnp.float32(mask.size) * active)
-    return Completions(prompts.tokens, valid, completion, logp, length, mask, reward, gid), stats
+    return Completions(prompts.tokens, real, completion, logp, length, mask, reward, gid,
+                       per_func), stats
 
 
 def sampling_filters(top_k, top_p) -> dict:
@@ -106,15 +121,24 @@ def score(config, model, params, rollout: Completions, hp):
     ``dropped_groups``). ``weight``: TRL's ``loss_type`` aggregation over the kept tokens of the
     whole batch (the grpo and dr_grpo sequence count is every completion except those of
     dropped groups: a masked truncated completion still counts, as in TRL), so that the
-    minibatches' weighted losses add up to the batch's loss."""
+    minibatches' weighted losses add up to the batch's loss.
+
+    With Python reward functions (``rollout.rewards_per_func``), a completion all of whose
+    functions returned None (reward NaN) is left out of its group's statistics, of the loss
+    and of the reward metrics (TRL's unscorable completions), and each function adds the
+    metrics ``rewards/{name}/mean`` and ``rewards/{name}/std`` (over its non-None rewards,
+    std with Bessel's correction as TRL's ``nanstd``)."""
     C, M = rollout.completion.shape
     G = C // config.group_size
     seq_valid = jnp.any(rollout.mask, axis=1)
-    adv, std, zero = group_normalize(rollout.reward, rollout.group_id, G, mask=seq_valid,
+    scored = seq_valid                    # the completions with a reward
+    if rollout.rewards_per_func is not None:
+        scored = seq_valid & ~jnp.isnan(rollout.reward)
+    adv, std, zero = group_normalize(rollout.reward, rollout.group_id, G, mask=scored,
                                      scale=config.scale_rewards, baseline=config.baseline,
                                      eps=config.adv_eps, with_stats=True)
     truncated = rollout.length >= M
-    in_batch = seq_valid
+    in_batch = scored
     if config.dynamic_sampling:
         in_batch = in_batch & ~zero[rollout.group_id]
     keep = in_batch & ~truncated if config.mask_truncated_completions else in_batch
@@ -124,6 +148,11 @@ def score(config, model, params, rollout: Completions, hp):
         weight = weight * (C / jnp.maximum(jnp.sum(in_batch), 1).astype(jnp.float32))
     n = jnp.maximum(jnp.sum(seq_valid), 1).astype(jnp.float32)
     seq_mean = lambda x: jnp.sum(jnp.where(seq_valid, x, 0.0)) / n
+    if rollout.rewards_per_func is None:
+        scored_mean = seq_mean
+    else:
+        n_scored = jnp.maximum(jnp.sum(scored), 1).astype(jnp.float32)
+        scored_mean = lambda x: jnp.sum(jnp.where(scored, x, 0.0)) / n_scored
     length = jnp.sum(rollout.mask, 1).astype(jnp.float32)
     correct = rollout.reward >= 1.0
 
@@ -131,9 +160,9 @@ def score(config, model, params, rollout: Completions, hp):
         sel = seq_valid & sel
         k = jnp.sum(sel)
         return jnp.where(k > 0, jnp.sum(jnp.where(sel, length, 0.0)) / jnp.maximum(k, 1), jnp.nan)
-    metrics = {"reward": seq_mean(rollout.reward), "reward_std": jnp.mean(std),
+    metrics = {"reward": scored_mean(rollout.reward), "reward_std": jnp.mean(std),
                "frac_reward_zero_std": jnp.mean(zero),
-               "accuracy": seq_mean((rollout.reward >= 1.0).astype(jnp.float32)),
+               "accuracy": scored_mean((rollout.reward >= 1.0).astype(jnp.float32)),
                "completions/mean_length": seq_mean(length),
                # the length-bias diagnostics of Dr. GRPO: correct vs wrong (reward < 1)
                "completions/mean_length_correct": length_of(correct),
@@ -143,6 +172,9 @@ def score(config, model, params, rollout: Completions, hp):
                                  jnp.sum(zero & jnp.any(seq_valid.reshape(G, -1), 1),
                                          dtype=jnp.float32),
                "adv_abs": seq_mean(jnp.abs(adv))}
+    if rollout.rewards_per_func is not None:
+        metrics.update(function_metrics(rollout.rewards_per_func, seq_valid,
+                                        reward_names(config.reward_funcs)))
     batch = {"prompt": rollout.prompt, "prompt_valid": rollout.prompt_valid,
              "completion": rollout.completion, "logp": rollout.logp,
              "adv": adv, "mask": tok,
@@ -150,6 +182,22 @@ def score(config, model, params, rollout: Completions, hp):
              # into the metrics update.learn reports (sums over counts)
              "batch_tokens": jnp.full(C, jnp.sum(tok), jnp.float32)}
     return batch, weight, keep, metrics
+
+
+def function_metrics(per_func, valid, names) -> dict:
+    """``rewards/{name}/mean`` and ``rewards/{name}/std`` of each reward function's column of
+    ``per_func`` [C, F] over the ``valid`` [C] rows where it is not NaN (None): the mean, and
+    the std with Bessel's correction; NaN when it has no value (the std: fewer than two)."""
+    out = {}
+    for j, name in enumerate(names):
+        x = per_func[:, j]
+        ok = valid & ~jnp.isnan(x)
+        k = jnp.sum(ok).astype(jnp.float32)
+        mean = jnp.sum(jnp.where(ok, x, 0.0)) / jnp.maximum(k, 1.0)
+        var = jnp.sum(jnp.where(ok, (x - mean) ** 2, 0.0)) / jnp.maximum(k - 1.0, 1.0)
+        out[f"rewards/{name}/mean"] = jnp.where(k > 0, mean, jnp.nan)
+        out[f"rewards/{name}/std"] = jnp.where(k > 1, jnp.sqrt(var), jnp.nan)
+    return out
 
 
 def loss(config, model, params, ref_params, chunk, weight, mask, hp):
@@ -194,9 +242,11 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
 
 def collect(config, task, model, params, key, carry, active, hp):
     """``sample_completions`` of ``num_groups`` prompts x ``group_size`` at the ``temperature``
-    hyperparameter. -> (Completions, EpisodeStats, carry)."""
+    hyperparameter, scored by the config's ``reward_funcs`` if it has any (else by the task's
+    verifier). -> (Completions, EpisodeStats, carry)."""
     return (*sample_completions(model, task, params, key, config.num_groups, config.group_size,
-                                hp["temperature"], active, top_k=config.top_k,
+                                hp["temperature"], active,
+                                rewards=RewardFns.of(config, task), top_k=config.top_k,
                                 top_p=config.top_p), carry)
 
 

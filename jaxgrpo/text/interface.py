@@ -6,7 +6,8 @@ A ``TextTask`` is ``(name, tokenizer, prompt_len, max_new_tokens, sample, verify
 * ``sample(key) -> Prompt``: ``tokens`` int32 [prompt_len], left-padded with PAD and starting
   with BOS, so the last position holds the last prompt token; ``length`` int32 [] (non-pad
   tokens, BOS included); ``answer`` int32 [A], the answer tokens padded with PAD; ``answer_len``
-  int32 [].
+  int32 []; ``index`` int32 [] or None: the prompt's row in the task's dataset (``task.data``),
+  which Python reward functions read the row's columns by (None for generated tasks).
 * ``verify(prompt, completion, length) -> reward`` float32 []: ``completion`` int32 [M] (any
   static M, normally ``max_new_tokens``); ``length`` int32 [] is the number of completion tokens
   before the first EOS, M if there is none (``completion_length``).
@@ -15,6 +16,8 @@ A ``TextTask`` is ``(name, tokenizer, prompt_len, max_new_tokens, sample, verify
 The built-in tasks all use ``exact_match``: 1.0 when the completion is exactly the answer tokens
 followed by EOS (tokens after the EOS are ignored; a truncated completion, without EOS, gets 0),
 else 0.0. A PAD or BOS inside the completion is a wrong token, not skipped.
+``data`` (optional): the host-side rows of a dataset task (``jaxgrpo.text.datasets.Records``),
+whose columns Python reward functions (``jaxgrpo.text.rewardfns``) receive.
 ``sample_heldout(key) -> Prompt`` (optional) draws evaluation prompts kept apart from training
 ones (a dataset's held-out split); without it evaluation draws from ``sample`` with its own keys.
 ``max_new_tokens`` defaults to the answer's width plus one (room for the longest answer and its
@@ -42,7 +45,7 @@ that ``prompt.answer`` holds the tokens to generate.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +59,7 @@ class Prompt(NamedTuple):
     length: jax.Array      # int32 [], non-pad tokens
     answer: jax.Array      # int32 [A], answer tokens padded with PAD
     answer_len: jax.Array  # int32 []
+    index: jax.Array | None = None   # int32 []: the row in task.data (dataset tasks), else None
 
 
 class TextTask(NamedTuple):
@@ -67,6 +71,7 @@ class TextTask(NamedTuple):
     sample: Callable[[jax.Array], Prompt]
     verify: Callable[[Prompt, jax.Array, jax.Array], jax.Array]
     sample_heldout: Callable[[jax.Array], Prompt] | None = None  # held-out prompts, if apart
+    data: Any = None       # host-side rows (datasets.Records) for Python reward functions
 
     def reference_completion(self, prompt: Prompt, max_new_tokens: int | None = None):
         """int32 [max_new_tokens] (default ``self.max_new_tokens``): the answer, EOS, PAD
