@@ -379,43 +379,49 @@ def pretrained_config(spec):
 
 def jax_pretrained_point(spec) -> dict:
     """jaxgrpo's whole GRPO iterations on the checkpoint ``spec["model_dir"]`` (run in a fresh
-    process, so that its VmHWM is this configuration's), ``pretrained_config(spec)``. Compiled
-    once; the median of ``inner`` timed calls of ``iterations`` iterations each (the first
-    call after compilation is not timed)."""
+    process, so that its VmHWM is this configuration's), ``pretrained_config(spec)``, compiled
+    as ``jaxgrpo train`` runs it: the initial state from the checkpoint's params
+    (``runs.init_params``, an argument of the compiled init), then ``train.run(state, None,
+    iterations)`` over the state. The median of ``inner`` timed calls, each continuing from
+    the state the one before left (the first call after compilation is not timed)."""
     import jax
 
     from jaxgrpo import make_train
+    from jaxgrpo.runs import init_params
     n_it = int(spec["iterations"])
     t = time.perf_counter()
     cfg = pretrained_config(spec)
-    train = make_train(cfg)
+    params = init_params(cfg)
+    train = make_train(cfg, params=params)
+    state = jax.jit(lambda k, p: train.init(k, None, p))(jax.random.key(0), params)
+    jax.block_until_ready(state)
+    del params
     setup_s = time.perf_counter() - t
-    key = jax.random.key(0)
     t = time.perf_counter()
-    one = jax.jit(train).lower(key).compile()
+    run = jax.jit(lambda s: train.run(s, None, n_it)).lower(state).compile()
     compile_s = time.perf_counter() - t
     t = time.perf_counter()
-    jax.block_until_ready(one(key))
+    state, metrics = jax.block_until_ready(run(state))
     first = time.perf_counter() - t
     runs = []
-    for r in range(int(spec["inner"])):
+    for _ in range(int(spec["inner"])):
         t = time.perf_counter()
-        jax.block_until_ready(one(jax.random.key(r + 1)))
+        state, metrics = jax.block_until_ready(run(state))
         runs.append(time.perf_counter() - t)
     it_s = statistics.median(runs) / n_it
-    state = jax.eval_shape(lambda k: train.init(k, cfg.hparams()), key)
-    params = state.params
-    n_params = sum(x.size for x in jax.tree.leaves(params))
-    n_lora = sum(x.size for x in jax.tree.leaves(params.get("lora", [])))
-    trainable = n_lora if spec["lora_rank"] else n_params
+    n_all = sum(x.size for x in jax.tree.leaves(state.params))
+    n_lora = sum(x.size for x in jax.tree.leaves(state.params.get("lora", [])))
     C = cfg.num_groups * cfg.group_size
     M = cfg.task.max_new_tokens
+    lengths = metrics.get("completions/mean_length")
     return {"iteration_s": it_s, "iteration_s_all": [x / n_it for x in runs],
             "tokens_per_s": C * M / it_s, "completion_tokens": C * M,
+            "mean_completion_length": None if lengths is None else float(lengths.mean()),
             "prompt_len": int(cfg.task.prompt_len), "first_run_s": first,
-            "compile_s": compile_s, "setup_s": setup_s, "params": int(n_params - n_lora),
-            "trainable_params": int(trainable), "peak_rss_mib": vm_hwm_mib(),
-            "jax": jax.__version__}
+            "compile_s": compile_s, "setup_s": setup_s, "params": int(n_all - n_lora),
+            "trainable_params": int(n_lora if spec["lora_rank"] else n_all),
+            "opt_state_floats": int(sum(x.size for x in jax.tree.leaves(state.opt_state))),
+            "peak_rss_mib": vm_hwm_mib(), "jax": jax.__version__}
 
 
 def jax_pretrained_spec(a, model_dir, rows, lora: bool) -> dict:
@@ -521,8 +527,8 @@ def pretrained_markdown(res) -> str:
              f"{c['vocab_size']:,}, hidden {c['hidden_size']}, {c['num_hidden_layers']} layers, "
              f"{c['num_attention_heads']} query heads and {c['num_key_value_heads']} key/value "
              f"heads (grouped-query attention), SwiGLU MLP of {c['intermediate_size']}, RMSNorm, "
-             f"RoPE, {'tied' if tied else 'untied'} embeddings: {n / 1e6:.1f}M parameters, "
-             f"{emb / 1e6:.1f}M of them in the embedding"
+             f"RoPE, {'tied' if tied else 'untied'} embeddings: {n:,} parameters, {emb:,} of "
+             "them in the embedding"
              + ("" if tied else " and as many in the output head") + "; a character-level "
              "`tokenizers` WordLevel tokenizer padded to the vocabulary. Both sides load that "
              "folder (jaxgrpo: `GRPOConfig(init_from=DIR, env=\"text:dataset\", ...)`; TRL: "
