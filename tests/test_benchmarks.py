@@ -213,8 +213,11 @@ def test_text_vs_trl_pretrained_alternates_and_reports(tmp_path, monkeypatch):
     assert "| full fine-tuning | 3,001 | 1,001 | 3.00 |" in text
     assert "| LoRA (rank 16) | 4,001 | 2,501 | 1.60 |" in text
     assert "| 11,340,032 | 9.0 | 900, 2800 |" in text and "| 311,296 | 9.0 | 1000, 2800 |" in text
-    assert "full: jaxgrpo / TRL is 3.00x, the 2x target met." in text
-    assert "lora: jaxgrpo / TRL is 1.60x, the 2x target not met." in text
+    assert ("full: jaxgrpo / TRL is 3.00x (repeat by repeat: 3.00x, 3.00x, 3.00x), the 2x "
+            "target met.") in text
+    assert ("lora: jaxgrpo / TRL is 1.60x (repeat by repeat: 1.60x, 1.60x, 1.60x), the 2x "
+            "target not met.") in text
+    assert "Load average (1 min) at the start and the end:" in text
     assert "vocabulary 32,000, hidden 256, 4 layers, 8 query heads and 4 key/value" in text
     saved = json.loads(out.with_suffix(".json").read_text())
     assert [v["variant"] for v in saved["variants"]] == ["full", "lora"]
