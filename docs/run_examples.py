@@ -33,7 +33,8 @@ from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", "docs/command-line.md", "docs/configs.md", "docs/group-modes.md",
-         "docs/sweeps.md", "docs/presets.md", "docs/results.md", "docs/language-models.md"]
+         "docs/sweeps.md", "docs/presets.md", "docs/results.md", "docs/language-models.md",
+         "docs/pretrained.md"]
 SETUP = ("python -m venv", "pip install", ". .venv/bin/activate", "python -m pytest")
 FENCE = re.compile(r"^```(\w*)\s*$")
 SKIP = re.compile(r"<!--\s*not run:(.*?)-->")

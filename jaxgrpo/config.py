@@ -150,6 +150,8 @@ class _TextFields:
 
     def _check_text_fields(self):
         text = is_text(self.env)
+        if isinstance(self.lora_targets, (list, tuple)):     # YAML gives a list
+            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         for f in dataclasses.fields(_TextFields):
             if not text and getattr(self, f.name) != f.default:
                 fail(f.name, f"only for text tasks (env 'text:NAME'), but env is {self.env!r}")
@@ -158,7 +160,6 @@ class _TextFields:
         if self.max_new_tokens is not None:
             _check_int(self, "max_new_tokens")
         _check_choice(self, "dtype", DTYPES)
-        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         if self.pretrained:
             shape = {f.name: f.default for f in dataclasses.fields(_TextFields)
                      if f.name in ("num_layers", "width", "num_heads", "positions")}

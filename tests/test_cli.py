@@ -321,7 +321,8 @@ def test_help_defaults_are_the_config_defaults():
                 "wandb_project": "jaxgrpo",
                 "log_every": "about 200 updates per run", "step": "the latest",
                 "gif_sampled": "greedy", "gif_max_steps": "the whole episode",
-                "title": "the env, when all share one"}
+                "title": "the env, when all share one", "temperature": "the run's",
+                "max_new_tokens": "the run's"}
     run = {"seeds": str(seeds), "seed": str(base_seed), "out": "runs/<env>-<algo>-<time>"}
     expected = {
         "train": {"algo": grpo.algo, "env": grpo.env, **run,

@@ -288,9 +288,6 @@ def test_export_loads_in_transformers_with_equal_logits(ckpt, tmp_path):
 
 
 def test_export_merges_lora(ckpt, tmp_path):
-    if ckpt["arch"] == "qwen2":
-        pytest.skip("qwen2 merges as llama does (its q/k/v biases take no adapter): one "
-                    "compile less")
     model, params, tok = ckpt["model"], ckpt["params"], ckpt["tok"]
     lora_model = Transformer(dataclasses.replace(model.cfg, lora_rank=4, lora_alpha=8.0))
     lora = lora_model.init_lora(jax.random.PRNGKey(1))

@@ -147,7 +147,7 @@ def test_trains_in_the_compiled_loop_and_evaluates_on_the_heldout_split():
 
 # ----------------------------------------------------------------------------- from_records
 
-from jaxgrpo.text import TOKENIZER, from_records                        # noqa: E402
+from jaxgrpo.text import TOKENIZER, exact_match, from_records           # noqa: E402
 from jaxgrpo.text.datasets import Records, Rows, reasoning_gym_records  # noqa: E402
 from jaxgrpo.text.tokenizer import BOS                                  # noqa: E402
 
@@ -206,7 +206,7 @@ def test_from_records_reads_jsonl_json_and_datasets_alike(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS) + "\n\n")
     (tmp_path / "d.json").write_text(json.dumps(ROWS))
     sources = [ROWS, str(tmp_path / "d.jsonl"), tmp_path / "d.json"]
-    datasets = pytest.importorskip("datasets")
+    import datasets
     sources.append(datasets.Dataset.from_list(ROWS))
     key = jax.random.split(jax.random.key(0), 16)
     ref = jax.vmap(from_records(ROWS).sample)(key)
@@ -304,9 +304,10 @@ def test_pretrained_tokenizer_prompts_equal_transformers(tmp_path):
     chat prompts are transformers' ``apply_chat_template(..., add_generation_prompt=True)``
     ids and text prompts its ``add_special_tokens=True`` ids, left-padded with the pad id;
     Python rewards decode completions with it."""
-    pytest.importorskip("jaxgrpo.text.hf_tokenizer")
-    transformers = pytest.importorskip("transformers")
-    make_tokenizer = pytest.importorskip("test_hf_tokenizer").make_tokenizer
+    import importlib
+
+    import transformers
+    make_tokenizer = importlib.import_module("test_hf_tokenizer").make_tokenizer
     from jaxgrpo.text.rewardfns import RewardFns, exact_match_reward
     make_tokenizer(tmp_path / "tok")
     rows = [{"prompt": [{"role": "user", "content": f"what is {a}+7? think"}],
@@ -332,3 +333,18 @@ def test_pretrained_tokenizer_prompts_equal_transformers(tmp_path):
     out = fns.per_function(p, jnp.asarray(comp), jnp.asarray([len(a) for a in ans]),
                            jnp.ones(32, bool))
     np.testing.assert_array_equal(np.asarray(out), np.ones((32, 1)))
+    # the in-graph exact match ends answers at this tokenizer's EOS
+    ref = jax.vmap(task.reference_completion)(p) if hasattr(task, "eos_id") else None
+    if ref is not None:
+        n = jnp.asarray(p.answer_len)
+        assert (np.asarray(jax.vmap(task.verify)(p, ref, n)) == 1).all()
+
+
+def test_exact_match_takes_the_tokenizers_eos_ids():
+    answer = jnp.asarray([7, 8, PAD])
+    p = Prompt(jnp.zeros(2, jnp.int32), jnp.int32(2), answer, jnp.int32(2))
+    for eos, ok in [((40, 41), [1, 1, 0]), (41, [0, 1, 0])]:
+        comps = jnp.asarray([[7, 8, 40, PAD], [7, 8, 41, PAD], [7, 8, EOS, PAD]])
+        got = [float(exact_match(p, c, jnp.int32(2), eos)) for c in comps]
+        assert got == ok, (eos, got)
+    assert float(exact_match(p, jnp.asarray([7, 8, EOS, PAD]), jnp.int32(2))) == 1.0

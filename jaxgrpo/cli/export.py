@@ -41,14 +41,21 @@ def cmd_export(argv) -> int:
                            "replaces its files)")
         run = _text_run(args.run, args.step, args.seed)
         from ..text.grpo import make_policy
+        from ..text.hf_tokenizer import HFTokenizer
         from ..text.pretrained import save_pretrained
         config = run.config
-        save_pretrained(make_policy(config), _seed_params(run, args.seed), config.task.tokenizer,
-                        out)
+        tok = config.task.tokenizer
+        tok = tok if isinstance(tok, HFTokenizer) else None
+        model = make_policy(config)
+        from ..text.pretrained import model_type_of
+        model_type_of(model.cfg)          # a shape no architecture has: refused before writing
+        save_pretrained(model, _seed_params(run, args.seed), tok, out)
     except user_errors() as e:
         raise UsageError(str(e)) from None
+    note = "" if tok is not None else (" (no tokenizer files: a character-level task's "
+                                       "tokenizer has no Hugging Face form)")
     print(f"wrote {out}: seed {args.seed} of {run.path} (checkpoint {run.step}"
-          f"{', LoRA merged' if config.lora_rank else ''}); load it with "
+          f"{', LoRA merged' if config.lora_rank else ''}){note}; load it with "
           "transformers' AutoModelForCausalLM.from_pretrained or jaxgrpo's init_from")
     return 0
 

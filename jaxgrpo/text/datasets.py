@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .interface import Prompt, TextTask, exact_match
-from .tokenizer import BOS, PAD, TOKENIZER, CharTokenizer
+from .tokenizer import BOS, EOS, PAD, TOKENIZER, CharTokenizer
 
 
 def _expression(entry):
@@ -377,7 +377,7 @@ def from_records(records, tokenizer=None, prompt_column: str = "prompt", heldout
 
     ``answer_column`` (when the rows have it): its values (as text) become the prompts'
     ``answer`` tokens, the target of SFT warm starts and of the in-graph ``exact_match``
-    verifier, used when a run has no reward functions; ``max_new_tokens`` defaults to the
+    verifier (ending at the tokenizer's EOS ids), used when a run has no reward functions; ``max_new_tokens`` defaults to the
     longest answer plus EOS. A prompt longer than ``max_prompt_len`` tokens is a ValueError
     naming the row.
 
@@ -458,6 +458,9 @@ def from_records(records, tokenizer=None, prompt_column: str = "prompt", heldout
     def sample_heldout(key):
         return at(jax.random.randint(key, (), n_train, n))
 
-    return TextTask(name, tokenizer, prompt_len, answer_width + 1, sample, exact_match,
+    eos = tuple(int(i) for i in getattr(tokenizer, "eos_token_ids", ()))
+    verify = exact_match if eos in ((), (EOS,)) else functools.partial(
+        exact_match, eos_id=eos if len(eos) > 1 else eos[0])    # a pretrained tokenizer's EOS
+    return TextTask(name, tokenizer, prompt_len, answer_width + 1, sample, verify,
                     sample_heldout if n_heldout else None,
                     data=Records(rows, prompt_column, answer_column))

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..stats import bootstrap_ci
-from .grpo import make_policy
+from .grpo import make_policy, score_completions
+from .rewardfns import RewardFns
 from .interface import prompt_valid
 
 
@@ -57,17 +58,18 @@ def heldout_prompts(task, num_prompts: int, seed: int = 0):
 
 
 def completion_scores(model, task, params, prompts, key, num_samples: int,
-                      temperature=1.0, greedy=False):
+                      temperature=1.0, greedy=False, rewards=None):
     """Generate ``num_samples`` completions of every prompt and verify them: -> (completion
     int32 [B, num_samples, M], reward float32 [B, num_samples]). Jittable (``num_samples``,
-    ``greedy`` static)."""
+    ``greedy`` static). ``rewards``: a run's Python reward functions
+    (``rewardfns.RewardFns``), which then score instead of ``task.verify`` (NaN: unscorable)."""
     B = prompts.tokens.shape[0]
     rep = jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0), prompts)
     completion, _, length = model.generate(params, key, rep.tokens,
                                            prompt_valid(rep.tokens, rep.length),
                                            task.max_new_tokens, temperature=temperature,
                                            eos_id=task.eos_id, greedy=greedy)
-    reward = jax.vmap(task.verify)(rep, completion, length)
+    reward, _ = score_completions(task, rewards, rep, completion, length)
     return (completion.reshape(B, num_samples, -1),
             reward.reshape(B, num_samples).astype(jnp.float32))
 
@@ -77,19 +79,24 @@ def evaluate_text(config, params, *, num_prompts: int = 512, num_samples: int = 
     """Held-out evaluation of a text policy (``params`` with a leading seed axis [S, ...]):
     greedy accuracy, and pass@k for k = 1, 2, 4, ..., ``num_samples`` from ``num_samples``
     sampled completions per prompt (at ``temperature``, default the config's) with the unbiased
-    estimator (none with ``num_samples=0``). Seeds run one after another (``lax.map``). Returns ``{"greedy_accuracy":
+    estimator (none with ``num_samples=0``); a completion is correct when its reward is >= 1:
+    the task's verifier's, or the combined reward of the config's ``reward_funcs`` when it has
+    them. Seeds run one after another (``lax.map``). Returns ``{"greedy_accuracy":
     {"per_seed", "mean", "ci95"}, "pass_at_k": {k: {"per_seed", "mean", "ci95"}},
     "examples": [{"prompt", "completion", "reward"}] (seed 0's greedy completions)}``."""
     task, model = config.task, make_policy(config)
+    rewards = RewardFns.of(config, task)      # None: the task's in-graph verifier
     temp = getattr(config, "temperature", 1.0) if temperature is None else temperature
     prompts = heldout_prompts(task, num_prompts, seed)
     key = jax.random.fold_in(jax.random.key(seed), 1)
 
     def one(p):
-        g_comp, g_rew = completion_scores(model, task, p, prompts, key, 1, greedy=True)
+        g_comp, g_rew = completion_scores(model, task, p, prompts, key, 1, greedy=True,
+                                          rewards=rewards)
         if num_samples == 0:
             return g_comp[:, 0], g_rew[:, 0], jnp.zeros(num_prompts, jnp.int32)
-        _, s_rew = completion_scores(model, task, p, prompts, key, num_samples, temp)
+        _, s_rew = completion_scores(model, task, p, prompts, key, num_samples, temp,
+                                     rewards=rewards)
         return g_comp[:, 0], g_rew[:, 0], jnp.sum(s_rew >= 1.0, axis=1)
 
     comp, greedy, correct = jax.jit(lambda ps: jax.lax.map(one, ps))(params)

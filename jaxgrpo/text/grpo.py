@@ -67,6 +67,20 @@ def sample_groups(task, key, num_groups, group_size):
     return jax.tree.map(rep, prompts), rep(jnp.arange(num_groups, dtype=jnp.int32))
 
 
+def score_completions(task, rewards, prompts, completion, length, valid=None):
+    """Rewards of completions [C, M] of ``prompts`` (a batched ``Prompt`` [C]) with ``length``
+    [C]: ``task.verify``'s (``rewards`` None: in the graph) -> (float32 [C], None), or the
+    Python reward functions' (``rewardfns.RewardFns``; only the ``valid`` [C] rows, default
+    all, are passed to them) -> (combined float32 [C], NaN where unscorable; per function
+    float32 [C, F])."""
+    if rewards is None:
+        return jax.vmap(task.verify)(prompts, completion, length).astype(jnp.float32), None
+    if valid is None:
+        valid = jnp.ones(length.shape, bool)
+    per_func = rewards.per_function(prompts, completion, length, valid)
+    return rewards.combine(per_func), per_func
+
+
 def sample_completions(model, task, params, key, num_groups, group_size, temperature,
                        active=True, greedy=False, early_stop=True, rewards=None, top_k=0,
                        top_p=1.0):
@@ -88,12 +102,8 @@ def sample_completions(model, task, params, key, num_groups, group_size, tempera
                                               greedy=greedy, early_stop=early_stop,
                                               **sampling_filters(top_k, top_p))
     mask = token_mask(length, M) & active
-    per_func = None
-    if rewards is None:
-        reward = jax.vmap(task.verify)(prompts, completion, length).astype(jnp.float32)
-    else:
-        per_func = rewards.per_function(prompts, completion, length, jnp.any(mask, axis=1))
-        reward = rewards.combine(per_func)
+    reward, per_func = score_completions(task, rewards, prompts, completion, length,
+                                         jnp.any(mask, axis=1))
     valid = jnp.any(mask, axis=1).astype(jnp.float32)
     stats = EpisodeStats(return_sum=jnp.sum(reward * valid) if rewards is None else
                          jnp.sum(jnp.where(valid > 0, jnp.nan_to_num(reward, nan=0.0), 0.0)),

@@ -123,11 +123,15 @@ def reference_completion(prompt: Prompt, max_new_tokens: int, eos_id: int = EOS)
     return out.astype(jnp.int32)
 
 
-def exact_match(prompt: Prompt, completion, length):
+def exact_match(prompt: Prompt, completion, length, eos_id=EOS):
     """float32 []: 1.0 when ``completion`` [M] is ``prompt.answer[:answer_len]`` then EOS at
-    position ``length``; 0.0 otherwise (including truncated completions, length == M)."""
+    position ``length``; 0.0 otherwise (including truncated completions, length == M).
+    ``eos_id``: the EOS id, or a tuple of ids any of which ends a completion (a pretrained
+    tokenizer's; a dataset task binds its tokenizer's)."""
     m, a = completion.shape[-1], prompt.answer.shape[-1]
     w = min(m, a)
     same = (completion[:w] == prompt.answer[:w]) | (jnp.arange(w) >= prompt.answer_len)
-    ended = (length < m) & (completion[jnp.clip(length, 0, m - 1)] == EOS)
+    end = completion[jnp.clip(length, 0, m - 1)]
+    is_eos = jnp.isin(end, jnp.asarray(eos_id)) if isinstance(eos_id, tuple) else end == eos_id
+    ended = (length < m) & is_eos
     return (same.all() & ended & (length == prompt.answer_len)).astype(jnp.float32)

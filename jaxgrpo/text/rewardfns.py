@@ -254,7 +254,9 @@ def resolve(spec) -> Callable:
 
 def spec_of(f) -> str | None:
     """The string ``resolve`` turns back into ``f`` (what config.yaml stores), or None when
-    there is none (a lambda, a closure, a function defined inside another)."""
+    there is none (a lambda, a closure, a function defined inside another). A function of a
+    script is ``__main__:name``, which resolves in that script's process only: for a run
+    folder whose config.yaml loads anywhere (``jaxgrpo eval``), put it in a module."""
     spec = getattr(f, "spec", None)
     if isinstance(spec, str):
         return spec
@@ -354,7 +356,11 @@ class RewardFns(NamedTuple):
         tok = self.tokenizer
         M = completion.shape[-1]
         ids = [completion[r, :min(int(length[r]) + 1, M)].tolist() for r in range(len(length))]
-        texts = [tok.decode(completion[r, :int(length[r])]) for r in range(len(length))]
+        try:
+            texts = [tok.decode(completion[r, :int(length[r])]) for r in range(len(length))]
+        except Exception as e:  # noqa: BLE001 - say where it happened
+            raise RewardFunctionError(f"reward_funcs: decoding the completions for the reward "
+                                      f"functions failed: {type(e).__name__}: {e}") from e
         if self.data is not None:
             rows = [int(i) for i in index]
             prompts = self.data.prompts(rows)
@@ -450,6 +456,10 @@ def resolve_all(funcs) -> tuple:
 
 
 @functools.lru_cache(maxsize=64)
+def _checked_once(funcs, task):
+    return _checked(funcs, task)
+
+
 def _checked(funcs, task):
     fns = RewardFns(funcs, (1.0,) * len(funcs), reward_names(funcs), task.tokenizer, task.data)
     tok = task.tokenizer
@@ -467,9 +477,9 @@ def _checked(funcs, task):
     length = np.asarray([len(c) for c in comps], np.int32)
     if task.data is None:
         import jax
-        p = jax.vmap(task.sample)(jax.random.split(jax.random.key(0), 2))
-        prompt_tokens, answer, answer_len = (np.asarray(x) for x in (p.tokens, p.answer,
-                                                                     p.answer_len))
+        p = jax.jit(task.sample)(jax.random.key(0))      # jitted: far faster than eager
+        prompt_tokens, answer, answer_len = (np.stack([np.asarray(x)] * 2) for x in (
+            p.tokens, p.answer, p.answer_len))
     else:
         prompt_tokens = np.zeros((2, 1), np.int32)
         answer, answer_len = np.zeros((2, 1), np.int32), np.zeros(2, np.int32)
@@ -489,5 +499,12 @@ def _encode(tok, text):
 def check_reward_funcs(funcs, task) -> None:
     """Call every function once, before anything is compiled, on a batch of two completions
     of the task's first rows (an empty one, and the second row's answer or ``0``): a function
-    that raises or returns the wrong length or type is a ValueError naming it."""
-    _checked(tuple(funcs), task)
+    that raises or returns the wrong length or type is a ValueError naming it. Done once per
+    functions and task (functions that cannot be hashed: every time)."""
+    funcs = tuple(funcs)
+    try:
+        hash((funcs, task))
+    except TypeError:
+        _checked(funcs, task)
+        return
+    _checked_once(funcs, task)
