@@ -154,3 +154,105 @@ def test_accelerator_script_tiny(tmp_path, monkeypatch):
     assert accelerator.main(["--tiny", "--minutes", "0", "--out", str(out)]) == 0
     assert specs == [] and ("Skipped (time limit): grpo CartPole-v1 L=8 key=0, ppo CartPole-v1 "
                             "L=8 key=0, grpo seeds=1 single,") in out.read_text()
+
+
+def _text_vs_trl_fakes(monkeypatch, calls):
+    """benchmarks.text_vs_trl --pretrained with its measurements replaced by fakes that record
+    their order and specs: jaxgrpo 3,000 (full) / 4,000 (LoRA) tokens/s, TRL 1,000 / 2,500
+    (repeat r adds r to each)."""
+    from benchmarks import text_vs_trl as b
+    tps = {("jax", False): 3000.0, ("jax", True): 4000.0, ("trl", False): 1000.0,
+           ("trl", True): 2500.0}
+
+    def fake_build(a, py, out_dir):
+        Path(out_dir).mkdir(parents=True)
+        cfg = {"vocab_size": a.vocab, "hidden_size": a.hidden, "num_hidden_layers": a.layers,
+               "num_attention_heads": a.heads, "num_key_value_heads": a.kv_heads,
+               "intermediate_size": a.intermediate, "tie_word_embeddings": not a.untied}
+        (Path(out_dir) / "config.json").write_text(json.dumps(cfg))
+        calls.append(("build", py))
+        return {"params": 1}
+
+    def fake_jax(a, model_dir, rows, lora):
+        spec = b.jax_pretrained_spec(a, model_dir, rows, lora)
+        calls.append(("jax", lora, spec))
+        r = sum(c[0] == "jax" and c[1] == lora for c in calls) - 1
+        t = tps["jax", lora] + r
+        return {"tokens_per_s": t, "iteration_s": 1024 / t, "compile_s": 9.0,
+                "trainable_params": 311296 if lora else 11340032, "params": 11340032,
+                "peak_rss_mib": 900.0 + 100 * lora}
+
+    def fake_trl(a, py, model_dir, rows, lora):
+        spec = b.trl_pretrained_spec(a, model_dir, rows, lora)
+        calls.append(("trl", lora, spec))
+        r = sum(c[0] == "trl" and c[1] == lora for c in calls) - 1
+        t = tps["trl", lora] + r
+        return {"tokens_per_s": t, "step_s": 1024 / t, "iteration_s": 1024 / t,
+                "peak_rss_mib": 2800.0, "versions": {"trl": "1.16.0", "peft": "0.21.2"}}
+
+    monkeypatch.setattr(b, "build_checkpoint", fake_build)
+    monkeypatch.setattr(b, "jax_pretrained_run", fake_jax)
+    monkeypatch.setattr(b, "trl_pretrained_run", fake_trl)
+    monkeypatch.setattr(b, "trl_python", lambda: "trl-python")
+    return b
+
+
+def test_text_vs_trl_pretrained_alternates_and_reports(tmp_path, monkeypatch):
+    """--pretrained: one checkpoint built with TRL's Python, then per repeat jaxgrpo and TRL
+    alternate on full fine-tuning and LoRA; the table has the medians, their ratio, and the 2x
+    target read from them."""
+    calls = []
+    b = _text_vs_trl_fakes(monkeypatch, calls)
+    out = tmp_path / "pre.md"
+    assert b.main(["--pretrained", "--repeats", "3", "--out", str(out)]) == 0
+    assert calls[0] == ("build", "trl-python")
+    assert [c[:2] for c in calls[1:]] == [("jax", False), ("trl", False), ("jax", True),
+                                          ("trl", True)] * 3
+    text = out.read_text()
+    # medians of 3000, 3001, 3002 and 1000, 1001, 1002: 3.00x; LoRA 4001 / 2501 = 1.60x
+    assert "| full fine-tuning | 3,001 | 1,001 | 3.00 |" in text
+    assert "| LoRA (rank 16) | 4,001 | 2,501 | 1.60 |" in text
+    assert "| 11,340,032 | 9.0 | 900, 2800 |" in text and "| 311,296 | 9.0 | 1000, 2800 |" in text
+    assert ("full: jaxgrpo / TRL is 3.00x (repeat by repeat: 3.00x, 3.00x, 3.00x), the 2x "
+            "target met.") in text
+    assert ("lora: jaxgrpo / TRL is 1.60x (repeat by repeat: 1.60x, 1.60x, 1.60x), the 2x "
+            "target not met.") in text
+    assert "Load average (1 min) at the start and the end:" in text
+    assert "vocabulary 32,000, hidden 256, 4 layers, 8 query heads and 4 key/value" in text
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert [v["variant"] for v in saved["variants"]] == ["full", "lora"]
+    assert len(saved["variants"][1]["trl_all"]) == 3
+
+
+def test_text_vs_trl_pretrained_sides_get_the_same_work(tmp_path, monkeypatch):
+    """Both sides get the same checkpoint, prompts with answers, batch, completion length,
+    learning rate and adapters (jaxgrpo's target names mapped to peft's), TRL with gradient
+    checkpointing off; full fine-tuning has no adapters on either side."""
+    calls = []
+    b = _text_vs_trl_fakes(monkeypatch, calls)
+    assert b.main(["--pretrained", "--repeats", "1", "--prompts", "4", "--group-size", "3",
+                   "--new-tokens", "5", "--lora-rank", "8", "--lora-alpha", "16",
+                   "--out", str(tmp_path / "p.md")]) == 0
+    (_, _, jf), (_, _, tf), (_, _, jl), (_, _, tl) = calls[1:]
+    for j, t in ((jf, tf), (jl, tl)):
+        assert j["model_dir"] == t["model_dir"] and j["lr"] == t["lr"]
+        assert [r["prompt"] for r in j["rows"]] == t["prompts"]
+        assert [r["answer"] for r in j["rows"]] == t["answers"]
+        assert (j["num_prompts"], j["group_size"], j["max_new_tokens"]) == (4, 3, 5)
+        assert (t["num_prompts"], t["group_size"], t["max_new_tokens"]) == (4, 3, 5)
+        assert t["gradient_checkpointing"] is False and t["loss_type"] == "grpo"
+    assert jf["lora_rank"] == 0 and tf["lora"] is None
+    assert (jl["lora_rank"], jl["lora_alpha"]) == (8, 16.0)
+    assert tl["lora"] == {"rank": 8, "alpha": 16.0, "targets": [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+    assert jl["lora_targets"] == ["q", "k", "v", "o", "gate", "up", "down"]
+    # the prompts are 3-digit additions with their sums as answers
+    assert all(str(eval(r["prompt"].rstrip("="))) == r["answer"] for r in jf["rows"])
+    assert b.exact_answer(["1+2="] * 3, [" 3", "3\n", "33"], answer=["3"] * 3) == [1.0, 1.0, 0.0]
+
+
+def test_text_vs_trl_pretrained_bad_shape_is_rejected():
+    from benchmarks import text_vs_trl as b
+    import pytest
+    with pytest.raises(ValueError, match=r"--kv-heads \(3\) must divide --heads \(8\)"):
+        b.main(["--pretrained", "--kv-heads", "3", "--no-trl"])

@@ -1,11 +1,15 @@
 """TRL's GRPOTrainer on a tiny GPT-2 with random weights and a character tokenizer, both built
-here (nothing downloaded, hub access off); runs in benchmarks/.venv-trl.
+here, or on a Hugging Face checkpoint folder built locally (nothing downloaded, hub access off);
+runs in benchmarks/.venv-trl.
 
     python benchmarks/peers/trl_grpo.py SPEC.json
 
 SPEC: ``{"prompts": [...], "answers": [...], "chars": "...", "layers", "width", "heads",
 "max_len", "num_prompts", "group_size", "max_new_tokens", "steps", "warmup", "lr",
-"loss_type", "threads"}``. One optimizer step per generation batch of ``num_prompts`` x
+"loss_type", "threads"}``; or, instead of ``chars``/``layers``/``width``/``heads``/``max_len``,
+``"model_dir"``: a checkpoint folder (``AutoModelForCausalLM``, float32, and its tokenizer),
+with optional ``"lora": {"rank", "alpha", "targets"}`` (peft's LoraConfig: only the adapters
+train) and ``"gradient_checkpointing"`` (absent: TRL's default, True). One optimizer step per generation batch of ``num_prompts`` x
 ``group_size`` completions (``per_device_train_batch_size = num_prompts * group_size``,
 ``steps_per_generation = 1``, ``num_iterations = 1``, ``beta = 0``: TRL then neither loads a
 reference model nor recomputes old log-probs), float32, sampling at temperature 1, reward 1 for
@@ -37,15 +41,11 @@ def vm_hwm_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main():
-    spec = json.load(open(sys.argv[1]))
+def gpt2(spec):
+    """A GPT-2 with random weights and a character tokenizer, both built here."""
     import torch
-    torch.set_num_threads(int(spec.get("threads", os.cpu_count())))
-    from datasets import Dataset
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
     special = ["<pad>", "<bos>", "<eos>"]
     vocab = {t: i for i, t in enumerate(special + list(spec["chars"]))}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
@@ -59,6 +59,43 @@ def main():
         attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=0))
     model.generation_config.pad_token_id = 0
     model.generation_config.eos_token_id = 2
+    return model, tok
+
+
+def pretrained(spec):
+    """The checkpoint folder ``spec["model_dir"]`` (float32) and its tokenizer (left padding)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    torch.manual_seed(int(spec.get("seed", 0)))
+    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(spec["model_dir"], padding_side="left")
+    return model, tok
+
+
+def lora_config(spec):
+    """peft's LoraConfig for ``spec["lora"] = {"rank", "alpha", "targets"}`` (None: full
+    fine-tuning); no dropout, no bias, as jaxgrpo's adapters."""
+    if not spec.get("lora"):
+        return None
+    from peft import LoraConfig
+    lo = spec["lora"]
+    return LoraConfig(r=int(lo["rank"]), lora_alpha=float(lo["alpha"]),
+                      target_modules=list(lo["targets"]), lora_dropout=0.0, bias="none",
+                      task_type="CAUSAL_LM")
+
+
+def main():
+    spec = json.load(open(sys.argv[1]))
+    import torch
+    torch.set_num_threads(int(spec.get("threads", os.cpu_count())))
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    if spec.get("model_dir"):
+        model, tok = pretrained(spec)
+    else:
+        model, tok = gpt2(spec)
 
     n_steps = int(spec["steps"]) + int(spec["warmup"])
     P, G = int(spec["num_prompts"]), int(spec["group_size"])
@@ -83,9 +120,12 @@ def main():
         max_completion_length=int(spec["max_new_tokens"]), temperature=1.0, top_p=1.0,
         top_k=0, loss_type=spec.get("loss_type", "grpo"), scale_rewards="group",
         max_grad_norm=1.0, dataloader_num_workers=0, seed=int(spec.get("seed", 0)),
-        shuffle_dataset=False)
+        shuffle_dataset=False,
+        **({"gradient_checkpointing": bool(spec["gradient_checkpointing"])}
+           if "gradient_checkpointing" in spec else {}))
     trainer = GRPOTrainer(model=model, reward_funcs=exact, args=args, train_dataset=data,
-                          processing_class=tok, callbacks=[Clock()])
+                          processing_class=tok, callbacks=[Clock()],
+                          peft_config=lora_config(spec))
     t0 = time.perf_counter()
     trainer.train()
     total = time.perf_counter() - t0
@@ -97,8 +137,12 @@ def main():
            "completion_tokens_per_step": P * G * int(spec["max_new_tokens"]),
            "peak_rss_mib": vm_hwm_mib(),
            "torch_threads": torch.get_num_threads(),
-           "params": sum(p.numel() for p in model.parameters()),
-           "versions": {p: version(p) for p in ("trl", "transformers", "torch")}}
+           "params": sum(p.numel() for p in trainer.model.parameters()),
+           "trainable_params": sum(p.numel() for p in trainer.model.parameters()
+                                   if p.requires_grad),
+           "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
+           "versions": {p: version(p) for p in ("trl", "transformers", "torch")
+                        + ("peft",) * bool(spec.get("lora"))}}
     print("RESULT " + json.dumps(out), flush=True)
 
 
