@@ -150,7 +150,16 @@ def main(argv=None):
     ap.add_argument("--tiny", action="store_true", help="smoke size (seconds)")
     ap.add_argument("--out", help="results folder (default experiments/results; --tiny: a "
                                   "temporary one)")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the table of a finished "
+                    "run's pretrained_e2e.json into experiments/results, README.md and "
+                    "docs/pretrained.md")
     args = ap.parse_args(argv)
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        if Path(args.render).resolve() != (RESULTS / "pretrained_e2e.json").resolve():
+            (RESULTS / "pretrained_e2e.json").write_text(json.dumps(results, indent=1))
+        publish(results)
+        return results
     s = TINY if args.tiny else FULL
     import jax
 
@@ -221,8 +230,21 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pretrained_e2e.json").write_text(json.dumps(results, indent=1))
     (out_dir / "pretrained_e2e.md").write_text(report(results))
+    if out_dir.resolve() == RESULTS.resolve():
+        publish(results)
     print(report(results))
     return results
+
+
+def publish(results) -> None:
+    """The table into experiments/results/pretrained_e2e.md, and between the
+    ``<!-- pretrained_e2e:begin/end -->`` markers of README.md and docs/pretrained.md."""
+    from experiments.common import update_readme
+    md = report(results)
+    (RESULTS / "pretrained_e2e.md").write_text(md)
+    root = RESULTS.parent.parent
+    for page in (root / "README.md", root / "docs" / "pretrained.md"):
+        update_readme(page, "pretrained_e2e", md)
 
 
 def report(r) -> str:
