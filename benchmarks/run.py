@@ -7,6 +7,7 @@
     python -m benchmarks.run --parts throughput,peers,critic --out-dir benchmarks/machines/DATE
                                                      # another machine's table, kept beside
     python -m benchmarks.run --render [--out-dir D]  # rewrite D/README.md from D/results.json
+                                                     # (and D/text_vs_trl_pretrained.json)
 
 Every measurement runs in a fresh subprocess (``python -m benchmarks.measure``), so compile
 times are cold and the peak RSS is that measurement's own. Steps/s is *valid* env steps (real
@@ -33,6 +34,12 @@ Parts (``--parts``, comma-separated; default all):
   in its own process, TRL in ``benchmarks/.venv-trl``; ``--no-peers``: jaxgrpo only): completion
   tokens/s of whole iterations, the learn phase's share of the matmul rate, generation against
   ``max_new_tokens`` -> text_vs_trl.md and .json in the out-dir.
+- ``text-pretrained``: the same against TRL on a random 32k-vocabulary Llama checkpoint that
+  both load, full fine-tuning and LoRA (``python -m benchmarks.text_vs_trl --pretrained``, about
+  15 minutes on 2 cores; ``--no-peers``: jaxgrpo only, transformers and torch in this Python
+  build the checkpoint) -> text_vs_trl_pretrained.md and .json in the out-dir. The README's
+  subsection on it is rendered from the out-dir's text_vs_trl_pretrained.json, also when the
+  script ran on its own.
 - ``analysis``: the two stand-alone analyses, each in its own process:
   ``python -m benchmarks.where_time_goes`` (ablations, op counts, XLA options, lane-pool
   simulation -> where_time_goes.md) and ``python -m benchmarks.sweep_scaling`` (vmapped vs
@@ -52,7 +59,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PARTS = ("throughput", "peers", "critic", "scaling", "text", "analysis")
+PARTS = ("throughput", "peers", "critic", "scaling", "text", "text-pretrained", "analysis")
 ENVS = ("CartPole-v1", "Acrobot-v1", "Breakout-MinAtar")
 TARGET = 475.0
 
@@ -927,9 +934,65 @@ def markdown(res, outdir: Path | None = None) -> str:
                      f"| {fmt_k(tr['tokens_per_s']) if tr else 'not run'} | {ratio} |"
                      f" {100 * j['learn_gflops'] / t['matmul_gflops']:.0f}% |")
         L += [""]
+    if res.get("text_pretrained"):
+        if not res.get("text"):
+            L += ["## Language-model GRPO against TRL", ""]
+        L += pretrained_markdown(res["text_pretrained"])
     if res.get("notes"):
         L += ["## Notes", "", res["notes"], ""]
     return "\n".join(L)
+
+
+PRETRAINED_JSON = "text_vs_trl_pretrained.json"
+
+
+def pretrained_markdown(tp: dict) -> list[str]:
+    """The README's subsection on ``python -m benchmarks.text_vs_trl --pretrained`` from its
+    JSON (``tp``: that script's ``res``, written beside the README as text_vs_trl_pretrained.json):
+    the checkpoint and the work, then one row per variant (full fine-tuning, LoRA) with
+    tokens/s of both sides, their ratio and peak RSS."""
+    a, c = tp["settings"], tp["config"]
+    n = tp["variants"][0]["jax"]["params"]
+    emb = c["vocab_size"] * c["hidden_size"]
+    tied = c.get("tie_word_embeddings", False)
+    trl = next((v["trl"] for v in tp["variants"] if v.get("trl")), None)
+    gc = ("" if trl is None or "gradient_checkpointing" not in trl else
+          f" (gradient checkpointing {'on' if trl['gradient_checkpointing'] else 'off'})")
+    load = (f"load average (1 min) {tp['loadavg_start'][0]:.1f} at the start and "
+            f"{tp['loadavg_end'][0]:.1f} at the end" if "loadavg_end" in tp else
+            "load average not recorded in its JSON")
+    v = c["vocab_size"]
+    mega = lambda x: f"{x / 1e6:.1f}M" if x >= 1e6 else f"{x:,}"
+    L = ["### On a pretrained-shaped checkpoint "
+         f"({f'{v // 1000}k' if v % 1000 == 0 else f'{v:,}'} vocabulary), full fine-tuning "
+         "and LoRA", "",
+         f"`{tp['command']}` (the `text-pretrained` part) on {tp['machine']}: both sides load "
+         "one Hugging Face checkpoint folder, a random `LlamaForCausalLM` built here with "
+         f"transformers (vocabulary {c['vocab_size']:,}, hidden {c['hidden_size']}, "
+         f"{c['num_hidden_layers']} layers, {c['num_attention_heads']} query / "
+         f"{c['num_key_value_heads']} key-value heads, SwiGLU {c['intermediate_size']}, "
+         f"{'tied' if tied else 'untied'} embeddings: {mega(n)} parameters, "
+         f"{mega(emb)} of them in the embedding" + ("" if tied else " and as many in the "
+         "output head") + ") and a character-level `tokenizers` tokenizer padded to that "
+         f"vocabulary; {a['prompts']} prompts x {a['group_size']} completions of "
+         f"{a['new_tokens']} tokens per iteration, a Python exact-match reward, one optimizer "
+         f"step per generation, beta 0, float32; LoRA rank {a['lora_rank']}, alpha "
+         f"{a['lora_alpha']:g} on q, k, v, o, gate, up, down (TRL: peft). Each configuration "
+         "in its own process (peak RSS = its VmHWM), alternating, medians of "
+         f"{a['repeats']} repeats; {load}. Settings and per-repeat numbers: "
+         "[text_vs_trl_pretrained.md](text_vs_trl_pretrained.md). "
+         f"TRL: {tp.get('trl_versions', 'not run')}{gc}.", "",
+         "| | jaxgrpo tokens/s | TRL tokens/s | ratio (target >= 2x) "
+         "| peak RSS MiB: jaxgrpo, TRL |", "|---|---:|---:|---:|---:|"]
+    names = {"full": "full fine-tuning", "lora": f"LoRA (rank {a['lora_rank']})"}
+    for row in tp["variants"]:
+        j, t = row["jax"], row.get("trl")
+        ratio = f"{j['tokens_per_s'] / t['tokens_per_s']:.2f}x" if t else "-"
+        t_rss = f"{t['peak_rss_mib']:.0f}" if t else "-"
+        L.append(f"| {names.get(row['variant'], row['variant'])} | {fmt_k(j['tokens_per_s'])} "
+                 f"| {fmt_k(t['tokens_per_s']) if t else 'not run'} | {ratio} "
+                 f"| {j['peak_rss_mib']:.0f}, {t_rss} |")
+    return L + [""]
 
 
 def part_text(a, res):
@@ -940,6 +1003,28 @@ def part_text(a, res):
         log(f"[text] {' '.join(cmd[1:])} --out {out}")
         subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, check=True)
         res["text"] = json.loads(out.with_suffix(".json").read_text())
+
+
+def part_text_pretrained(a, res):
+    """``python -m benchmarks.text_vs_trl --pretrained`` (``--tiny``: its smoke size, which runs
+    no TRL; ``--no-peers``: ``--no-trl``) -> text_vs_trl_pretrained.md and .json in the out-dir."""
+    cmd = [sys.executable, "-m", "benchmarks.text_vs_trl", "--pretrained"] + ["--tiny"] * a.tiny \
+        + ["--no-trl"] * a.no_peers
+    with tempfile.TemporaryDirectory() as tmp:
+        out = (a.outdir if a.outdir is not None else Path(tmp)) / PRETRAINED_JSON
+        out = out.with_suffix(".md")
+        log(f"[text-pretrained] {' '.join(cmd[1:])} --out {out}")
+        subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, check=True)
+        res["text_pretrained"] = json.loads(out.with_suffix(".json").read_text())
+
+
+def with_pretrained(res, outdir: Path | None) -> dict:
+    """``res`` with ``text_pretrained`` from the out-dir's text_vs_trl_pretrained.json when
+    there is one (the script also runs on its own, ``python -m benchmarks.text_vs_trl
+    --pretrained``, and writes only that file): the file beside the README wins."""
+    if outdir is not None and (Path(outdir) / PRETRAINED_JSON).exists():
+        res["text_pretrained"] = json.loads((Path(outdir) / PRETRAINED_JSON).read_text())
+    return res
 
 
 def part_analysis(a, res):
@@ -970,7 +1055,7 @@ def main(argv=None) -> int:
     p.add_argument("--setup-peers", action="store_true", help="create the peer venvs and exit")
     p.add_argument("--render", action="store_true",
                    help="measure nothing: rewrite the out-dir's README.md (and its targets) from its "
-                   "results.json")
+                   "results.json and, if there, its text_vs_trl_pretrained.json")
     a = p.parse_args(argv)
     if a.setup_peers:
         log(rejax_python(), sb3_python())
@@ -980,7 +1065,7 @@ def main(argv=None) -> int:
         src = outdir / "results.json"
         if not src.exists():
             p.error(f"--render: no results.json in {outdir}")
-        res = json.loads(src.read_text())
+        res = with_pretrained(json.loads(src.read_text()), outdir)
         res["targets"] = check_targets(res)     # verdicts follow this code's reading of the numbers
         (outdir / "README.md").write_text(markdown(res, outdir))
         log(f"wrote {outdir / 'README.md'}")
@@ -1014,7 +1099,8 @@ def main(argv=None) -> int:
     for part in PARTS:
         if part in parts:
             log(f"[{part}] load {loadavg():.1f}")
-            globals()[f"part_{part}"](a, res)
+            globals()[f"part_{part.replace('-', '_')}"](a, res)
+    with_pretrained(res, outdir)
     res["targets"] = check_targets(res)
     res["load_end"] = loadavg()
     res["wall_s"] = res.get("wall_s", 0) * bool(a.merge) + time.perf_counter() - t0

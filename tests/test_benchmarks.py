@@ -256,3 +256,102 @@ def test_text_vs_trl_pretrained_bad_shape_is_rejected():
     import pytest
     with pytest.raises(ValueError, match=r"--kv-heads \(3\) must divide --heads \(8\)"):
         b.main(["--pretrained", "--kv-heads", "3", "--no-trl"])
+
+
+def _fake_pretrained() -> dict:
+    """A text_vs_trl_pretrained.json of made-up numbers (the script's layout): an untied
+    50,000-token checkpoint, full fine-tuning with TRL, LoRA without."""
+    real = json.loads((ROOT / "benchmarks" / "text_vs_trl_pretrained.json").read_text())
+    res = json.loads(json.dumps(real))
+    res["command"] = "python -m benchmarks.text_vs_trl --pretrained --vocab 50000 --untied"
+    res["machine"] = "Fake CPU, 64 cores, jax 9.9, device cpu"
+    res["config"].update(vocab_size=50_000, hidden_size=128, tie_word_embeddings=False,
+                         num_hidden_layers=3, num_key_value_heads=2, intermediate_size=384)
+    res["settings"].update(prompts=5, group_size=6, new_tokens=7, repeats=2, lora_rank=4,
+                           lora_alpha=8.0)
+    res["loadavg_start"], res["loadavg_end"] = [1.25, 1, 1], [2.5, 2, 2]
+    full, lora = res["variants"]
+    full["jax"].update(tokens_per_s=3000.0, peak_rss_mib=1000.4, params=12_800_000)
+    full["trl"].update(tokens_per_s=1200.0, peak_rss_mib=2000.6)
+    for k in ("trl", "trl_all"):
+        lora.pop(k)
+    lora["jax"].update(tokens_per_s=250.0, peak_rss_mib=900.0)
+    return res
+
+
+def test_render_includes_the_pretrained_section_from_its_json(tmp_path):
+    """--render with a text_vs_trl_pretrained.json beside results.json: the README's
+    subsection under the TRL comparison is that JSON's command, machine, checkpoint, work,
+    and per variant jaxgrpo's and TRL's tokens/s, their ratio and peak RSS; TRL not run shows
+    as such. Without the file, no subsection."""
+    from benchmarks import run
+    shutil.copy(ROOT / "benchmarks" / "results.json", tmp_path / "results.json")
+    assert run.main(["--render", "--out-dir", str(tmp_path)]) == 0
+    md0 = (tmp_path / "README.md").read_text()
+    assert "pretrained" not in md0
+    (tmp_path / run.PRETRAINED_JSON).write_text(json.dumps(_fake_pretrained()))
+    assert run.main(["--render", "--out-dir", str(tmp_path)]) == 0
+    md = (tmp_path / "README.md").read_text()
+    sec = md[md.index("### On a pretrained-shaped checkpoint (50k vocabulary)"):]
+    assert md.index("## Language-model GRPO against TRL") < md.index(sec[:30])
+    assert sec.startswith("### On a pretrained-shaped checkpoint (50k vocabulary), full "
+                          "fine-tuning and LoRA\n\n`python -m benchmarks.text_vs_trl "
+                          "--pretrained --vocab 50000 --untied` (the `text-pretrained` part) "
+                          "on Fake CPU, 64 cores, jax 9.9, device cpu: ")
+    assert ("(vocabulary 50,000, hidden 128, 3 layers, 8 query / 2 key-value heads, SwiGLU "
+            "384, untied embeddings: 12.8M parameters, 6.4M of them in the embedding and as "
+            "many in the output head)") in sec
+    assert "; 5 prompts x 6 completions of 7 tokens per iteration" in sec
+    assert "LoRA rank 4, alpha 8 on q, k, v, o" in sec and "medians of 2 repeats" in sec
+    assert "load average (1 min) 1.2 at the start and 2.5 at the end" in sec
+    assert "[text_vs_trl_pretrained.md](text_vs_trl_pretrained.md)" in sec
+    assert "| full fine-tuning | 3.0k | 1.2k | 2.50x | 1000, 2001 |" in sec
+    assert "| LoRA (rank 4) | 250 | not run | - | 900, - |" in sec
+    assert [ln[:1] for ln in sec.splitlines()[-4:]] == ["|"] * 4   # header, rule, two rows
+    assert md.endswith(sec) and len(sec.splitlines()) == 8
+    # the targets and every other section as without the file
+    assert md[:-len(sec)].rstrip("\n") == md0.rstrip("\n")
+
+
+def test_committed_readme_is_its_render():
+    """benchmarks/README.md is exactly what --render writes from the committed results.json
+    and text_vs_trl_pretrained.json (nothing hand-written in it that a re-render would drop);
+    its pretrained rows carry the JSON's medians."""
+    from benchmarks import run
+    here = ROOT / "benchmarks"
+    res = run.with_pretrained(json.loads((here / "results.json").read_text()), here)
+    res["targets"] = run.check_targets(res)
+    md = run.markdown(res, here)
+    assert md == (here / "README.md").read_text()
+    tp = json.loads((here / run.PRETRAINED_JSON).read_text())
+    for v in tp["variants"]:
+        j, t = v["jax"], v["trl"]
+        assert (f"| {run.fmt_k(j['tokens_per_s'])} | {run.fmt_k(t['tokens_per_s'])} | "
+                f"{j['tokens_per_s'] / t['tokens_per_s']:.2f}x | {j['peak_rss_mib']:.0f}, "
+                f"{t['peak_rss_mib']:.0f} |") in md
+    assert f"`{tp['command']}` (the `text-pretrained` part) on {tp['machine']}: " in md
+
+
+def test_text_pretrained_part_runs_the_script(tmp_path, monkeypatch):
+    """--parts text-pretrained runs `python -m benchmarks.text_vs_trl --pretrained` (with
+    --tiny / --no-trl as asked) writing into the out-dir, and keeps its JSON in the results."""
+    from types import SimpleNamespace
+    from benchmarks import run
+    assert "text-pretrained" in run.PARTS
+    assert all(callable(getattr(run, "part_" + p.replace("-", "_"))) for p in run.PARTS)
+    cmds = []
+
+    def fake_run(cmd, cwd, check):
+        cmds.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.with_suffix(".json").write_text(json.dumps({"command": " ".join(cmd[1:4])}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(run.subprocess, "run", fake_run)
+    for tiny, no_peers, flags in ((False, False, []), (True, True, ["--tiny", "--no-trl"])):
+        res = {}
+        run.part_text_pretrained(SimpleNamespace(tiny=tiny, no_peers=no_peers, outdir=tmp_path),
+                                 res)
+        assert cmds[-1] == [sys.executable, "-m", "benchmarks.text_vs_trl", "--pretrained",
+                            *flags, "--out", str(tmp_path / "text_vs_trl_pretrained.md")]
+        assert res["text_pretrained"] == {"command": "-m benchmarks.text_vs_trl --pretrained"}
