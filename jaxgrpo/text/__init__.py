@@ -21,7 +21,7 @@ _NAMES = {
     "reasoning_gym_records": "datasets",
     "exact_match_reward": "rewardfns", "format_reward": "rewardfns",
     "math_verify_reward": "rewardfns", "extract_answer": "rewardfns",
-    "ModelConfig": "model", "Transformer": "model",
+    "ModelConfig": "model", "Transformer": "model", "merge_lora": "model", "without_lora": "model",
     "evaluate_text": "evaluation", "heldout_prompts": "evaluation", "pass_at_k": "evaluation",
     "HFTokenizer": "hf_tokenizer",
     "load_pretrained": "pretrained", "save_pretrained": "pretrained",
