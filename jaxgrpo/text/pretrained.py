@@ -402,12 +402,9 @@ def _check_tensors(directory, expected: dict, shapes: dict, ignored) -> None:
         _fail(directory, f"the weights do not match config.json: {problems[0]}{more}")
 
 
-def load_weights(directory, cfg, model_type: str) -> dict:
-    """Read a checkpoint folder's safetensors weights into jaxgrpo's layout for ``cfg`` (see
-    ``Transformer.init``): a nested dict of float32 jax arrays. Every tensor's shape is checked
-    against ``cfg`` before any is read (one ``ValueError`` naming the first difference)."""
-    import jax.numpy as jnp
-    directory = Path(directory)
+def _expected_tensors(directory: Path, cfg, model_type: str):
+    """(files, leaves) of a checkpoint folder for ``cfg``, after checking every tensor's shape
+    in the safetensors headers against ``cfg`` (no tensor is read)."""
     files = _weight_files(directory)
     shapes = _shapes(files)
     prefix = _prefix(model_type, shapes)
@@ -417,6 +414,35 @@ def load_weights(directory, cfg, model_type: str) -> dict:
     if cfg.tie_embeddings:      # tied checkpoints may still store the head (transformers ignores it)
         ignored.add("lm_head.weight")
     _check_tensors(directory, expected, shapes, ignored)
+    return files, leaves, expected
+
+
+@functools.lru_cache(maxsize=32)
+def _checked_weights(path: str, stamp: tuple) -> bool:
+    p = Path(path)
+    cfg = read_model_config(p)
+    _expected_tensors(p, cfg, _read_json(p / "config.json")["model_type"])
+    return True
+
+
+def check_weights(directory) -> None:
+    """Check a checkpoint folder's safetensors headers against its config.json (what
+    ``load_weights`` does first, no tensor read): ``ValueError`` (one line) naming the first
+    tensor that is missing, unexpected or of the wrong shape. Cached by the folder's files'
+    sizes and modification times, so a config checks it once."""
+    p = Path(directory).expanduser().resolve()
+    stamp = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                         for f in p.iterdir() if f.suffix in (".json", ".safetensors")))
+    _checked_weights(str(p), stamp)
+
+
+def load_weights(directory, cfg, model_type: str) -> dict:
+    """Read a checkpoint folder's safetensors weights into jaxgrpo's layout for ``cfg`` (see
+    ``Transformer.init``): a nested dict of float32 jax arrays. Every tensor's shape is checked
+    against ``cfg`` before any is read (one ``ValueError`` naming the first difference)."""
+    import jax.numpy as jnp
+    directory = Path(directory)
+    files, leaves, expected = _expected_tensors(directory, cfg, model_type)
     arrays = _read_tensors(files, expected)
     params = {"blocks": [{} for _ in range(cfg.num_layers)]}
     for path, pieces in leaves:
