@@ -245,7 +245,8 @@ def ckpt(tmp_path_factory):
     """{name: path}: "base", a tiny Hugging Face checkpoint (random Llama, width 16, 1 layer,
     context 64, BPE tokenizer with a chat template); copies with config.json edited: "mistral"
     (model_type), "shape" (intermediate_size 48, its MLP tensors have 32 rows), "hidden"
-    (hidden_size 32), "short" (max_position_embeddings 8); "data" (20 sort rows as JSONL),
+    (hidden_size 32), "short" (max_position_embeddings 8), "truncated" (its
+    model.safetensors cut short); "data" (20 sort rows as JSONL),
     "long" (rows whose prompts are 100 digits long); run folders as written when a run starts
     (config.yaml; no checkpoint yet): "text_run" (GRPO on "data" from "base"), "gym_run"
     (CartPole-v1); "sweep" (a sweep folder)."""
@@ -275,6 +276,10 @@ def ckpt(tmp_path_factory):
         paths[name] = w / name
         paths[name].mkdir()
         save_config(paths[name] / "config.yaml", config, seeds=1, base_seed=0)
+    shutil.copytree(paths["base"], w / "truncated")       # a download cut short
+    weights = (paths["base"] / "model.safetensors").read_bytes()
+    (w / "truncated" / "model.safetensors").write_bytes(weights[:len(weights) - 100])
+    paths["truncated"] = w / "truncated"
     paths["sweep"] = w / "sweep"
     paths["sweep"].mkdir()
     (paths["sweep"] / "sweep.yaml").write_text("grid: {lr: [0.001, 0.01]}\n")
@@ -301,6 +306,8 @@ PRETRAINED = [
                     "config.json implies (48, 16)"]),
     (_ds("hidden"), ["init_from:", "tensor model.embed_tokens.weight has shape (273, 16)",
                      "(273, 32)"]),
+    (_ds("truncated"), ["init_from:", "truncated/model.safetensors: not a readable "
+                        "safetensors file"]),
     (_ds("short"), ["max_len: text:dataset's prompts (13 tokens)", "need 17 positions",
                     "max_position_embeddings of", "short/config.json) is 8"]),
     (_ds("base", kwargs=_LONG), ["max_len: text:dataset's prompts (", "context",

@@ -24,6 +24,7 @@ F MLP width, L layers.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -324,7 +325,6 @@ def _tensor_map(model_type: str, cfg, prefix: str, tied: bool) -> list:
 def _weight_files(directory: Path) -> dict:
     """Tensor name -> safetensors file, from model.safetensors.index.json's weight_map (sharded
     checkpoints) or the headers of every *.safetensors file."""
-    from safetensors import safe_open
     index = directory / "model.safetensors.index.json"
     if index.is_file():
         weight_map = _read_json(index).get("weight_map")
@@ -340,9 +340,22 @@ def _weight_files(directory: Path) -> dict:
                          "convert them with transformers' save_pretrained)")
     names = {}
     for f in files:
-        with safe_open(str(f), framework="np") as h:
+        with _opened(f) as h:
             names.update({k: f for k in h.keys()})
     return names
+
+
+@contextlib.contextmanager
+def _opened(f: Path):
+    """``safe_open(f)`` (NumPy), a file it cannot read (truncated, not safetensors) a one-line
+    ValueError naming it."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        h = safe_open(str(f), framework="np")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
+    with h:
+        yield h
 
 
 def _read_tensors(files: dict, names) -> dict:
@@ -367,10 +380,9 @@ def _read_tensors(files: dict, names) -> dict:
 
 
 def _shapes(files: dict) -> dict:
-    from safetensors import safe_open
     shapes = {}
     for f in set(files.values()):
-        with safe_open(str(f), framework="np") as h:
+        with _opened(f) as h:
             for n in h.keys():
                 if files.get(n) == f:
                     shapes[n] = tuple(h.get_slice(n).get_shape())
