@@ -247,7 +247,8 @@ def ckpt(tmp_path_factory):
     (model_type), "shape" (intermediate_size 48, its MLP tensors have 32 rows), "hidden"
     (hidden_size 32), "short" (max_position_embeddings 8), "truncated" (its
     model.safetensors cut short); "data" (20 sort rows as JSONL),
-    "long" (rows whose prompts are 100 digits long); run folders as written when a run starts
+    "long" (rows whose prompts are 100 digits long); "modules" (a folder of reward modules
+    that raise NameError or SyntaxError when imported); run folders as written when a run starts
     (config.yaml; no checkpoint yet): "text_run" (GRPO on "data" from "base"), "gym_run"
     (CartPole-v1); "sweep" (a sweep folder)."""
     from experiments.pretrained_e2e import build_checkpoint, task_rows
@@ -280,6 +281,11 @@ def ckpt(tmp_path_factory):
     weights = (paths["base"] / "model.safetensors").read_bytes()
     (w / "truncated" / "model.safetensors").write_bytes(weights[:len(weights) - 100])
     paths["truncated"] = w / "truncated"
+    paths["modules"] = w / "modules"          # reward modules that fail to import
+    paths["modules"].mkdir()
+    ok = "def f(prompts, completions, **c):\n    return [0.0] * len(completions)\n"
+    (paths["modules"] / "badin_name_error.py").write_text("import os\nx = undefined\n" + ok)
+    (paths["modules"] / "badin_syntax_error.py").write_text(ok + "def (:\n")
     paths["sweep"] = w / "sweep"
     paths["sweep"].mkdir()
     (paths["sweep"] / "sweep.yaml").write_text("grid: {lr: [0.001, 0.01]}\n")
@@ -322,6 +328,12 @@ PRETRAINED = [
                                   "floats or None"]),
     (_ds(reward="wrong_signature"), ["reward_funcs: wrong_signature raised TypeError",
                                      "unexpected keyword argument 'prompts'"]),
+    (_ds()[:-2] + ["--set", "reward_funcs=[badin_name_error:f]"],
+     ["reward_funcs: importing 'badin_name_error' for 'badin_name_error:f' raised NameError at",
+      "badin_name_error.py:2: name 'undefined' is not defined"]),
+    (_ds()[:-2] + ["--set", "reward_funcs=[badin_syntax_error:f]"],
+     ["reward_funcs: importing 'badin_syntax_error'", "raised SyntaxError at",
+      "badin_syntax_error.py:3: invalid syntax"]),
     (_ds(reward="missing"), ["reward_funcs: tests.bad_rewards has no 'missing'"]),
     (_ds(reward="fine")[:-2] + ["--set", "reward_funcs=[tests.no_such_module:f]"],
      ["reward_funcs: cannot import 'tests.no_such_module'"]),
@@ -356,7 +368,8 @@ PRETRAINED = [
 
 @pytest.mark.parametrize("argv, needles", PRETRAINED,
                          ids=[f"{a[0]}-{' '.join(n)[:60]}" for a, n in PRETRAINED])
-def test_pretrained_bad_input_is_one_line(argv, needles, ckpt, folder, capsys):
+def test_pretrained_bad_input_is_one_line(argv, needles, ckpt, folder, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(ckpt["modules"])
     for name, path in ckpt.items():
         argv = [a.replace("{%s}" % name, path) for a in argv]
     _one_line(argv, needles, folder, capsys)
