@@ -168,9 +168,9 @@ class _TextFields:
                     fail(name, f"the model's shape comes from the checkpoint at init_from "
                           f"({self.init_from}); leave {name} unset")
         if self.pretrained:     # the architecture and every tensor's shape, headers only
-            from .text.pretrained import check_weights
+            from .text.pretrained import check_weights, read_model_config
             try:
-                self.model_config()
+                read_model_config(self.init_from)
                 check_weights(self.init_from)
             except ValueError as e:
                 fail("init_from", str(e))

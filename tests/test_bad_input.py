@@ -152,7 +152,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, needles, folder, 
 
 def _one_line(argv, needles, folder, capsys):
     """``argv`` ("{d}" the test's folder) exits 2 with one line on stderr holding every one
-    of ``needles``, prints nothing on stdout and writes nothing into the test's folder."""
+    of ``needles``, prints nothing on stdout and writes nothing into the test's folder; returns
+    the line."""
     before = _files(folder)
     argv = [a.replace("{d}", str(folder)) for a in argv]
     out = ["--out", str(folder / "OUT")] if argv[0] in ("train", "sft", "sweep") else []
@@ -167,6 +168,7 @@ def _one_line(argv, needles, folder, capsys):
         assert n in lines[0], (n, lines[0])
     assert captured.out == ""
     assert _files(folder) == before          # no OUT, no runs/, nothing else
+    return lines[0]
 
 
 def test_there_are_at_least_30_cases():
@@ -342,6 +344,9 @@ PRETRAINED = [
     (_ds() + ["--set", "lora_rank=-1"], ["lora_rank: must be >= 0, got -1"]),
     (_ds() + ["--set", "lora_rank=2", "--set", "lora_targets=[q, qkv]"],
      ["lora_targets:", "got 'qkv'"]),
+    (_ds() + ["--set", "lora_rank=2", "--set", "lora_alpha=-1"],
+     ["lora_alpha: must be > 0, got -1.0"]),
+    (_ds() + ["--set", "lora_rank=2.5"], ["lora_rank: must be an int, got float 2.5"]),
     (_ds() + ["--set", "top_p=0"], ["top_p: must be > 0.0, got 0"]),
     (_ds() + ["--set", "top_p=1.5"], ["top_p: must be <= 1.0, got 1.5"]),
     (_ds() + ["--set", "top_k=-1"], ["top_k: must be >= 0, got -1"]),
@@ -372,7 +377,9 @@ def test_pretrained_bad_input_is_one_line(argv, needles, ckpt, folder, capsys, m
     monkeypatch.syspath_prepend(ckpt["modules"])
     for name, path in ckpt.items():
         argv = [a.replace("{%s}" % name, path) for a in argv]
-    _one_line(argv, needles, folder, capsys)
+    line = _one_line(argv, needles, folder, capsys)
+    if argv[0] in ("train", "sft"):                     # the field comes first
+        assert line.startswith(f"jaxgrpo {argv[0]}: error: {needles[0]}"), line
     for run in ("text_run", "gym_run"):                 # export and sample wrote nothing there
         assert os.listdir(ckpt[run]) == ["config.yaml"]
 
