@@ -167,13 +167,22 @@ class _TextFields:
                 if getattr(self, name) != default:
                     fail(name, f"the model's shape comes from the checkpoint at init_from "
                           f"({self.init_from}); leave {name} unset")
+        if self.pretrained:     # the architecture and every tensor's shape, headers only
+            from .text.pretrained import check_weights, read_model_config
+            try:
+                read_model_config(self.init_from)
+                check_weights(self.init_from)
+            except ValueError as e:
+                fail("init_from", str(e))
         model = self.model_config()    # text.ModelConfig checks the model's shape (one place)
         task = self.task
         need = task.prompt_len + task.max_new_tokens
         if need > model.max_len:
+            context = ("max_len" if not self.pretrained or self.max_len != _TextFields.max_len
+                       else f"max_position_embeddings of {self.init_from}/config.json")
             fail("max_len", f"{self.env}'s prompts ({task.prompt_len} tokens) plus max_new_tokens "
                   f"({task.max_new_tokens}) need {need} positions; the model's context "
-                  f"(max_len) is {model.max_len}")
+                  f"({context}) is {model.max_len}")
 
     @property
     def pretrained(self) -> bool:

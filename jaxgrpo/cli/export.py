@@ -9,21 +9,32 @@ from ..errors import RunError
 from .usage import UsageError, user_errors
 
 
-def _text_run(path, step, seed):
-    """The text run folder ``path`` loaded (``runs.Run``), after the checks that need no JAX."""
+def _text_config(path, seed):
+    """``(config, seeds)`` of the text run folder ``path`` from its config.yaml alone: a
+    missing folder, a sweep folder, a gymnax run or a seed it lacks is refused before any
+    checkpoint is read."""
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run folder")
     if rundir.folder_kind(run_dir) == "sweep":
         raise RunError(f"{run_dir}: is a sweep folder, which keeps no policies")
-    from .. import runs            # here: it imports JAX
-    run = runs.load_run(run_dir, step=step)
-    if not run.config.env.startswith("text:"):
-        raise RunError(f"{run_dir}: is a run on {run.config.env}; only text runs have a "
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{run_dir}: no config.yaml; not a run folder")
+    from ..configio import load_config       # here: it imports JAX
+    config, seeds, _ = load_config(run_dir / "config.yaml")
+    if not config.env.startswith("text:"):
+        raise RunError(f"{run_dir}: is a run on {config.env}; only text runs have a "
                        "language model")
-    if not 0 <= seed < run.seeds:
-        raise RunError(f"--seed: {run_dir} has {run.seeds} seed(s) (0..{run.seeds - 1}), got {seed}")
-    return run
+    if not 0 <= seed < seeds:
+        raise RunError(f"--seed: {run_dir} has {seeds} seed(s) (0..{seeds - 1}), got {seed}")
+    return config, seeds
+
+
+def _text_run(path, step, seed):
+    """The text run folder ``path`` loaded (``runs.Run``), after ``_text_config``'s checks."""
+    _text_config(path, seed)
+    from .. import runs
+    return runs.load_run(Path(path), step=step)
 
 
 def _seed_params(run, seed):
@@ -76,8 +87,7 @@ def cmd_sample(argv) -> int:
     from .parsers import sample_parser
     args = sample_parser().parse_args(argv)
     try:
-        run = _text_run(args.run, args.step, args.seed)
-        config = run.config
+        config, _ = _text_config(args.run, args.seed)    # the prompt checked before loading
         tok = config.task.tokenizer
         try:
             prompt = encode_prompt(tok, args.prompt, not args.raw)
@@ -89,6 +99,8 @@ def cmd_sample(argv) -> int:
         if len(prompt) + M > model.cfg.max_len:
             raise RunError(f"--prompt: {len(prompt)} tokens plus {M} new ones exceed the "
                            f"model's context ({model.cfg.max_len})")
+        run = _text_run(args.run, args.step, args.seed)
+        config = run.config
     except user_errors() as e:
         raise UsageError(str(e)) from None
     import jax

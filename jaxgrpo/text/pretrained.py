@@ -24,6 +24,7 @@ F MLP width, L layers.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -324,7 +325,6 @@ def _tensor_map(model_type: str, cfg, prefix: str, tied: bool) -> list:
 def _weight_files(directory: Path) -> dict:
     """Tensor name -> safetensors file, from model.safetensors.index.json's weight_map (sharded
     checkpoints) or the headers of every *.safetensors file."""
-    from safetensors import safe_open
     index = directory / "model.safetensors.index.json"
     if index.is_file():
         weight_map = _read_json(index).get("weight_map")
@@ -340,9 +340,22 @@ def _weight_files(directory: Path) -> dict:
                          "convert them with transformers' save_pretrained)")
     names = {}
     for f in files:
-        with safe_open(str(f), framework="np") as h:
+        with _opened(f) as h:
             names.update({k: f for k in h.keys()})
     return names
+
+
+@contextlib.contextmanager
+def _opened(f: Path):
+    """``safe_open(f)`` (NumPy), a file it cannot read (truncated, not safetensors) a one-line
+    ValueError naming it."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        h = safe_open(str(f), framework="np")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
+    with h:
+        yield h
 
 
 def _read_tensors(files: dict, names) -> dict:
@@ -367,10 +380,9 @@ def _read_tensors(files: dict, names) -> dict:
 
 
 def _shapes(files: dict) -> dict:
-    from safetensors import safe_open
     shapes = {}
     for f in set(files.values()):
-        with safe_open(str(f), framework="np") as h:
+        with _opened(f) as h:
             for n in h.keys():
                 if files.get(n) == f:
                     shapes[n] = tuple(h.get_slice(n).get_shape())
@@ -402,12 +414,9 @@ def _check_tensors(directory, expected: dict, shapes: dict, ignored) -> None:
         _fail(directory, f"the weights do not match config.json: {problems[0]}{more}")
 
 
-def load_weights(directory, cfg, model_type: str) -> dict:
-    """Read a checkpoint folder's safetensors weights into jaxgrpo's layout for ``cfg`` (see
-    ``Transformer.init``): a nested dict of float32 jax arrays. Every tensor's shape is checked
-    against ``cfg`` before any is read (one ``ValueError`` naming the first difference)."""
-    import jax.numpy as jnp
-    directory = Path(directory)
+def _expected_tensors(directory: Path, cfg, model_type: str):
+    """(files, leaves) of a checkpoint folder for ``cfg``, after checking every tensor's shape
+    in the safetensors headers against ``cfg`` (no tensor is read)."""
     files = _weight_files(directory)
     shapes = _shapes(files)
     prefix = _prefix(model_type, shapes)
@@ -417,6 +426,35 @@ def load_weights(directory, cfg, model_type: str) -> dict:
     if cfg.tie_embeddings:      # tied checkpoints may still store the head (transformers ignores it)
         ignored.add("lm_head.weight")
     _check_tensors(directory, expected, shapes, ignored)
+    return files, leaves, expected
+
+
+@functools.lru_cache(maxsize=32)
+def _checked_weights(path: str, stamp: tuple) -> bool:
+    p = Path(path)
+    cfg = read_model_config(p)
+    _expected_tensors(p, cfg, _read_json(p / "config.json")["model_type"])
+    return True
+
+
+def check_weights(directory) -> None:
+    """Check a checkpoint folder's safetensors headers against its config.json (what
+    ``load_weights`` does first, no tensor read): ``ValueError`` (one line) naming the first
+    tensor that is missing, unexpected or of the wrong shape. Cached by the folder's files'
+    sizes and modification times, so a config checks it once."""
+    p = Path(directory).expanduser().resolve()
+    stamp = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                         for f in p.iterdir() if f.suffix in (".json", ".safetensors")))
+    _checked_weights(str(p), stamp)
+
+
+def load_weights(directory, cfg, model_type: str) -> dict:
+    """Read a checkpoint folder's safetensors weights into jaxgrpo's layout for ``cfg`` (see
+    ``Transformer.init``): a nested dict of float32 jax arrays. Every tensor's shape is checked
+    against ``cfg`` before any is read (one ``ValueError`` naming the first difference)."""
+    import jax.numpy as jnp
+    directory = Path(directory)
+    files, leaves, expected = _expected_tensors(directory, cfg, model_type)
     arrays = _read_tensors(files, expected)
     params = {"blocks": [{} for _ in range(cfg.num_layers)]}
     for path, pieces in leaves:

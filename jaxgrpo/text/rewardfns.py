@@ -211,12 +211,31 @@ def _import(module: str, name: str, spec: str):
         mod = importlib.import_module(module)
     except ImportError as e:
         raise ValueError(f"reward_funcs: cannot import {module!r} for {spec!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed: one line, where and why
+        raise ValueError(f"reward_funcs: importing {module!r} for {spec!r} raised "
+                         f"{type(e).__name__}{_where(e)}: {_first_line(e)}") from None
     obj = mod
     for part in name.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"reward_funcs: {module} has no {name!r} ({spec!r})")
         obj = getattr(obj, part)
     return obj
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e.msg if isinstance(e, SyntaxError) else e)
+    return text.splitlines()[0] if text else ""
+
+
+def _where(e: BaseException) -> str:
+    """`` at FILE:LINE`` of an exception raised while importing a module: a SyntaxError's own,
+    else the innermost frame of its traceback ("" if it has none)."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return f" at {e.filename}:{e.lineno}"
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
 
 
 def resolve(spec) -> Callable:
