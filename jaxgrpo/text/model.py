@@ -186,8 +186,9 @@ class ModelConfig:
         if len(set(self.lora_targets)) < len(self.lora_targets):
             fail("lora_targets", f"names one projection twice: {self.lora_targets!r}")
         if self.lora_rank and not self.lora_modules:
+            why = " (a gelu MLP has no 'gate')" if self.lora_targets == ("gate",) else ""
             fail("lora_targets", f"no projection of this model to adapt with lora_rank "
-                 f"{self.lora_rank}: {self.lora_targets!r} (a gelu MLP has no 'gate')")
+                 f"{self.lora_rank}: {self.lora_targets!r}{why}")
 
     def _check_rope_scaling(self):
         rs = self.rope_scaling
