@@ -166,7 +166,7 @@ def test_prompts_match_python(case):
     task = task_of(case)[0]
     prompts, _, texts, parsed = sampled(case)
     p = task.prompt_len
-    for tokens, length, answer, answer_len, text, (ans, _, _) in zip(*prompts, texts, parsed):
+    for tokens, length, answer, answer_len, text, (ans, _, _) in zip(*prompts[:4], texts, parsed):
         assert 0 < length <= p
         assert np.all(tokens[:p - length] == PAD) and tokens[p - length] == BOS
         assert np.all(tokens[p - length + 1:] > EOS)
@@ -218,7 +218,7 @@ def test_same_key_same_prompt_and_static_shapes(case):
     keys = jax.random.split(jax.random.PRNGKey(case), N)
     prompts = sampled(case)[0]
     again = sample(jnp.broadcast_to(keys[1], keys.shape))[0]    # one key in every row
-    for x, y in zip(again, prompts):
+    for x, y in zip(again[:4], prompts[:4]):    # index: None (no dataset)
         np.testing.assert_array_equal(x, np.broadcast_to(y[1], x.shape))
     assert len({t.tobytes() for t in prompts.tokens}) > 1
     shape = jax.eval_shape(task.sample, keys[0])
