@@ -402,3 +402,225 @@ def test_gae_lambda_one_is_discounted_return_minus_value():
     mc = ref_reverse_discounted_cumsum(r, gamma, np.ones((T, 1), bool))
     np.testing.assert_allclose(np.asarray(ret), mc, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(adv), mc - v, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- verl / TRL estimators
+# Plain NumPy transcriptions (float64) of verl's verl/trainer/ppo/core_algos.py
+# (compute_reinforce_plus_plus_outcome_advantage, compute_reinforce_plus_plus_baseline_outcome_
+# advantage, compute_grpo_passk_outcome_advantage), verl.utils.torch_functional.masked_whiten,
+# and TRL 1.16's GRPOTrainer._generate_and_score_completions multi_objective_aggregation
+# branches (nanstd with Bessel's correction). Where verl raises (a group of one for pass@k, a
+# batch of one token for masked_whiten) jaxgrpo gives 0; the references skip those groups.
+
+from jaxgrpo.advantages import (aggregate_rewards, batch_normalize, grpo_passk,  # noqa: E402
+                                last_token_rewards, masked_whiten, reinforce_pp,
+                                reinforce_pp_baseline)
+
+
+def verl_masked_whiten(values, mask):
+    masked_mean = lambda v: (v * mask).sum() / (mask.sum() + 1e-8)
+    mean = masked_mean(values)
+    var = masked_mean((values - mean) ** 2)
+    n = mask.sum()
+    var = var * (n / (n - 1))
+    return (values - mean) / np.sqrt(var + 1e-8)
+
+
+def verl_reinforce_pp(token_level_rewards, response_mask, gamma):
+    returns = np.zeros_like(token_level_rewards)
+    running_return = 0
+    for t in reversed(range(token_level_rewards.shape[1])):
+        running_return = token_level_rewards[:, t] + gamma * running_return
+        returns[:, t] = running_return
+        running_return = running_return * response_mask[:, t]
+    return verl_masked_whiten(returns, response_mask) * response_mask
+
+
+def verl_reinforce_pp_baseline(token_level_rewards, response_mask, index):
+    L = token_level_rewards.shape[-1]
+    scores = token_level_rewards.sum(-1)
+    id2score, id2mean = {}, {}
+    for i in range(len(scores)):
+        id2score.setdefault(index[i], []).append(scores[i])
+    for idx, s in id2score.items():
+        id2mean[idx] = 0.0 if len(s) == 1 else np.mean(s)
+    scores = np.array([scores[i] - id2mean[index[i]] for i in range(len(scores))])
+    scores = np.tile(scores[:, None], [1, L]) * response_mask
+    return verl_masked_whiten(scores, response_mask) * response_mask
+
+
+def verl_grpo_passk(token_level_rewards, response_mask, index, epsilon, norm_by_std):
+    scores = token_level_rewards.sum(-1)
+    adv = np.zeros_like(scores)
+    id2scores, id2indices = {}, {}
+    for i in range(len(scores)):
+        id2scores.setdefault(index[i], []).append(scores[i])
+        id2indices.setdefault(index[i], []).append(i)
+    for idx, rewards in id2scores.items():
+        rewards = np.asarray(rewards)
+        if rewards.size < 2:         # verl raises ValueError here
+            continue
+        order = np.argsort(-rewards, kind="stable")
+        r_max, r_second = rewards[order[0]], rewards[order[1]]
+        a = r_max - r_second
+        if norm_by_std:
+            a = a / (np.std(rewards, ddof=1) + epsilon)
+        adv[id2indices[idx][order[0]]] = a
+    return adv[:, None] * response_mask
+
+
+def trl_nanstd(x, axis=None, keepdims=False):
+    mean = np.nanmean(x, axis=axis, keepdims=True)
+    var = np.nanmean((x - mean) ** 2, axis=axis, keepdims=True)
+    count = np.sum(~np.isnan(x), axis=axis, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.where(count > 1, count / (count - 1), np.nan)
+    std = np.sqrt(var * corr)
+    return std if keepdims else (std.squeeze() if axis is None else std.squeeze(axis))
+
+
+def trl_advantages(rewards_per_func, weights, num_generations, aggregation):
+    """TRL's advantages (scale_rewards="group" for sum_then_normalize), nan_to_num'ed."""
+    w = np.asarray(weights, np.float64)[None, :]
+    unscorable = np.isnan(rewards_per_func).all(1)
+    with np.errstate(invalid="ignore", divide="ignore"), \
+            __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", RuntimeWarning)
+        if aggregation == "sum_then_normalize":
+            rewards = np.nansum(rewards_per_func * w, 1)
+            rewards[unscorable] = np.nan
+            g = rewards.reshape(-1, num_generations)
+            mean = np.repeat(np.nanmean(g, 1), num_generations)
+            std = np.repeat(trl_nanstd(g, axis=1), num_generations)
+            adv = (rewards - mean) / (std + 1e-4)
+        else:
+            F = rewards_per_func.shape[1]
+            grouped = rewards_per_func.reshape(-1, num_generations, F)
+            mean_k = np.nanmean(grouped, 1, keepdims=True)
+            std_k = trl_nanstd(grouped, axis=1, keepdims=True)
+            reward_k = ((grouped - mean_k) / (std_k + 1e-4)).reshape(-1, F)
+            rewards = np.nansum(reward_k * w, 1)
+            rewards[unscorable] = np.nan
+            adv = (rewards - np.nanmean(rewards)) / (trl_nanstd(rewards) + 1e-4)
+    return np.nan_to_num(adv, nan=0.0)
+
+
+def ragged_batch(seed, B=24, L=6, G=7):
+    """Random ragged batch: group sizes 1..5 (some singletons), token lengths 0..L (empty rows
+    and one-token rows included), rewards from {0, 0.5, 1} in some groups (ties, zero
+    variance) and continuous in others."""
+    rng = np.random.default_rng(seed)
+    gid = np.sort(rng.integers(0, G, B)).astype(np.int32)
+    lengths = rng.integers(0, L + 1, B)
+    lengths[:2] = [0, 1]
+    rng.shuffle(lengths)
+    scores = np.where(gid % 2 == 0, rng.choice([0.0, 0.5, 1.0], B), rng.normal(size=B))
+    scores[gid == 5] = 0.5                    # a zero-variance group
+    mask = np.arange(L)[None, :] < lengths[:, None]
+    return gid, G, scores.astype(np.float32).astype(np.float64), mask
+
+
+def test_masked_whiten_matches_verl():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 7))
+    m = (rng.random((5, 7)) < 0.6).astype(np.float64)
+    got = np.asarray(masked_whiten(x, m))
+    np.testing.assert_allclose(got, verl_masked_whiten(x, m) * m, **TOL)
+    one = np.zeros((5, 7)); one[2, 3] = 1.0            # one entry: verl raises; 0 here
+    assert np.all(np.asarray(masked_whiten(x, one)) == 0.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_reinforce_pp_matches_verl(seed, gamma):
+    gid, G, scores, mask = ragged_batch(seed)
+    rng = np.random.default_rng(100 + seed)
+    kl = rng.normal(scale=0.1, size=mask.shape) * mask
+    tlr_scores = np.asarray(last_token_rewards(scores, mask), np.float64)
+    want_tlr = np.zeros(mask.shape)
+    for i, n in enumerate(mask.sum(1)):
+        if n:
+            want_tlr[i, n - 1] = scores[i]
+    np.testing.assert_array_equal(tlr_scores, want_tlr.astype(np.float32))
+    token_rewards = want_tlr - 0.05 * kl                # verl's apply_kl_penalty, coef 0.05
+    got = np.asarray(jax.jit(reinforce_pp, static_argnums=2)(token_rewards, mask, gamma))
+    want = verl_reinforce_pp(token_rewards, mask.astype(np.float64), gamma)
+    np.testing.assert_allclose(got, want, **TOL)
+    assert (got[~mask] == 0).all() and (got[mask.sum(1) == 0] == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reinforce_pp_baseline_matches_verl(seed):
+    gid, G, scores, mask = ragged_batch(seed)
+    tlr = np.zeros(mask.shape)
+    n = mask.sum(1)
+    tlr[np.arange(len(n))[n > 0], n[n > 0] - 1] = scores[n > 0]
+    sc = tlr.sum(-1)                                      # verl's scores: 0 for an empty row
+    f = jax.jit(reinforce_pp_baseline, static_argnums=2)
+    got = np.asarray(f(sc, gid, G, n))
+    want = verl_reinforce_pp_baseline(tlr, mask.astype(np.float64), gid)
+    np.testing.assert_allclose(np.where(mask, got[:, None], 0.0), want, **TOL)
+    # rows not valid leave every statistic: as verl on the batch without them
+    valid = np.random.default_rng(seed).random(len(sc)) < 0.7
+    got_v = np.asarray(f(sc, gid, G, n, valid))
+    want_v = verl_reinforce_pp_baseline(tlr[valid], mask[valid].astype(np.float64), gid[valid])
+    np.testing.assert_allclose(np.where(mask[valid], got_v[valid][:, None], 0.0), want_v, **TOL)
+    assert (got_v[~valid] == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("scale", ["group", "none"])
+def test_grpo_passk_matches_verl(seed, scale):
+    gid, G, scores, mask = ragged_batch(seed)
+    f = jax.jit(grpo_passk, static_argnames=("num_groups", "scale"))
+    got = np.asarray(f(scores, gid, num_groups=G, scale=scale, eps=1e-6))
+    want = verl_grpo_passk(scores[:, None] * np.eye(1), np.ones((len(scores), 1)), gid, 1e-6,
+                           scale == "group")[:, 0]
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
+    assert 0 < (got != 0).sum() <= G and np.isfinite(got).all()
+    valid = np.random.default_rng(seed + 7).random(len(scores)) < 0.7
+    got_v = np.asarray(f(scores, gid, valid=valid, num_groups=G, scale=scale, eps=1e-6))
+    want_v = verl_grpo_passk(scores[valid][:, None], np.ones((valid.sum(), 1)), gid[valid],
+                             1e-6, scale == "group")[:, 0]
+    np.testing.assert_allclose(got_v[valid], want_v, rtol=2e-4, atol=2e-4)
+    assert (got_v[~valid] == 0).all()
+
+
+def test_grpo_passk_hand_example():
+    #            group 0: best 3, second 2      group 1: tie at 1 -> 0     group 2: alone -> 0
+    x = np.array([1.0, 3.0, 2.0, 1.0, 1.0, 0.0, 5.0], np.float32)
+    g = np.array([0, 0, 0, 1, 1, 1, 2], np.int32)
+    got = np.asarray(grpo_passk(x, g, 3, scale="none"))
+    np.testing.assert_array_equal(got, [0, 1.0, 0, 0, 0, 0, 0])
+    with pytest.raises(ValueError, match="scale_rewards"):
+        grpo_passk(x, g, 3, scale="batch")
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
+def test_multi_objective_aggregation_matches_trl(seed, aggregation):
+    """TRL's layout: groups of num_generations consecutive completions; NaN rewards (None),
+    rows all NaN (unscorable), zero-variance and single-scored groups per function."""
+    rng = np.random.default_rng(seed)
+    C, N, F = 24, 4, 3
+    per = rng.choice([0.0, 0.5, 1.0], (C, F))
+    per[:, 2] = rng.normal(size=C)
+    per[rng.random((C, F)) < 0.2] = np.nan
+    per[5] = np.nan                          # unscorable row
+    per[8:12, 0] = 1.0                       # zero variance in function 0
+    per[12:16, 1] = [np.nan, np.nan, np.nan, 0.5]   # one scored member in function 1
+    per = per.astype(np.float32).astype(np.float64)
+    w = (1.0, 0.5, 2.0)
+    gid = np.repeat(np.arange(C // N), N).astype(np.int32)
+    valid = np.ones(C, bool)
+    r = aggregate_rewards(per, w, gid, C // N, valid, mode=aggregation)
+    scored = ~np.isnan(np.asarray(r))
+    np.testing.assert_array_equal(scored, ~np.isnan(per).all(1))
+    if aggregation == "normalize_then_sum":
+        adv = batch_normalize(r, jnp.asarray(scored))
+    else:
+        adv = group_normalize(r, gid, C // N, mask=jnp.asarray(scored))
+    np.testing.assert_allclose(np.asarray(adv), trl_advantages(per, w, N, aggregation),
+                               rtol=2e-4, atol=2e-4)
+    with pytest.raises(ValueError, match="multi_objective_aggregation"):
+        aggregate_rewards(per, w, gid, C // N, valid, mode="sum")
