@@ -77,9 +77,9 @@ def advantages(config, rollout: Rollout, gamma, kl=None, kl_coef=0.0):
     reward = config.reward_transform(rollout.reward, rollout.mask)
     reward = jnp.where(rollout.mask, reward, 0.0)
     returns = episode_returns(reward, rollout.mask, gamma)
+    extra = {}
     if config.advantage != "grpo" or config.multi_objective_aggregation != "sum_then_normalize":
         std, zero = group_stats(returns, rollout.group_id, G, ep_mask)
-        extra = {}
         if config.advantage == "reinforce_pp":
             if kl is not None:
                 kl = jnp.where(rollout.mask, kl, 0.0)
@@ -110,7 +110,8 @@ def advantages(config, rollout: Rollout, gamma, kl=None, kl_coef=0.0):
         r, std, zero = group_normalize(reward.ravel(), gid, G, mask=rollout.mask.ravel(), **kw)
         adv = reverse_discounted_cumsum(r.reshape(T, N), gamma, rollout.mask)
     metrics = {"reward_std": jnp.mean(std), "frac_reward_zero_std": jnp.mean(zero),
-               "adv_abs": jnp.sum(jnp.abs(adv)) / jnp.maximum(jnp.sum(rollout.mask), 1)}
+               "adv_abs": jnp.sum(jnp.abs(adv)) / jnp.maximum(jnp.sum(rollout.mask), 1),
+               **extra}
     return adv, metrics
 
 
@@ -137,11 +138,13 @@ def score(config, policy, params, rollout, hp, ref_params=None):
             jnp.sum(m), 1.0)}
         return ({"obs": batch.obs, "action": batch.action, "logp": batch.logp,
                  "adv": batch.adv}, weight, batch.mask, metrics)
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
     kl = None
     if config.advantage == "reinforce_pp" and ref_params is not None:
         ref_logp = jax.lax.cond(
             hp["kl_reward_coef"] > 0,
-            lambda: policy.dist(ref_params, rollout.obs).log_prob(rollout.action),
+            lambda: policy.dist(ref_params, flat(rollout.obs)).log_prob(
+                flat(rollout.action)).reshape(rollout.logp.shape),
             lambda: rollout.logp)
         kl = jax.lax.stop_gradient(rollout.logp - ref_logp)
     adv, metrics = advantages(config, rollout, hp["gamma"], kl,
@@ -149,7 +152,6 @@ def score(config, policy, params, rollout, hp, ref_params=None):
     rows = rollout.obs.shape[0]
     adv, mask = adv[:rows], rollout.mask[:rows]
     weight = loss_weights(mask, config.loss_type, rows)
-    flat = lambda x: x.reshape(-1, *x.shape[2:])
     batch = {"obs": flat(rollout.obs), "action": flat(rollout.action),
              "logp": flat(rollout.logp), "adv": flat(adv)}
     metrics = {**metrics, "staleness/mean": jnp.float32(0), "staleness/max": jnp.float32(0)}

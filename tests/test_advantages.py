@@ -624,3 +624,234 @@ def test_multi_objective_aggregation_matches_trl(seed, aggregation):
                                rtol=2e-4, atol=2e-4)
     with pytest.raises(ValueError, match="multi_objective_aggregation"):
         aggregate_rewards(per, w, gid, C // N, valid, mode="sum")
+
+
+# ----------------------------------------------------------------------------- in the algorithms
+
+import jaxgrpo  # noqa: E402
+from jaxgrpo import configio  # noqa: E402
+from jaxgrpo.grpo import advantages as env_advantages  # noqa: E402
+from jaxgrpo.rollout import Rollout  # noqa: E402
+from jaxgrpo.text import grpo as tg  # noqa: E402
+
+
+def digit_count_reward(prompts, completions, **kw):
+    """A second reward: the completion's length in characters (None for an empty one)."""
+    return [float(len(c)) if c else None for c in completions]
+
+
+TEXT = dict(env="text:addition", env_kwargs={"digits": 1}, num_groups=3, group_size=4,
+            num_layers=1, width=32, num_heads=2, max_len=16, num_iterations=2, chunk_size=12)
+
+
+def fake_completions(seed, C=12, M=4, F=2):
+    """Completions [C, M] with ragged lengths (one-token and EOS-only ones), rewards [C, F]
+    with None (NaN) and one unscorable row, groups of 4."""
+    rng = np.random.default_rng(seed)
+    length = rng.integers(0, M + 1, C).astype(np.int32)
+    length[:2] = [0, 1]
+    per = rng.choice([0.0, 1.0], (C, F)).astype(np.float32)
+    per[:, 1] = rng.normal(size=C)
+    per[rng.random((C, F)) < 0.15] = np.nan
+    per[7] = np.nan
+    mask = tg.token_mask(jnp.asarray(length), M)
+    logp = jnp.where(mask, -jnp.asarray(rng.random((C, M)), jnp.float32), 0.0)
+    return tg.Completions(jnp.full((C, 3), 1, jnp.int32), jnp.ones((C, 3), bool),
+                          jnp.full((C, M), 1, jnp.int32), logp, jnp.asarray(length), mask,
+                          jnp.zeros(C), jnp.repeat(jnp.arange(C // 4), 4), jnp.asarray(per))
+
+
+@pytest.mark.parametrize("advantage", ["grpo", "reinforce_pp", "reinforce_pp_baseline",
+                                       "grpo_passk"])
+@pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
+def test_text_score_estimators(advantage, aggregation):
+    """``text.grpo.score`` with several reward functions: the aggregated reward (TRL) fed to
+    the estimator (verl), on the scored completions only; no reference (KL 0)."""
+    w = (1.0, 0.5)
+    c = GRPOConfig_text(reward_funcs=[digit_count_reward, digit_count_reward],
+                        reward_weights=list(w), advantage=advantage,
+                        multi_objective_aggregation=aggregation)
+    roll = fake_completions(0)
+    per = np.asarray(roll.rewards_per_func, np.float64)
+    roll = roll._replace(reward=jnp.asarray(
+        np.where(np.isnan(per).all(1), np.nan, np.nansum(per * np.asarray(w), 1)), jnp.float32))
+    batch, _, keep, m = tg.score(c, None, None, roll, c.hparams())
+    mask = np.asarray(roll.mask)
+    scored = mask.any(1) & ~np.isnan(per).all(1)
+    np.testing.assert_array_equal(np.asarray(keep), scored)
+    gid = np.asarray(roll.group_id)
+    if aggregation == "normalize_then_sum":
+        r = np.full(len(per), np.nan)
+        for g in set(gid):           # TRL's per-function group normalization
+            i = np.flatnonzero((gid == g) & scored)
+            x = per[i]
+            with np.errstate(invalid="ignore", divide="ignore"), \
+                    __import__("warnings").catch_warnings():
+                __import__("warnings").simplefilter("ignore", RuntimeWarning)
+                z = (x - np.nanmean(x, 0)) / (trl_nanstd(x, axis=0) + 1e-4)
+            r[i] = np.nansum(z * np.asarray(w), 1)
+    else:
+        r = np.asarray(roll.reward, np.float64)
+    adv = np.asarray(batch["adv"])
+    tokens = mask[scored].astype(np.float64)
+    if advantage == "grpo":
+        if aggregation == "normalize_then_sum":
+            x = r[scored]
+            want = (x - x.mean()) / (np.std(x, ddof=1) + 1e-4)
+            np.testing.assert_allclose(adv[scored], want, rtol=2e-4, atol=2e-4)
+        else:
+            assert np.isfinite(adv).all()
+    elif advantage == "reinforce_pp":
+        tlr = np.zeros(mask.shape)
+        n = mask.sum(1)
+        tlr[np.arange(len(n)), n - 1] = np.where(scored, r, 0.0)
+        want = verl_reinforce_pp(tlr[scored], tokens, 1.0)
+        assert adv.shape == mask.shape
+        np.testing.assert_allclose(adv[scored], want, rtol=2e-4, atol=2e-4)
+        assert float(m["reward_kl_penalty"]) == 0.0
+    elif advantage == "reinforce_pp_baseline":
+        tlr = np.zeros(tokens.shape)
+        n = tokens.sum(1).astype(int)
+        tlr[np.arange(len(n)), n - 1] = r[scored]
+        want = verl_reinforce_pp_baseline(tlr, tokens, gid[scored])
+        np.testing.assert_allclose(np.where(tokens > 0, adv[scored][:, None], 0.0), want,
+                                   rtol=2e-4, atol=2e-4)
+    else:
+        want = verl_grpo_passk(r[scored][:, None], np.ones((scored.sum(), 1)), gid[scored],
+                               1e-4, True)[:, 0]
+        np.testing.assert_allclose(adv[scored], want, rtol=2e-4, atol=2e-4)
+    assert (adv[~scored] == 0).all()
+    assert {"rewards/digit_count_reward/mean", "rewards/digit_count_reward_2/mean"} <= set(m)
+
+
+def GRPOConfig_text(**kw):
+    return jaxgrpo.GRPOConfig(**{**TEXT, **kw})
+
+
+def test_text_reinforce_pp_folds_the_kl_into_the_reward():
+    """REINFORCE++ on text with ``kl_reward_coef``: the per-token k1 KL of the sampled tokens
+    to the reference policy (a forward pass of it) is subtracted from the token rewards
+    (verl's apply_kl_penalty), then verl's REINFORCE++."""
+    c = GRPOConfig_text(advantage="reinforce_pp", kl_reward_coef=0.3, temperature=0.8)
+    model = tg.make_policy(c)
+    params = model.init(jax.random.key(0))
+    ref = jax.tree.map(lambda p: p * 0.9, params)
+    hp = c.hparams()
+    roll, _ = tg.sample_completions(model, c.task, params, jax.random.key(1), 3, 4,
+                                    hp["temperature"])
+    batch, _, _, m = jax.jit(lambda r, p, q: tg.score(c, model, p, r, hp, ref_params=q))(
+        roll, params, ref)
+    ref_logp, _ = model.token_logp(ref, roll.prompt, roll.prompt_valid, roll.completion,
+                                   hp["temperature"], c.task.eos_id)
+    mask = np.asarray(roll.mask).astype(np.float64)
+    kl = (np.asarray(roll.logp, np.float64) - np.asarray(ref_logp, np.float64)) * mask
+    n = mask.sum(1).astype(int)
+    tlr = -0.3 * kl
+    tlr[np.arange(len(n)), n - 1] += np.asarray(roll.reward)
+    np.testing.assert_allclose(np.asarray(batch["adv"]), verl_reinforce_pp(tlr, mask, 1.0),
+                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(float(m["reward_kl_penalty"]),
+                               np.mean(kl.sum(1) / mask.sum(1)), rtol=1e-4, atol=1e-6)
+    assert np.abs(kl).max() > 1e-3          # the reference differs: the test can fail
+
+
+def env_rollout(seed, T=6, N=8):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, T + 1, N)
+    lengths[0] = 1
+    mask = np.arange(T)[:, None] < lengths[None, :]
+    reward = np.where(mask, rng.choice([0.0, 1.0], (T, N)), 0.0).astype(np.float32)
+    z = jnp.zeros((T, N), jnp.float32)
+    f = jnp.zeros((T, N), bool)
+    return Rollout(obs=jnp.zeros((T, N, 4), jnp.float32), action=jnp.zeros((T, N), jnp.int32),
+                   logp=z, reward=jnp.asarray(reward), mask=jnp.asarray(mask), terminated=f,
+                   truncated=f, next_obs=None, group_id=jnp.repeat(jnp.arange(2), 4)), mask
+
+
+@pytest.mark.parametrize("advantage", ["reinforce_pp", "reinforce_pp_baseline", "grpo_passk"])
+def test_env_estimators(advantage):
+    """``grpo.advantages`` (environments, outcome): each episode's discounted return R is the
+    outcome score (verl's token = a step); REINFORCE++ whitens every step's reward-to-go less
+    the KL penalty."""
+    c = jaxgrpo.GRPOConfig(num_groups=2, group_size=4, advantage=advantage)
+    assert c.on_policy                      # the new estimators collect on-policy
+    roll, mask = env_rollout(3)
+    gamma = 0.9
+    rng = np.random.default_rng(4)
+    kl = jnp.asarray(rng.normal(scale=0.1, size=mask.shape), jnp.float32)
+    adv, m = env_advantages(c, roll, gamma, kl, 0.2)
+    adv = np.asarray(adv)
+    reward = np.asarray(roll.reward, np.float64)
+    R = (reward * gamma ** np.arange(mask.shape[0])[:, None]).sum(0)
+    fm = mask.T.astype(np.float64)
+    if advantage == "reinforce_pp":
+        r = (reward - 0.2 * np.asarray(kl, np.float64) * mask).T
+        np.testing.assert_allclose(adv.T, verl_reinforce_pp(r, fm, gamma), **TOL)
+        assert "reward_kl_penalty" in m
+    else:
+        gid = np.repeat(np.arange(2), 4)
+        tlr = np.zeros(fm.shape)
+        n = fm.sum(1).astype(int)
+        tlr[np.arange(len(n)), n - 1] = R
+        want = (verl_reinforce_pp_baseline(tlr, fm, gid) if advantage == "reinforce_pp_baseline"
+                else verl_grpo_passk(tlr, fm, gid, 1e-4, True))
+        np.testing.assert_allclose(adv.T, want, **TOL)
+    assert np.any(adv != 0)
+
+
+def test_env_normalize_then_sum_one_reward():
+    c = jaxgrpo.GRPOConfig(num_groups=2, group_size=4,
+                           multi_objective_aggregation="normalize_then_sum")
+    roll, mask = env_rollout(5)
+    adv, _ = env_advantages(c, roll, 1.0)
+    R = np.asarray(roll.reward, np.float64).sum(0)
+    want = trl_advantages(R[:, None], (1.0,), 4, "normalize_then_sum")
+    np.testing.assert_allclose(np.asarray(adv), np.where(mask, want[None, :], 0.0), **TOL)
+
+
+def test_defaults_unchanged_and_options_reachable():
+    c = jaxgrpo.GRPOConfig()
+    assert (c.advantage, c.multi_objective_aggregation, c.kl_reward_coef) == (
+        "grpo", "sum_then_normalize", 0.0)
+    assert not c.on_policy                          # the stream collector stays the default
+    assert "kl_reward_coef" in c.hparams()
+    d = {"algo": "grpo", "env": "CartPole-v1"}
+    for text in ("advantage=reinforce_pp", "kl_reward_coef=0.01",
+                 "multi_objective_aggregation=normalize_then_sum"):
+        d = configio.apply_override(d, text)
+    c2 = configio.config_from_dict(d)[0]
+    assert (c2.advantage, c2.kl_reward_coef, c2.multi_objective_aggregation) == (
+        "reinforce_pp", 0.01, "normalize_then_sum")
+    assert configio.config_from_dict(configio.config_to_dict(c2))[0] == c2
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(advantage="ppo"), "advantage"),
+    (dict(multi_objective_aggregation="sum"), "multi_objective_aggregation"),
+    (dict(kl_reward_coef=-1.0, advantage="reinforce_pp"), "kl_reward_coef"),
+    (dict(kl_reward_coef=0.1), "kl_reward_coef"),                        # not reinforce_pp
+    (dict(advantage="grpo_passk", scale_rewards="batch"), "scale_rewards"),
+    (dict(advantage="reinforce_pp_baseline", baseline="loo"), "baseline"),
+    (dict(advantage="reinforce_pp", scale_rewards="none"), "scale_rewards"),
+    (dict(advantage="grpo_passk", supervision="process"), "supervision"),
+    (dict(advantage="reinforce_pp", group_mode="state"), "advantage"),
+    (dict(advantage="grpo_passk", on_policy=False), "on_policy"),
+])
+def test_bad_estimator_options_name_the_field(kw, field):
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        jaxgrpo.GRPOConfig(num_groups=2, group_size=4, **kw)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(env="CartPole-v1", num_groups=2, group_size=4, num_iterations=2,
+         advantage="reinforce_pp", kl_reward_coef=0.05, beta=0.0),
+    dict(**TEXT, advantage="reinforce_pp", kl_reward_coef=0.05, beta=0.01),
+])
+def test_train_runs_with_the_kl_in_the_reward(kw):
+    """End to end (make_train, 2 iterations): the reference reaches score; finite metrics."""
+    c = jaxgrpo.GRPOConfig(**kw)
+    train = jaxgrpo.make_train(c)
+    out = jax.jit(train)(jax.random.key(0))
+    metrics = out[1]
+    assert np.isfinite(np.asarray(metrics["reward_kl_penalty"])).all()
+    assert np.isfinite(np.asarray(metrics["loss"])).all()
