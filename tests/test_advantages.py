@@ -737,12 +737,14 @@ def test_text_reinforce_pp_folds_the_kl_into_the_reward():
     params = model.init(jax.random.key(0))
     ref = jax.tree.map(lambda p: p * 0.9, params)
     hp = c.hparams()
-    roll, _ = tg.sample_completions(model, c.task, params, jax.random.key(1), 3, 4,
-                                    hp["temperature"])
+    roll, _ = jax.jit(lambda p, k: tg.sample_completions(model, c.task, p, k, 3, 4,
+                                                         hp["temperature"]))(
+        params, jax.random.key(1))
     batch, _, _, m = jax.jit(lambda r, p, q: tg.score(c, model, p, r, hp, ref_params=q))(
         roll, params, ref)
-    ref_logp, _ = model.token_logp(ref, roll.prompt, roll.prompt_valid, roll.completion,
-                                   hp["temperature"], c.task.eos_id)
+    ref_logp, _ = jax.jit(lambda q: model.token_logp(q, roll.prompt, roll.prompt_valid,
+                                                     roll.completion, hp["temperature"],
+                                                     c.task.eos_id))(ref)
     mask = np.asarray(roll.mask).astype(np.float64)
     kl = (np.asarray(roll.logp, np.float64) - np.asarray(ref_logp, np.float64)) * mask
     n = mask.sum(1).astype(int)
