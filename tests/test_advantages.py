@@ -857,3 +857,18 @@ def test_train_runs_with_the_kl_in_the_reward(kw):
     metrics = out[1]
     assert np.isfinite(np.asarray(metrics["reward_kl_penalty"])).all()
     assert np.isfinite(np.asarray(metrics["loss"])).all()
+
+
+def test_text_normalize_then_sum_with_the_verifier_alone():
+    """Without reward functions the verifier's reward is the one reward: GDPO normalizes it
+    within its group, then over the batch (TRL with one reward function)."""
+    c = GRPOConfig_text(multi_objective_aggregation="normalize_then_sum")
+    roll = fake_completions(1)
+    reward = np.random.default_rng(2).choice([0.0, 0.5, 1.0], 12).astype(np.float32)
+    reward[4:8] = 1.0                                    # a zero-variance group
+    roll = roll._replace(reward=jnp.asarray(reward), rewards_per_func=None)
+    batch, _, keep, _ = tg.score(c, None, None, roll, c.hparams())
+    ok = np.asarray(keep)
+    per = np.where(ok, reward, np.nan)[:, None].astype(np.float64)
+    np.testing.assert_allclose(np.asarray(batch["adv"]),
+                               trl_advantages(per, (1.0,), 4, "normalize_then_sum"), **TOL)
