@@ -20,6 +20,9 @@ from .checks import check_choice, check_count, check_number, fail, field_hint
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 DTYPES = ("float32", "bfloat16")
+# GRPOConfig.advantage and .multi_objective_aggregation (jaxgrpo.advantages implements them)
+ADVANTAGES = ("grpo", "reinforce_pp", "reinforce_pp_baseline", "grpo_passk")
+AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 
 
 def _check_int(cfg, name, low=1):
@@ -316,10 +319,15 @@ class GRPOConfig(_TextFields, _BaseConfig):
     init_from: str | None = None               # text: a run folder (SFT or GRPO) to start from
     reward_funcs: tuple = ()                   # text: Python reward functions (or "module:fn")
     reward_weights: tuple | None = None        # text: their weights (None: all 1)
+    # advantage estimators and multi-reward aggregation (jaxgrpo.advantages)
+    advantage: str = "grpo"        # or "reinforce_pp", "reinforce_pp_baseline", "grpo_passk"
+    multi_objective_aggregation: str = "sum_then_normalize"   # or "normalize_then_sum" (GDPO)
+    kl_reward_coef: float = 0.0    # reinforce_pp: KL penalty folded into the reward (dynamic)
 
     _HPARAMS: tuple = field(
         default=("lr", "gamma", "clip_eps", "clip_eps_high", "beta", "ent_coef",
-                 "max_grad_norm", "ref_mixup_alpha"),
+                 "max_grad_norm", "ref_mixup_alpha")
+        + ("kl_reward_coef",),     # advantage estimators
         init=False, repr=False, compare=False,
     )
     _defaulted: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
@@ -343,6 +351,9 @@ class GRPOConfig(_TextFields, _BaseConfig):
         _check_int(self, "branch_horizon")
         if not isinstance(self.share_env_noise, bool):
             fail("share_env_noise", f"must be a bool, got {self.share_env_noise!r}")
+        # before the collector, which reads them
+        _check_choice(self, "advantage", ADVANTAGES)
+        _check_choice(self, "multi_objective_aggregation", AGGREGATIONS)
         self._check_collector()
         _check_float(self, "beta", low=0.0)
         _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
@@ -359,6 +370,41 @@ class GRPOConfig(_TextFields, _BaseConfig):
         _check_int(self, "warmup_steps", low=0)
         if self.num_iterations is not None:
             _check_int(self, "num_iterations")
+        self._check_advantage()
+
+    def _check_advantage(self):
+        """``advantage``, ``multi_objective_aggregation`` and ``kl_reward_coef`` checked,
+        and against the options they leave out (called after the collector is resolved)."""
+        _check_float(self, "kl_reward_coef", low=0.0)
+        plain = self.advantage == "grpo"
+        gdpo = self.multi_objective_aggregation == "normalize_then_sum"
+        if self.kl_reward_coef and self.advantage != "reinforce_pp":
+            fail("kl_reward_coef", f"the KL penalty in the reward is REINFORCE++'s (advantage "
+                  f"'reinforce_pp'), got advantage {self.advantage!r}; beta is the KL loss")
+        if plain and not gdpo:
+            return
+        what = f"advantage {self.advantage!r}" if not plain else \
+            "multi_objective_aggregation 'normalize_then_sum'"
+        if self.supervision != "outcome":
+            fail("supervision", f"{what} scores whole episodes: only 'outcome', got "
+                  f"{self.supervision!r}")
+        if self.advantage in ("reinforce_pp", "reinforce_pp_baseline") or gdpo:
+            if self.baseline != "mean":
+                fail("baseline", f"{what} has its own baseline; leave baseline 'mean', got "
+                      f"{self.baseline!r}")
+            if self.scale_rewards != "group":
+                fail("scale_rewards", f"{what} has its own normalization; leave scale_rewards "
+                      f"'group', got {self.scale_rewards!r}")
+        if self.advantage == "grpo_passk":
+            if self.baseline != "mean":
+                fail("baseline", f"grpo_passk's advantage is r_max - r_second; leave baseline "
+                      f"'mean', got {self.baseline!r}")
+            if self.scale_rewards not in ("group", "none"):
+                fail("scale_rewards", f"grpo_passk divides by the group's std ('group') or "
+                      f"not at all ('none'), got {self.scale_rewards!r}")
+        if self.advantage == "reinforce_pp" and self.group_mode == "state":
+            fail("advantage", "'reinforce_pp' needs every step's action and log-prob; state "
+                  "branches train only their first action: use group_mode 'episode' or 'batch'")
 
     def _check_collector(self):
         """``on_policy`` resolved (None: the stream collector where it applies), ``num_envs``
@@ -368,7 +414,10 @@ class GRPOConfig(_TextFields, _BaseConfig):
             k for k in ("on_policy", "num_envs") if getattr(self, k) is None))
         needs = ("text tasks" if is_text(self.env) else
                  "group_mode 'state'" if self.group_mode == "state" else
-                 "supervision 'process'" if self.supervision == "process" else None)
+                 "supervision 'process'" if self.supervision == "process" else
+                 f"advantage {self.advantage!r}" if self.advantage != "grpo" else
+                 "multi_objective_aggregation 'normalize_then_sum'"
+                 if self.multi_objective_aggregation != "sum_then_normalize" else None)
         if self.on_policy is None:
             object.__setattr__(self, "on_policy", needs is not None)
         if not isinstance(self.on_policy, bool):

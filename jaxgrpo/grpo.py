@@ -7,7 +7,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .advantages import episode_returns, group_normalize, reverse_discounted_cumsum
+from .advantages import (batch_normalize, episode_returns, group_normalize, group_stats,
+                         grpo_passk, reinforce_pp, reinforce_pp_baseline,
+                         reverse_discounted_cumsum)
 from .algorithm import Algorithm, adam, gymnax_env, gymnax_policy, minibatch_learn
 from .losses import clip_ratios, grpo_token_loss, loss_weights, step_weights
 from .rollout import Rollout, collect_branches, collect_episodes
@@ -49,13 +51,23 @@ def collect(config, env, policy, params, key, carry, active, hp):
                               share_env_noise=config.share_env_noise), None)
 
 
-def advantages(config, rollout: Rollout, gamma):
+def advantages(config, rollout: Rollout, gamma, kl=None, kl_coef=0.0):
     """Group-relative advantages [T, N] (0 on masked steps) and metrics.
 
     Rewards first go through ``config.reward_transform``. Groups are ``rollout.group_id``.
     outcome: each episode's discounted return is normalized within its group; every step of
     the episode gets it. process: every step reward is normalized over all steps of its group;
     a step's advantage is the (gamma-discounted) sum of normalized rewards to the episode end.
+
+    The other estimators (``config.advantage``; outcome supervision), on each episode's
+    discounted return R: ``"grpo_passk"``: the group's best episode gets ``R_max -
+    R_second`` (over the group std + ``adv_eps`` with ``scale_rewards="group"``), the others
+    0; ``"reinforce_pp_baseline"``: R minus its group's mean, whitened over the batch's steps
+    (verl's, a step standing for a token); ``"reinforce_pp"``: no groups: every step's
+    discounted reward-to-go, the step rewards less ``kl_coef`` times ``kl`` [T, N] (the k1 KL
+    of the sampled action to the reference policy) when given, whitened over the batch's
+    steps. ``multi_objective_aggregation="normalize_then_sum"`` (GDPO with the env's one
+    reward): R normalized within its group, then over the batch (TRL's).
     """
     T, N = rollout.mask.shape
     G = N // config.group_size                     # number of groups (static)
@@ -65,7 +77,32 @@ def advantages(config, rollout: Rollout, gamma):
     reward = config.reward_transform(rollout.reward, rollout.mask)
     reward = jnp.where(rollout.mask, reward, 0.0)
     returns = episode_returns(reward, rollout.mask, gamma)
-    if config.supervision == "outcome":
+    extra = {}
+    if config.advantage != "grpo" or config.multi_objective_aggregation != "sum_then_normalize":
+        std, zero = group_stats(returns, rollout.group_id, G, ep_mask)
+        if config.advantage == "reinforce_pp":
+            if kl is not None:
+                kl = jnp.where(rollout.mask, kl, 0.0)
+                reward = reward - kl_coef * kl
+                n_ep = jnp.maximum(jnp.sum(ep_mask), 1).astype(jnp.float32)
+                extra["reward_kl_penalty"] = jnp.sum(
+                    jnp.sum(kl, 0) / (jnp.sum(rollout.mask, 0) + 1e-8)) / n_ep
+            adv = reinforce_pp(reward.T, rollout.mask.T, gamma).T
+        else:
+            ret = returns
+            if config.multi_objective_aggregation == "normalize_then_sum":
+                ret = group_normalize(returns, rollout.group_id, G, mask=ep_mask,
+                                      eps=config.adv_eps)
+            if config.advantage == "grpo":
+                adv_ep = batch_normalize(ret, ep_mask, eps=config.adv_eps)
+            elif config.advantage == "grpo_passk":
+                adv_ep = grpo_passk(ret, rollout.group_id, G, valid=ep_mask,
+                                    scale=config.scale_rewards, eps=config.adv_eps)
+            else:
+                adv_ep = reinforce_pp_baseline(ret, rollout.group_id, G,
+                                               jnp.sum(rollout.mask, 0), valid=ep_mask)
+            adv = jnp.where(rollout.mask, adv_ep[None, :], 0.0)
+    elif config.supervision == "outcome":
         adv_ep, std, zero = group_normalize(returns, rollout.group_id, G, mask=ep_mask, **kw)
         adv = jnp.where(rollout.mask, adv_ep[None, :], 0.0)
     else:
@@ -73,7 +110,8 @@ def advantages(config, rollout: Rollout, gamma):
         r, std, zero = group_normalize(reward.ravel(), gid, G, mask=rollout.mask.ravel(), **kw)
         adv = reverse_discounted_cumsum(r.reshape(T, N), gamma, rollout.mask)
     metrics = {"reward_std": jnp.mean(std), "frac_reward_zero_std": jnp.mean(zero),
-               "adv_abs": jnp.sum(jnp.abs(adv)) / jnp.maximum(jnp.sum(rollout.mask), 1)}
+               "adv_abs": jnp.sum(jnp.abs(adv)) / jnp.maximum(jnp.sum(rollout.mask), 1),
+               **extra}
     return adv, metrics
 
 
@@ -86,10 +124,12 @@ def stream_weights(batch: StreamBatch, loss_type, horizon):
     return step_weights(m, batch.ep_len, n_ep, loss_type, horizon)
 
 
-def score(config, policy, params, rollout, hp):
+def score(config, policy, params, rollout, hp, ref_params=None):
     """-> (batch of flat [T'*N] samples, weight [T'*N], mask [T'*N], metrics), T' = the rows
     the loss trains on (all T for episodes; the first for state branches). A stream batch
-    (scored as its groups ended) is passed on with its loss weights."""
+    (scored as its groups ended) is passed on with its loss weights. ``ref_params``: the
+    reference policy, for ``advantage="reinforce_pp"``'s KL penalty in the reward
+    (``kl_reward_coef``; its forward pass runs only when the coefficient is > 0)."""
     if not config.on_policy:
         batch, metrics = rollout
         weight = stream_weights(batch, config.loss_type, config.max_episode_steps)
@@ -98,11 +138,20 @@ def score(config, policy, params, rollout, hp):
             jnp.sum(m), 1.0)}
         return ({"obs": batch.obs, "action": batch.action, "logp": batch.logp,
                  "adv": batch.adv}, weight, batch.mask, metrics)
-    adv, metrics = advantages(config, rollout, hp["gamma"])
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
+    kl = None
+    if config.advantage == "reinforce_pp" and ref_params is not None:
+        ref_logp = jax.lax.cond(
+            hp["kl_reward_coef"] > 0,
+            lambda: policy.dist(ref_params, flat(rollout.obs)).log_prob(
+                flat(rollout.action)).reshape(rollout.logp.shape),
+            lambda: rollout.logp)
+        kl = jax.lax.stop_gradient(rollout.logp - ref_logp)
+    adv, metrics = advantages(config, rollout, hp["gamma"], kl,
+                              hp.get("kl_reward_coef", 0.0))
     rows = rollout.obs.shape[0]
     adv, mask = adv[:rows], rollout.mask[:rows]
     weight = loss_weights(mask, config.loss_type, rows)
-    flat = lambda x: x.reshape(-1, *x.shape[2:])
     batch = {"obs": flat(rollout.obs), "action": flat(rollout.action),
              "logp": flat(rollout.logp), "adv": flat(adv)}
     metrics = {**metrics, "staleness/mean": jnp.float32(0), "staleness/max": jnp.float32(0)}

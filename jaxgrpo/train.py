@@ -140,7 +140,10 @@ def make_train(config, callback=None, callback_every=1, params=None):
         active = budget_left(config, state) if budgeted else jnp.bool_(True)
         rollout, stats, carry = algo.collect(config, env, policy, state.params, k_col,
                                              state.env_carry, active, hp)
-        batch, weight, mask, score_metrics = algo.score(config, policy, state.params, rollout, hp)
+        # an algorithm with a reference policy may score against it (REINFORCE++'s KL penalty)
+        ref_kw = {"ref_params": state.ref_params} if algo.reference else {}
+        batch, weight, mask, score_metrics = algo.score(config, policy, state.params, rollout,
+                                                        hp, **ref_kw)
         loss_fn = lambda p, c, w, m: algo.loss(config, policy, p, state.ref_params, c, w, m, hp)
         params, opt_state, learn_metrics = algo.learn(
             config, loss_fn, state.params, state.opt_state, optimizer(hp), batch, weight, mask,

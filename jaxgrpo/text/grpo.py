@@ -21,7 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..advantages import group_normalize
+from ..advantages import (aggregate_rewards, batch_normalize, group_normalize, group_stats,
+                          grpo_passk, last_token_rewards, reinforce_pp, reinforce_pp_baseline)
 from ..algorithm import Algorithm, adam, freeze_base, minibatch_learn, no_carry, reference_of
 from ..losses import loss_weights, policy_loss
 from ..rollout import EpisodeStats
@@ -121,7 +122,7 @@ def sampling_filters(top_k, top_p) -> dict:
             **({"top_p": float(top_p)} if top_p < 1.0 else {})}
 
 
-def score(config, model, params, rollout: Completions, hp):
+def score(config, model, params, rollout: Completions, hp, ref_params=None):
     """-> (batch of C sequences, weight [C, M], keep [C], metrics).
 
     Advantages: each completion's reward normalized within its group (``scale_rewards``,
@@ -137,16 +138,26 @@ def score(config, model, params, rollout: Completions, hp):
     functions returned None (reward NaN) is left out of its group's statistics, of the loss
     and of the reward metrics (TRL's unscorable completions), and each function adds the
     metrics ``rewards/{name}/mean`` and ``rewards/{name}/std`` (over its non-None rewards,
-    std with Bessel's correction as TRL's ``nanstd``)."""
+    std with Bessel's correction as TRL's ``nanstd``).
+
+    ``advantage`` (the estimator; ``advantage_estimates``) and ``multi_objective_aggregation``
+    (how several rewards become one) other than their defaults: see ``advantage_estimates``;
+    ``reward_std`` and ``frac_reward_zero_std`` are then those of the (combined) reward.
+    ``ref_params``: the reference policy, for REINFORCE++'s KL penalty in the reward."""
     C, M = rollout.completion.shape
     G = C // config.group_size
     seq_valid = jnp.any(rollout.mask, axis=1)
     scored = seq_valid                    # the completions with a reward
     if rollout.rewards_per_func is not None:
         scored = seq_valid & ~jnp.isnan(rollout.reward)
-    adv, std, zero = group_normalize(rollout.reward, rollout.group_id, G, mask=scored,
-                                     scale=config.scale_rewards, baseline=config.baseline,
-                                     eps=config.adv_eps, with_stats=True)
+    extra = {}
+    if config.advantage == "grpo" and config.multi_objective_aggregation == "sum_then_normalize":
+        adv, std, zero = group_normalize(rollout.reward, rollout.group_id, G, mask=scored,
+                                         scale=config.scale_rewards, baseline=config.baseline,
+                                         eps=config.adv_eps, with_stats=True)
+    else:
+        adv, extra = advantage_estimates(config, model, params, ref_params, rollout, scored, hp)
+        std, zero = group_stats(rollout.reward, rollout.group_id, G, scored)
     truncated = rollout.length >= M
     in_batch = scored
     if config.dynamic_sampling:
@@ -181,7 +192,9 @@ def score(config, model, params, rollout: Completions, hp):
                "dropped_groups": jnp.float32(0) if not config.dynamic_sampling else
                                  jnp.sum(zero & jnp.any(seq_valid.reshape(G, -1), 1),
                                          dtype=jnp.float32),
-               "adv_abs": seq_mean(jnp.abs(adv))}
+               "adv_abs": seq_mean(jnp.abs(adv) if adv.ndim == 1 else
+                                   jnp.sum(jnp.abs(adv), 1) / jnp.maximum(length, 1.0)),
+               **extra}
     if rollout.rewards_per_func is not None:
         metrics.update(function_metrics(rollout.rewards_per_func, seq_valid,
                                         reward_names(config.reward_funcs)))
@@ -192,6 +205,71 @@ def score(config, model, params, rollout: Completions, hp):
              # into the metrics update.learn reports (sums over counts)
              "batch_tokens": jnp.full(C, jnp.sum(tok), jnp.float32)}
     return batch, weight, keep, metrics
+
+
+def advantage_estimates(config, model, params, ref_params, rollout: Completions, scored, hp):
+    """The advantages of the estimators other than plain GRPO, or of GRPO on rewards
+    aggregated by ``normalize_then_sum`` -> (adv [C] or, for ``reinforce_pp``, [C, M]; metrics).
+
+    The reward first: with ``multi_objective_aggregation="normalize_then_sum"`` (GDPO) every
+    reward function's column (or the verifier's one reward) is normalized within its group,
+    then the columns' weighted ``nansum`` (``advantages.aggregate_rewards``); else the combined
+    reward. Then ``advantage``:
+    - ``"grpo"``: (GDPO only) the aggregated reward normalized over the batch, as TRL does
+      (``batch_normalize``; ``scale_rewards`` and ``baseline`` play no part);
+    - ``"reinforce_pp_baseline"``: minus the group mean, whitened over the batch's tokens;
+    - ``"grpo_passk"``: the group's best completion gets ``r_max - r_second`` (over the group
+      std + ``adv_eps`` with ``scale_rewards="group"``), the others 0;
+    - ``"reinforce_pp"``: per token, the reward on the last token minus ``kl_reward_coef`` times
+      the k1 KL ``logp_old - logp_ref`` of every token (verl's ``apply_kl_penalty``; the
+      reference forward pass runs only when the coefficient is > 0), summed to the end of the
+      completion undiscounted (verl's default gamma 1) and whitened over the batch's tokens.
+    The completions not ``scored`` [C] are in no statistic and get 0. Metrics:
+    ``reward_kl_penalty`` (reinforce_pp: the batch mean of the completions' mean token KL,
+    verl's ``actor/reward_kl_penalty``)."""
+    C, M = rollout.completion.shape
+    G = C // config.group_size
+    gid = rollout.group_id
+    reward = rollout.reward
+    if config.multi_objective_aggregation == "normalize_then_sum":
+        per = rollout.rewards_per_func
+        weights = (config.reward_weights or (1.0,) * per.shape[1]) if per is not None else (1.0,)
+        per = reward[:, None] if per is None else per
+        reward = aggregate_rewards(per, weights, gid, G, scored, mode="normalize_then_sum",
+                                   eps=config.adv_eps)
+    tokens = jnp.sum(rollout.mask, axis=1)
+    if config.advantage == "grpo":
+        return batch_normalize(reward, scored, eps=config.adv_eps), {}
+    if config.advantage == "reinforce_pp_baseline":
+        return reinforce_pp_baseline(reward, gid, G, tokens, valid=scored), {}
+    if config.advantage == "grpo_passk":
+        return grpo_passk(reward, gid, G, valid=scored, scale=config.scale_rewards,
+                          eps=config.adv_eps), {}
+    # reinforce_pp
+    mask = rollout.mask & scored[:, None]
+    kl = reward_kl(config, model, params, ref_params, rollout, hp) * mask
+    n = jnp.maximum(jnp.sum(scored), 1).astype(jnp.float32)
+    seq_kl = jnp.sum(kl, 1) / (jnp.sum(mask, 1) + 1e-8)
+    token_rewards = last_token_rewards(jnp.where(scored, reward, 0.0), mask) - \
+        hp["kl_reward_coef"] * kl
+    return reinforce_pp(token_rewards, mask), {"reward_kl_penalty": jnp.sum(seq_kl) / n}
+
+
+def reward_kl(config, model, params, ref_params, rollout: Completions, hp):
+    """float32 [C, M]: k1 KL ``logp_old - logp_ref`` of each sampled token (``rollout.logp``,
+    the sampling-time log-probs, against the reference policy's at the same temperature);
+    zeros, without a reference forward pass, when ``kl_reward_coef`` is 0 or there is no
+    reference."""
+    if ref_params is None:
+        return jnp.zeros(rollout.logp.shape, jnp.float32)
+    ref = reference_of(params, ref_params)
+    eos = config.task.eos_id
+    ref_logp = jax.lax.cond(
+        hp["kl_reward_coef"] > 0,
+        lambda: model.token_logp(ref, rollout.prompt, rollout.prompt_valid, rollout.completion,
+                                 hp["temperature"], eos)[0].astype(jnp.float32),
+        lambda: rollout.logp.astype(jnp.float32))
+    return jax.lax.stop_gradient(jnp.where(rollout.mask, rollout.logp - ref_logp, 0.0))
 
 
 def function_metrics(per_func, valid, names) -> dict:
