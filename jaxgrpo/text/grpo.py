@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from ..advantages import group_normalize
 from ..algorithm import Algorithm, adam, freeze_base, minibatch_learn, no_carry, reference_of
-from ..losses import loss_weights, policy_loss
+from ..losses import PER_SEQUENCE_COUNT, loss_weights, loss_options, policy_loss
 from ..rollout import EpisodeStats
 from .interface import prompt_valid
 from .model import Transformer
@@ -154,7 +154,7 @@ def score(config, model, params, rollout: Completions, hp):
     keep = in_batch & ~truncated if config.mask_truncated_completions else in_batch
     tok = rollout.mask & keep[:, None]
     weight = loss_weights(tok.T, config.loss_type, M, count_empty=True).T
-    if config.loss_type in ("grpo", "dr_grpo"):   # divide by the rows in the batch, not by C
+    if config.loss_type in PER_SEQUENCE_COUNT:   # divide by the rows in the batch, not by C
         weight = weight * (C / jnp.maximum(jnp.sum(in_batch), 1).astype(jnp.float32))
     n = jnp.maximum(jnp.sum(seq_valid), 1).astype(jnp.float32)
     seq_mean = lambda x: jnp.sum(jnp.where(seq_valid, x, 0.0)) / n
@@ -213,8 +213,11 @@ def function_metrics(per_func, valid, names) -> dict:
 def loss(config, model, params, ref_params, chunk, weight, mask, hp):
     """``(sum of the chunk's weighted per-token losses, metric sums)`` for ``update.learn``:
     chunk is a dict of [B, ...] completions, ``weight`` [B, M] from ``score``, ``mask`` [B]
-    the completions of the current minibatch. Per token: ``policy_loss``'s clipped surrogate
-    + beta * KL to the reference policy, minus ``ent_coef`` * entropy."""
+    the completions of the current minibatch: ``policy_loss`` of the config's ``loss_type``
+    and options (+ beta * KL to the reference policy), its entropy bonus ``ent_coef`` times
+    the mean entropy of the trained tokens (TRL's), this chunk's share of it by tokens. The
+    entropy mask (``top_entropy_quantile``) takes the quantile over the chunk's tokens (TRL's
+    micro-batch)."""
     valid, eos = chunk["prompt_valid"], config.task.eos_id
     temp = hp["temperature"]
     ref_params = reference_of(params, ref_params)   # with LoRA: the base, adapters off
@@ -235,8 +238,11 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
                               beta=hp["beta"], kl_estimator=config.kl_estimator,
                               importance_sampling_level=config.importance_sampling_level,
                               max_len=chunk["completion"].shape[1],
-                              kl_bias_correction=config.kl_bias_correction, weight=w)
-    total = pl - hp["ent_coef"] * jnp.sum(w * entropy)
+                              kl_bias_correction=config.kl_bias_correction, weight=w,
+                              entropy=entropy, ent_coef=hp["ent_coef"],
+                              entropy_share=jnp.sum(m) / jnp.maximum(chunk["batch_tokens"][0], 1.0),
+                              **loss_options(hp))
+    total = pl
     n_tok = jnp.sum(m).astype(jnp.float32)
     log_ratio = jnp.where(m, logp - chunk["logp"], 0.0)
     # loss, pg_loss: the batch loss (the chunk's share of it, times the batch's token count,
@@ -245,9 +251,16 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
     aux = {"count": n_tok, "loss": total * per_batch, "pg_loss": metrics["pg_loss"] * per_batch,
            "entropy": jnp.sum(jnp.where(m, entropy, 0.0)),
            "approx_kl": jnp.sum(jnp.expm1(log_ratio) - log_ratio),
-           **{k: metrics[k] * n_tok for k in ("kl", "clip_ratio/low_mean",
-                                              "clip_ratio/high_mean", "clip_ratio/region_mean")}}
+           **{k: metrics[k] * n_tok for k in TOKEN_MEAN_METRICS if k in metrics}}
     return total, aux
+
+
+# policy_loss's metrics that are token means (the chunks' token-weighted sums make the batch's);
+# the per-sequence ones (vespo/phi_seq_mean, off_policy_mask/dropped_ratio) are weighted by
+# tokens too. clip_ratio/low_min and /high_max (a min and a max) are not reported here.
+TOKEN_MEAN_METRICS = ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                      "clip_ratio/region_mean", "cispo_clip_ratio", "vespo/phi_seq_mean",
+                      "off_policy_mask/dropped_ratio")
 
 
 def collect(config, task, model, params, key, carry, active, hp):
