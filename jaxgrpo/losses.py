@@ -298,8 +298,8 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
                         jnp.sum(seq_loss * jnp.sum(jnp.where(mask, weight, zero), axis=1)))
             loss = pg_total + agg(beta * kl) if use_kl else pg_total
             metrics["pg_loss"] = pg_total
-            tmean = lambda x: jnp.sum(jnp.where(tok, x.astype(dtype), zero)) / jnp.maximum(
-                jnp.sum(tok), 1).astype(dtype)
+            tmean = lambda x: (jnp.sum(jnp.where(tok, x.astype(dtype), zero))   # verl's
+                               / (jnp.sum(tok).astype(dtype) + 1e-8))             # masked_mean
             lo, hi = tmean(clipped & (adv < 0)), tmean(clipped & (adv > 0))
             metrics.update({"clip_ratio/low_mean": lo, "clip_ratio/high_mean": hi,
                             "clip_ratio/region_mean": tmean(clipped & (adv != 0))})
