@@ -1,5 +1,5 @@
 """Loss pieces shared by GRPO and PPO, and ``policy_loss``: TRL's GRPOTrainer loss on
-[B, L] per-step arrays.
+[B, L] per-step arrays (all of TRL 1.16's loss types, and verl's GMPO).
 
 One implementation of each per-token piece: ``kl_estimate`` (k1/k2/k3), ``clipped_surrogate``
 (PPO clip with clip-higher and the optional two-sided cap ``delta``), ``grpo_token_loss``
@@ -38,6 +38,42 @@ both one per sequence (``"sequence"`` with adv [B]) over the B sequences, as TRL
 (an empty sequence counts, never clipped). (TRL's metric helper takes any [B, 1] tensor
 for one value per sequence, so at L = 1 it would average token metrics over all B rows;
 here L = 1 is like any L.) ``pg_loss``: the surrogate alone, aggregated the same way.
+``clip_ratio/low_min`` and ``clip_ratio/high_max``: TRL's min / max over sequences of each
+sequence's share of low / high clipped tokens (NaN for an empty row, left out as by TRL's
+``nanmin``; NaN if every row is empty); one value per sequence in the sequence case above.
+
+The other loss types (TRL 1.16's ``_compute_loss``; gmpo: verl's
+``compute_policy_loss_geo_mean``), with the same r (token or GSPO sequence ratio):
+
+* cispo: x_it = -sg(min(r_it, clip_eps_high)) A_it logp_it (``clip_eps_high`` is TRL's
+  ``epsilon_high``, a cap on the ratio itself), aggregated as dapo; metric
+  ``cispo_clip_ratio`` = mean of (r > clip_eps_high) & (A > 0).
+* sapo: x_it = -sigmoid(tau (r_it - 1)) 4 / tau A_it, tau = ``sapo_temperature_pos`` where
+  A > 0 else ``sapo_temperature_neg``; aggregated as grpo.
+* luspo: the clipped surrogate; aggregated as sum_it m_it x_it / B (per-sequence sum, mean
+  over rows); TRL's clip metrics.
+* vespo: x_it = -phi_i A_it logp_it, phi_i = exp(lam + k log w_i - lam w_i) (detached),
+  log w_i = clip(sum_t m_it clip(d_it, -20, 20), log 1e-8, 20), (k, lam) =
+  (``vespo_k_pos``, ``vespo_lambda_pos``) where A >= 0 else the ``_neg`` pair, lam >= 1e-4,
+  NaN/inf -> 0 (``vespo_gamma_weights``); aggregated as dapo; metric ``vespo/phi_seq_mean``.
+* gmpo: sequence loss -Abar_i exp(sum_t m_it d'_it / (|o_i| + 1e-8)), d' the log-ratio
+  clipped to [-clip_eps, clip_eps_high] on A's side (``gmpo_sequence_loss``), mean over the
+  B rows; the KL term aggregated as grpo; ``clip_ratio/*`` are verl's clip fractions
+  (token means of (d outside the range) & (A > 0), & (A < 0), either).
+
+Options, for every loss type (TRL's order: policy term x off-policy mask x entropy mask, then
++ beta k, then aggregation, then minus the entropy bonus):
+
+* ``off_policy_mask_threshold``: a sequence (with per-token A: a token) whose A < 0 and whose
+  mean over its tokens of old_logp - logp exceeds the threshold loses its policy term
+  (``off_policy_mask``; metric ``off_policy_mask/dropped_ratio``, the share dropped, over the
+  B rows for one A per sequence, else over the masked tokens).
+* ``top_entropy_quantile`` q < 1: only the masked tokens whose ``entropy`` is at least the
+  (1 - q) quantile (linear interpolation, ``torch.quantile``'s) of the batch's masked entropies
+  keep their policy term (``high_entropy_mask``); gmpo: only they enter its means.
+* ``ent_coef``: loss -= ent_coef * sum(entropy over the kept tokens) / max(#kept tokens, 1)
+  (TRL's: a mean, whatever the loss_type). Metric ``entropy``: the masked token mean of
+  ``entropy`` (whenever it is given).
 """
 from __future__ import annotations
 

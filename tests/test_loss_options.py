@@ -158,3 +158,23 @@ def test_one_iteration_text_and_env_runs():
     _, m = jax.jit(make_train(c))(jax.random.key(0))
     for k in ("loss", "cispo_clip_ratio", "entropy"):
         assert np.all(np.isfinite(np.asarray(m[k]))), k
+
+
+def test_docs_option_table_defaults_are_the_code():
+    """docs/language-models.md's loss options table quotes GRPOConfig's defaults, and its loss
+    type table names every loss type."""
+    from pathlib import Path
+    import re
+    text = (Path(__file__).parent.parent / "docs/language-models.md").read_text()
+    section = text[text.index("## Loss types and loss options"):]
+    types, options = section.split("| option | default | meaning |")
+    c = GRPOConfig(**TINY)
+    quoted = {}
+    for names, values in re.findall(r"^\| ((?:`\w+`(?:, )?)+) \| ([^|]+) \|", options, re.M):
+        for n, v in zip(re.findall(r"`(\w+)`", names), values.split(","), strict=True):
+            quoted[n] = v.strip()
+    assert set(quoted) == {*NEW_HPARAMS, "off_policy_mask_threshold", "ent_coef"}
+    for n, v in quoted.items():
+        assert (None if v == "None" else float(v)) == getattr(c, n), n
+    assert set(re.findall(r"`(\w+)`", " ".join(re.findall(r"^\| (.*?) \|", types, re.M)))) \
+        >= set(LOSS_TYPES)
