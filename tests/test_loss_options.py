@@ -142,6 +142,16 @@ def test_text_loss_in_chunks_is_policy_loss_on_the_batch(setup, loss_type, extra
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert abs(float(v1)) > 0
+    # the metrics (sums over a chunk's tokens) add up over chunks to the whole batch's: rows of
+    # a chunk outside its minibatch count nowhere
+    aux = [tg.loss(c, model, moved, params, batch, weight, keep & h, hp)[1] for h in halves]
+    whole = tg.loss(c, model, moved, params, batch, weight, keep, hp)[1]
+    for k in whole:
+        np.testing.assert_allclose(aux[0][k] + aux[1][k], whole[k], rtol=1e-4, atol=1e-5,
+                                   err_msg=k)
+    if loss_type == "vespo":
+        # phi peaks at w = k / lam: e^lam (k / lam)^k e^-k = 1.21 (pos), 1.24 (neg defaults)
+        assert 0 < float(whole["vespo/phi_seq_mean"] / whole["count"]) < 1.25
 
 
 def test_one_iteration_text_and_env_runs():

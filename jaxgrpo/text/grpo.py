@@ -23,7 +23,8 @@ import jax.numpy as jnp
 
 from ..advantages import group_normalize
 from ..algorithm import Algorithm, adam, freeze_base, minibatch_learn, no_carry, reference_of
-from ..losses import PER_SEQUENCE_COUNT, loss_weights, loss_options, policy_loss
+from ..losses import (PER_SEQUENCE_COUNT, loss_options, loss_weights, off_policy_mask,
+                      policy_loss, vespo_gamma_weights)
 from ..rollout import EpisodeStats
 from .interface import prompt_valid
 from .model import Transformer
@@ -240,7 +241,8 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
                               max_len=chunk["completion"].shape[1],
                               kl_bias_correction=config.kl_bias_correction, weight=w,
                               entropy=entropy, ent_coef=hp["ent_coef"],
-                              entropy_share=jnp.sum(m) / jnp.maximum(chunk["batch_tokens"][0], 1.0),
+                              entropy_share=jnp.sum(m) / jnp.maximum(
+                                  chunk["batch_tokens"][0], 1.0),
                               **loss_options(hp))
     total = pl
     n_tok = jnp.sum(m).astype(jnp.float32)
@@ -251,16 +253,33 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
     aux = {"count": n_tok, "loss": total * per_batch, "pg_loss": metrics["pg_loss"] * per_batch,
            "entropy": jnp.sum(jnp.where(m, entropy, 0.0)),
            "approx_kl": jnp.sum(jnp.expm1(log_ratio) - log_ratio),
-           **{k: metrics[k] * n_tok for k in TOKEN_MEAN_METRICS if k in metrics}}
+           **{k: metrics[k] * n_tok for k in TOKEN_MEAN_METRICS if k in metrics},
+           **sequence_metrics(config, hp, chunk["adv"], logp, chunk["logp"], m)}
     return total, aux
 
 
-# policy_loss's metrics that are token means (the chunks' token-weighted sums make the batch's);
-# the per-sequence ones (vespo/phi_seq_mean, off_policy_mask/dropped_ratio) are weighted by
-# tokens too. clip_ratio/low_min and /high_max (a min and a max) are not reported here.
+def sequence_metrics(config, hp, adv, logp, old_logp, m) -> dict:
+    """Sums over the tokens ``m`` [B, M] of the per-completion metrics (TRL averages them over
+    the rows of its micro-batch; here, over the batch's tokens, so that the rows of a chunk
+    outside its minibatch do not count): ``vespo/phi_seq_mean`` (vespo) and
+    ``off_policy_mask/dropped_ratio`` (0 with the mask off)."""
+    out = {}
+    log_ratio = jnp.where(m, logp - old_logp, 0.0)
+    tok_sum = lambda x: jnp.sum(jnp.where(m, x, 0.0))
+    if config.loss_type == "vespo":
+        out["vespo/phi_seq_mean"] = tok_sum(vespo_gamma_weights(
+            adv[:, None], log_ratio, m, hp["vespo_k_pos"], hp["vespo_lambda_pos"],
+            hp["vespo_k_neg"], hp["vespo_lambda_neg"]))
+    keep = off_policy_mask(adv[:, None], logp, old_logp, m, hp["off_policy_mask_threshold"])
+    out["off_policy_mask/dropped_ratio"] = tok_sum(1.0 - keep.astype(jnp.float32))
+    return out
+
+
+# policy_loss's metrics that are token means (the chunks' token-weighted sums make the batch's;
+# the per-completion ones: sequence_metrics). clip_ratio/low_min and /high_max (a min and a
+# max) are not reported here.
 TOKEN_MEAN_METRICS = ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
-                      "clip_ratio/region_mean", "cispo_clip_ratio", "vespo/phi_seq_mean",
-                      "off_policy_mask/dropped_ratio")
+                      "clip_ratio/region_mean", "cispo_clip_ratio")
 
 
 def collect(config, task, model, params, key, carry, active, hp):
