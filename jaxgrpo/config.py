@@ -23,6 +23,8 @@ DTYPES = ("float32", "bfloat16")
 # GRPOConfig.advantage and .multi_objective_aggregation (jaxgrpo.advantages implements them)
 ADVANTAGES = ("grpo", "reinforce_pp", "reinforce_pp_baseline", "grpo_passk")
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+# GRPOConfig.loss_type (= jaxgrpo.losses.LOSS_TYPES; here without importing JAX)
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo", "gmpo")
 
 
 def _check_int(cfg, name, low=1):
@@ -324,9 +326,24 @@ class GRPOConfig(_TextFields, _BaseConfig):
     multi_objective_aggregation: str = "sum_then_normalize"   # or "normalize_then_sum" (GDPO)
     kl_reward_coef: float = 0.0    # reinforce_pp: KL penalty folded into the reward (dynamic)
 
+    # the other loss types' parameters (TRL's names, meanings and defaults; dynamic; see
+    # jaxgrpo.losses.policy_loss)
+    sapo_temperature_pos: float = 1.0          # sapo: gate temperature where A > 0
+    sapo_temperature_neg: float = 1.05         # sapo: where A <= 0
+    vespo_k_pos: float = 2.0                   # vespo: gamma weight power where A >= 0
+    vespo_lambda_pos: float = 3.0              # vespo: its decay where A >= 0
+    vespo_k_neg: float = 3.0                   # vespo: power where A < 0
+    vespo_lambda_neg: float = 2.0              # vespo: decay where A < 0
+    off_policy_mask_threshold: float | None = None   # text: drop A < 0 sequences whose mean
+    #                                            KL from the sampler exceeds it (None: off)
+    top_entropy_quantile: float = 1.0          # train the tokens (steps) in this top share by
+    #                                            entropy (1.0: all)
+
     _HPARAMS: tuple = field(
         default=("lr", "gamma", "clip_eps", "clip_eps_high", "beta", "ent_coef",
-                 "max_grad_norm", "ref_mixup_alpha")
+                 "max_grad_norm", "ref_mixup_alpha", "sapo_temperature_pos",
+                 "sapo_temperature_neg", "vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg",
+                 "vespo_lambda_neg", "off_policy_mask_threshold", "top_entropy_quantile")
         + ("kl_reward_coef",),     # advantage estimators
         init=False, repr=False, compare=False,
     )
@@ -359,7 +376,8 @@ class GRPOConfig(_TextFields, _BaseConfig):
         _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
         if self.clip_eps_high is not None:    # None: the upper clip follows clip_eps
             _check_float(self, "clip_eps_high", low=0.0, low_open=True)
-        _check_choice(self, "loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
+        _check_choice(self, "loss_type", LOSS_TYPES)
+        self._check_loss_options()
         _check_choice(self, "scale_rewards", ("group", "batch", "none"))
         _check_choice(self, "baseline", ("mean", "loo"))
         _check_choice(self, "supervision", ("outcome", "process"))
@@ -405,6 +423,27 @@ class GRPOConfig(_TextFields, _BaseConfig):
         if self.advantage == "reinforce_pp" and self.group_mode == "state":
             fail("advantage", "'reinforce_pp' needs every step's action and log-prob; state "
                   "branches train only their first action: use group_mode 'episode' or 'batch'")
+
+    def _check_loss_options(self):
+        """The sapo / vespo parameters, the off-policy mask and the entropy selection
+        (``policy_loss``'s); the loss types and options that need whole sequences in a
+        minibatch are for text tasks."""
+        for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
+            _check_float(self, name, low=0.0, low_open=True)
+        for name in ("vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg", "vespo_lambda_neg"):
+            _check_float(self, name, low=0.0)
+        if self.off_policy_mask_threshold is not None:
+            _check_float(self, "off_policy_mask_threshold", low=0.0)
+        _check_float(self, "top_entropy_quantile", low=0.0, high=1.0)
+        if not is_text(self.env):
+            if self.loss_type in ("vespo", "gmpo"):
+                fail("loss_type", f"{self.loss_type!r} weighs each sequence by its whole "
+                      "ratio, which needs whole sequences in a minibatch: text tasks only "
+                      f"(env 'text:NAME'), but env is {self.env!r}")
+            if self.off_policy_mask_threshold is not None:
+                fail("off_policy_mask_threshold", "the off-policy mask needs whole sequences "
+                      f"in a minibatch: text tasks only (env 'text:NAME'), but env is "
+                      f"{self.env!r}")
 
     def _check_collector(self):
         """``on_policy`` resolved (None: the stream collector where it applies), ``num_envs``

@@ -11,7 +11,9 @@ from .advantages import (batch_normalize, episode_returns, group_normalize, grou
                          grpo_passk, reinforce_pp, reinforce_pp_baseline,
                          reverse_discounted_cumsum)
 from .algorithm import Algorithm, adam, gymnax_env, gymnax_policy, minibatch_learn
-from .losses import clip_ratios, grpo_token_loss, loss_weights, step_weights
+from .losses import (cispo_token_loss, clip_ratios, grpo_token_loss,
+                     high_entropy_mask_of_quantile, loss_weights, sapo_token_loss,
+                     step_weights)
 from .rollout import Rollout, collect_branches, collect_episodes
 from .stream import StreamBatch, collect_stream, init_stream
 
@@ -159,7 +161,11 @@ def score(config, policy, params, rollout, hp, ref_params=None):
 
 
 def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
-    """Per-sample: clipped surrogate + beta * KL(pi || pi_ref) - ent_coef * entropy."""
+    """Per-sample: the ``loss_type``'s policy term (clipped surrogate; ``"cispo"``, ``"sapo"``:
+    ``losses.cispo_token_loss``, ``losses.sapo_token_loss``) on the steps the entropy mask
+    keeps (``top_entropy_quantile``: the chunk's steps whose entropy is in that top share,
+    ``losses.high_entropy_mask_of_quantile``) + beta * KL(pi || pi_ref) - ent_coef * entropy
+    (on the same steps), weighted by ``weight`` (the ``loss_type`` aggregation)."""
     dist = policy.dist(params, chunk["obs"])
     logp = dist.log_prob(chunk["action"])
     entropy = dist.entropy()
@@ -169,10 +175,22 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
         hp["beta"] > 0,
         lambda: jax.lax.stop_gradient(policy.dist(ref_params, chunk["obs"]).log_prob(chunk["action"])),
         lambda: jax.lax.stop_gradient(logp))
+    ratio = jnp.exp(logp - chunk["logp"])
     per_token, pg, kl, _ = grpo_token_loss(
-        jnp.exp(logp - chunk["logp"]), chunk["adv"], logp, ref_logp_fn, hp["beta"], hp["clip_eps"],
+        ratio, chunk["adv"], logp, ref_logp_fn, hp["beta"], hp["clip_eps"],
         hp["clip_eps_high"], kl_estimator=config.kl_estimator)
-    per_sample = per_token - hp["ent_coef"] * entropy
+    del per_token
+    extra = {}
+    if config.loss_type == "cispo":
+        pg = cispo_token_loss(ratio, chunk["adv"], logp, hp["clip_eps_high"])
+        extra["cispo_clip_ratio"] = (ratio > hp["clip_eps_high"]) & (chunk["adv"] > 0)
+    elif config.loss_type == "sapo":
+        pg = sapo_token_loss(ratio, chunk["adv"], hp["sapo_temperature_pos"],
+                             hp["sapo_temperature_neg"])
+    # 1.0 on every step when top_entropy_quantile is 1 (the products are then exact)
+    keep = high_entropy_mask_of_quantile(entropy, mask, hp["top_entropy_quantile"])
+    keep = keep.astype(entropy.dtype)
+    per_sample = pg * keep + hp["beta"] * kl - hp["ent_coef"] * (entropy * keep)
     m = mask.astype(jnp.float32)
     log_ratio = logp - chunk["logp"]
     s = lambda x: jnp.sum(x * m)
@@ -180,7 +198,8 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
            "entropy": s(entropy),
            **clip_ratios(jnp.exp(log_ratio), chunk["adv"], hp["clip_eps"], hp["clip_eps_high"],
                          None, s),
-           "approx_kl": s(jnp.expm1(log_ratio) - log_ratio)}
+           "approx_kl": s(jnp.expm1(log_ratio) - log_ratio),
+           **{k: s(v.astype(jnp.float32)) for k, v in extra.items()}}
     return jnp.sum(weight * per_sample * m), aux
 
 

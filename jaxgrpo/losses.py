@@ -1,5 +1,5 @@
 """Loss pieces shared by GRPO and PPO, and ``policy_loss``: TRL's GRPOTrainer loss on
-[B, L] per-step arrays.
+[B, L] per-step arrays (all of TRL 1.16's loss types, and verl's GMPO).
 
 One implementation of each per-token piece: ``kl_estimate`` (k1/k2/k3), ``clipped_surrogate``
 (PPO clip with clip-higher and the optional two-sided cap ``delta``), ``grpo_token_loss``
@@ -38,13 +38,62 @@ both one per sequence (``"sequence"`` with adv [B]) over the B sequences, as TRL
 (an empty sequence counts, never clipped). (TRL's metric helper takes any [B, 1] tensor
 for one value per sequence, so at L = 1 it would average token metrics over all B rows;
 here L = 1 is like any L.) ``pg_loss``: the surrogate alone, aggregated the same way.
+``clip_ratio/low_min`` and ``clip_ratio/high_max``: TRL's min / max over sequences of each
+sequence's share of low / high clipped tokens (NaN for an empty row, left out as by TRL's
+``nanmin``; NaN if every row is empty); one value per sequence in the sequence case above.
+
+The other loss types (TRL 1.16's ``_compute_loss``; gmpo: verl's
+``compute_policy_loss_geo_mean``), with the same r (token or GSPO sequence ratio):
+
+* cispo: x_it = -sg(min(r_it, clip_eps_high)) A_it logp_it (``clip_eps_high`` is TRL's
+  ``epsilon_high``, a cap on the ratio itself), aggregated as dapo; metric
+  ``cispo_clip_ratio`` = mean of (r > clip_eps_high) & (A > 0).
+* sapo: x_it = -sigmoid(tau (r_it - 1)) 4 / tau A_it, tau = ``sapo_temperature_pos`` where
+  A > 0 else ``sapo_temperature_neg``; aggregated as grpo.
+* luspo: the clipped surrogate; aggregated as sum_it m_it x_it / B (per-sequence sum, mean
+  over rows); TRL's clip metrics.
+* vespo: x_it = -phi_i A_it logp_it, phi_i = exp(lam + k log w_i - lam w_i) (detached),
+  log w_i = clip(sum_t m_it clip(d_it, -20, 20), log 1e-8, 20), (k, lam) =
+  (``vespo_k_pos``, ``vespo_lambda_pos``) where A >= 0 else the ``_neg`` pair, lam >= 1e-4,
+  NaN/inf -> 0 (``vespo_gamma_weights``); aggregated as dapo; metric ``vespo/phi_seq_mean``.
+* gmpo: sequence loss -Abar_i exp(sum_t m_it d'_it / (|o_i| + 1e-8)), d' the log-ratio
+  clipped to [-clip_eps, clip_eps_high] on A's side (``gmpo_sequence_loss``), mean over the
+  B rows; the KL term aggregated as grpo; ``clip_ratio/*`` are verl's clip fractions
+  (token means of (d outside the range) & (A > 0), & (A < 0), either).
+
+Options, for every loss type (TRL's order: policy term x off-policy mask x entropy mask, then
++ beta k, then aggregation, then minus the entropy bonus):
+
+* ``off_policy_mask_threshold``: a sequence (with per-token A: a token) whose A < 0 and whose
+  mean over its tokens of old_logp - logp exceeds the threshold loses its policy term
+  (``off_policy_mask``; metric ``off_policy_mask/dropped_ratio``, the share dropped, over the
+  B rows for one A per sequence, else over the masked tokens).
+* ``top_entropy_quantile`` q < 1: only the masked tokens whose ``entropy`` is at least the
+  (1 - q) quantile (linear interpolation, ``torch.quantile``'s) of the batch's masked entropies
+  keep their policy term (``high_entropy_mask``); gmpo: only they enter its means.
+* ``ent_coef``: loss -= ent_coef * sum(entropy over the kept tokens) / max(#kept tokens, 1)
+  (TRL's: a mean, whatever the loss_type). Metric ``entropy``: the masked token mean of
+  ``entropy`` (whenever it is given).
 """
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo", "gmpo")
+# the PPO-clip surrogate (TRL's clip metrics); the others are CISPO, SAPO, VESPO and GMPO's
+CLIP_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
+# each loss type's aggregation of per-token losses (TRL's; gmpo: verl's mean over sequences of
+# its per-sequence loss, whose KL term takes grpo's)
+AGGREGATION = {"grpo": "grpo", "sapo": "grpo", "gmpo": "grpo", "bnpo": "bnpo", "dapo": "bnpo",
+               "cispo": "bnpo", "vespo": "bnpo", "dr_grpo": "dr_grpo", "luspo": "luspo"}
+# the loss types whose aggregation divides by the number of sequences
+PER_SEQUENCE_COUNT = ("grpo", "sapo", "gmpo", "dr_grpo", "luspo")
+# the loss types whose policy term needs each whole sequence's current log-probs (a sequence
+# ratio or weight): only where a minibatch holds whole sequences (text tasks)
+SEQUENCE_LOSS_TYPES = ("vespo", "gmpo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
@@ -131,40 +180,62 @@ def loss_weights(mask, loss_type, horizon, *, count_empty=False, dtype=jnp.float
 def step_weights(m, ep_len, n_ep, loss_type, horizon):
     """``loss_weights`` of steps ``m`` (float mask, any shape) given each step's sequence
     length ``ep_len`` (broadcastable to ``m``) and the number of sequences ``n_ep``."""
-    if loss_type == "grpo":
+    agg = AGGREGATION.get(loss_type)
+    if agg == "grpo":
         return m / jnp.maximum(ep_len, 1.0) / n_ep
-    if loss_type in ("bnpo", "dapo"):
+    if agg == "bnpo":
         return m / jnp.maximum(jnp.sum(m), 1.0)
-    if loss_type == "dr_grpo":
+    if agg == "dr_grpo":
         return m / (n_ep * horizon)
+    if agg == "luspo":
+        return m / n_ep
     raise ValueError(f"loss_type: unknown {loss_type!r}")
 
 
 def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, clip_eps_high,
                 delta=None, beta=0.0, kl_estimator="k3", importance_sampling_level="token",
-                max_len=None, kl_bias_correction=False, weight=None):
+                max_len=None, kl_bias_correction=False, sapo_temperature_pos=1.0,
+                sapo_temperature_neg=1.05, vespo_k_pos=2.0, vespo_lambda_pos=3.0,
+                vespo_k_neg=3.0, vespo_lambda_neg=2.0, off_policy_mask_threshold=None,
+                entropy=None, top_entropy_quantile=1.0, ent_coef=0.0, weight=None,
+                entropy_share=None):
     """TRL's ``GRPOTrainer._compute_loss`` (TRL 1.16, which the tests and the benchmark pin)
-    for the loss types grpo, bnpo, dr_grpo and dapo, on one batch (one process, no gradient
-    accumulation).
+    for every loss type of ``LOSS_TYPES`` (``"gmpo"``: verl's ``compute_policy_loss_geo_mean``),
+    on one batch (one process, no gradient accumulation, no vLLM importance correction).
 
     Shapes: ``logp`` (the policy's, differentiated), ``old_logp`` (the sampler's), ``ref_logp``
     (the reference policy's) and ``mask`` (bool) are [B, L]: B sequences (or episodes) of L
-    steps. ``adv`` is [B] (one advantage per sequence) or [B, L]. ``old_logp``, ``ref_logp`` and
-    ``adv`` are constants (stop-gradient). Steps where ``mask`` is False never reach the loss,
-    its gradient or a metric, whatever they hold (NaN included); an all-masked row is allowed.
+    steps. ``adv`` is [B] (one advantage per sequence) or [B, L]. ``entropy`` [B, L] (the
+    policy's per-token entropy, differentiated; needed by ``top_entropy_quantile`` and
+    ``ent_coef``) or None. ``old_logp``, ``ref_logp`` and ``adv`` are constants
+    (stop-gradient). Steps where ``mask`` is False never reach the loss, its gradient or a
+    metric, whatever they hold (NaN included); an all-masked row is allowed.
 
-    The formulas and metrics are in the module docstring (``policy_loss`` in formulas).
+    The formulas and metrics are in the module docstring (``policy_loss`` in formulas, and
+    the other loss types).
 
     ``weight`` [B, L] (optional) replaces the ``loss_type`` aggregation weights: a minibatch of
     a larger batch passes the weights computed on the whole batch
     (``loss_weights(mask.T, loss_type, max_len, count_empty=True).T``), so that the minibatch
-    losses add up to the batch's loss.
+    losses add up to the batch's loss (gmpo: each sequence's weight is its row sum).
+    ``entropy_share`` (optional): the entropy bonus is multiplied by it (such a minibatch's
+    share of the batch's tokens; None: 1).
 
-    ``clip_eps``, ``clip_eps_high``, ``delta`` and ``beta`` may be traced; ``loss_type``,
-    ``kl_estimator``, ``importance_sampling_level``, ``kl_bias_correction`` are static.
-    Returns (loss, metrics).
+    Numbers may be traced: ``clip_eps``, ``clip_eps_high``, ``delta``, ``beta``, the sapo and
+    vespo parameters, ``off_policy_mask_threshold`` (None or NaN: off), ``top_entropy_quantile``
+    (a traced one computes the entropy mask only where it is < 1) and ``ent_coef`` (a Python 0:
+    no bonus); ``loss_type``, ``kl_estimator``, ``importance_sampling_level``,
+    ``kl_bias_correction`` are static. Returns (loss, metrics).
     """
     _check_options(loss_type, kl_estimator, importance_sampling_level)
+    static = lambda x: isinstance(x, (int, float))
+    if static(top_entropy_quantile) and not 0.0 <= top_entropy_quantile <= 1.0:
+        raise ValueError(f"top_entropy_quantile: must be in [0, 1], got {top_entropy_quantile}")
+    use_emask = not (static(top_entropy_quantile) and top_entropy_quantile >= 1.0)
+    use_bonus = not (static(ent_coef) and ent_coef == 0)
+    if (use_emask or use_bonus) and entropy is None:
+        raise ValueError("entropy: policy_loss needs the per-token entropy [B, L] for "
+                         "top_entropy_quantile < 1 and ent_coef != 0")
     sg = jax.lax.stop_gradient
     mask = jnp.asarray(mask, bool)
     B, L = mask.shape
@@ -191,31 +262,243 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
         adv = jnp.broadcast_to(adv_seq[:, None], (B, L))
     else:
         adv = jnp.where(mask, adv, 0).astype(dtype)
+    if entropy is not None:
+        entropy = jnp.where(mask, jnp.asarray(entropy), zero)
 
     log_w, log_w_seq = _log_importance_weight(log_ratio, n_tok, importance_sampling_level)
     ratio = jnp.exp(log_w)
 
-    ref = jnp.where(mask, sg(jnp.asarray(ref_logp)), zero) if use_kl else None
-    per_token, pg, kl, _ = grpo_token_loss(ratio, adv, logp, ref, beta, clip_eps, clip_eps_high,
-                                           kl_estimator=kl_estimator, delta=delta,
-                                           kl_bias_correction=kl_bias_correction)
+    # TRL's masks of the policy term (1.0 where kept; None: off)
+    emask = None
+    if use_emask:
+        emask = high_entropy_mask_of_quantile(entropy, mask, top_entropy_quantile)
+    opm = None
+    if off_policy_mask_threshold is not None:
+        opm = off_policy_mask(adv[:, :1] if seq_adv else adv, logp, old_logp, mask,
+                              off_policy_mask_threshold)
+    keep = None
+    for m_ in (opm, emask):
+        if m_ is not None:
+            m_ = m_.astype(dtype)
+            keep = m_ if keep is None else keep * m_
 
+    ref = jnp.where(mask, sg(jnp.asarray(ref_logp)), zero) if use_kl else None
     horizon = L if max_len is None else max_len
-    if weight is None:
+    default_weight = weight is None
+    if default_weight:
         weight = loss_weights(mask.T, loss_type, horizon, count_empty=True, dtype=dtype).T
     agg = lambda x: jnp.sum(jnp.where(mask, weight * x, zero))
-    loss = agg(per_token)
-
     n_all = jnp.maximum(jnp.sum(mask), 1).astype(dtype)
     tok_mean = lambda x: jnp.sum(jnp.where(mask, x, zero)) / n_all
-    if importance_sampling_level == "sequence" and seq_adv:   # one ratio and A per sequence
-        clips = clip_ratios(jnp.exp(log_w_seq), adv_seq, clip_eps, clip_eps_high, delta,
-                            lambda x: jnp.mean(x.astype(dtype)))
+    one_per_seq = importance_sampling_level == "sequence" and seq_adv   # one ratio and A per row
+    metrics = {}
+
+    if loss_type in CLIP_LOSS_TYPES:
+        per_token, pg, kl, _ = grpo_token_loss(ratio, adv, logp, ref, beta, clip_eps,
+                                               clip_eps_high, kl_estimator=kl_estimator,
+                                               delta=delta, kl_bias_correction=kl_bias_correction)
+        if keep is not None:
+            pg = pg * keep
+            per_token = pg + beta * kl if use_kl else pg
+        loss = agg(per_token)
+        if one_per_seq:
+            r_seq = jnp.exp(log_w_seq)
+            metrics.update(clip_ratios(r_seq, adv_seq, clip_eps, clip_eps_high, delta,
+                                       lambda x: jnp.mean(x.astype(dtype))))
+            low, high = _clipped(r_seq, adv_seq, clip_eps, clip_eps_high, delta)
+            low_seq, high_seq = low.astype(dtype), high.astype(dtype)
+        else:
+            metrics.update(clip_ratios(ratio, adv, clip_eps, clip_eps_high, delta,
+                                       lambda x: tok_mean(x.astype(dtype))))
+            low, high = _clipped(ratio, adv, clip_eps, clip_eps_high, delta)
+            seq_mean = lambda x: (jnp.sum(jnp.where(mask, x.astype(dtype), zero), axis=1)
+                                  / jnp.where(row_valid, n_tok, 1).astype(dtype))
+            nan = jnp.asarray(jnp.nan, dtype)
+            low_seq = jnp.where(row_valid, seq_mean(low), nan)    # TRL: 0/0 = NaN, nanmin
+            high_seq = jnp.where(row_valid, seq_mean(high), nan)
+        metrics["clip_ratio/low_min"] = _nan_reduce(jnp.min, low_seq)
+        metrics["clip_ratio/high_max"] = _nan_reduce(jnp.max, high_seq)
     else:
-        clips = clip_ratios(ratio, adv, clip_eps, clip_eps_high, delta,
-                            lambda x: tok_mean(x.astype(dtype)))
-    kl_mean = jnp.where(jnp.asarray(beta) != 0, tok_mean(kl), zero) if use_kl else zero
-    return loss, {"pg_loss": agg(pg), "kl": kl_mean, **clips}
+        kl = jnp.zeros_like(log_ratio)
+        if use_kl:
+            kl = kl_estimate(logp, ref, kl_estimator)
+            if kl_bias_correction:
+                kl = kl * ratio
+        if loss_type == "gmpo":
+            tok = mask if emask is None else mask & (emask > 0)
+            seq_loss, clipped = gmpo_sequence_loss(log_ratio, adv, tok, clip_eps, clip_eps_high)
+            if opm is not None:
+                seq_loss = seq_loss * opm.astype(dtype)[:, 0] if seq_adv else (
+                    seq_loss * jnp.min(jnp.where(mask, opm.astype(dtype), 1), axis=1))
+            pg_total = (jnp.mean(seq_loss) if default_weight else
+                        jnp.sum(seq_loss * jnp.sum(jnp.where(mask, weight, zero), axis=1)))
+            loss = pg_total + agg(beta * kl) if use_kl else pg_total
+            metrics["pg_loss"] = pg_total
+            tmean = lambda x: (jnp.sum(jnp.where(tok, x.astype(dtype), zero))   # verl's
+                               / (jnp.sum(tok).astype(dtype) + 1e-8))             # masked_mean
+            lo, hi = tmean(clipped & (adv < 0)), tmean(clipped & (adv > 0))
+            metrics.update({"clip_ratio/low_mean": lo, "clip_ratio/high_mean": hi,
+                            "clip_ratio/region_mean": tmean(clipped & (adv != 0))})
+        else:
+            if loss_type == "cispo":
+                pg = cispo_token_loss(ratio, adv, logp, clip_eps_high)
+                cis = (ratio > clip_eps_high) & (adv > 0)
+                metrics["cispo_clip_ratio"] = (jnp.mean(cis[:, 0].astype(dtype)) if one_per_seq
+                                               else tok_mean(cis.astype(dtype)))
+            elif loss_type == "sapo":
+                pg = sapo_token_loss(ratio, adv, sapo_temperature_pos, sapo_temperature_neg)
+            else:   # vespo
+                phi = vespo_gamma_weights(adv[:, :1] if seq_adv else adv, log_ratio, mask,
+                                          vespo_k_pos, vespo_lambda_pos, vespo_k_neg,
+                                          vespo_lambda_neg)
+                pg = -phi * adv * logp
+                metrics["vespo/phi_seq_mean"] = (jnp.mean(phi) if seq_adv else
+                                                 tok_mean(phi))
+            if keep is not None:
+                pg = pg * keep
+            per_token = pg + beta * kl if use_kl else pg
+            loss = agg(per_token)
+    if "pg_loss" not in metrics:
+        metrics["pg_loss"] = agg(pg)
+    metrics["kl"] = (jnp.where(jnp.asarray(beta) != 0, tok_mean(kl), zero) if use_kl
+                     else zero)
+    if opm is not None:
+        dropped = 1 - opm.astype(dtype)
+        metrics["off_policy_mask/dropped_ratio"] = (jnp.mean(dropped) if seq_adv else
+                                                    tok_mean(dropped))
+    if entropy is not None:
+        metrics["entropy"] = tok_mean(entropy)
+    if use_bonus:
+        eff = mask if emask is None else mask & (emask > 0)
+        bonus = (jnp.sum(jnp.where(eff, entropy, zero))
+                 / jnp.maximum(jnp.sum(eff), 1).astype(dtype))
+        if entropy_share is not None:
+            bonus = bonus * entropy_share
+        loss = loss - ent_coef * bonus
+    return loss, metrics
+
+
+def _clipped(r, a, clip_eps, clip_eps_high, delta):
+    """TRL's (low, high) clip indicators of ratios ``r`` (capped at ``delta``) and advantages
+    ``a`` (see ``clip_ratios``)."""
+    if delta is not None:
+        r = jnp.minimum(r, delta)
+    return (r < 1.0 - clip_eps) & (a < 0), (r > 1.0 + clip_eps_high) & (a > 0)
+
+
+def _nan_reduce(fn, x):
+    """TRL's ``nanmin`` / ``nanmax`` of a 1-D array: ``fn`` over the non-NaN entries, NaN when
+    there are none."""
+    ok = ~jnp.isnan(x)
+    fill = jnp.inf if fn is jnp.min else -jnp.inf
+    return jnp.where(jnp.any(ok), fn(jnp.where(ok, x, fill)), jnp.nan).astype(x.dtype)
+
+
+def cispo_token_loss(ratio, adv, logp, clip_high):
+    """CISPO (MiniMax-M1; TRL's ``"cispo"``) per token: -sg(min(r, clip_high)) * A * logp,
+    ``clip_high`` = TRL's ``epsilon_high``, a cap on the ratio itself (not 1 + eps)."""
+    return -jax.lax.stop_gradient(jnp.minimum(ratio, clip_high)) * adv * logp
+
+
+def sapo_token_loss(ratio, adv, temperature_pos, temperature_neg):
+    """SAPO (TRL's ``"sapo"``) per token: -sigmoid(tau (r - 1)) * 4 / tau * A, tau =
+    ``temperature_pos`` where A > 0, else ``temperature_neg``."""
+    t = jnp.where(adv > 0, temperature_pos, temperature_neg)
+    return -(jax.nn.sigmoid(t * (ratio - 1)) * 4 / t) * adv
+
+
+def vespo_gamma_weights(adv, log_ratio, mask, k_pos, lambda_pos, k_neg, lambda_neg):
+    """TRL's ``get_gamma_weights`` (VESPO; no vLLM importance ratio): phi(w) = exp(lam + k log w
+    - lam w) with log w = clip(sum_t m_t clip(d_t, -20, 20), log 1e-8, 20) the sequence's
+    summed log-ratio ``log_ratio`` [B, L]; k, lam = (``k_pos``, ``lambda_pos``) where A >= 0,
+    else the ``_neg`` pair, lam >= 1e-4; NaN and inf -> 0. ``adv`` [B, 1] (-> phi [B, 1]) or
+    [B, L] (-> [B, L]). A constant (stop-gradient)."""
+    sg = jax.lax.stop_gradient
+    lower = math.log(1e-8)
+    m = mask.astype(log_ratio.dtype)
+    seq = jnp.sum(jnp.clip(sg(log_ratio), -20.0, 20.0) * m, axis=-1, keepdims=True)
+    log_w = jnp.clip(seq, lower, 20.0)
+    w = jnp.exp(log_w)
+    nonneg = adv >= 0
+    k = jnp.where(nonneg, k_pos, k_neg)
+    lam = jnp.maximum(jnp.where(nonneg, lambda_pos, lambda_neg), 1e-4)
+    phi = jnp.exp(lam + k * log_w - lam * w)
+    return sg(jnp.nan_to_num(phi, nan=0.0, posinf=0.0, neginf=0.0).astype(log_ratio.dtype))
+
+
+def gmpo_sequence_loss(log_ratio, adv, mask, clip_low, clip_high):
+    """verl's ``compute_policy_loss_geo_mean`` (GMPO) per sequence: with s = sign(A), the
+    token log-ratios d clipped in log space, d' = s * min(s d, s clip(d, -clip_low,
+    clip_high)), the loss of sequence i is -Abar_i exp(sum_t m d' / (|o_i| + 1e-8)), Abar_i =
+    sum_t m A / (|o_i| + 1e-8). ``log_ratio``, ``adv`` [B, L], ``mask`` bool [B, L]. Returns
+    (loss [B], clipped [B, L]: d outside the clip range, verl's clip fraction numerator)."""
+    m = mask.astype(log_ratio.dtype)
+    s = jnp.sign(adv)
+    d_clip = jnp.clip(log_ratio, -clip_low, clip_high)
+    d_min = s * jnp.minimum(s * log_ratio, s * d_clip)
+    n = jnp.sum(m, axis=-1)
+    ratio = jnp.exp(jnp.sum(d_min * m, axis=-1) / (n + 1e-8))
+    a = jnp.sum(adv * m, axis=-1) / (n + 1e-8)
+    return -a * ratio, log_ratio != d_clip
+
+
+def high_entropy_mask(entropy, mask, threshold):
+    """TRL's ``get_high_entropy_mask`` (one process): the ``mask``ed tokens whose entropy is
+    at least the ``threshold`` quantile (linear interpolation, ``torch.quantile``'s) of the
+    masked entropies; all False when no token is masked in. Any shape; ``threshold`` may be
+    traced. Returns bool, ``mask``'s shape."""
+    flat = jnp.ravel(jax.lax.stop_gradient(entropy))
+    ok = jnp.ravel(mask)
+    n = jnp.sum(ok)
+    v = jnp.sort(jnp.where(ok, flat, jnp.inf))
+    pos = jnp.asarray(threshold, v.dtype) * jnp.maximum(n - 1, 0).astype(v.dtype)
+    lo = jnp.floor(pos)
+    i_lo = jnp.clip(lo.astype(jnp.int32), 0, v.shape[0] - 1)
+    i_hi = jnp.clip(jnp.ceil(pos).astype(jnp.int32), 0, v.shape[0] - 1)
+    a, b = v[i_lo], v[i_hi]
+    w = pos - lo
+    q = jnp.where(w < 0.5, a + w * (b - a), b - (b - a) * (1 - w))   # torch.lerp
+    q = jnp.where(w == 0, a, q)
+    return (jax.lax.stop_gradient(entropy) >= q) & mask & (n > 0)
+
+
+def high_entropy_mask_of_quantile(entropy, mask, top_entropy_quantile):
+    """The tokens TRL's ``top_entropy_quantile`` keeps: ``high_entropy_mask`` at threshold
+    1 - ``top_entropy_quantile``; a traced quantile computes it only where it is < 1 (else
+    ``mask``), as TRL does. Returns bool, ``mask``'s shape."""
+    q = top_entropy_quantile
+    if isinstance(q, (int, float)):
+        return high_entropy_mask(entropy, mask, 1.0 - q)
+    q = jnp.asarray(q)
+    return jax.lax.cond(q < 1.0, lambda: high_entropy_mask(entropy, mask, 1.0 - q),
+                        lambda: mask)
+
+
+def off_policy_mask(adv, logp, sampling_logp, mask, threshold):
+    """TRL's ``get_off_policy_mask`` (DeepSeek-V3.2's off-policy sequence mask): keep a
+    sequence unless its advantage is negative and its mean KL from the sampling policy,
+    mean_t(sampling_logp - sg(logp)), exceeds ``threshold``; ``threshold`` NaN (a sweep's
+    None): keep all. ``adv`` [B, L] of one value per row (-> [B, 1]) or per token (-> [B, L]),
+    ``logp``, ``sampling_logp``, ``mask`` [B, L]. Returns bool."""
+    sg = jax.lax.stop_gradient
+    m = mask.astype(logp.dtype)
+    kl = jnp.nan_to_num(jnp.where(mask, sg(sampling_logp) - sg(logp), 0.0), nan=0.0)
+    avg = jnp.sum(kl * m, axis=1, keepdims=True) / jnp.maximum(
+        jnp.sum(m, axis=1, keepdims=True), 1.0)
+    threshold = jnp.asarray(threshold, avg.dtype)
+    return (adv >= 0) | (avg <= threshold) | jnp.isnan(threshold)
+
+
+LOSS_HPARAMS = ("sapo_temperature_pos", "sapo_temperature_neg", "vespo_k_pos",
+                "vespo_lambda_pos", "vespo_k_neg", "vespo_lambda_neg",
+                "off_policy_mask_threshold", "top_entropy_quantile")
+
+
+def loss_options(hp) -> dict:
+    """``policy_loss``'s keyword arguments of the other loss types' parameters, from a
+    config's hyperparameters ``hp`` (``GRPOConfig.hparams()``, traced or not; an unset
+    ``off_policy_mask_threshold`` is NaN there: off)."""
+    return {k: hp[k] for k in LOSS_HPARAMS}
 
 
 def _check_options(loss_type, kl_estimator, importance_sampling_level):

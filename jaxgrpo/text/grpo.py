@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from ..advantages import (aggregate_rewards, batch_normalize, group_normalize, group_stats,
                           grpo_passk, last_token_rewards, reinforce_pp, reinforce_pp_baseline)
 from ..algorithm import Algorithm, adam, freeze_base, minibatch_learn, no_carry, reference_of
-from ..losses import loss_weights, policy_loss
+from ..losses import (PER_SEQUENCE_COUNT, loss_options, loss_weights, off_policy_mask,
+                      policy_loss, vespo_gamma_weights)
 from ..rollout import EpisodeStats
 from .interface import prompt_valid
 from .model import Transformer
@@ -165,7 +166,7 @@ def score(config, model, params, rollout: Completions, hp, ref_params=None):
     keep = in_batch & ~truncated if config.mask_truncated_completions else in_batch
     tok = rollout.mask & keep[:, None]
     weight = loss_weights(tok.T, config.loss_type, M, count_empty=True).T
-    if config.loss_type in ("grpo", "dr_grpo"):   # divide by the rows in the batch, not by C
+    if config.loss_type in PER_SEQUENCE_COUNT:   # divide by the rows in the batch, not by C
         weight = weight * (C / jnp.maximum(jnp.sum(in_batch), 1).astype(jnp.float32))
     n = jnp.maximum(jnp.sum(seq_valid), 1).astype(jnp.float32)
     seq_mean = lambda x: jnp.sum(jnp.where(seq_valid, x, 0.0)) / n
@@ -291,8 +292,11 @@ def function_metrics(per_func, valid, names) -> dict:
 def loss(config, model, params, ref_params, chunk, weight, mask, hp):
     """``(sum of the chunk's weighted per-token losses, metric sums)`` for ``update.learn``:
     chunk is a dict of [B, ...] completions, ``weight`` [B, M] from ``score``, ``mask`` [B]
-    the completions of the current minibatch. Per token: ``policy_loss``'s clipped surrogate
-    + beta * KL to the reference policy, minus ``ent_coef`` * entropy."""
+    the completions of the current minibatch: ``policy_loss`` of the config's ``loss_type``
+    and options (+ beta * KL to the reference policy), its entropy bonus ``ent_coef`` times
+    the mean entropy of the trained tokens (TRL's), this chunk's share of it by tokens. The
+    entropy mask (``top_entropy_quantile``) takes the quantile over the chunk's tokens (TRL's
+    micro-batch)."""
     valid, eos = chunk["prompt_valid"], config.task.eos_id
     temp = hp["temperature"]
     ref_params = reference_of(params, ref_params)   # with LoRA: the base, adapters off
@@ -313,8 +317,12 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
                               beta=hp["beta"], kl_estimator=config.kl_estimator,
                               importance_sampling_level=config.importance_sampling_level,
                               max_len=chunk["completion"].shape[1],
-                              kl_bias_correction=config.kl_bias_correction, weight=w)
-    total = pl - hp["ent_coef"] * jnp.sum(w * entropy)
+                              kl_bias_correction=config.kl_bias_correction, weight=w,
+                              entropy=entropy, ent_coef=hp["ent_coef"],
+                              entropy_share=jnp.sum(m) / jnp.maximum(
+                                  chunk["batch_tokens"][0], 1.0),
+                              **loss_options(hp))
+    total = pl
     n_tok = jnp.sum(m).astype(jnp.float32)
     log_ratio = jnp.where(m, logp - chunk["logp"], 0.0)
     # loss, pg_loss: the batch loss (the chunk's share of it, times the batch's token count,
@@ -323,9 +331,33 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
     aux = {"count": n_tok, "loss": total * per_batch, "pg_loss": metrics["pg_loss"] * per_batch,
            "entropy": jnp.sum(jnp.where(m, entropy, 0.0)),
            "approx_kl": jnp.sum(jnp.expm1(log_ratio) - log_ratio),
-           **{k: metrics[k] * n_tok for k in ("kl", "clip_ratio/low_mean",
-                                              "clip_ratio/high_mean", "clip_ratio/region_mean")}}
+           **{k: metrics[k] * n_tok for k in TOKEN_MEAN_METRICS if k in metrics},
+           **sequence_metrics(config, hp, chunk["adv"], logp, chunk["logp"], m)}
     return total, aux
+
+
+def sequence_metrics(config, hp, adv, logp, old_logp, m) -> dict:
+    """Sums over the tokens ``m`` [B, M] of the per-completion metrics (TRL averages them over
+    the rows of its micro-batch; here, over the batch's tokens, so that the rows of a chunk
+    outside its minibatch do not count): ``vespo/phi_seq_mean`` (vespo) and
+    ``off_policy_mask/dropped_ratio`` (0 with the mask off)."""
+    out = {}
+    log_ratio = jnp.where(m, logp - old_logp, 0.0)
+    tok_sum = lambda x: jnp.sum(jnp.where(m, x, 0.0))
+    if config.loss_type == "vespo":
+        out["vespo/phi_seq_mean"] = tok_sum(vespo_gamma_weights(
+            adv[:, None], log_ratio, m, hp["vespo_k_pos"], hp["vespo_lambda_pos"],
+            hp["vespo_k_neg"], hp["vespo_lambda_neg"]))
+    keep = off_policy_mask(adv[:, None], logp, old_logp, m, hp["off_policy_mask_threshold"])
+    out["off_policy_mask/dropped_ratio"] = tok_sum(1.0 - keep.astype(jnp.float32))
+    return out
+
+
+# policy_loss's metrics that are token means (the chunks' token-weighted sums make the batch's;
+# the per-completion ones: sequence_metrics). clip_ratio/low_min and /high_max (a min and a
+# max) are not reported here.
+TOKEN_MEAN_METRICS = ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                      "clip_ratio/region_mean", "cispo_clip_ratio")
 
 
 def collect(config, task, model, params, key, carry, active, hp):
