@@ -39,16 +39,6 @@ SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read {what}: {e}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: {what} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
 def _token_text(value):
     """A special token as tokenizer_config.json writes it (a string, or an AddedToken dict with
     "content") -> its string, or None."""
@@ -206,7 +196,8 @@ class HFTokenizer:
                  if (self.path / name).is_file()}
         config = {}
         if (self.path / "config.json").is_file():
-            config = _read_json(self.path / "config.json", "config.json")
+            from .pretrained import read_json     # (pretrained imports this module)
+            config = read_json(self.path / "config.json")
         self._setup(files, config)
 
     @classmethod

@@ -45,7 +45,9 @@ def _fail(directory, msg):
     raise ValueError(f"{directory}: {msg}")
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """The JSON object in ``path`` (``ValueError`` naming the file if it is unreadable or not an
+    object)."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -327,7 +329,7 @@ def _weight_files(directory: Path) -> dict:
     checkpoints) or the headers of every *.safetensors file."""
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             _fail(directory, "model.safetensors.index.json has no weight_map")
         missing = sorted({f for f in weight_map.values() if not (directory / f).is_file()})
@@ -433,7 +435,7 @@ def _expected_tensors(directory: Path, cfg, model_type: str):
 def _checked_weights(path: str, stamp: tuple) -> bool:
     p = Path(path)
     cfg = read_model_config(p)
-    _expected_tensors(p, cfg, _read_json(p / "config.json")["model_type"])
+    _expected_tensors(p, cfg, read_json(p / "config.json")["model_type"])
     return True
 
 
@@ -477,7 +479,7 @@ def load_pretrained(directory, dtype=None):
     from .model import Transformer
     p = Path(directory).expanduser().resolve()
     cfg = read_model_config(p, dtype)
-    model_type = _read_json(p / "config.json")["model_type"]
+    model_type = read_json(p / "config.json")["model_type"]
     params = load_weights(p, cfg, model_type)
     tokenizer = HFTokenizer(p) if (p / "tokenizer.json").is_file() else None
     return Transformer(cfg), params, tokenizer
