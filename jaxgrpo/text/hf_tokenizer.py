@@ -39,6 +39,18 @@ SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
+def read_json(path: Path) -> dict:
+    """The JSON object in ``path`` (``ValueError`` naming the file if it is unreadable or not an
+    object)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read it as JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _token_text(value):
     """A special token as tokenizer_config.json writes it (a string, or an AddedToken dict with
     "content") -> its string, or None."""
@@ -196,7 +208,6 @@ class HFTokenizer:
                  if (self.path / name).is_file()}
         config = {}
         if (self.path / "config.json").is_file():
-            from .pretrained import read_json     # (pretrained imports this module)
             config = read_json(self.path / "config.json")
         self._setup(files, config)
 

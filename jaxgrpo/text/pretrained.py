@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .hf_tokenizer import read_json
+
 MODEL_TYPES = ("gpt2", "llama", "qwen2", "qwen3")
 ROPE_TYPES = ("default", "linear", "llama3")
 _ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
@@ -43,18 +45,6 @@ _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
 
 def _fail(directory, msg):
     raise ValueError(f"{directory}: {msg}")
-
-
-def read_json(path: Path) -> dict:
-    """The JSON object in ``path`` (``ValueError`` naming the file if it is unreadable or not an
-    object)."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read it as JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: must hold a JSON object, got {type(value).__name__}")
-    return value
 
 
 def is_pretrained_dir(path) -> bool:
