@@ -73,6 +73,14 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def trl_cells(j, t) -> tuple:
+    """A table row's TRL cells beside jaxgrpo's result ``j``: (jaxgrpo / TRL ratio, TRL
+    tokens/s, TRL s/step, TRL peak RSS), dashes where TRL did not run (``t`` None)."""
+    if not t:
+        return "-", "not run", "-", "-"
+    return (f"{j['tokens_per_s'] / t['tokens_per_s']:.2f}", f"{t['tokens_per_s']:,.0f}",
+            f"{t['step_s']:.3f}", f"{t['peak_rss_mib']:.0f}")
+
 def _median_time(fn, args, reps):
     import jax
     jax.block_until_ready(fn(*args))
@@ -237,10 +245,7 @@ def markdown(res) -> str:
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for w in res["widths"]:
         j, t = w["jax"], w.get("trl")
-        ratio = f"{j['tokens_per_s'] / t['tokens_per_s']:.2f}" if t else "-"
-        t_tps = f"{t['tokens_per_s']:,.0f}" if t else "not run"
-        t_step = f"{t['step_s']:.3f}" if t else "-"
-        t_rss = f"{t['peak_rss_mib']:.0f}" if t else "-"
+        ratio, t_tps, t_step, t_rss = trl_cells(j, t)
         lines.append(
             f"| {w['width']} | {j['tokens_per_s']:,.0f} | {t_tps} | {ratio} "
             f"| {j['iteration_s']:.3f}, {t_step} | {j['vmap8_tokens_per_s']:,.0f} "
@@ -573,10 +578,7 @@ def pretrained_markdown(res) -> str:
     names = {"full": "full fine-tuning", "lora": f"LoRA (rank {a['lora_rank']})"}
     for row in res["variants"]:
         j, t = row["jax"], row.get("trl")
-        ratio = f"{j['tokens_per_s'] / t['tokens_per_s']:.2f}" if t else "-"
-        t_tps = f"{t['tokens_per_s']:,.0f}" if t else "not run"
-        t_step = f"{t['step_s']:.3f}" if t else "-"
-        t_rss = f"{t['peak_rss_mib']:.0f}" if t else "-"
+        ratio, t_tps, t_step, t_rss = trl_cells(j, t)
         lines.append(
             f"| {names[row['variant']]} | {j['tokens_per_s']:,.0f} | {t_tps} | {ratio} "
             f"| {j['iteration_s']:.3f}, {t_step} | {j['trainable_params']:,} "

@@ -89,13 +89,6 @@ def make_tokenizer(directory, vocab_size=360, template=TEMPLATE):
 
 
 @pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tok")
-    make_tokenizer(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def hf(tok_dir):
     return transformers.AutoTokenizer.from_pretrained(str(tok_dir))
 

@@ -26,7 +26,7 @@ from jaxgrpo.text.hf_tokenizer import HFTokenizer
 from jaxgrpo.text.model import ModelConfig, Transformer
 from jaxgrpo.text.pretrained import (is_pretrained_dir, load_pretrained, read_model_config,
                                      save_pretrained)
-from test_hf_tokenizer import CHATS, make_tokenizer
+from test_hf_tokenizer import CHATS
 
 ARCHS = ("gpt2", "llama", "qwen2", "qwen3")
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -78,13 +78,6 @@ def randomize(model, seed):
             else:
                 p.copy_(0.15 * z)
     return model.eval()
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tok")
-    make_tokenizer(d)
-    return d
 
 
 @pytest.fixture(scope="module")
