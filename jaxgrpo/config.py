@@ -25,6 +25,9 @@ ADVANTAGES = ("grpo", "reinforce_pp", "reinforce_pp_baseline", "grpo_passk")
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 # GRPOConfig.loss_type (= jaxgrpo.losses.LOSS_TYPES; here without importing JAX)
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo", "gmpo")
+# the loss types whose policy term needs each whole sequence's current log-probs (a sequence
+# ratio or weight): their minibatches hold whole sequences (episodes on environments)
+SEQUENCE_LOSS_TYPES = ("vespo", "gmpo")
 
 
 def _check_int(cfg, name, low=1):
@@ -334,7 +337,7 @@ class GRPOConfig(_TextFields, _BaseConfig):
     vespo_lambda_pos: float = 3.0              # vespo: its decay where A >= 0
     vespo_k_neg: float = 3.0                   # vespo: power where A < 0
     vespo_lambda_neg: float = 2.0              # vespo: decay where A < 0
-    off_policy_mask_threshold: float | None = None   # text: drop A < 0 sequences whose mean
+    off_policy_mask_threshold: float | None = None   # drop A < 0 sequences whose mean
     #                                            KL from the sampler exceeds it (None: off)
     top_entropy_quantile: float = 1.0          # train the tokens (steps) in this top share by
     #                                            entropy (1.0: all)
@@ -435,15 +438,20 @@ class GRPOConfig(_TextFields, _BaseConfig):
         if self.off_policy_mask_threshold is not None:
             _check_float(self, "off_policy_mask_threshold", low=0.0)
         _check_float(self, "top_entropy_quantile", low=0.0, high=1.0)
-        if not is_text(self.env):
-            if self.loss_type in ("vespo", "gmpo"):
-                fail("loss_type", f"{self.loss_type!r} weighs each sequence by its whole "
-                      "ratio, which needs whole sequences in a minibatch: text tasks only "
-                      f"(env 'text:NAME'), but env is {self.env!r}")
-            if self.off_policy_mask_threshold is not None:
-                fail("off_policy_mask_threshold", "the off-policy mask needs whole sequences "
-                      f"in a minibatch: text tasks only (env 'text:NAME'), but env is "
-                      f"{self.env!r}")
+        if not is_text(self.env) and self.group_mode == "state" and self.by_episode:
+            what = (f"loss_type {self.loss_type!r}" if self.loss_type in SEQUENCE_LOSS_TYPES
+                    else "off_policy_mask_threshold")
+            fail("group_mode", f"{what} weighs whole episodes by their ratio; state branches "
+                  "train only their first action: use group_mode 'episode' or 'batch'")
+
+    @property
+    def by_episode(self) -> bool:
+        """Whether the learn phase's samples are whole episodes (sequences), not steps: the
+        loss types that weigh a sequence by its whole ratio (``SEQUENCE_LOSS_TYPES``) and the
+        off-policy mask need every step of an episode in one minibatch (text tasks always
+        learn by sequence)."""
+        return (self.loss_type in SEQUENCE_LOSS_TYPES
+                or self.off_policy_mask_threshold is not None)
 
     def _check_collector(self):
         """``on_policy`` resolved (None: the stream collector where it applies), ``num_envs``
@@ -456,7 +464,10 @@ class GRPOConfig(_TextFields, _BaseConfig):
                  "supervision 'process'" if self.supervision == "process" else
                  f"advantage {self.advantage!r}" if self.advantage != "grpo" else
                  "multi_objective_aggregation 'normalize_then_sum'"
-                 if self.multi_objective_aggregation != "sum_then_normalize" else None)
+                 if self.multi_objective_aggregation != "sum_then_normalize" else
+                 f"loss_type {self.loss_type!r}" if self.loss_type in SEQUENCE_LOSS_TYPES else
+                 "off_policy_mask_threshold" if self.off_policy_mask_threshold is not None
+                 else None)
         if self.on_policy is None:
             object.__setattr__(self, "on_policy", needs is not None)
         if not isinstance(self.on_policy, bool):

@@ -12,8 +12,8 @@ from .advantages import (batch_normalize, episode_returns, group_normalize, grou
                          reverse_discounted_cumsum)
 from .algorithm import Algorithm, adam, gymnax_env, gymnax_policy, minibatch_learn
 from .losses import (cispo_token_loss, clip_ratios, grpo_token_loss,
-                     high_entropy_mask_of_quantile, loss_weights, sapo_token_loss,
-                     step_weights)
+                     high_entropy_mask_of_quantile, loss_weights, minibatch_policy_loss,
+                     sapo_token_loss, step_weights)
 from .rollout import Rollout, collect_branches, collect_episodes
 from .stream import StreamBatch, collect_stream, init_stream
 
@@ -154,18 +154,27 @@ def score(config, policy, params, rollout, hp, ref_params=None):
     rows = rollout.obs.shape[0]
     adv, mask = adv[:rows], rollout.mask[:rows]
     weight = loss_weights(mask, config.loss_type, rows)
+    metrics = {**metrics, "staleness/mean": jnp.float32(0), "staleness/max": jnp.float32(0)}
+    if config.by_episode:   # samples are whole episodes: [N, T, ...]
+        seq = lambda x: jnp.swapaxes(x, 0, 1)
+        n_steps = jnp.sum(mask).astype(jnp.float32)
+        batch = {"obs": seq(rollout.obs), "action": seq(rollout.action),
+                 "logp": rollout.logp.T, "adv": adv.T, "mask": mask.T,
+                 "batch_steps": jnp.full(mask.shape[1], n_steps)}
+        return batch, weight.T, jnp.any(mask, axis=0), metrics
     batch = {"obs": flat(rollout.obs), "action": flat(rollout.action),
              "logp": flat(rollout.logp), "adv": flat(adv)}
-    metrics = {**metrics, "staleness/mean": jnp.float32(0), "staleness/max": jnp.float32(0)}
     return batch, flat(weight), flat(mask), metrics
 
 
 def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
-    """Per-sample: the ``loss_type``'s policy term (clipped surrogate; ``"cispo"``, ``"sapo"``:
+    """Whole episodes (``config.by_episode``): ``episode_loss``. Per-step samples: the ``loss_type``'s policy term (clipped surrogate; ``"cispo"``, ``"sapo"``:
     ``losses.cispo_token_loss``, ``losses.sapo_token_loss``) on the steps the entropy mask
     keeps (``top_entropy_quantile``: the chunk's steps whose entropy is in that top share,
     ``losses.high_entropy_mask_of_quantile``) + beta * KL(pi || pi_ref) - ent_coef * entropy
     (on the same steps), weighted by ``weight`` (the ``loss_type`` aggregation)."""
+    if config.by_episode:
+        return episode_loss(config, policy, params, ref_params, chunk, weight, mask, hp)
     dist = policy.dist(params, chunk["obs"])
     logp = dist.log_prob(chunk["action"])
     entropy = dist.entropy()
@@ -203,10 +212,39 @@ def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
     return jnp.sum(weight * per_sample * m), aux
 
 
+def episode_loss(config, policy, params, ref_params, chunk, weight, mask, hp):
+    """The loss of a chunk of B whole episodes of T steps (``chunk`` of [B, T, ...],
+    ``weight`` [B, T], ``mask`` [B] the episodes of the current minibatch): the policy's
+    log-probs and entropies of every step, then ``losses.minibatch_policy_loss``, the text
+    path's loss with its episodes for sequences (every loss type and option of
+    ``policy_loss``)."""
+    B, T = chunk["mask"].shape
+    flat = lambda x: x.reshape(B * T, *x.shape[2:])
+    dist = policy.dist(params, flat(chunk["obs"]))
+    logp = dist.log_prob(flat(chunk["action"])).reshape(B, T)
+    entropy = dist.entropy().reshape(B, T)
+    ref_logp = jax.lax.cond(
+        hp["beta"] > 0,
+        lambda: jax.lax.stop_gradient(policy.dist(ref_params, flat(chunk["obs"])).log_prob(
+            flat(chunk["action"])).reshape(B, T)),
+        lambda: jax.lax.stop_gradient(logp))
+    m = chunk["mask"] & mask[:, None]
+    return minibatch_policy_loss(config, hp, logp, entropy, ref_logp, chunk["logp"],
+                                 chunk["adv"], m, weight, chunk["batch_steps"][0], max_len=T)
+
+
+def chunk_size(config) -> int:
+    """Samples per chunk of the learn phase: ``chunk_size`` steps; whole episodes
+    (``by_episode``): ``chunk_size // max_episode_steps`` episodes, at least one; the stream
+    collector: a minibatch."""
+    if not config.on_policy:
+        return config.num_envs * config.num_steps // config.num_minibatches
+    if config.by_episode:
+        return max(1, config.chunk_size // config.max_episode_steps)
+    return config.chunk_size
+
+
 GRPO = Algorithm(make_env=gymnax_env, make_policy=gymnax_policy(with_critic=False),
                  optimizer=adam, init_carry=init_carry, collect=collect, score=score, loss=loss,
-                 learn=minibatch_learn(
-                     lambda c: c.chunk_size if c.on_policy else
-                     c.num_envs * c.num_steps // c.num_minibatches,
-                     all_valid=lambda c: not c.on_policy),
+                 learn=minibatch_learn(chunk_size, all_valid=lambda c: not c.on_policy),
                  reference=True, budgeted=lambda config: config.on_policy)

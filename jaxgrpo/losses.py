@@ -82,7 +82,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo", "gmpo")
+from .config import LOSS_TYPES
+
 # the PPO-clip surrogate (TRL's clip metrics); the others are CISPO, SAPO, VESPO and GMPO's
 CLIP_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
 # each loss type's aggregation of per-token losses (TRL's; gmpo: verl's mean over sequences of
@@ -91,9 +92,6 @@ AGGREGATION = {"grpo": "grpo", "sapo": "grpo", "gmpo": "grpo", "bnpo": "bnpo", "
                "cispo": "bnpo", "vespo": "bnpo", "dr_grpo": "dr_grpo", "luspo": "luspo"}
 # the loss types whose aggregation divides by the number of sequences
 PER_SEQUENCE_COUNT = ("grpo", "sapo", "gmpo", "dr_grpo", "luspo")
-# the loss types whose policy term needs each whole sequence's current log-probs (a sequence
-# ratio or weight): only where a minibatch holds whole sequences (text tasks)
-SEQUENCE_LOSS_TYPES = ("vespo", "gmpo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
@@ -487,6 +485,56 @@ def off_policy_mask(adv, logp, sampling_logp, mask, threshold):
         jnp.sum(m, axis=1, keepdims=True), 1.0)
     threshold = jnp.asarray(threshold, avg.dtype)
     return (adv >= 0) | (avg <= threshold) | jnp.isnan(threshold)
+
+
+def minibatch_policy_loss(config, hp, logp, entropy, ref_logp, old_logp, adv, mask, weight,
+                          batch_steps, max_len):
+    """``(the chunk's share of the batch loss, metric sums)`` for ``update.learn`` when a
+    sample is a whole sequence (a text completion, or an episode on an environment):
+    ``policy_loss`` with the config's ``loss_type`` and options, on a chunk of B sequences of L
+    steps. ``logp``, ``entropy`` [B, L] (the policy's, differentiated), ``ref_logp``,
+    ``old_logp`` [B, L], ``adv`` [B] or [B, L], ``mask`` bool [B, L] (the chunk's steps of the
+    current minibatch), ``weight`` [B, L] the aggregation weights of the whole batch
+    (``loss_weights``), ``batch_steps`` the batch's number of trained steps (the entropy bonus
+    is a mean over the batch: this chunk's share of it by steps), ``max_len`` dr_grpo's
+    horizon.
+
+    The metric sums (``update.learn`` divides them by the summed ``count``, the steps):
+    ``loss`` and ``pg_loss`` are the batch's (this chunk's share times ``batch_steps``); the
+    others are step means (``kl``, the clip ratios, ``cispo_clip_ratio``, ``entropy``,
+    ``approx_kl``, and the per-sequence ``vespo/phi_seq_mean`` and
+    ``off_policy_mask/dropped_ratio`` weighted by steps, so that rows of a chunk outside its
+    minibatch do not count). ``clip_ratio/low_min`` and ``/high_max`` (a min and a max over
+    sequences) are not reported."""
+    w = jnp.where(mask, weight, 0.0)
+    loss, metrics = policy_loss(
+        logp, old_logp, ref_logp, adv, mask, loss_type=config.loss_type,
+        clip_eps=hp["clip_eps"], clip_eps_high=hp["clip_eps_high"],
+        delta=getattr(config, "delta", None), beta=hp["beta"], kl_estimator=config.kl_estimator,
+        importance_sampling_level=getattr(config, "importance_sampling_level", "token"),
+        max_len=max_len, kl_bias_correction=getattr(config, "kl_bias_correction", False),
+        weight=w, entropy=entropy, ent_coef=hp["ent_coef"],
+        entropy_share=jnp.sum(mask) / jnp.maximum(batch_steps, 1.0), **loss_options(hp))
+    n = jnp.sum(mask).astype(jnp.float32)
+    log_ratio = jnp.where(mask, logp - old_logp, 0.0)
+    step_sum = lambda x: jnp.sum(jnp.where(mask, x, 0.0))
+    a = adv[:, None] if adv.ndim == 1 else adv
+    aux = {"count": n, "loss": loss * batch_steps, "pg_loss": metrics["pg_loss"] * batch_steps,
+           "entropy": step_sum(entropy), "approx_kl": step_sum(jnp.expm1(log_ratio) - log_ratio),
+           **{k: metrics[k] * n for k in STEP_MEAN_METRICS if k in metrics}}
+    if config.loss_type == "vespo":
+        aux["vespo/phi_seq_mean"] = step_sum(vespo_gamma_weights(
+            a, log_ratio, mask, hp["vespo_k_pos"], hp["vespo_lambda_pos"], hp["vespo_k_neg"],
+            hp["vespo_lambda_neg"]))
+    keep = off_policy_mask(a, logp, old_logp, mask, hp["off_policy_mask_threshold"])
+    aux["off_policy_mask/dropped_ratio"] = step_sum(1.0 - keep.astype(jnp.float32))
+    return loss, aux
+
+
+# policy_loss's metrics that are step (token) means: the chunks' step-weighted sums make the
+# batch's
+STEP_MEAN_METRICS = ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                     "clip_ratio/region_mean", "cispo_clip_ratio")
 
 
 LOSS_HPARAMS = ("sapo_temperature_pos", "sapo_temperature_neg", "vespo_k_pos",

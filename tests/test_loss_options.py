@@ -56,14 +56,21 @@ def test_bad_values_name_the_field(field, value, words):
         GRPOConfig(**TINY, **{field: value})
 
 
-def test_sequence_options_are_text_only():
-    for lt in ("vespo", "gmpo"):
-        with pytest.raises(ValueError, match="loss_type: .*whole sequences"):
-            GRPOConfig(loss_type=lt)
-    with pytest.raises(ValueError, match="off_policy_mask_threshold: .*text tasks only"):
-        GRPOConfig(off_policy_mask_threshold=0.5)
-    for lt in ("cispo", "sapo", "luspo"):        # token-additive: environments too
-        assert GRPOConfig(loss_type=lt, top_entropy_quantile=0.5).loss_type == lt
+def test_sequence_options_on_environments_learn_by_episode():
+    """vespo, gmpo and the off-policy mask weigh whole episodes: on an environment they collect
+    on-policy and learn from whole episodes (``by_episode``); the stream collector and state
+    branches are refused, naming the field."""
+    for extra in (dict(loss_type="vespo"), dict(loss_type="gmpo"),
+                  dict(off_policy_mask_threshold=0.5)):
+        c = GRPOConfig(**extra)
+        assert c.on_policy and c.by_episode, extra
+        with pytest.raises(ValueError, match="on_policy: .*collect on-policy"):
+            GRPOConfig(**extra, on_policy=False)
+        with pytest.raises(ValueError, match="group_mode: .*whole episodes"):
+            GRPOConfig(**extra, group_mode="state")
+    for lt in ("cispo", "sapo", "luspo"):        # token-additive: learn by step
+        c = GRPOConfig(loss_type=lt, top_entropy_quantile=0.5)
+        assert not c.by_episode and not c.on_policy
 
 
 def test_cli_set_reaches_the_config():
@@ -73,8 +80,11 @@ def test_cli_set_reaches_the_config():
     c, _, _ = build_config(train_parser().parse_args(argv))
     assert (c.loss_type, c.clip_eps_high, c.off_policy_mask_threshold, c.top_entropy_quantile,
             c.vespo_k_neg) == ("cispo", 5.0, 0.5, 0.2, 1.5)
-    with pytest.raises(ValueError, match="loss_type"):
-        build_config(train_parser().parse_args(["--set", "loss_type=vespo"]))
+    c, _, _ = build_config(train_parser().parse_args(["--set", "loss_type=vespo"]))
+    assert c.on_policy and c.by_episode
+    with pytest.raises(ValueError, match="on_policy"):
+        build_config(train_parser().parse_args(["--set", "loss_type=vespo",
+                                                "--set", "on_policy=false"]))
 
 
 def test_sweep_grid_over_loss_type_builds_one_static_program_per_type():
@@ -83,8 +93,8 @@ def test_sweep_grid_over_loss_type_builds_one_static_program_per_type():
                                           "top_entropy_quantile": [1.0, 0.2]})
     assert [c.loss_type for c in configs] == [x["loss_type"] for x in combos]
     assert len({static_key(c) for c in configs}) == len(LOSS_TYPES)
-    with pytest.raises(ValueError, match="loss_type"):
-        grid_configs(GRPOConfig(), {"loss_type": ["grpo", "gmpo"]})
+    with pytest.raises(ValueError, match="on_policy"):
+        grid_configs(GRPOConfig(on_policy=False), {"loss_type": ["grpo", "gmpo"]})
 
 
 # ----------------------------------------------------------------------------- text path
@@ -154,9 +164,67 @@ def test_text_loss_in_chunks_is_policy_loss_on_the_batch(setup, loss_type, extra
         assert 0 < float(whole["vespo/phi_seq_mean"] / whole["count"]) < 1.25
 
 
+# ----------------------------------------------------------------------------- env episodes
+
+ENV = dict(num_groups=2, group_size=4, hidden_sizes=(16,), total_timesteps=10**5,
+           num_iterations=1, chunk_size=1000)
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    from jaxgrpo import grpo
+    c = GRPOConfig(**ENV, loss_type="vespo")
+    env = grpo.gymnax_env(c)
+    policy = grpo.gymnax_policy(False)(c, env)
+    params = policy.init(jax.random.key(0))
+    hp = c.hparams()
+    roll, _, _ = jax.jit(lambda p, k: grpo.collect(c, env, policy, p, k, None, True, hp))(
+        params, jax.random.key(1))
+    return c, policy, params, hp, roll
+
+
+@pytest.mark.parametrize("loss_type,extra", [
+    ("vespo", {}), ("gmpo", {}), ("dr_grpo", dict(off_policy_mask_threshold=0.0))])
+def test_env_episode_loss_in_chunks_is_policy_loss_on_the_batch(episodes, loss_type, extra):
+    """On an environment (``by_episode``), the loss summed over two chunks of whole episodes =
+    ``policy_loss`` of the whole batch with episodes for sequences (values and gradients)."""
+    from jaxgrpo import grpo
+    c0, policy, params, hp, roll = episodes
+    c = dataclasses.replace(c0, loss_type=loss_type, **extra)
+    assert c.by_episode
+    hp = {**c.hparams(), "ent_coef": jnp.float32(0.05), "beta": jnp.float32(0.04)}
+    moved = jax.tree.map(lambda p: p * 1.05, params)
+    batch, weight, keep, _ = grpo.score(c, policy, params, roll, hp)
+    N, T = batch["mask"].shape
+    assert batch["obs"].shape[:2] == (N, T) and bool(jnp.all(keep))
+    halves = [np.arange(N) < N // 2, np.arange(N) >= N // 2]
+
+    def ours(p):
+        return sum(grpo.loss(c, policy, p, params, batch, weight, keep & h, hp)[0]
+                   for h in halves)
+
+    def ref(p):
+        dist = lambda q: policy.dist(q, roll.obs.reshape(T * N, -1))
+        lp = lambda q: dist(q).log_prob(roll.action.reshape(-1)).reshape(T, N).T
+        return policy_loss(lp(p), roll.logp.T, lp(params), batch["adv"], roll.mask.T,
+                           loss_type=loss_type, clip_eps=hp["clip_eps"],
+                           clip_eps_high=hp["clip_eps_high"], beta=hp["beta"], max_len=T,
+                           entropy=dist(p).entropy().reshape(T, N).T,
+                           ent_coef=hp["ent_coef"],
+                           off_policy_mask_threshold=c.off_policy_mask_threshold)[0]
+
+    v1, g1 = jax.value_and_grad(ours)(moved)
+    v2, g2 = jax.value_and_grad(ref)(moved)
+    np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert abs(float(v1)) > 0
+
+
 def test_one_iteration_text_and_env_runs():
     """A tiny compiled iteration of a text run (vespo, off-policy mask, entropy selection and
-    bonus) and of an environment run (sapo with entropy selection): finite, TRL's names."""
+    bonus) and of environment runs (cispo with entropy selection; vespo with the off-policy
+    mask, by episode): finite, TRL's names."""
     c = GRPOConfig(**TINY, loss_type="vespo", off_policy_mask_threshold=0.5,
                    top_entropy_quantile=0.5, ent_coef=0.01)
     _, m = jax.jit(make_train(c))(jax.random.key(0))
@@ -167,6 +235,11 @@ def test_one_iteration_text_and_env_runs():
                    total_timesteps=10**5)
     _, m = jax.jit(make_train(c))(jax.random.key(0))
     for k in ("loss", "cispo_clip_ratio", "entropy"):
+        assert np.all(np.isfinite(np.asarray(m[k]))), k
+    c = GRPOConfig(**{**ENV, "chunk_size": 128}, loss_type="vespo",
+                   off_policy_mask_threshold=0.5)
+    _, m = jax.jit(make_train(c))(jax.random.key(0))
+    for k in ("loss", "vespo/phi_seq_mean", "off_policy_mask/dropped_ratio", "entropy"):
         assert np.all(np.isfinite(np.asarray(m[k]))), k
 
 

@@ -24,8 +24,7 @@ import jax.numpy as jnp
 from ..advantages import (aggregate_rewards, batch_normalize, group_normalize, group_stats,
                           grpo_passk, last_token_rewards, reinforce_pp, reinforce_pp_baseline)
 from ..algorithm import Algorithm, adam, freeze_base, minibatch_learn, no_carry, reference_of
-from ..losses import (PER_SEQUENCE_COUNT, loss_options, loss_weights, off_policy_mask,
-                      policy_loss, vespo_gamma_weights)
+from ..losses import PER_SEQUENCE_COUNT, loss_weights, minibatch_policy_loss
 from ..rollout import EpisodeStats
 from .interface import prompt_valid
 from .model import Transformer
@@ -310,54 +309,9 @@ def loss(config, model, params, ref_params, chunk, weight, mask, hp):
         lambda: jax.lax.stop_gradient(model.token_logp(ref_params, chunk["prompt"], valid,
                                                        chunk["completion"], temp, eos)[0]),
         lambda: jax.lax.stop_gradient(logp))
-    w = jnp.where(m, weight, 0.0)
-    pl, metrics = policy_loss(logp, chunk["logp"], ref_logp, chunk["adv"], m,
-                              loss_type=config.loss_type, clip_eps=hp["clip_eps"],
-                              clip_eps_high=hp["clip_eps_high"], delta=config.delta,
-                              beta=hp["beta"], kl_estimator=config.kl_estimator,
-                              importance_sampling_level=config.importance_sampling_level,
-                              max_len=chunk["completion"].shape[1],
-                              kl_bias_correction=config.kl_bias_correction, weight=w,
-                              entropy=entropy, ent_coef=hp["ent_coef"],
-                              entropy_share=jnp.sum(m) / jnp.maximum(
-                                  chunk["batch_tokens"][0], 1.0),
-                              **loss_options(hp))
-    total = pl
-    n_tok = jnp.sum(m).astype(jnp.float32)
-    log_ratio = jnp.where(m, logp - chunk["logp"], 0.0)
-    # loss, pg_loss: the batch loss (the chunk's share of it, times the batch's token count,
-    # which update.learn divides by); the others: token means
-    per_batch = chunk["batch_tokens"][0]
-    aux = {"count": n_tok, "loss": total * per_batch, "pg_loss": metrics["pg_loss"] * per_batch,
-           "entropy": jnp.sum(jnp.where(m, entropy, 0.0)),
-           "approx_kl": jnp.sum(jnp.expm1(log_ratio) - log_ratio),
-           **{k: metrics[k] * n_tok for k in TOKEN_MEAN_METRICS if k in metrics},
-           **sequence_metrics(config, hp, chunk["adv"], logp, chunk["logp"], m)}
-    return total, aux
-
-
-def sequence_metrics(config, hp, adv, logp, old_logp, m) -> dict:
-    """Sums over the tokens ``m`` [B, M] of the per-completion metrics (TRL averages them over
-    the rows of its micro-batch; here, over the batch's tokens, so that the rows of a chunk
-    outside its minibatch do not count): ``vespo/phi_seq_mean`` (vespo) and
-    ``off_policy_mask/dropped_ratio`` (0 with the mask off)."""
-    out = {}
-    log_ratio = jnp.where(m, logp - old_logp, 0.0)
-    tok_sum = lambda x: jnp.sum(jnp.where(m, x, 0.0))
-    if config.loss_type == "vespo":
-        out["vespo/phi_seq_mean"] = tok_sum(vespo_gamma_weights(
-            adv[:, None], log_ratio, m, hp["vespo_k_pos"], hp["vespo_lambda_pos"],
-            hp["vespo_k_neg"], hp["vespo_lambda_neg"]))
-    keep = off_policy_mask(adv[:, None], logp, old_logp, m, hp["off_policy_mask_threshold"])
-    out["off_policy_mask/dropped_ratio"] = tok_sum(1.0 - keep.astype(jnp.float32))
-    return out
-
-
-# policy_loss's metrics that are token means (the chunks' token-weighted sums make the batch's;
-# the per-completion ones: sequence_metrics). clip_ratio/low_min and /high_max (a min and a
-# max) are not reported here.
-TOKEN_MEAN_METRICS = ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
-                      "clip_ratio/region_mean", "cispo_clip_ratio")
+    return minibatch_policy_loss(config, hp, logp, entropy, ref_logp, chunk["logp"],
+                                 chunk["adv"], m, weight, chunk["batch_tokens"][0],
+                                 max_len=chunk["completion"].shape[1])
 
 
 def collect(config, task, model, params, key, carry, active, hp):
