@@ -20,12 +20,18 @@ A study YAML::
     sft: {num_steps: 150}             # SFTConfig fields of the warm start (seed 0)
     grpo: {num_iterations: 100}       # GRPOConfig fields shared by every case
     tasks: [{name: ..., env: text:addition, env_kwargs: {digits: 2}, sft: {...}, grpo: {...}}]
-    grid: {loss_type: [grpo, dapo]}   # the cases (crossed), length and kl only
+    grid: {loss_type: [grpo, dapo]}   # the cases (crossed), length, kl and objectives
+    cases: [{loss_type: cispo, clip_eps_high: 5.0}, {advantage: grpo_passk}]   # a list of
+                                      # cases, crossed with grid (length, kl, objectives)
     eval: {prompts: 256, samples: 64, every: 10}
     tiny: {sft: {...}, grpo: {...}, eval: {...}}    # merged in for --tiny
 
+The ``objectives`` study (``objectives.yaml``, ``experiments.objectives``) also takes
+environment tasks (a gymnax ``env``: no warm start, no ``model``/``sft``; only the task's own
+``grpo`` fields apply, the top-level ones being the text tasks').
+
 Every config is built, so validated, before anything runs; ``--tiny`` then runs only the
-grid's first case. Each task gets one SFT warm start
+first case. Each task gets one SFT warm start
 (``jaxgrpo.sft``, seed 0, into a temporary run folder); GRPO starts from it (``init_from``,
 which also makes it the reference policy) with every seed vmapped in one compiled call.
 Held-out prompts are ``jaxgrpo.text.heldout_prompts(task, prompts, seed=0)``, the same for every
@@ -47,9 +53,9 @@ import numpy as np
 
 from experiments.common import code_version, machine, update_readme
 
-STUDIES = ("passk", "length", "kl")
-KEYS = ("title", "study", "seeds", "base_seed", "model", "sft", "grpo", "tasks", "grid", "eval",
-        "tiny")
+STUDIES = ("passk", "length", "kl", "objectives")
+KEYS = ("title", "study", "seeds", "base_seed", "model", "sft", "grpo", "tasks", "grid", "cases",
+        "eval", "tiny")
 TASK_KEYS = ("name", "env", "env_kwargs", "sft", "grpo")
 EVAL_KEYS = ("prompts", "samples", "every", "grad_prompts")
 EVAL_DEFAULTS = {"prompts": 256, "samples": 64, "every": 10, "grad_prompts": 64}
@@ -104,11 +110,15 @@ def load(name: str, spec: dict, tiny: bool = False) -> tuple[dict, list[Task]]:
     tasks_spec = spec.get("tasks")
     if not isinstance(tasks_spec, list) or not tasks_spec:
         _fail(name, "tasks: must be a non-empty list")
-    if spec["study"] != "passk" and len(tasks_spec) != 1:
+    if spec["study"] in ("length", "kl") and len(tasks_spec) != 1:
         _fail(name, f"tasks: the {spec['study']} study takes one task, got {len(tasks_spec)}")
-    if spec["study"] == "passk" and spec.get("grid"):
+    if spec["study"] == "passk" and (spec.get("grid") or spec.get("cases")):
         _fail(name, "grid: the passk study has no grid (its arms are SFT, GRPO, continued SFT)")
-    grid = list(expand_grid(spec.get("grid"))) if spec.get("grid") else [{}]
+    explicit = spec.get("cases") or [{}]
+    if not isinstance(explicit, list) or not all(isinstance(c, dict) for c in explicit):
+        _fail(name, "cases: must be a list of mappings")
+    grid = [{**g, **c} for g in (expand_grid(spec.get("grid")) if spec.get("grid") else [{}])
+            for c in explicit]
     tasks = []
     for i, t in enumerate(tasks_spec):
         if not isinstance(t, dict) or "name" not in t or "env" not in t:
@@ -116,18 +126,29 @@ def load(name: str, spec: dict, tiny: bool = False) -> tuple[dict, list[Task]]:
         bad = sorted(set(t) - set(TASK_KEYS))
         if bad:
             _fail(name, f"tasks[{i}]: unknown key {bad[0]!r}; keys: {', '.join(TASK_KEYS)}")
-        task = {"env": t["env"], "env_kwargs": t.get("env_kwargs") or {}, **(spec.get("model") or {})}
+        text = str(t["env"]).startswith("text:")
+        if not text and spec["study"] != "objectives":
+            _fail(name, f"tasks[{i}] ({t['name']}): the {spec['study']} study takes text tasks "
+                  f"(env 'text:NAME'), got {t['env']!r}")
+        if not text and "sft" in t:
+            _fail(name, f"tasks[{i}] ({t['name']}): an environment task has no sft warm start")
+        task = {"env": t["env"], "env_kwargs": t.get("env_kwargs") or {},
+                **((spec.get("model") or {}) if text else {})}
+        grpo_fields = (_merge(spec.get("grpo") or {}, t.get("grpo") or {}) if text
+                       else t.get("grpo") or {})
+        sft_fields = _merge(spec.get("sft") or {}, t.get("sft") or {})
         try:
-            for cls, fields in ((SFTConfig, _merge(spec.get("sft") or {}, t.get("sft") or {})),
-                                (GRPOConfig, _merge(spec.get("grpo") or {}, t.get("grpo") or {}))):
+            for cls, fields in ((SFTConfig, sft_fields), (GRPOConfig, grpo_fields)):
                 wrong = sorted(set(fields) - {f.name for f in dataclasses.fields(cls) if f.init})
                 if wrong:
                     raise ValueError(unknown_field(wrong[0], cls))
-            sft = SFTConfig(**task, **_merge(spec.get("sft") or {}, t.get("sft") or {}))
-            grpo = GRPOConfig(**task, total_timesteps=10**9,
-                              **_merge(spec.get("grpo") or {}, t.get("grpo") or {}))
-            if grpo.num_iterations is None:
-                raise ValueError("grpo: num_iterations must be given")
+            sft = SFTConfig(**task, **sft_fields) if text else None
+            if text:
+                grpo = GRPOConfig(**task, total_timesteps=10**9, **grpo_fields)
+                if grpo.num_iterations is None:
+                    raise ValueError("grpo: num_iterations must be given")
+            else:
+                grpo = GRPOConfig(**task, **grpo_fields)
             cases = [(", ".join(f"{k}={v}" for k, v in g.items()), grpo.replace(**g))
                      for g in grid]
         except (TypeError, ValueError) as e:
@@ -584,11 +605,24 @@ RUN = {"passk": (study_passk, table_passk, plot_passk),
        "kl": (study_kl, table_kl, plot_kl)}
 
 
+def runner(study):
+    """(study, table, plot) functions of a study."""
+    if study == "objectives":
+        from experiments import objectives
+        return objectives.study, objectives.table, objectives.plot
+    return RUN[study]
+
+
 def describe(spec, tasks) -> str:
     """One line per task: what was run, at which sizes."""
     lines = []
     for t in tasks:
         g, s = t.grpo, t.sft
+        if s is None:    # an environment task
+            lines.append(f"{t.name}: GRPO {g.total_timesteps:,} env steps, {g.num_groups} "
+                         f"groups x {g.group_size} episodes per iteration"
+                         f"{', on-policy' if g.on_policy else ''}")
+            continue
         lines.append(f"{t.name} (`{g.env}` {dict(g.env_kwargs) or ''}): SFT start {s.num_steps} "
                      f"steps x {s.batch_size} prompts; GRPO {g.num_iterations} iterations x "
                      f"{g.num_groups} prompts x {g.group_size} completions, lr {g.lr}, "
@@ -610,7 +644,7 @@ def main(name, raw_spec, args) -> int:
     out = Path(args.out or (tempfile.mkdtemp(prefix=f"exp_{name}_") if args.tiny
                             else os.path.join(os.path.dirname(__file__), "results")))
     out.mkdir(parents=True, exist_ok=True)
-    study, table, plot = RUN[spec["study"]]
+    study, table, plot = runner(spec["study"])
     res_path = out / f"{name}.json"
     if args.replot:
         if not res_path.exists():

@@ -1,0 +1,189 @@
+"""The GRPO-family objectives side by side (``objectives.yaml``, ``study: objectives``), run by
+``python -m experiments.run objectives [--tiny] [--seeds S] [--out DIR]``.
+
+Every case (a ``loss_type``, or an ``advantage`` estimator with the grpo loss) on every task:
+text tasks start from their SFT warm start (``text_studies.warm_start``, seed 0) and train
+``num_iterations`` GRPO iterations; environment tasks train from scratch for their
+``total_timesteps`` env steps. Each case runs its seeds vmapped in one compiled program
+(``text_studies.train_seeds``) and keeps every iteration's metrics:
+
+* score: text, the sampled training accuracy (and, at the end, the held-out greedy accuracy,
+  ``evaluate_text``); environments, the mean return of the episodes that ended in the
+  iteration;
+* ``entropy`` (the policy's mean entropy over the trained tokens or steps);
+* length: ``completions/mean_length`` (tokens, EOS included) or ``episode_length``;
+* clipped fraction: ``clip_ratio/region_mean`` (the PPO-clip types and gmpo's log-space clip),
+  ``cispo_clip_ratio`` (cispo's capped share); sapo and vespo clip nothing (no value).
+
+Per seed, ``final`` is the mean score over the last 10% of its scored iterations (environments:
+episode-weighted), ``mean`` the mean over all of them (the area under the learning curve, a
+measure of speed), and ``first``/``last`` of entropy and length their means over the first and
+last 10%; the table shows means over seeds with 95% bootstrap CIs
+(``text_studies.summary``).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from experiments.text_studies import (_ci, _plt, _save, _smooth, start_params, summary,
+                                      train_seeds, warm_start)
+
+CURVES = ("score", "entropy", "length", "clipped")
+
+
+def _case_name(cfg) -> str:
+    """The case's label: its ``loss_type``, or its estimator when not the default."""
+    if cfg.advantage != "grpo":
+        return f"{cfg.advantage} (grpo loss)"
+    return cfg.loss_type + (f", clip_eps_high={cfg.clip_eps_high}"
+                            if cfg.loss_type == "cispo" and cfg.clip_eps_high is not None else "")
+
+
+def curves(metrics, text: bool) -> dict:
+    """{curve: [S, I] float} of one case's metrics ({name: [S, I]}); NaN where an iteration has
+    no value (no finished episode, or a run past its env-step budget)."""
+    f = lambda k: np.asarray(metrics[k], np.float64)
+    score = f("accuracy") if text else f("episode_return")
+    clipped = (f("cispo_clip_ratio") if "cispo_clip_ratio" in metrics else
+               f("clip_ratio/region_mean"))
+    ran = ~np.isnan(f("episode_return"))       # an iteration that collected episodes
+    out = {"score": score, "entropy": f("entropy"),
+           "length": f("completions/mean_length") if text else f("episode_length"),
+           "clipped": clipped, "env_steps": f("env_steps"),
+           "episodes": np.nan_to_num(f("episodes"))}
+    for k in ("entropy", "length", "clipped"):
+        out[k] = np.where(ran, out[k], np.nan)
+    return out
+
+
+def per_seed(c: dict, frac: float = 0.1) -> dict:
+    """Per-seed summaries [S] of a case's curves (``curves``): ``final`` and ``mean`` score,
+    ``entropy_first``/``_last``, ``length_first``/``_last`` (means over the first / last
+    ``frac`` of the seed's scored iterations) and ``clipped`` (mean over all)."""
+    score = np.asarray(c["score"], np.float64)
+    out = {k: [] for k in ("final", "mean", "entropy_first", "entropy_last", "length_first",
+                           "length_last", "clipped")}
+    for s in range(score.shape[0]):
+        ok = np.nonzero(~np.isnan(score[s]))[0]
+        if not len(ok):
+            for v in out.values():
+                v.append(np.nan)
+            continue
+        w = max(1, int(round(frac * len(ok))))
+        n = np.maximum(np.asarray(c["episodes"], np.float64)[s, ok], 1e-9)
+        last = ok[-w:]
+        wl = n[-w:]
+        out["final"].append(float(np.sum(wl * score[s, last]) / np.sum(wl)))
+        out["mean"].append(float(np.sum(n * score[s, ok]) / np.sum(n)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for k in ("entropy", "length"):
+                x = np.asarray(c[k], np.float64)[s]
+                out[f"{k}_first"].append(float(np.nanmean(x[ok[:w]])))
+                out[f"{k}_last"].append(float(np.nanmean(x[last])))
+            out["clipped"].append(float(np.nanmean(np.asarray(c["clipped"], np.float64)[s])))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def study(spec, tasks, work: Path) -> dict:
+    """Train every case of every task (seeds vmapped) -> {"tasks": [{"task", "env", "text",
+    "cases": [{"case", "loss_type", "advantage", "run_s", "compile_s", curves..., "greedy"
+    (text)}]}]}."""
+    import jax
+
+    from jaxgrpo.text import evaluate_text
+    seeds, ev = spec["seeds"], spec["eval"]
+    out = []
+    for i, t in enumerate(tasks):
+        text = t.sft is not None
+        start = warm_start(t, work / f"task{i}") if text else None
+        base = None
+        if text:
+            base = evaluate_text(t.sft, jax.tree.map(lambda x: x[None], start_params(start)),
+                                 num_prompts=ev["prompts"], num_samples=0)["greedy_accuracy"]
+        cases = []
+        for label, cfg in t.cases:
+            if text:
+                cfg = cfg.replace(init_from=str(start))
+            state, m, run_s, compile_s = train_seeds(cfg, seeds, spec.get("base_seed", 0))
+            c = {"case": _case_name(cfg), "label": label, "loss_type": cfg.loss_type,
+                 "advantage": cfg.advantage, "run_s": run_s, "compile_s": compile_s,
+                 **{k: v.tolist() for k, v in curves(m, text).items()}}
+            if text:
+                c["greedy"] = evaluate_text(cfg, state.params, num_prompts=ev["prompts"],
+                                            num_samples=0)["greedy_accuracy"]
+            cases.append(c)
+            print(f"  {t.name}: {c['case']}: {run_s:.1f} s (+{compile_s:.1f} s compile)",
+                  flush=True)
+        out.append({"task": t.name, "env": t.grpo.env, "env_kwargs": dict(t.grpo.env_kwargs),
+                    "text": text, "start_greedy": base, "cases": cases,
+                    "budget": (t.grpo.num_iterations if text else t.grpo.total_timesteps)})
+    return {"tasks": out}
+
+
+def table(res, spec) -> str:
+    """One markdown table per task: final and mean-over-training score, held-out greedy
+    accuracy (text), entropy and length first -> last, clipped fraction, run seconds."""
+    parts = []
+    for r in res["tasks"]:
+        text = r["text"]
+        unit = "accuracy %" if text else "return"
+        scale = 100.0 if text else 1.0
+        head = (f"**{r['task']}** (`{r['env']}`"
+                + (f", SFT start held-out greedy {_ci(r['start_greedy'], 100)}%" if text else "")
+                + ")\n\n")
+        rows = [f"| objective | final {unit} | mean {unit} over training"
+                + (" | held-out greedy %" if text else "")
+                + " | entropy: first 10% -> last 10% | length: first -> last | clipped fraction"
+                  " | run s |",
+                "|---|---:|---:|" + ("---:|" if text else "") + "---:|---:|---:|---:|"]
+        for c in r["cases"]:
+            p = per_seed(c)
+            fmt = "{:.2f}"
+            rows.append(
+                f"| {c['case']} | {_ci(summary(p['final']), scale)} "
+                f"| {_ci(summary(p['mean']), scale)} "
+                + (f"| {_ci(c['greedy'], 100)} " if text else "")
+                + f"| {_ci(summary(p['entropy_first']), fmt=fmt)} -> "
+                  f"{_ci(summary(p['entropy_last']), fmt=fmt)} "
+                + f"| {_ci(summary(p['length_first']), fmt='{:.1f}')} -> "
+                  f"{_ci(summary(p['length_last']), fmt='{:.1f}')} "
+                + f"| {_ci(summary(p['clipped']), fmt='{:.3f}')} | {c['run_s']:.0f} |")
+        parts.append(head + "\n".join(rows))
+    return "\n\n".join(parts)
+
+
+def plot(res, path):
+    """A row per task, a column per curve (score, entropy, length, clipped fraction): the mean
+    over seeds (5-iteration running mean) against iterations (text) or env steps."""
+    plt = _plt()
+    n = len(res["tasks"])
+    fig, axes = plt.subplots(n, 4, figsize=(17, 3.1 * n), squeeze=False)
+    titles = {"score": "score", "entropy": "entropy", "length": "length", "clipped":
+              "clipped fraction"}
+    cmap = plt.get_cmap("tab20")
+    for row, r in zip(axes, res["tasks"]):
+        for j, c in enumerate(r["cases"]):
+            for ax, k in zip(row, CURVES):
+                y = np.asarray(c[k], np.float64)
+                if r["text"]:
+                    x = np.arange(1, y.shape[1] + 1)
+                else:   # env steps of seed 0's iterations (seeds differ by under one iteration)
+                    x = np.asarray(c["env_steps"], np.float64)[0]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean = _smooth(np.nanmean(y, 0))
+                if np.all(np.isnan(mean)):
+                    continue
+                ax.plot(x, mean, color=cmap(j % 20), lw=1.2, label=c["case"],
+                        ls="-" if j < 10 else "--")
+        unit = "training accuracy" if r["text"] else "training return"
+        for ax, k in zip(row, CURVES):
+            ax.set(title=f"{r['task']}: {unit if k == 'score' else titles[k]}",
+                   xlabel="GRPO iteration" if r["text"] else "env steps")
+            ax.title.set_fontsize(8)
+    axes[0][0].legend(fontsize=6, loc="lower right", ncol=2)
+    _save(fig, path)
