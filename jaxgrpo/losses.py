@@ -504,8 +504,10 @@ def minibatch_policy_loss(config, hp, logp, entropy, ref_logp, old_logp, adv, ma
     others are step means (``kl``, the clip ratios, ``cispo_clip_ratio``, ``entropy``,
     ``approx_kl``, and the per-sequence ``vespo/phi_seq_mean`` and
     ``off_policy_mask/dropped_ratio`` weighted by steps, so that rows of a chunk outside its
-    minibatch do not count). ``clip_ratio/low_min`` and ``/high_max`` (a min and a max over
-    sequences) are not reported."""
+    minibatch do not count); ``clip_ratio/low_min`` and ``/high_max`` are the chunk's (a min
+    and a max over its sequences, NaN for none), which ``update.learn`` reduces by a min and a
+    max over chunks (``AUX_MIN``, ``AUX_MAX``; not with GSPO's one ratio and advantage per
+    sequence, where an empty row counts as a sequence)."""
     w = jnp.where(mask, weight, 0.0)
     loss, metrics = policy_loss(
         logp, old_logp, ref_logp, adv, mask, loss_type=config.loss_type,
@@ -516,12 +518,18 @@ def minibatch_policy_loss(config, hp, logp, entropy, ref_logp, old_logp, adv, ma
         weight=w, entropy=entropy, ent_coef=hp["ent_coef"],
         entropy_share=jnp.sum(mask) / jnp.maximum(batch_steps, 1.0), **loss_options(hp))
     n = jnp.sum(mask).astype(jnp.float32)
+    # with one ratio and advantage per sequence, policy_loss counts an empty row as a sequence
+    # never clipped; here the chunk's rows outside the minibatch are empty: no extremes then
+    one_ratio_per_sequence = (getattr(config, "importance_sampling_level", "token") == "sequence"
+                              and adv.ndim == 1)
     log_ratio = jnp.where(mask, logp - old_logp, 0.0)
     step_sum = lambda x: jnp.sum(jnp.where(mask, x, 0.0))
     a = adv[:, None] if adv.ndim == 1 else adv
     aux = {"count": n, "loss": loss * batch_steps, "pg_loss": metrics["pg_loss"] * batch_steps,
            "entropy": step_sum(entropy), "approx_kl": step_sum(jnp.expm1(log_ratio) - log_ratio),
-           **{k: metrics[k] * n for k in STEP_MEAN_METRICS if k in metrics}}
+           **{k: metrics[k] * n for k in STEP_MEAN_METRICS if k in metrics},
+           **{k: metrics[k] for k in ("clip_ratio/low_min", "clip_ratio/high_max")
+              if k in metrics and not one_ratio_per_sequence}}
     if config.loss_type == "vespo":
         aux["vespo/phi_seq_mean"] = step_sum(vespo_gamma_weights(
             a, log_ratio, mask, hp["vespo_k_pos"], hp["vespo_lambda_pos"], hp["vespo_k_neg"],

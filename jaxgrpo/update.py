@@ -61,6 +61,32 @@ def epoch_order(key, mask):
     return order.astype(jnp.int32)
 
 
+# aux entries reduced by a min / max over the chunks of every epoch instead of a sum divided by
+# the count (TRL's per-completion clip extremes; NaN where a chunk has none, and when none has)
+AUX_MIN = ("clip_ratio/low_min",)
+AUX_MAX = ("clip_ratio/high_max",)
+
+
+def _accumulate(acc, aux):
+    """``acc`` combined with a chunk's ``aux``: sums, and ``AUX_MIN``/``AUX_MAX`` extremes."""
+    return {k: (jnp.fmin(v, aux[k]) if k in AUX_MIN else jnp.fmax(v, aux[k]) if k in AUX_MAX
+                else v + aux[k]) for k, v in acc.items()}
+
+
+def _aux_init(aux_shape):
+    """The accumulator's start: zeros; +inf / -inf for the min / max entries."""
+    fill = lambda k: jnp.inf if k in AUX_MIN else -jnp.inf if k in AUX_MAX else 0
+    return {k: jnp.full(s.shape, fill(k), s.dtype) for k, s in aux_shape.items()}
+
+
+def _aux_metrics(aux):
+    """Accumulated aux -> metrics: sums over the total count (means); min / max entries as
+    they are (NaN when no chunk had one)."""
+    count = jnp.maximum(aux["count"], 1.0)
+    return {k: (jnp.where(jnp.isinf(v), jnp.nan, v) if k in AUX_MIN + AUX_MAX else v / count)
+            for k, v in aux.items() if k != "count"}
+
+
 def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, epochs,
           num_minibatches, chunk, all_valid=False):
     """batch: pytree of [C, ...] samples; weight: [C, ...] float (per sample, or per token of a
@@ -68,7 +94,8 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
 
     aux of ``loss_fn`` is a dict of sums over the chunk's masked samples, with a ``"count"``
     entry; the returned metrics are those sums divided by the total count (means over every
-    sample of every epoch). Returns (params, opt_state, metrics).
+    sample of every epoch), except ``AUX_MIN``/``AUX_MAX`` entries, a min / max over the chunks
+    (NaN-ignoring). Returns (params, opt_state, metrics).
     """
     C = mask.shape[0]
     n_valid = jnp.sum(mask).astype(jnp.int32)
@@ -85,7 +112,7 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
         lambda: loss_fn(params, chunk_slice(jnp.zeros(C + chunk, jnp.int32), 0)[1],
                         jnp.zeros((chunk, *weight.shape[1:]), weight.dtype),
                         jnp.zeros(chunk, bool))[1])
-    zeros_aux = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
+    zeros_aux = _aux_init(aux_shape)
 
     def epoch(carry):
         e, params, opt_state, aux_acc = carry
@@ -102,7 +129,7 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
                 idx, cb = chunk_slice(perm, pos)
                 in_mb = (pos + jnp.arange(chunk)) < end
                 (_, a), g = grad_fn(params, cb, weight[idx], in_mb)
-                return pos + chunk, jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, aux, a)
+                return pos + chunk, jax.tree.map(jnp.add, grads, g), _accumulate(aux, a)
 
             zeros_g = jax.tree.map(jnp.zeros_like, params)
             _, grads, aux = jax.lax.while_loop(lambda c: c[0] < end, body,
@@ -116,7 +143,7 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
             pick = lambda new, old: jnp.where(ok, new, old)
             params = jax.tree.map(pick, new_params, params)
             opt_state = jax.tree.map(pick, new_opt, opt_state)
-            return (params, opt_state, jax.tree.map(jnp.add, aux_acc, aux)), None
+            return (params, opt_state, _accumulate(aux_acc, aux)), None
 
         carry, _ = jax.lax.scan(minibatch, (params, opt_state, aux_acc),
                                 jnp.arange(num_minibatches))
@@ -127,9 +154,7 @@ def learn(loss_fn, params, opt_state, optimizer, batch, weight, mask, key, *, ep
     num_epochs = jnp.where(n_valid > 0, epochs, 0)
     _, params, opt_state, aux = jax.lax.while_loop(
         lambda c: c[0] < num_epochs, epoch, (jnp.int32(0), params, opt_state, zeros_aux))
-    count = jnp.maximum(aux["count"], 1.0)
-    metrics = {k: v / count for k, v in aux.items() if k != "count"}
-    return params, opt_state, metrics
+    return params, opt_state, _aux_metrics(aux)
 
 
 def _learn_dense(grad_fn, params, opt_state, optimizer, batch, weight, mask, key, epochs, M):
@@ -153,15 +178,13 @@ def _learn_dense(grad_fn, params, opt_state, optimizer, batch, weight, mask, key
             g = jax.tree.map(lambda x: x * scale, g)
             updates, opt_state = optimizer.update(g, opt_state, params)
             params = optax.apply_updates(params, updates)
-            return (params, opt_state, jax.tree.map(jnp.add, aux_acc, a)), None
+            return (params, opt_state, _accumulate(aux_acc, a)), None
 
         carry, _ = jax.lax.scan(minibatch, (params, opt_state, aux_acc), mbs)
         return carry, None
 
     aux_shape = jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[:mb], batch),
                                                weight[:mb], mask[:mb])[0][1])
-    zeros_aux = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
     (params, opt_state, aux), _ = jax.lax.scan(
-        epoch, (params, opt_state, zeros_aux), jax.random.split(key, epochs))
-    count = jnp.maximum(aux["count"], 1.0)
-    return params, opt_state, {k: v / count for k, v in aux.items() if k != "count"}
+        epoch, (params, opt_state, _aux_init(aux_shape)), jax.random.split(key, epochs))
+    return params, opt_state, _aux_metrics(aux)

@@ -13,10 +13,11 @@ from jaxgrpo.cli import build_config, train_parser
 from jaxgrpo.compiled import static_key
 from jaxgrpo.config import GRPOConfig
 from jaxgrpo.grids import grid_configs
-from jaxgrpo.losses import LOSS_TYPES, policy_loss
+from jaxgrpo.losses import CLIP_LOSS_TYPES, LOSS_TYPES, policy_loss
 from jaxgrpo.text import PAD
 from jaxgrpo.text import grpo as tg
 from jaxgrpo.train import make_train
+from jaxgrpo.update import AUX_MAX, AUX_MIN
 
 TINY = dict(env="text:addition", env_kwargs={"digits": 1}, num_layers=1, width=32,
             num_heads=2, max_len=16, num_groups=4, group_size=4, total_timesteps=10**6,
@@ -133,7 +134,7 @@ def test_text_loss_in_chunks_is_policy_loss_on_the_batch(setup, loss_type, extra
     def ours(p):
         return sum(tg.loss(c, model, p, params, batch, weight, keep & h, hp)[0] for h in halves)
 
-    def ref(p):
+    def ref(p, metrics=False):
         valid = roll.prompt != PAD
         logp, ent = model.token_logp(p, roll.prompt, valid, roll.completion, hp["temperature"])
         ref_logp = model.token_logp(params, roll.prompt, valid, roll.completion,
@@ -144,8 +145,9 @@ def test_text_loss_in_chunks_is_policy_loss_on_the_batch(setup, loss_type, extra
                            importance_sampling_level=c.importance_sampling_level,
                            max_len=roll.completion.shape[1], entropy=ent,
                            ent_coef=hp["ent_coef"],
-                           off_policy_mask_threshold=c.off_policy_mask_threshold)[0]
+                           off_policy_mask_threshold=c.off_policy_mask_threshold)[metrics]
 
+    ref_metrics = lambda p: ref(p, True)
     v1, g1 = jax.value_and_grad(ours)(moved)
     v2, g2 = jax.value_and_grad(ref)(moved)
     np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-7)
@@ -157,8 +159,17 @@ def test_text_loss_in_chunks_is_policy_loss_on_the_batch(setup, loss_type, extra
     aux = [tg.loss(c, model, moved, params, batch, weight, keep & h, hp)[1] for h in halves]
     whole = tg.loss(c, model, moved, params, batch, weight, keep, hp)[1]
     for k in whole:
-        np.testing.assert_allclose(aux[0][k] + aux[1][k], whole[k], rtol=1e-4, atol=1e-5,
-                                   err_msg=k)
+        pair = (jnp.fmin if k in AUX_MIN else jnp.fmax if k in AUX_MAX else jnp.add)(
+            aux[0][k], aux[1][k])
+        np.testing.assert_allclose(pair, whole[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    # TRL's per-completion clip extremes: the batch's, except with one ratio per sequence
+    extremes = {"clip_ratio/low_min", "clip_ratio/high_max"}
+    if loss_type not in CLIP_LOSS_TYPES or c.importance_sampling_level == "sequence":
+        assert not extremes & set(whole)
+    else:
+        m_ref = ref_metrics(moved)
+        for k in extremes:
+            np.testing.assert_allclose(whole[k], m_ref[k], rtol=1e-5, err_msg=k)
     if loss_type == "vespo":
         # phi peaks at w = k / lam: e^lam (k / lam)^k e^-k = 1.21 (pos), 1.24 (neg defaults)
         assert 0 < float(whole["vespo/phi_seq_mean"] / whole["count"]) < 1.25
@@ -261,3 +272,30 @@ def test_docs_option_table_defaults_are_the_code():
         assert (None if v == "None" else float(v)) == getattr(c, n), n
     assert set(re.findall(r"`(\w+)`", " ".join(re.findall(r"^\| (.*?) \|", types, re.M)))) \
         >= set(LOSS_TYPES)
+
+
+def test_sweep_over_loss_type_compiles_once_per_type_and_runs(monkeypatch):
+    """A real sweep over two loss types (one learning from whole episodes) x a dynamic loss
+    option: one compilation per loss type, every run finite."""
+    import warnings
+
+    from jaxgrpo import compiled
+    from jaxgrpo.sweeps import runner as runner_mod, sweep
+    built = []
+    real = runner_mod.Runner
+
+    def counting(config, *a, **kw):
+        built.append(config.loss_type)
+        return real(config, *a, **kw)
+
+    monkeypatch.setattr(runner_mod, "Runner", counting)
+    monkeypatch.setattr(compiled, "CACHE", compiled.CompileCache())
+    cfg = GRPOConfig(**{**ENV, "num_iterations": 2, "chunk_size": 500}, on_policy=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # the static loss_type: a StaticSweepWarning
+        r = sweep(cfg, {"loss_type": ["sapo", "gmpo"], "sapo_temperature_neg": [1.05, 2.0]},
+                  1, compiler_options={"xla_backend_optimization_level": 0})
+    assert built == ["sapo", "gmpo"]
+    assert [c.loss_type for c in r.configs] == ["sapo", "sapo", "gmpo", "gmpo"]
+    assert [c.sapo_temperature_neg for c in r.configs] == [1.05, 2.0, 1.05, 2.0]
+    assert np.all(np.isfinite(r.metrics["loss"][:, :, -1]))

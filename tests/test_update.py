@@ -169,3 +169,32 @@ def test_no_valid_sample_leaves_params_and_optimizer_state_unchanged():
     assert_trees_equal(new, params)
     assert_trees_equal(new_opt, opt_state)
     assert float(metrics["loss"]) == 0.0
+
+
+def extremes_loss(params, chunk, weight, mask):
+    """sq_loss with TRL's clip extremes: the chunk's min / max of its masked ``y`` (NaN when
+    none is masked in), which learn reduces by min / max over chunks, not by a mean."""
+    loss, aux = sq_loss(params, chunk, weight, mask)
+    y = chunk["y"]
+    lo = jnp.where(jnp.any(mask), jnp.min(jnp.where(mask, y, jnp.inf)), jnp.nan)
+    hi = jnp.where(jnp.any(mask), jnp.max(jnp.where(mask, y, -jnp.inf)), jnp.nan)
+    return loss, {**aux, "clip_ratio/low_min": lo, "clip_ratio/high_max": hi}
+
+
+@pytest.mark.parametrize("all_valid", [False, True])
+def test_min_and_max_metrics_reduce_over_chunks(all_valid):
+    """``AUX_MIN``/``AUX_MAX`` entries: the min / max over every chunk of every epoch of the
+    valid samples (NaN chunks ignored); the other entries stay means."""
+    params, batch, weight = problem(2)
+    mask = jnp.ones(C, bool) if all_valid else jnp.asarray(np.arange(C) % 4 != 0)
+    _, _, m = run_learn(params, batch, weight, mask, jax.random.key(1), optimizer=SGD,
+                        loss_fn=extremes_loss, epochs=2, num_minibatches=2, chunk=4,
+                        all_valid=all_valid)
+    y = np.asarray(batch["y"])[np.asarray(mask)]
+    np.testing.assert_allclose(m["clip_ratio/low_min"], y.min(), rtol=1e-6)
+    np.testing.assert_allclose(m["clip_ratio/high_max"], y.max(), rtol=1e-6)
+    assert np.isfinite(m["loss"])
+    # no valid sample: no chunk has an extreme -> NaN
+    _, _, m = run_learn(params, batch, weight, jnp.zeros(C, bool), jax.random.key(1),
+                        optimizer=SGD, loss_fn=extremes_loss)
+    assert np.isnan(m["clip_ratio/low_min"]) and np.isnan(m["clip_ratio/high_max"])
