@@ -42,13 +42,16 @@ def _case_name(cfg) -> str:
                             if cfg.loss_type == "cispo" and cfg.clip_eps_high is not None else "")
 
 
-def curves(metrics, text: bool) -> dict:
+def curves(metrics, text: bool, loss_type: str) -> dict:
     """{curve: [S, I] float} of one case's metrics ({name: [S, I]}); NaN where an iteration has
-    no value (no finished episode, or a run past its env-step budget)."""
+    no value (no finished episode, or a run past its env-step budget; the clipped fraction of
+    sapo and vespo, which clip nothing)."""
     f = lambda k: np.asarray(metrics[k], np.float64)
     score = f("accuracy") if text else f("episode_return")
-    clipped = (f("cispo_clip_ratio") if "cispo_clip_ratio" in metrics else
-               f("clip_ratio/region_mean"))
+    clip_key = next((k for k in ("cispo_clip_ratio", "clip_ratio/region_mean") if k in metrics),
+                    None)       # sapo and vespo on text log none
+    clipped = (f(clip_key) if clip_key and loss_type not in ("sapo", "vespo")
+               else np.full_like(score, np.nan))
     ran = ~np.isnan(f("episode_return"))       # an iteration that collected episodes
     out = {"score": score, "entropy": f("entropy"),
            "length": f("completions/mean_length") if text else f("episode_length"),
@@ -111,7 +114,7 @@ def study(spec, tasks, work: Path) -> dict:
             state, m, run_s, compile_s = train_seeds(cfg, seeds, spec.get("base_seed", 0))
             c = {"case": _case_name(cfg), "label": label, "loss_type": cfg.loss_type,
                  "advantage": cfg.advantage, "run_s": run_s, "compile_s": compile_s,
-                 **{k: v.tolist() for k, v in curves(m, text).items()}}
+                 **{k: v.tolist() for k, v in curves(m, text, cfg.loss_type).items()}}
             if text:
                 c["greedy"] = evaluate_text(cfg, state.params, num_prompts=ev["prompts"],
                                             num_samples=0)["greedy_accuracy"]

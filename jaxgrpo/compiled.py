@@ -72,9 +72,12 @@ def static_key(config) -> tuple:
     """What a program compiled with hparams as inputs depends on: the config class and its
     static (non-hparam) fields. Configs that differ only in hparams share it."""
     dynamic = set(config.hparams())
+    # a dynamic field that also picks the program's shape: on an environment, an
+    # off_policy_mask_threshold (None or not) decides whether the learn phase takes episodes
+    shape = (("by_episode", config.by_episode),) if hasattr(config, "by_episode") else ()
     return (type(config).__name__,) + tuple(
         (f.name, repr(_norm(getattr(config, f.name)))) for f in dataclasses.fields(config)
-        if f.init and f.name not in dynamic)
+        if f.init and f.name not in dynamic) + shape
 
 
 def options_key(compiler_options: Mapping | None) -> str:
