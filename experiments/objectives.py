@@ -15,11 +15,11 @@ text tasks start from their SFT warm start (``text_studies.warm_start``, seed 0)
 * clipped fraction: ``clip_ratio/region_mean`` (the PPO-clip types and gmpo's log-space clip),
   ``cispo_clip_ratio`` (cispo's capped share); sapo and vespo clip nothing (no value).
 
-Per seed, ``final`` is the mean score over the last 10% of its scored iterations (environments:
-episode-weighted), ``mean`` the mean over all of them (the area under the learning curve, a
-measure of speed), and ``first``/``last`` of entropy and length their means over the first and
-last 10%; the table shows means over seeds with 95% bootstrap CIs
-(``text_studies.summary``).
+Per seed (``per_seed``): ``final`` is the mean score at the end (the last 10% of its
+iterations; environments: of its env steps), ``mean`` the mean over training (the area under
+the learning curve, a measure of speed; environments: weighted by env steps), and
+``first``/``last`` of entropy and length their means over the first and last 10% of its
+iterations; the table shows means over seeds with 95% bootstrap CIs (``text_studies.summary``).
 """
 from __future__ import annotations
 
@@ -62,10 +62,15 @@ def curves(metrics, text: bool, loss_type: str) -> dict:
     return out
 
 
-def per_seed(c: dict, frac: float = 0.1) -> dict:
-    """Per-seed summaries [S] of a case's curves (``curves``): ``final`` and ``mean`` score,
-    ``entropy_first``/``_last``, ``length_first``/``_last`` (means over the first / last
-    ``frac`` of the seed's scored iterations) and ``clipped`` (mean over all)."""
+def per_seed(c: dict, text: bool, frac: float = 0.1) -> dict:
+    """Per-seed summaries [S] of a case's curves (``curves``), over each seed's scored
+    iterations (NaN for a seed with none): ``final`` score (text: the mean over the last
+    ``frac`` of them; environments: the episode-weighted mean return over the iterations in the
+    last ``frac`` of the seed's env steps), ``mean`` score over training (text: over
+    iterations; environments: weighted by each iteration's env steps, the area under the
+    return-against-env-steps curve over its length), ``entropy_first``/``_last`` and
+    ``length_first``/``_last`` (means over the first / last ``frac`` of the scored
+    iterations) and ``clipped`` (the mean over all)."""
     score = np.asarray(c["score"], np.float64)
     out = {k: [] for k in ("final", "mean", "entropy_first", "entropy_last", "length_first",
                            "length_last", "clipped")}
@@ -76,19 +81,48 @@ def per_seed(c: dict, frac: float = 0.1) -> dict:
                 v.append(np.nan)
             continue
         w = max(1, int(round(frac * len(ok))))
-        n = np.maximum(np.asarray(c["episodes"], np.float64)[s, ok], 1e-9)
-        last = ok[-w:]
-        wl = n[-w:]
-        out["final"].append(float(np.sum(wl * score[s, last]) / np.sum(wl)))
-        out["mean"].append(float(np.sum(n * score[s, ok]) / np.sum(n)))
+        y = score[s, ok]
+        if text:
+            out["final"].append(float(np.mean(y[-w:])))
+            out["mean"].append(float(np.mean(y)))
+        else:
+            steps = np.asarray(c["env_steps"], np.float64)[s]
+            used = np.diff(np.concatenate([[0.0], steps]))[ok]
+            n = np.asarray(c["episodes"], np.float64)[s, ok]
+            last = steps[ok] >= (1 - frac) * steps[ok[-1]]
+            out["final"].append(float(np.sum(n[last] * y[last]) / max(np.sum(n[last]), 1e-9)))
+            out["mean"].append(float(np.sum(used * y) / max(np.sum(used), 1e-9)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             for k in ("entropy", "length"):
                 x = np.asarray(c[k], np.float64)[s]
                 out[f"{k}_first"].append(float(np.nanmean(x[ok[:w]])))
-                out[f"{k}_last"].append(float(np.nanmean(x[last])))
+                out[f"{k}_last"].append(float(np.nanmean(x[ok[-w:]])))
             out["clipped"].append(float(np.nanmean(np.asarray(c["clipped"], np.float64)[s])))
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def mean_curve(c: dict, key: str, text: bool, points: int = 100):
+    """(x, mean over seeds of ``c[key]``, 5-iteration running mean per seed): text, against
+    the iteration; environments, against env steps, each seed's curve interpolated at
+    ``points`` env steps up to the fewest any seed used (seeds differ in steps per
+    iteration)."""
+    y = np.asarray(c[key], np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if text:
+            return np.arange(1, y.shape[1] + 1), _smooth(np.nanmean(y, 0))
+        steps = np.asarray(c["env_steps"], np.float64)
+        seeds = []
+        for s in range(y.shape[0]):
+            ok = ~np.isnan(y[s])
+            if ok.sum() >= 2:
+                seeds.append((steps[s, ok], _smooth(y[s, ok])))
+        if not seeds:
+            return np.array([]), np.array([])
+        top = min(x[-1] for x, _ in seeds)
+        grid = np.linspace(min(x[0] for x, _ in seeds), top, points)
+        return grid, np.nanmean([np.interp(grid, x, v) for x, v in seeds], 0)
 
 
 def study(spec, tasks, work: Path) -> dict:
@@ -144,7 +178,7 @@ def table(res, spec) -> str:
                   " | run s |",
                 "|---|---:|---:|" + ("---:|" if text else "") + "---:|---:|---:|---:|"]
         for c in r["cases"]:
-            p = per_seed(c)
+            p = per_seed(c, text)
             fmt = "{:.2f}"
             rows.append(
                 f"| {c['case']} | {_ci(summary(p['final']), scale)} "
@@ -161,7 +195,7 @@ def table(res, spec) -> str:
 
 def plot(res, path):
     """A row per task, a column per curve (score, entropy, length, clipped fraction): the mean
-    over seeds (5-iteration running mean) against iterations (text) or env steps."""
+    over seeds (``mean_curve``) against iterations (text) or env steps."""
     plt = _plt()
     n = len(res["tasks"])
     fig, axes = plt.subplots(n, 4, figsize=(17, 3.1 * n), squeeze=False)
@@ -171,15 +205,8 @@ def plot(res, path):
     for row, r in zip(axes, res["tasks"]):
         for j, c in enumerate(r["cases"]):
             for ax, k in zip(row, CURVES):
-                y = np.asarray(c[k], np.float64)
-                if r["text"]:
-                    x = np.arange(1, y.shape[1] + 1)
-                else:   # env steps of seed 0's iterations (seeds differ by under one iteration)
-                    x = np.asarray(c["env_steps"], np.float64)[0]
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    mean = _smooth(np.nanmean(y, 0))
-                if np.all(np.isnan(mean)):
+                x, mean = mean_curve(c, k, r["text"])
+                if not len(mean) or np.all(np.isnan(mean)):
                     continue
                 ax.plot(x, mean, color=cmap(j % 20), lw=1.2, label=c["case"],
                         ls="-" if j < 10 else "--")

@@ -430,7 +430,7 @@ class GRPOConfig(_TextFields, _BaseConfig):
     def _check_loss_options(self):
         """The sapo / vespo parameters, the off-policy mask and the entropy selection
         (``policy_loss``'s); the loss types and options that need whole sequences in a
-        minibatch are for text tasks."""
+        minibatch (``by_episode``) refuse state branches on environments."""
         for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
             _check_float(self, name, low=0.0, low_open=True)
         for name in ("vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg", "vespo_lambda_neg"):
@@ -438,7 +438,7 @@ class GRPOConfig(_TextFields, _BaseConfig):
         if self.off_policy_mask_threshold is not None:
             _check_float(self, "off_policy_mask_threshold", low=0.0)
         _check_float(self, "top_entropy_quantile", low=0.0, high=1.0)
-        if not is_text(self.env) and self.group_mode == "state" and self.by_episode:
+        if self.group_mode == "state" and self.by_episode:
             what = (f"loss_type {self.loss_type!r}" if self.loss_type in SEQUENCE_LOSS_TYPES
                     else "off_policy_mask_threshold")
             fail("group_mode", f"{what} weighs whole episodes by their ratio; state branches "
@@ -446,12 +446,12 @@ class GRPOConfig(_TextFields, _BaseConfig):
 
     @property
     def by_episode(self) -> bool:
-        """Whether the learn phase's samples are whole episodes (sequences), not steps: the
-        loss types that weigh a sequence by its whole ratio (``SEQUENCE_LOSS_TYPES``) and the
-        off-policy mask need every step of an episode in one minibatch (text tasks always
-        learn by sequence)."""
-        return (self.loss_type in SEQUENCE_LOSS_TYPES
-                or self.off_policy_mask_threshold is not None)
+        """Whether an environment run's learn samples are whole episodes, not steps: the loss
+        types that weigh a sequence by its whole ratio (``SEQUENCE_LOSS_TYPES``) and the
+        off-policy mask need every step of an episode in one minibatch. False for text tasks,
+        whose samples are always whole completions."""
+        return not is_text(self.env) and (self.loss_type in SEQUENCE_LOSS_TYPES
+                                          or self.off_policy_mask_threshold is not None)
 
     def _check_collector(self):
         """``on_policy`` resolved (None: the stream collector where it applies), ``num_envs``

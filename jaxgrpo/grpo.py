@@ -128,7 +128,10 @@ def stream_weights(batch: StreamBatch, loss_type, horizon):
 
 def score(config, policy, params, rollout, hp, ref_params=None):
     """-> (batch of flat [T'*N] samples, weight [T'*N], mask [T'*N], metrics), T' = the rows
-    the loss trains on (all T for episodes; the first for state branches). A stream batch
+    the loss trains on (all T for episodes; the first for state branches); with
+    ``config.by_episode``, whole episodes: (batch of [N, T, ...], weight [N, T], mask [N] (the
+    episodes that ran), metrics), the batch with each step's ``mask`` [N, T] and the batch's
+    step count ``batch_steps`` [N]. A stream batch
     (scored as its groups ended) is passed on with its loss weights. ``ref_params``: the
     reference policy, for ``advantage="reinforce_pp"``'s KL penalty in the reward
     (``kl_reward_coef``; its forward pass runs only when the coefficient is > 0)."""
@@ -168,7 +171,8 @@ def score(config, policy, params, rollout, hp, ref_params=None):
 
 
 def loss(config, policy, params, ref_params, chunk, weight, mask, hp):
-    """Whole episodes (``config.by_episode``): ``episode_loss``. Per-step samples: the ``loss_type``'s policy term (clipped surrogate; ``"cispo"``, ``"sapo"``:
+    """Whole episodes (``config.by_episode``): ``episode_loss``. Per-step samples: the
+    ``loss_type``'s policy term (clipped surrogate; ``"cispo"``, ``"sapo"``:
     ``losses.cispo_token_loss``, ``losses.sapo_token_loss``) on the steps the entropy mask
     keeps (``top_entropy_quantile``: the chunk's steps whose entropy is in that top share,
     ``losses.high_entropy_mask_of_quantile``) + beta * KL(pi || pi_ref) - ent_coef * entropy
@@ -235,8 +239,9 @@ def episode_loss(config, policy, params, ref_params, chunk, weight, mask, hp):
 
 def chunk_size(config) -> int:
     """Samples per chunk of the learn phase: ``chunk_size`` steps; whole episodes
-    (``by_episode``): ``chunk_size // max_episode_steps`` episodes, at least one; the stream
-    collector: a minibatch."""
+    (``by_episode``): ``chunk_size // max_episode_steps`` episodes, at least one (a chunk then
+    evaluates every step of the time limit: one episode of T steps when ``chunk_size`` < T);
+    the stream collector: a minibatch."""
     if not config.on_policy:
         return config.num_envs * config.num_steps // config.num_minibatches
     if config.by_episode:

@@ -5,7 +5,9 @@ One implementation of each per-token piece: ``kl_estimate`` (k1/k2/k3), ``clippe
 (PPO clip with clip-higher and the optional two-sided cap ``delta``), ``grpo_token_loss``
 (surrogate + beta * KL) and ``loss_weights`` (the loss_type aggregation). The environment
 path (``grpo.loss``, on flat minibatches of steps with precomputed weights), PPO and
-``policy_loss`` all use them.
+``policy_loss`` all use them. Where a learn sample is a whole sequence (text completions;
+environment episodes with ``by_episode``), ``minibatch_policy_loss`` applies ``policy_loss``
+to a chunk of them.
 
 ``policy_loss`` in formulas, with m the mask, |o_i| = sum_t m_it and
 d_it = logp_it - old_logp_it:
@@ -214,7 +216,8 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, loss_type, clip_eps, cli
 
     ``weight`` [B, L] (optional) replaces the ``loss_type`` aggregation weights: a minibatch of
     a larger batch passes the weights computed on the whole batch
-    (``loss_weights(mask.T, loss_type, max_len, count_empty=True).T``), so that the minibatch
+    (``loss_weights(mask.T, loss_type, max_len, count_empty=True).T``, TRL's; environment
+    episodes count the nonempty ones, ``count_empty=False``), so that the minibatch
     losses add up to the batch's loss (gmpo: each sequence's weight is its row sum).
     ``entropy_share`` (optional): the entropy bonus is multiplied by it (such a minibatch's
     share of the batch's tokens; None: 1).

@@ -39,6 +39,12 @@ def test_fields_are_dynamic_hyperparameters_with_trl_defaults():
     assert static_key(c2) == static_key(c)          # one compiled program for both
     assert float(c2.hparams()["off_policy_mask_threshold"]) == 0.5
     assert static_key(c.replace(loss_type="cispo")) != static_key(c)
+    # on an environment the threshold (None or not) picks the learn path: two programs
+    e = GRPOConfig(on_policy=True)
+    assert not e.by_episode and e.replace(off_policy_mask_threshold=0.5).by_episode
+    assert static_key(e.replace(off_policy_mask_threshold=0.5)) != static_key(e)
+    assert static_key(e.replace(off_policy_mask_threshold=0.5)) == \
+        static_key(e.replace(off_policy_mask_threshold=0.1))
 
 
 @pytest.mark.parametrize("field,value,words", [
@@ -194,21 +200,30 @@ def episodes():
     return c, policy, params, hp, roll
 
 
-@pytest.mark.parametrize("loss_type,extra", [
-    ("vespo", {}), ("gmpo", {}), ("dr_grpo", dict(off_policy_mask_threshold=0.0))])
-def test_env_episode_loss_in_chunks_is_policy_loss_on_the_batch(episodes, loss_type, extra):
+@pytest.mark.parametrize("loss_type,extra,empty", [
+    ("vespo", {}, False), ("gmpo", {}, True),
+    ("dr_grpo", dict(off_policy_mask_threshold=0.0), True)])
+def test_env_episode_loss_in_chunks_is_policy_loss_on_the_batch(episodes, loss_type, extra,
+                                                                empty):
     """On an environment (``by_episode``), the loss summed over two chunks of whole episodes =
-    ``policy_loss`` of the whole batch with episodes for sequences (values and gradients)."""
+    ``policy_loss`` of the batch's nonempty episodes for sequences, with the advantages of
+    ``grpo.advantages`` (values and gradients); ``empty``: episode 0 has no step (a run past
+    its budget), and counts nowhere."""
     from jaxgrpo import grpo
     c0, policy, params, hp, roll = episodes
+    if empty:
+        roll = roll._replace(mask=roll.mask.at[:, 0].set(False))
     c = dataclasses.replace(c0, loss_type=loss_type, **extra)
     assert c.by_episode
     hp = {**c.hparams(), "ent_coef": jnp.float32(0.05), "beta": jnp.float32(0.04)}
     moved = jax.tree.map(lambda p: p * 1.05, params)
     batch, weight, keep, _ = grpo.score(c, policy, params, roll, hp)
     N, T = batch["mask"].shape
-    assert batch["obs"].shape[:2] == (N, T) and bool(jnp.all(keep))
+    assert batch["obs"].shape[:2] == (N, T)
+    np.testing.assert_array_equal(keep, np.arange(N) >= int(empty))
     halves = [np.arange(N) < N // 2, np.arange(N) >= N // 2]
+    adv = grpo.advantages(c, roll, hp["gamma"])[0].T
+    rows = slice(int(empty), None)
 
     def ours(p):
         return sum(grpo.loss(c, policy, p, params, batch, weight, keep & h, hp)[0]
@@ -216,11 +231,11 @@ def test_env_episode_loss_in_chunks_is_policy_loss_on_the_batch(episodes, loss_t
 
     def ref(p):
         dist = lambda q: policy.dist(q, roll.obs.reshape(T * N, -1))
-        lp = lambda q: dist(q).log_prob(roll.action.reshape(-1)).reshape(T, N).T
-        return policy_loss(lp(p), roll.logp.T, lp(params), batch["adv"], roll.mask.T,
+        lp = lambda q: dist(q).log_prob(roll.action.reshape(-1)).reshape(T, N).T[rows]
+        return policy_loss(lp(p), roll.logp.T[rows], lp(params), adv[rows], roll.mask.T[rows],
                            loss_type=loss_type, clip_eps=hp["clip_eps"],
                            clip_eps_high=hp["clip_eps_high"], beta=hp["beta"], max_len=T,
-                           entropy=dist(p).entropy().reshape(T, N).T,
+                           entropy=dist(p).entropy().reshape(T, N).T[rows],
                            ent_coef=hp["ent_coef"],
                            off_policy_mask_threshold=c.off_policy_mask_threshold)[0]
 

@@ -59,15 +59,41 @@ def test_per_seed_summaries_by_hand():
     nan = np.nan
     c = {"score": [[1.0, nan, 3.0, 5.0], [nan, nan, nan, nan]],
          "episodes": [[2.0, 0.0, 1.0, 3.0], [0.0, 0.0, 0.0, 0.0]],
+         "env_steps": [[10.0, 10.0, 50.0, 100.0], [0.0] * 4],
          "entropy": [[0.9, nan, 0.5, 0.1], [nan] * 4], "length": [[4.0, nan, 6.0, 8.0], [nan] * 4],
          "clipped": [[0.1, nan, 0.2, 0.3], [nan] * 4]}
-    p = objectives.per_seed(c, frac=0.5)      # seed 0: scored iterations 0, 2, 3 -> w = 2
-    np.testing.assert_allclose(p["final"][0], (1 * 3 + 3 * 5) / 4)
-    np.testing.assert_allclose(p["mean"][0], (2 * 1 + 1 * 3 + 3 * 5) / 6)
+    # text: seed 0's scored iterations 0, 2, 3 -> the first / last half: w = 2 of them
+    p = objectives.per_seed(c, text=True, frac=0.5)
+    np.testing.assert_allclose([p["final"][0], p["mean"][0]], [4.0, 3.0])
     np.testing.assert_allclose([p["entropy_first"][0], p["entropy_last"][0]], [0.7, 0.3])
     np.testing.assert_allclose([p["length_first"][0], p["length_last"][0]], [5.0, 7.0])
     np.testing.assert_allclose(p["clipped"][0], 0.2)
     assert all(np.isnan(v[1]) for v in p.values())     # a seed with no scored iteration
+    # environments: final over the iterations in the last half of the env steps (>= 50),
+    # episode-weighted; the mean weighted by each iteration's env steps (10, 40, 50)
+    p = objectives.per_seed(c, text=False, frac=0.5)
+    np.testing.assert_allclose(p["final"][0], (1 * 3 + 3 * 5) / 4)
+    np.testing.assert_allclose(p["mean"][0], (10 * 1 + 40 * 3 + 50 * 5) / 100)
+    assert np.isnan(p["final"][1])
+
+
+def test_curves_without_a_clip_metric():
+    """sapo and vespo clip nothing (and on text log no clip metric): their clipped fraction is
+    NaN; cispo's is its capped share."""
+    S, I = 2, 3
+    m = {k: np.ones((S, I)) for k in ("accuracy", "episode_return", "entropy", "env_steps",
+                                       "episodes", "completions/mean_length")}
+    for lt in ("sapo", "vespo"):
+        assert np.isnan(objectives.curves(m, True, lt)["clipped"]).all()
+        m2 = {**m, "clip_ratio/region_mean": np.zeros((S, I))}   # env step path logs one
+        assert np.isnan(objectives.curves(m2, True, lt)["clipped"]).all()
+    m3 = {**m, "cispo_clip_ratio": np.full((S, I), 0.25),
+          "clip_ratio/region_mean": np.zeros((S, I))}
+    assert (objectives.curves(m3, True, "cispo")["clipped"] == 0.25).all()
+    m4 = {**m, "episode_return": np.where(np.arange(I) < 2, 1.0, np.nan) * np.ones((S, 1)),
+          "episode_length": np.ones((S, I)), "clip_ratio/region_mean": np.zeros((S, I))}
+    c = objectives.curves(m4, False, "grpo")     # an iteration past the budget: NaN
+    assert np.isnan(c["entropy"][:, 2]).all() and (c["clipped"][:, :2] == 0).all()
 
 
 @pytest.fixture(scope="module")
