@@ -104,6 +104,17 @@ def test_sweep_grid_over_loss_type_builds_one_static_program_per_type():
         grid_configs(GRPOConfig(on_policy=False), {"loss_type": ["grpo", "gmpo"]})
 
 
+def assert_same_value_and_grad(ours, ref, params):
+    """``ours`` and ``ref`` (functions of the params) agree in value and gradient at
+    ``params``, and the value is not 0."""
+    v1, g1 = jax.value_and_grad(ours)(params)
+    v2, g2 = jax.value_and_grad(ref)(params)
+    np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert abs(float(v1)) > 0
+
+
 # ----------------------------------------------------------------------------- text path
 
 @pytest.fixture(scope="module")
@@ -154,12 +165,7 @@ def test_text_loss_in_chunks_is_policy_loss_on_the_batch(setup, loss_type, extra
                            off_policy_mask_threshold=c.off_policy_mask_threshold)[metrics]
 
     ref_metrics = lambda p: ref(p, True)
-    v1, g1 = jax.value_and_grad(ours)(moved)
-    v2, g2 = jax.value_and_grad(ref)(moved)
-    np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-7)
-    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert abs(float(v1)) > 0
+    assert_same_value_and_grad(ours, ref, moved)
     # the metrics (sums over a chunk's tokens) add up over chunks to the whole batch's: rows of
     # a chunk outside its minibatch count nowhere
     aux = [tg.loss(c, model, moved, params, batch, weight, keep & h, hp)[1] for h in halves]
@@ -239,12 +245,7 @@ def test_env_episode_loss_in_chunks_is_policy_loss_on_the_batch(episodes, loss_t
                            ent_coef=hp["ent_coef"],
                            off_policy_mask_threshold=c.off_policy_mask_threshold)[0]
 
-    v1, g1 = jax.value_and_grad(ours)(moved)
-    v2, g2 = jax.value_and_grad(ref)(moved)
-    np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-7)
-    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert abs(float(v1)) > 0
+    assert_same_value_and_grad(ours, ref, moved)
 
 
 def test_one_iteration_text_and_env_runs():
