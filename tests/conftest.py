@@ -1,19 +1,38 @@
-"""The suite compiles with XLA's backend optimization off (``--xla_backend_optimization_level=0``,
-added to ``XLA_FLAGS`` here, before JAX is imported, so the test processes and the commands
-they start all use it): compiling dominates the suite's time on CPU, and this cuts the whole
-run by about a fifth. Every comparison in the suite is between programs compiled the same way
-(bitwise) or against NumPy references (with tolerances), so the flag changes no assertion.
+"""The suite compiles with XLA's backend optimization off and the CPU's older elemental
+emitters (``--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false``, added to
+``XLA_FLAGS`` here, before JAX is imported, so the test processes and the commands they start
+all use them): compiling dominates the suite's time on CPU, and together they halve a small
+program's compile time. Every comparison in the suite is between programs compiled the same
+way (bitwise) or against NumPy references (with tolerances), so the flags change no assertion.
 ``JAXGRPO_TEST_XLA_OPT=default python -m pytest ...`` runs the suite on the default build.
 """
 import os
 
 import pytest
 
-_FLAG = "--xla_backend_optimization_level=0"
+_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 
-if os.environ.get("JAXGRPO_TEST_XLA_OPT") != "default" and \
-        _FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FLAG}".strip()
+
+def with_flags(flags: str, *extra: str) -> str:
+    """``flags`` (an ``XLA_FLAGS`` value) with ``extra`` appended where absent."""
+    words = flags.split()
+    return " ".join(words + [f for f in extra if f not in words])
+
+
+if os.environ.get("JAXGRPO_TEST_XLA_OPT") != "default":
+    os.environ["XLA_FLAGS"] = with_flags(os.environ.get("XLA_FLAGS", ""), *_FLAGS)
+
+
+# compiler_options for tests that compare two different programs bit for bit (a run resumed
+# against one in one go, the early-stopped decode against the full one): XLA CPU's default
+# fusion emitters, as users compile; the legacy emitters fuse such programs differently.
+BITWISE = {"xla_cpu_use_fusion_emitters": True}
+
+
+def fast_xla_flags() -> str:
+    """``XLA_FLAGS`` for a command whose results are compared with in-process programs compiled
+    with ``compiler_options={"xla_backend_optimization_level": 0}``."""
+    return with_flags(os.environ.get("XLA_FLAGS", ""), _FLAGS[0])
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ and one-line errors (exit code 2) for bad input.
 Each ``python -m jaxgrpo`` subprocess pays the JAX/gymnax import and a compilation, so there are
 few of them, on a tiny config: the three runs of the shared run folder (stopped, resumed, in
 one go) and one bad-input check; eval, plot and the error cases run in-process through
-``cli.main``. Subprocesses run with ``--xla_backend_optimization_level=0`` (about half the
-compile time on CPU); the one-go reference run uses the same flag, so results compare bitwise.
+``cli.main``. Subprocesses run with the suite's fast-compile ``XLA_FLAGS`` (conftest.py); the
+one-go reference run uses the same flags, so results compare bitwise.
 """
 import importlib.util
 import json
@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import fast_xla_flags
 from jaxgrpo import cli
 
 TINY = ["--seeds", "2", "--total-timesteps", "10000", "--set", "num_groups=2",
         "--set", "group_size=4", "--set", "num_iterations=4",
         "--set", "env_params.max_steps_in_episode=50"]
-ENV = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0",
+ENV = {**os.environ, "XLA_FLAGS": fast_xla_flags(),
        "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
 
 

@@ -107,8 +107,8 @@ def test_sweep_grid_over_loss_type_builds_one_static_program_per_type():
 def assert_same_value_and_grad(ours, ref, params):
     """``ours`` and ``ref`` (functions of the params) agree in value and gradient at
     ``params``, and the value is not 0."""
-    v1, g1 = jax.value_and_grad(ours)(params)
-    v2, g2 = jax.value_and_grad(ref)(params)
+    v1, g1 = jax.jit(jax.value_and_grad(ours))(params)
+    v2, g2 = jax.jit(jax.value_and_grad(ref))(params)
     np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-7)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -164,12 +164,12 @@ def test_text_loss_in_chunks_is_policy_loss_on_the_batch(setup, loss_type, extra
                            ent_coef=hp["ent_coef"],
                            off_policy_mask_threshold=c.off_policy_mask_threshold)[metrics]
 
-    ref_metrics = lambda p: ref(p, True)
     assert_same_value_and_grad(ours, ref, moved)
     # the metrics (sums over a chunk's tokens) add up over chunks to the whole batch's: rows of
     # a chunk outside its minibatch count nowhere
-    aux = [tg.loss(c, model, moved, params, batch, weight, keep & h, hp)[1] for h in halves]
-    whole = tg.loss(c, model, moved, params, batch, weight, keep, hp)[1]
+    aux_of = jax.jit(lambda k: tg.loss(c, model, moved, params, batch, weight, k, hp)[1])
+    aux = [aux_of(keep & h) for h in halves]
+    whole = aux_of(keep)
     for k in whole:
         pair = (jnp.fmin if k in AUX_MIN else jnp.fmax if k in AUX_MAX else jnp.add)(
             aux[0][k], aux[1][k])
@@ -179,7 +179,7 @@ def test_text_loss_in_chunks_is_policy_loss_on_the_batch(setup, loss_type, extra
     if loss_type not in CLIP_LOSS_TYPES or c.importance_sampling_level == "sequence":
         assert not extremes & set(whole)
     else:
-        m_ref = ref_metrics(moved)
+        m_ref = jax.jit(lambda p: ref(p, True))(moved)
         for k in extremes:
             np.testing.assert_allclose(whole[k], m_ref[k], rtol=1e-5, err_msg=k)
     if loss_type == "vespo":

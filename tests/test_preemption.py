@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import fast_xla_flags
 from jaxgrpo import GRPOConfig, PPOConfig, cli, preemption, runs
 from jaxgrpo.checkpoint import flatten_state
 from jaxgrpo.config import SFTConfig
@@ -246,7 +247,7 @@ def test_sigterm_to_a_train_process(references, tmp_path):
     0 compiles what ``compiler_options=FAST`` does)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cc"),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+           "XLA_FLAGS": fast_xla_flags()}
     args = [sys.executable, "-m", "jaxgrpo", "train", "--algo", "ppo", "--seeds", "2",
             "--total-timesteps", "96", "--set", "num_envs=2", "--set", "num_steps=8",
             "--set", "num_minibatches=1", "--set", "update_epochs=1", "--set",

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import BITWISE
 from jaxgrpo.config import GRPOConfig, SFTConfig
 from jaxgrpo.losses import loss_weights, policy_loss
 from jaxgrpo.text import EOS, PAD
@@ -287,7 +288,8 @@ def test_early_stop_sampling_is_bitwise_the_full_decode(sft_run):
         return [(np.asarray(x).dtype, np.asarray(x).tobytes()) for x in jax.tree.leaves(tree)]
 
     sample = {early: jax.jit(lambda p, k, early=early: tg.sample_completions(
-        model, g.task, p, k, 4, 4, 0.7, early_stop=early)) for early in (True, False)}
+        model, g.task, p, k, 4, 4, 0.7, early_stop=early), compiler_options=BITWISE)
+        for early in (True, False)}
     for k in (1, 2):
         roll = sample[True](params, jax.random.key(k))
         assert int(np.asarray(roll[0].length).max()) < M - 1     # the batch could stop early

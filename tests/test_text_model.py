@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import BITWISE
 from jaxgrpo.text import EOS, PAD, completion_length, make_task, reference_completion
 from jaxgrpo.text.model import ModelConfig, Transformer, init
 
@@ -321,7 +322,8 @@ def test_early_stop_runs_until_the_last_eos_and_no_further():
     model = CountingTransformer(cfg_of("learned"))
     tokens, valid, _ = batch()
     run = {early: jax.jit(lambda p, key, eos_id, early=early: model.generate(
-        p, key, tokens, valid, M, 1.3, eos_id, early_stop=early)) for early in (True, False)}
+        p, key, tokens, valid, M, 1.3, eos_id, early_stop=early), compiler_options=BITWISE)
+        for early in (True, False)}
 
     def steps(early, eos_id, key=jax.random.PRNGKey(0)):
         model.steps = 0
