@@ -104,6 +104,21 @@ def test_sweep_grid_over_loss_type_builds_one_static_program_per_type():
         grid_configs(GRPOConfig(on_policy=False), {"loss_type": ["grpo", "gmpo"]})
 
 
+def test_a_threshold_grid_on_an_environment_names_its_two_programs():
+    """On an environment the threshold (None or a number) picks the learn path: a sweep over
+    it names it as the grid's static field (one program each); on text it is dynamic."""
+    from jaxgrpo.sweeps.driver import StaticSweepWarning, _compilations
+    combos, configs = grid_configs(GRPOConfig(on_policy=True),
+                                   {"off_policy_mask_threshold": [None, 0.5], "lr": [1e-3, 3e-4]})
+    with pytest.warns(StaticSweepWarning,
+                      match=r"\['off_policy_mask_threshold'\] are static.*\['lr'\] and"):
+        groups, static = _compilations(configs, combos, 2)
+    assert static == ["off_policy_mask_threshold"] and sorted(groups.values()) == [[0, 1], [2, 3]]
+    combos, configs = grid_configs(GRPOConfig(**TINY), {"off_policy_mask_threshold": [None, 0.5]})
+    groups, static = _compilations(configs, combos, 2)
+    assert static == [] and list(groups.values()) == [[0, 1]]
+
+
 def assert_same_value_and_grad(ours, ref, params):
     """``ours`` and ``ref`` (functions of the params) agree in value and gradient at
     ``params``, and the value is not 0."""

@@ -159,11 +159,19 @@ def _compilations(configs, combos, seeds) -> tuple[dict, list]:
     for cfg in configs:
         dynamic_names &= set(cfg.hparams())
     grid_keys = list(combos[0])
-    static_in_grid = [k for k in grid_keys if k not in dynamic_names]
+
+    def splits(k):   # a dynamic field can still pick the program (``compiled.static_key``)
+        programs: dict = {}
+        for combo, cfg in zip(combos, configs):
+            rest = tuple(repr(v) for j, v in combo.items() if j != k)
+            programs.setdefault(rest, set()).add(static_key(cfg))
+        return any(len(p) > 1 for p in programs.values())
+
+    static_in_grid = [k for k in grid_keys if k not in dynamic_names or splits(k)]
     if len(groups) > 1:
         msg = (f"sweep: grid fields {static_in_grid} are static (they change the compiled "
                f"program): {len(groups)} compilations, one per combination of their values; "
-               f"{[k for k in grid_keys if k in dynamic_names]} and the {seeds} seeds are "
+               f"{[k for k in grid_keys if k not in static_in_grid]} and the {seeds} seeds are "
                f"vmapped within each")
         logger.warning(msg)
         warnings.warn(msg, StaticSweepWarning, stacklevel=3)   # the caller of sweep
