@@ -40,10 +40,12 @@ Parts (``--parts``, comma-separated; default all):
   build the checkpoint) -> text_vs_trl_pretrained.md and .json in the out-dir. The README's
   subsection on it is rendered from the out-dir's text_vs_trl_pretrained.json, also when the
   script ran on its own.
-- ``analysis``: the two stand-alone analyses, each in its own process:
+- ``analysis``: the three stand-alone analyses, each in its own process:
   ``python -m benchmarks.where_time_goes`` (ablations, op counts, XLA options, lane-pool
-  simulation -> where_time_goes.md) and ``python -m benchmarks.sweep_scaling`` (vmapped vs
-  sequential seeds in ``jaxgrpo.sweep`` -> sweep_scaling.md). Skipped with ``--tiny``.
+  simulation -> where_time_goes.md), ``python -m benchmarks.sweep_scaling`` (vmapped vs
+  sequential seeds in ``jaxgrpo.sweep`` -> sweep_scaling.md) and ``python -m
+  benchmarks.vmap_ceiling`` (the learn phase's arithmetic alone, seeds vmapped vs sequential
+  -> vmap_ceiling.md). Skipped with ``--tiny``.
 """
 from __future__ import annotations
 
@@ -675,10 +677,11 @@ SCALING_PROCESSES = ("one process per env and width, the repeats of GRPO and PPO
 
 
 def scaling_markdown(sc, images=True, processes=SCALING_PROCESSES,
-                     memory="the process's peak RSS after GRPO's first run (it runs first)"
-                     ) -> list[str]:
+                     memory="the process's peak RSS after GRPO's first run (it runs first)",
+                     ceiling=None) -> list[str]:
     """The scaling section's lines: the width table and the seeds table. ``processes``: how
-    the points were spread over processes; ``memory``: what the peak memory column is."""
+    the points were spread over processes; ``memory``: what the peak memory column is;
+    ``ceiling``: the link to vmap_ceiling.md (none: not mentioned)."""
     L = []
     if images:
         L += ["![steps/s against lanes](scaling_envs.png) "
@@ -749,7 +752,10 @@ def scaling_markdown(sc, images=True, processes=SCALING_PROCESSES,
               "sequential: `jit(lambda keys: lax.map(train, keys))`, the same runs one after "
               "the other in one compiled program. steps/s: valid env steps of all seeds per "
               "second of the run, compile excluded; one run each. Target: GRPO's seeds "
-              f"vmapped >= {SEEDS_TARGET}x sequential.",
+              f"vmapped >= {SEEDS_TARGET}x sequential."
+              + (" What vmapping can buy at each default config's minibatch size on this "
+                 f"machine, the learn phase's arithmetic alone: [vmap_ceiling.md]({ceiling})."
+                 if ceiling else ""),
               "", "| algo | seeds | vmapped steps/s | sequential steps/s | vmapped / sequential "
               f"| >= {SEEDS_TARGET}x | run s vmapped, sequential | compile s vmapped, "
               "sequential | valid | staleness mean | final return |",
@@ -805,8 +811,9 @@ def markdown(res, outdir: Path | None = None) -> str:
          f"{'TINY MODE (smoke test budgets, numbers meaningless).' if res['tiny'] else ''}", "",
          f"Where the time goes and what would close the remaining gaps: [FINDINGS.md]({link('FINDINGS.md')}) "
          "(hand-written, from the numbers here and in the generated "
-         f"[where_time_goes.md]({link('where_time_goes.md')}) and "
-         f"[sweep_scaling.md]({link('sweep_scaling.md')}), "
+         f"[where_time_goes.md]({link('where_time_goes.md')}), "
+         f"[sweep_scaling.md]({link('sweep_scaling.md')}) and "
+         f"[vmap_ceiling.md]({link('vmap_ceiling.md')}), "
          "which the `analysis` part regenerates). Rows in brackets, "
          "if any, measure a prototype copy of the package (`--variant NAME=PATH`); a variant's "
          "GRPO target row divides by that variant's own PPO.", ""]
@@ -914,7 +921,8 @@ def markdown(res, outdir: Path | None = None) -> str:
         L += [""]
     sc = res.get("scaling")
     if isinstance(sc, dict):
-        L += ["## Scaling: lanes and seeds", ""] + scaling_markdown(sc)
+        L += ["## Scaling: lanes and seeds", ""] + scaling_markdown(
+            sc, ceiling=link("vmap_ceiling.md"))
     elif sc:   # a results.json of the old scaling sweeps (envs, group size, seeds)
         L += ["## Scaling", "", "This results.json holds the scaling sweeps of an older "
               "version of this script (lockstep GRPO episodes); `python -m benchmarks.run "
@@ -1032,7 +1040,8 @@ def part_analysis(a, res):
         log("[analysis] skipped in tiny mode")
         return
     done = []
-    for mod in ("benchmarks.where_time_goes", "benchmarks.sweep_scaling"):
+    for mod in ("benchmarks.where_time_goes", "benchmarks.sweep_scaling",
+                "benchmarks.vmap_ceiling"):
         log(f"[analysis] python -m {mod}")
         subprocess.run([sys.executable, "-m", mod], cwd=ROOT, check=True)
         done.append(mod)
@@ -1106,7 +1115,9 @@ def main(argv=None) -> int:
     res["wall_s"] = res.get("wall_s", 0) * bool(a.merge) + time.perf_counter() - t0
     md = markdown(res, outdir)
     if outdir is not None:
-        (outdir / "results.json").write_text(json.dumps(res, indent=1, default=str))
+        # the pretrained comparison lives in its own JSON beside (with_pretrained reads it)
+        kept = {k: v for k, v in res.items() if k != "text_pretrained"}
+        (outdir / "results.json").write_text(json.dumps(kept, indent=1, default=str))
         (outdir / "README.md").write_text(md)
     for t, s, n in res["targets"]:
         log(f"{s:8s} {t}: {n}")

@@ -355,3 +355,21 @@ def test_text_pretrained_part_runs_the_script(tmp_path, monkeypatch):
         assert cmds[-1] == [sys.executable, "-m", "benchmarks.text_vs_trl", "--pretrained",
                             *flags, "--out", str(tmp_path / "text_vs_trl_pretrained.md")]
         assert res["text_pretrained"] == {"command": "-m benchmarks.text_vs_trl --pretrained"}
+
+
+def test_vmap_ceiling_sizes_flops_and_report():
+    """benchmarks.vmap_ceiling: the minibatch sizes are the default configs' (PPO 4 x 128 / 4,
+    GRPO 32 x 128 / 4), its flop count is 6 per weight per sample of the CartPole policy
+    (4 -> 64 -> 64 -> 2), and the report reads each row's times (nothing measured here)."""
+    from benchmarks import vmap_ceiling as vc
+    from jaxgrpo import GRPOConfig, PPOConfig
+    assert vc.minibatch(PPOConfig()) == 128 and vc.minibatch(GRPOConfig()) == 1024
+    _, flops = vc.make_run(batch=16, steps=3)
+    assert flops == 6 * (4 * 64 + 64 * 64 + 64 * 2) * 16 * 3
+    rows = [{"n": 16, "batch": 1024, "vmapped": {"s": 0.5, "gflops": 40.0},
+             "sequential": {"s": 0.6, "gflops": 33.3}, "speedup": 1.2}]
+    info = {"cpu": "X", "isa": ["avx2"], "cores": 2, "device": "1 x cpu (cpu)", "jax": "0",
+            "flax": "0", "optax": "0"}
+    md = vc.markdown(rows, info, "python -m benchmarks.vmap_ceiling", "GRPO default 1,024")
+    assert "| 16 | 1,024 | 500.0 | 600.0 | 40.0 | 33.3 | 1.20x |" in md
+    assert "X (avx2), 2 cores" in md
