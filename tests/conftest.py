@@ -3,7 +3,9 @@ emitters (``--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=fal
 ``XLA_FLAGS`` here, before JAX is imported, so the test processes and the commands they start
 all use them): compiling dominates the suite's time on CPU, and together they halve a small
 program's compile time. Every comparison in the suite is between programs compiled the same
-way (bitwise) or against NumPy references (with tolerances), so the flags change no assertion.
+way (bitwise) or against NumPy references (with tolerances), so the flags change no assertion;
+the few that compare two different programs bit for bit compile both with XLA's default
+emitters (``BITWISE`` below).
 ``JAXGRPO_TEST_XLA_OPT=default python -m pytest ...`` runs the suite on the default build.
 """
 import os
