@@ -165,7 +165,7 @@ def test_static_fields_loop_over_compilations(monkeypatch):
 
     class FakeRunner:
         def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size,
-                     report=False):
+                     report=False, shared=frozenset()):
             self.kept = np.arange(config.group_size)        # groups of different length
             self.vmap_size = vmap_size
             calls.append(config.group_size)
@@ -439,3 +439,16 @@ def test_bad_vmap_size_is_refused_before_compiling(no_compile, tmp_path):
     f.write_text("algo: grpo\nseeds: 2\nvmap_size: wide\n")
     with pytest.raises(ValueError, match="vmap_size: must be 'auto'"):
         load_sweep_spec(f)
+
+
+def test_hparams_the_grid_leaves_alone_are_shared():
+    """``driver.shared_hparams``: the hparams with one value over a compilation's configs (an
+    unset option, NaN, equals itself); those runs take them unbatched."""
+    from jaxgrpo.sweeps.driver import shared_hparams
+    _, configs = grid_configs(CFG, {"lr": [0.1, 0.2], "beta": [0.0]})
+    shared = shared_hparams(configs)
+    assert "lr" not in shared and {"beta", "clip_eps", "off_policy_mask_threshold"} <= shared
+    assert shared | {"lr"} == set(CFG.hparams())
+    _, configs = grid_configs(CFG.replace(on_policy=True),
+                              {"off_policy_mask_threshold": [None, 0.5]})
+    assert "off_policy_mask_threshold" not in shared_hparams(configs)

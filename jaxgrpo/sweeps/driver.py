@@ -100,7 +100,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     platform = mesh.devices.flat[0].platform
     runners = [compiled_runner(configs[idx[0]], log_every, mesh, key_impl, compiler_options,
                                resolve_vmap_size(vmap_size, platform, configs[idx[0]].algo),
-                               report=reporter is not None)
+                               report=reporter is not None,
+                               shared=shared_hparams([configs[c] for c in idx]))
                for idx in groups.values()]
     longest = lambda: max(r.num_iterations for r in runners)
     if segment == "auto":
@@ -176,6 +177,15 @@ def _compilations(configs, combos, seeds) -> tuple[dict, list]:
         logger.warning(msg)
         warnings.warn(msg, StaticSweepWarning, stacklevel=3)   # the caller of sweep
     return groups, static_in_grid
+
+
+def shared_hparams(configs) -> frozenset:
+    """The hyperparameters every one of ``configs`` gives the same value (NaN, a None
+    option, equals NaN): the runs of one compilation take them unbatched, so a ``lax.cond`` on
+    one (e.g. ``beta > 0``) stays a branch instead of becoming a select that runs both sides."""
+    hps = [{k: float(v) for k, v in c.hparams().items()} for c in configs]
+    same = lambda a, b: a == b or (np.isnan(a) and np.isnan(b))
+    return frozenset(k for k in hps[0] if all(same(h[k], hps[0][k]) for h in hps))
 
 
 def auto_segment(longest: int, log_every: int, checkpoint_every: int | None) -> int:

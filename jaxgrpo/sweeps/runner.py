@@ -86,8 +86,9 @@ class Runner:
     """
 
     def __init__(self, config, log_every, mesh, key_impl, compiler_options, vmap_size=None,
-                 report=False):
+                 report=False, shared=frozenset()):
         self.config = config
+        self.shared = shared
         self.report = report
         self.mesh = mesh
         self.key_impl = key_impl
@@ -120,7 +121,10 @@ class Runner:
         # each run's place in the batch, for the progress callback (runs are laid out on the
         # devices in order, R_local each); without ``report``, no callback
         position = jax.lax.axis_index(RUN_AXIS) * R_local + jnp.arange(R_local)
-        run = lambda s, h, p: self._run(s, h, m, p if self.report else None)
+        # hparams every run shares enter unbatched (row 0: padding rows copy a real run)
+        common = {k: v[0] for k, v in hp.items() if k in self.shared}
+        hp = {k: v for k, v in hp.items() if k not in self.shared}
+        run = lambda s, h, p: self._run(s, {**h, **common}, m, p if self.report else None)
         if self.vmap_size is None or self.vmap_size >= R_local:
             return jax.vmap(run)(state, hp, position)
         # groups of vmap_size runs vmapped, the groups one after the other (one program)
@@ -159,13 +163,16 @@ class Runner:
 
 
 def compiled_runner(config, log_every, mesh, key_impl, compiler_options,
-                    vmap_size=None, report=False) -> Runner:
+                    vmap_size=None, report=False, shared=frozenset()) -> Runner:
     """``Runner(...)``, cached by the config's static fields (``compiled.static_key``), so sweeps
     that differ only in dynamic values (or repeat) reuse the compiled program (jit's own cache
     then keys on the run count). ``report``: send every kept row to ``loggers.SINK`` (a
-    sweep with a progress line or loggers; without, the program has no host callback)."""
+    sweep with a progress line or loggers; without, the program has no host callback).
+    ``shared``: the hparams all its runs give one value (``driver.shared_hparams``), which
+    enter the vmapped runs unbatched; part of the key, values not."""
     key = ("sweeps.runner", compiled.static_key(config), log_every,
            tuple(d.id for d in mesh.devices.flat), str(key_impl),
-           compiled.options_key(compiler_options), vmap_size, report)
+           compiled.options_key(compiler_options), vmap_size, report, tuple(sorted(shared)))
     return compiled.cached(key, lambda: Runner(config, log_every, mesh, key_impl,
-                                               compiler_options, vmap_size, report))[0]
+                                               compiler_options, vmap_size, report,
+                                               shared))[0]
