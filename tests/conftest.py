@@ -45,3 +45,16 @@ def tok_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tok")
     make_tokenizer(d)
     return d
+
+
+# The slowest test files (``--durations``), started first: with ``--dist loadfile`` each file
+# runs on one worker, so a long file collected last (test_train.py) would leave the other
+# worker idle at the end of the run.
+SLOW_FIRST = ("test_train.py", "test_multiprocess.py", "test_sweep.py", "test_preemption.py",
+              "test_sweep_checkpoint.py", "test_cli.py", "test_loss_options.py",
+              "test_text_grpo.py", "test_advantages.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
