@@ -189,14 +189,18 @@ def main(argv=None) -> int:
     for config in configs:
         print(describe(config))
         tables.append((config, run(config, counts, opts)))
-    md = markdown(tables, info)
+    emit(markdown(tables, info), out)
+    return 0
+
+
+def emit(md: str, out: str | None) -> None:
+    """Write the report ``md`` to ``out`` (and say so), or print it when there is no ``out``."""
     if out:
         with open(out, "w") as f:
             f.write(md)
         print(f"wrote {out}")
     else:
         print(md)
-    return 0
 
 
 if __name__ == "__main__":

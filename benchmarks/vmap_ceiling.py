@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.sweep_scaling import emit
 from jaxgrpo import GRPOConfig, PPOConfig
 from jaxgrpo.algorithm import adam, gymnax_env, gymnax_policy
 from jaxgrpo.envs import obs_shape
@@ -131,13 +132,7 @@ def main(argv=None) -> int:
             print(f"n={n} B={b}: vmapped {r['vmapped']['s'] * 1e3:.1f} ms, sequential "
                   f"{r['sequential']['s'] * 1e3:.1f} ms, {r['speedup']:.2f}x", flush=True)
     cmd = "python -m benchmarks.vmap_ceiling" + (" --tiny" if a.tiny else "")
-    md = markdown(rows, info, cmd, ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
-    if out:
-        with open(out, "w") as f:
-            f.write(md)
-        print(f"wrote {out}")
-    else:
-        print(md)
+    emit(markdown(rows, info, cmd, ", ".join(f"{k} {v:,}" for k, v in sizes.items())), out)
     return 0
 
 
