@@ -42,6 +42,7 @@ replaces the ``NAME`` block of experiments/README.md.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import os
 import sys
@@ -630,6 +631,19 @@ def describe(spec, tasks) -> str:
     return "; ".join(lines)
 
 
+def save_results(path: Path, res: dict) -> None:
+    """A study's raw results as gzip-compressed JSON: every seed's curve over every iteration
+    (the objectives study's environment tasks run thousands of iterations: 118 MB as indented
+    JSON, under 1 MB compressed)."""
+    path.write_bytes(gzip.compress(json.dumps(res, separators=(",", ":"),
+                                              default=float).encode(), mtime=0))
+
+
+def load_results(path: Path) -> dict:
+    """What ``save_results`` wrote."""
+    return json.loads(gzip.decompress(path.read_bytes()))
+
+
 def main(name, raw_spec, args) -> int:
     """``experiments.run``'s entry for a study YAML (``study:`` key)."""
     try:
@@ -645,13 +659,13 @@ def main(name, raw_spec, args) -> int:
                             else os.path.join(os.path.dirname(__file__), "results")))
     out.mkdir(parents=True, exist_ok=True)
     study, table, plot = runner(spec["study"])
-    res_path = out / f"{name}.json"
+    res_path = out / f"{name}.json.gz"
     if args.replot:
         if not res_path.exists():
             print(f"experiments.run: error: --replot: {res_path} does not exist",
                   file=sys.stderr)
             return 2
-        res = json.loads(res_path.read_text())
+        res = load_results(res_path)
     else:
         commit, t0 = code_version(), time.time()
         print(f"{name}: {spec['study']} study, {spec['seeds']} seeds -> {out}", flush=True)
@@ -661,7 +675,7 @@ def main(name, raw_spec, args) -> int:
                        "seconds": round(time.time() - t0), "date": time.strftime("%Y-%m-%d %H:%M"),
                        "machine": machine(), "setup": describe(spec, tasks),
                        "eval": spec["eval"]}
-        res_path.write_text(json.dumps(res, indent=1, default=float))
+        save_results(res_path, res)
     meta = res["meta"]
     tab = table(res, spec)
     plot(res, out / f"{name}.png")
@@ -670,7 +684,7 @@ def main(name, raw_spec, args) -> int:
     block = (f"`{cmd}` (commit {meta['commit']}, {meta['seeds']} seeds, {meta['seconds']} s in "
              f"all, {meta['date']}).  \nMachine: {meta['machine']}.  \nSetup: {meta['setup']}; "
              f"held-out evaluation on {meta['eval']['prompts']} prompts; [95% bootstrap CI over "
-             f"seeds].\n\n{tab}\n\n![{name}]({rel}/{name}.png)\n\nRaw: [{name}.json]({rel}/{name}.json).")
+             f"seeds].\n\n{tab}\n\n![{name}]({rel}/{name}.png)\n\nRaw: [{name}.json.gz]({rel}/{name}.json.gz).")
     (out / f"{name}.md").write_text(f"# {spec.get('title', name)}\n\n{block}\n")
     if not args.tiny and args.out is None:
         update_readme(os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md"),

@@ -4,7 +4,6 @@ bad specs fail with one message, the per-seed summaries match a hand computation
 runs end to end at its tiny size (a text task and CartPole, real training) and replots."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -105,7 +104,7 @@ def tiny(tmp_path_factory):
 def test_tiny_study_trains_and_writes_results(tiny):
     out, code = tiny
     assert code == 0
-    res = json.loads((out / "objectives.json").read_text())
+    res = ts.load_results(out / "objectives.json.gz")
     assert res["meta"]["seeds"] == 2
     text, env = res["tasks"]
     assert text["text"] and not env["text"]

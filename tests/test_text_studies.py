@@ -6,7 +6,6 @@ The studies themselves, at their smoke size, are run by ``python -m experiments.
 --tiny`` (experiments/README.md), not by the suite."""
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -233,7 +232,7 @@ def tiny(tmp_path_factory):
 def test_tiny_study_writes_results(tiny, name):
     out, codes = tiny
     assert codes[name] == 0
-    res = json.loads((out / f"{name}.json").read_text())
+    res = ts.load_results(out / f"{name}.json.gz")
     assert res["meta"]["seeds"] == 2
     md = (out / f"{name}.md").read_text()
     rows = [l for l in md.splitlines() if l.startswith("| ") and "---" not in l]
