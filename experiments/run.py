@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import text_studies
+from experiments import objectives, text_studies
 from experiments.common import bootstrap_ci, code_version, machine, update_readme
 from jaxgrpo import compiled
 from jaxgrpo.checks import unknown_field
@@ -509,7 +509,10 @@ def main(argv=None) -> int:
     name = os.path.splitext(os.path.basename(path))[0]
     try:
         if is_study(path):
-            return text_studies.main(name, read(path), args)
+            # (study, table, plot) of every study kind: text_studies' own and the objectives'
+            studies = {**text_studies.RUN,
+                       "objectives": (objectives.study, objectives.table, objectives.plot)}
+            return text_studies.main(name, read(path), args, studies)
         spec, cases = load(path, tiny=args.tiny)
         if args.seeds is not None and args.seeds < 1:
             raise ValueError(f"--seeds: must be >= 1, got {args.seeds}")

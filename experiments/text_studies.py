@@ -606,14 +606,6 @@ RUN = {"passk": (study_passk, table_passk, plot_passk),
        "kl": (study_kl, table_kl, plot_kl)}
 
 
-def runner(study):
-    """(study, table, plot) functions of a study."""
-    if study == "objectives":
-        from experiments import objectives
-        return objectives.study, objectives.table, objectives.plot
-    return RUN[study]
-
-
 def describe(spec, tasks) -> str:
     """One line per task: what was run, at which sizes."""
     lines = []
@@ -644,8 +636,10 @@ def load_results(path: Path) -> dict:
     return json.loads(gzip.decompress(path.read_bytes()))
 
 
-def main(name, raw_spec, args) -> int:
-    """``experiments.run``'s entry for a study YAML (``study:`` key)."""
+def main(name, raw_spec, args, studies=None) -> int:
+    """``experiments.run``'s entry for a study YAML (``study:`` key). ``studies``: the
+    (study, table, plot) functions of each study kind (default ``RUN``, this module's;
+    ``experiments.run`` adds the objectives study's)."""
     try:
         spec, tasks = load(name, raw_spec, tiny=args.tiny)
         if args.seeds is not None and args.seeds < 1:
@@ -658,7 +652,7 @@ def main(name, raw_spec, args) -> int:
     out = Path(args.out or (tempfile.mkdtemp(prefix=f"exp_{name}_") if args.tiny
                             else os.path.join(os.path.dirname(__file__), "results")))
     out.mkdir(parents=True, exist_ok=True)
-    study, table, plot = runner(spec["study"])
+    study, table, plot = (studies or RUN)[spec["study"]]
     res_path = out / f"{name}.json.gz"
     if args.replot:
         if not res_path.exists():
