@@ -77,15 +77,18 @@ def points(tiny: bool, compiler_options=None) -> list[dict]:
     opts = compiler_options
     if tiny:
         return (R.width_points((8,), TINY_ENVS, tiny=True, compiler_options=opts)
-                + R.seed_points((1, 2), 4096, tiny=True, algos=("grpo",), compiler_options=opts)
+                + R.seed_points((1, 2), 4096, tiny=True, algos=("grpo",), compiler_options=opts,
+                                shard=False)
                 + curve_points(True, opts))
     def lanes(env, lo, hi):
         return R.width_points([w for w in ENVS[env]["widths"] if lo <= w <= hi],
                               {env: ENVS[env]}, compiler_options=opts)
 
     def seeds(algo, lo, hi):
+        # one accelerator: the seeds vmapped on it (sharding over one device is the same)
         return R.seed_points([n for n in SEEDS if lo <= n <= hi], SEED_STEPS,
-                             algos=(algo,), compiler_options=opts, map_counts=MAP_SEEDS[algo])
+                             algos=(algo,), compiler_options=opts, map_counts=MAP_SEEDS[algo],
+                             shard=False)
     return (lanes("CartPole-v1", 0, 4096) + seeds("grpo", 0, 64) + lanes("CartPole-v1", 4097, 1e9)
             + seeds("ppo", 0, 64) + curve_points(False, opts) + seeds("grpo", 65, 1e9)
             + seeds("ppo", 65, 1e9) + lanes("Acrobot-v1", 0, 4096)

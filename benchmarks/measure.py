@@ -8,13 +8,16 @@ Spec kinds:
 
 - ``{"kind": "train", "algo", "env", "overrides", "seeds", "seeds_mode", "key"}``: ``jax.jit``
   of ``make_train(config)`` (when seeds > 1, over ``seeds`` keys: ``jax.vmap`` with
-  ``seeds_mode`` "vmap", the default, or ``jax.lax.map``, the runs one after the other in the
-  same compiled program, with "map"): compile seconds (trace + lower, XLA compile), one run of
+  ``seeds_mode`` "vmap", the default; ``jax.lax.map``, the runs one after the other in the
+  same compiled program, with "map"; vmapped within each device and sharded over
+  ``jax.devices()``, as ``jaxgrpo.sweep`` runs them, with "shard"): compile seconds (trace + lower, XLA compile), one run of
   the compiled program (seconds), valid and simulated env steps, learning curve summary, GRPO
   stream's staleness and dropped steps, peak RSS, XLA's memory analysis of the program, bytes
   of the parameters / Adam state / GRPO reference.
 - ``{"kind": "scaling", "points": [train specs]}``: each point compiled and run once, in this
   one process (compile excluded from steps/s).
+- Any spec may give ``"cpu_devices": n``: JAX starts with n CPU devices
+  (``jaxgrpo.use_cpu_cores``; read by ``main``, so only in a fresh process).
 - ``{"kind": "phases", ...}``: collect / score / learn of one iteration timed in isolation
   (see :func:`measure_phases`).
 
@@ -154,11 +157,11 @@ def _build(spec) -> dict:
     train = make_train(cfg)
     seeds = int(spec.get("seeds", 1))
     mode = spec.get("seeds_mode", "vmap")
-    if mode not in ("vmap", "map"):
-        raise ValueError(f"seeds_mode: 'vmap' or 'map', got {mode!r}")
+    if mode not in ("vmap", "map", "shard"):
+        raise ValueError(f"seeds_mode: 'vmap', 'map' or 'shard', got {mode!r}")
     fn = train if seeds == 1 else jax.vmap(train) if mode == "vmap" else (
-        lambda keys: jax.lax.map(train, keys))
-    arg = jax.random.split(jax.random.key(0), seeds) if seeds > 1 else jax.random.key(0)
+        lambda keys: jax.lax.map(train, keys)) if mode == "map" else sharded_seeds(train, seeds)
+    arg = seed_keys(spec, jax.random.key(0))
     rss_import = maxrss_mib()
     t0 = time.perf_counter()
     lowered = jax.jit(fn).lower(arg)
@@ -170,12 +173,40 @@ def _build(spec) -> dict:
                 rss_after_compile_mib=maxrss_mib())
 
 
+def sharded_seeds(train, seeds: int):
+    """``keys [seeds] -> train(keys)``: the seeds vmapped within each device and sharded over
+    ``jax.devices()`` (``shard_map``), as ``jaxgrpo.sweep`` runs its runs (on a CPU started
+    with one device per core, ``jaxgrpo.use_cpu_cores``, each core trains its share)."""
+    from jax.sharding import PartitionSpec as P
+
+    from jaxgrpo.sweeps.mesh import RUN_AXIS, run_mesh
+    mesh = run_mesh()
+    if seeds % mesh.devices.size:
+        raise ValueError(f"seeds_mode 'shard': {seeds} seeds do not split over "
+                         f"{mesh.devices.size} devices")
+    return jax.shard_map(jax.vmap(train), mesh=mesh, in_specs=P(RUN_AXIS),
+                         out_specs=P(RUN_AXIS), check_vma=False)
+
+
+def seed_keys(spec, key):
+    """The argument of a train spec's program: ``key`` (one seed) or ``split(key, seeds)``,
+    placed over the devices' run axis for ``seeds_mode`` "shard"."""
+    seeds = int(spec.get("seeds", 1))
+    if seeds == 1:
+        return key
+    keys = jax.random.split(key, seeds)
+    if spec.get("seeds_mode") == "shard":
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        from jaxgrpo.sweeps.mesh import RUN_AXIS, run_mesh
+        keys = jax.device_put(keys, NamedSharding(run_mesh(), P(RUN_AXIS)))
+    return keys
+
+
 def measure_train(spec) -> dict:
     c = _compile(spec)
     cfg, train, compiled = c["cfg"], c["train"], c["compiled"]
-    seeds = int(spec.get("seeds", 1))
-    key = jax.random.key(int(spec.get("key", 0)))
-    arg = jax.random.split(key, seeds) if seeds > 1 else key
+    arg = seed_keys(spec, jax.random.key(int(spec.get("key", 0))))
     t2 = time.perf_counter()
     _, metrics = block(compiled(arg))
     run_s = time.perf_counter() - t2
@@ -191,6 +222,8 @@ def measure_train(spec) -> dict:
         pass
     if cfg.algo == "grpo":
         out["config_iterations"] = cfg.iterations
+    # the devices the runs were spread over (seeds_mode "shard": all of them)
+    out["devices"] = jax.device_count() if spec.get("seeds_mode") == "shard" else 1
     return out
 
 
@@ -312,6 +345,9 @@ KINDS = {"train": measure_train, "scaling": measure_scaling, "phases": measure_p
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(argv[0])
+    if spec.get("cpu_devices"):          # before JAX starts: seeds_mode "shard" on a CPU
+        from jaxgrpo.cores import use_cpu_cores
+        use_cpu_cores(int(spec["cpu_devices"]))
     out = KINDS[spec.get("kind", "train")](spec)
     out["load_avg"] = os.getloadavg()[0]
     if "jaxgrpo" in sys.modules:   # which package was measured (a prototype copy or the project's)

@@ -399,17 +399,19 @@ def width_points(widths=None, envs=None, tiny=False, compiler_options=None) -> l
 
 
 def seed_points(counts=SEED_COUNTS, steps=SEED_STEPS, tiny=False, algos=("grpo", "ppo"),
-                compiler_options=None, map_counts=None) -> list[dict]:
+                compiler_options=None, map_counts=None, shard=True) -> list[dict]:
     """Train specs of the seeds points: each algorithm's default config on CartPole-v1 with
-    ``steps`` env steps per seed; one seed alone, then each larger count vmapped and the same
-    keys one after the other (``seeds_mode`` "map": ``jax.lax.map``); ``map_counts``: the counts
-    measured both ways (default all)."""
+    ``steps`` env steps per seed; one seed alone, then each larger count vmapped on one device,
+    the same keys one after the other (``seeds_mode`` "map": ``jax.lax.map``) and, with
+    ``shard``, vmapped and sharded over the devices as ``jaxgrpo.sweep`` runs them ("shard"; on
+    a CPU the process gets one device per core, ``part_scaling``); ``map_counts``: the counts
+    measured sequentially too (default all)."""
     pts = []
     for algo in algos:
         ov = {"total_timesteps": steps, **(tiny_overrides(algo) if tiny else {})}
         for n in counts:
-            modes = ["single"] if n == 1 else ["vmap", "map"] if (
-                map_counts is None or n in map_counts) else ["vmap"]
+            modes = ["single"] if n == 1 else ["vmap"] + (["map"] if (
+                map_counts is None or n in map_counts) else []) + (["shard"] if shard else [])
             for mode in modes:
                 pts.append({"kind": "train", "axis": "seeds", "env": "CartPole-v1", "x": n,
                             "algo": algo, "seeds": n, "seeds_mode": "vmap" if n == 1 else mode,
@@ -420,7 +422,7 @@ def seed_points(counts=SEED_COUNTS, steps=SEED_STEPS, tiny=False, algos=("grpo",
 
 ROW_KEYS = ("sps", "sim_sps", "valid_frac", "valid_steps", "sim_steps", "compile_s", "run_s",
             "iterations", "staleness_mean", "staleness_max", "dropped", "final_return",
-            "peak_rss_mib", "load_avg", "peak_mib", "memory", "error")
+            "peak_rss_mib", "load_avg", "peak_mib", "memory", "devices", "error")
 
 
 def scaling_tables(points, raw) -> dict:
@@ -472,14 +474,25 @@ def paired_ratios(g, p):
 
 
 def seed_speedups(sc) -> dict:
-    """{(algo, n): (vmapped row, sequential row, vmapped steps/s / sequential steps/s)}."""
+    """{(algo, n): {mode: row, "vmap_x": vmapped steps/s / sequential steps/s, "shard_x":
+    vmapped-and-sharded steps/s / sequential (None when not measured)}} for each n measured
+    vmapped and sequentially."""
     by = {(r["algo"], r["seeds"], r["mode"]): r for r in sc["seeds"]}
+    ratio = lambda a, b: a["sps"] / b["sps"] if a and a.get("sps") and b.get("sps") else None
     out = {}
     for (algo, n, mode), v in by.items():
-        m = by.get((algo, n, "map"))
-        if mode == "vmap" and m and v.get("sps") and m.get("sps"):
-            out[(algo, n)] = (v, m, v["sps"] / m["sps"])
+        m, sh = by.get((algo, n, "map")), by.get((algo, n, "shard"))
+        if mode == "vmap" and ratio(v, m) is not None:
+            out[(algo, n)] = {"vmap": v, "map": m, "shard": sh, "vmap_x": ratio(v, m),
+                              "shard_x": ratio(sh, m)}
     return out
+
+
+def seeds_verdict(d) -> float:
+    """The ratio a GRPO seeds target is judged by: vmapped and sharded over the devices (how
+    ``jaxgrpo.sweep`` runs seeds; on a CPU, one device per core) when measured, else vmapped
+    on one device."""
+    return d["vmap_x"] if d["shard_x"] is None else d["shard_x"]
 
 
 def part_scaling(a, res):
@@ -496,8 +509,11 @@ def part_scaling(a, res):
     points, raw = [], []
     for (axis, env, x), pts in groups.items():
         t = time.perf_counter()
+        # the seeds processes: one CPU device per core, for "shard" (the other modes use one)
+        from jaxgrpo.cores import usable_cores
+        cpu = {"cpu_devices": usable_cores()} if axis == "seeds" else {}
         try:
-            rows = measure({"kind": "scaling", "points": pts})["rows"]
+            rows = measure({"kind": "scaling", "points": pts, **cpu})["rows"]
         except (RuntimeError, subprocess.TimeoutExpired) as e:   # e.g. out of memory
             rows = [{"error": str(e)[-400:]}] * len(pts)
             log(f"  FAILED {axis} {env} {x}: {str(e)[-400:]}")
@@ -551,7 +567,8 @@ def plot_scaling(sc, outdir: Path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, algo in enumerate(dict.fromkeys(r["algo"] for r in sc["seeds"])):
         for modes, style, name in ((("single", "vmap"), "o-", "vmapped"),
-                                   (("single", "map"), "x--", "sequential (lax.map)")):
+                                   (("single", "map"), "x--", "sequential (lax.map)"),
+                                   (("single", "shard"), "^:", "vmapped over the devices")):
             pts = sorted((r["seeds"], r["sps"]) for r in sc["seeds"]
                          if r["algo"] == algo and r["mode"] in modes and r.get("sps"))
             if pts:
@@ -664,11 +681,16 @@ def scaling_targets(sc) -> list[tuple[str, str, str]]:
         out.append(("GRPO >= PPO valid env steps/s on CartPole-v1 at "
                     f"{', '.join(f'{w:,}' for _, w in pairs)} lanes", yn(ok),
                     "; ".join(cells) + " (medians of the repeats)"))
-    for (algo, n), (v, m, q) in sorted(seed_speedups(sc).items()):
+    for (algo, n), d in sorted(seed_speedups(sc).items()):
         if algo == "grpo":
+            v, m, sh = d["vmap"], d["map"], d["shard"]
+            one = f"{d['vmap_x']:.2f}x ({fmt_k(v['sps'])} vs {fmt_k(m['sps'])} steps/s)"
             out.append((f"{n} vmapped GRPO seeds >= {SEEDS_TARGET}x the same seeds sequential "
-                        "(lax.map)", yn(q >= SEEDS_TARGET),
-                        f"{q:.2f}x ({fmt_k(v['sps'])} vs {fmt_k(m['sps'])} steps/s)"))
+                        "(lax.map)", yn(seeds_verdict(d) >= SEEDS_TARGET),
+                        one + " on one device" if sh is None else
+                        f"{d['shard_x']:.2f}x vmapped over {sh.get('devices', '?')} devices, "
+                        f"as jaxgrpo.sweep runs them ({fmt_k(sh['sps'])} vs {fmt_k(m['sps'])} "
+                        f"steps/s); vmapped on one device {one}"))
     return out
 
 
@@ -744,39 +766,56 @@ def scaling_markdown(sc, images=True, processes=SCALING_PROCESSES,
     sp = seed_speedups(sc)
     if sc["seeds"]:
         steps = set_.get("seed_steps")
+        sharded = any(r["mode"] == "shard" for r in sc["seeds"])
+        devices = next((r.get("devices") for r in sc["seeds"] if r["mode"] == "shard"), None)
         L += ["", "### Seeds: vmapped against one after the other", "",
               "Each algorithm's default config on CartPole-v1 (GRPO: 32 lanes, groups of 8, "
               "stream collector; PPO: 4 envs), "
               + (f"{steps:,} env steps per seed, " if steps else "")
-              + "seed keys `split(key(0), n)`. vmapped: `jit(vmap(train))` over the n keys; "
-              "sequential: `jit(lambda keys: lax.map(train, keys))`, the same runs one after "
-              "the other in one compiled program. steps/s: valid env steps of all seeds per "
-              "second of the run, compile excluded; one run each. Target: GRPO's seeds "
-              f"vmapped >= {SEEDS_TARGET}x sequential."
-              + (" What vmapping can buy at each default config's minibatch size on this "
-                 f"machine, the learn phase's arithmetic alone: [vmap_ceiling.md]({ceiling})."
-                 if ceiling else ""),
-              "", "| algo | seeds | vmapped steps/s | sequential steps/s | vmapped / sequential "
-              f"| >= {SEEDS_TARGET}x | run s vmapped, sequential | compile s vmapped, "
-              "sequential | valid | staleness mean | final return |",
-              "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+              + "seed keys `split(key(0), n)`. sequential: `jit(lambda keys: lax.map(train, "
+              "keys))`, the runs one after the other in one compiled program; vmapped: "
+              "`jit(vmap(train))` over the n keys on one device"
+              + ("; over the devices: the same vmapped runs sharded over the process's "
+                 f"{devices or '?'} devices (`shard_map`, as `jaxgrpo.sweep` runs them; on a "
+                 "CPU the seeds process starts with one device per core, "
+                 "`jaxgrpo.use_cpu_cores`)" if sharded else "")
+              + ". steps/s: valid env steps of all seeds per second of the run, compile "
+              "excluded; one run each. Target: GRPO's seeds vmapped >= "
+              f"{SEEDS_TARGET}x sequential"
+              + (" (judged over the devices)" if sharded else "") + "."
+              + (" What vmapping can buy on one device at each default config's minibatch size "
+                 "on this machine, the learn phase's arithmetic alone: "
+                 f"[vmap_ceiling.md]({ceiling})." if ceiling else ""),
+              "", "| algo | seeds | sequential steps/s | vmapped steps/s | vmapped / sequential "
+              + ("| over the devices steps/s | over the devices / sequential " if sharded else "")
+              + f"| >= {SEEDS_TARGET}x | run s sequential, vmapped{', over' if sharded else ''}"
+              f" | compile s sequential, vmapped{', over' if sharded else ''} | valid | "
+              "staleness mean | final return |",
+              "|---|---:|---:|---:|---:|" + ("---:|---:|" if sharded else "")
+              + "---|---:|---:|---:|---:|---:|"]
+        x = lambda q: "-" if q is None else f"{q:.2f}x"
         for r in sc["seeds"]:
             algo, n = r["algo"], r["seeds"]
-            if r["mode"] == "map":
+            if r["mode"] in ("map", "shard"):
                 continue
             if r.get("error"):
-                L.append(f"| {algo.upper()} | {n} | failed | | | | | | | | |")
+                L.append(f"| {algo.upper()} | {n} | | failed |" + " |" * (9 if sharded else 7))
                 continue
-            v, m, q = sp.get((algo, n), (r, None, None))
+            d = sp.get((algo, n), {"vmap": r, "map": None, "shard": None, "vmap_x": None,
+                                   "shard_x": None})
+            v, m, sh = d["vmap"], d["map"], d["shard"]
             single = r["mode"] == "single"
-            L.append(f"| {algo.upper()} | {n} | {fmt_k(v['sps'])} | "
-                     + ("(the same run)" if single else fmt_k(m and m.get("sps"))
-                        if m else "not run") + " | "
-                     + ("-" if q is None else f"{q:.2f}x") + " | "
+            q = None if d["vmap_x"] is None else seeds_verdict(d)
+            runs = [m, v] + ([sh] if sharded else [])
+            cell = lambda key, spec: ", ".join(fmt_opt(a and a.get(key), spec) for a in runs)
+            L.append(f"| {algo.upper()} | {n} | "
+                     + ("(the same run)" if single else fmt_k(m and m.get("sps")) if m
+                        else "not run") + f" | {fmt_k(v['sps'])} | {x(d['vmap_x'])} | "
+                     + (f"{fmt_k(sh and sh.get('sps')) if sh else '-'} | {x(d['shard_x'])} | "
+                        if sharded else "")
                      + ("-" if q is None or algo != "grpo" else
                         "met" if q >= SEEDS_TARGET else "NOT met") + " | "
-                     f"{v['run_s']:.1f}, {fmt_opt(m and m.get('run_s'), '.1f')} | "
-                     f"{v['compile_s']:.1f}, {fmt_opt(m and m.get('compile_s'), '.1f')} | "
+                     f"{cell('run_s', '.1f')} | {cell('compile_s', '.1f')} | "
                      f"{fmt_opt(v.get('valid_frac'), '.3f')} | "
                      f"{fmt_opt(v.get('staleness_mean'), '.2f')} | "
                      f"{fmt_opt(v.get('final_return'), '.1f')} |")

@@ -11,7 +11,11 @@ defaults (4 envs x 128 steps). For each config and each n in ``--counts``:
 - vmapped: ``sweep(config, {}, seeds=n)``: the first call compiles and runs, a second call
   (compiled program cached) is the run time;
 - vmap_size=1: the same with ``sweep(..., vmap_size=1)``: one compiled program that runs the
-  n runs one after the other (``lax.map``) instead of vmapping them.
+  n runs one after the other (``lax.map``) instead of vmapping them;
+- over the devices (when the process has more than one): ``sweep(config, {}, seeds=n)`` on all
+  of them, the runs vmapped within each device. On a CPU the script starts JAX with one device
+  per core (``jaxgrpo.use_cpu_cores``, ``--cpu-devices``), as ``jaxgrpo sweep`` does; the
+  columns above run on the first device alone (``devices=[jax.devices()[0]]``).
 
 The default, ``vmap_size="auto"``, is one of the last two (``resolve_vmap_size``: all runs
 vmapped, on every backend); the table names which.
@@ -34,7 +38,7 @@ import time
 import jax
 import numpy as np
 
-from jaxgrpo import GRPOConfig, PPOConfig, make_train
+from jaxgrpo import GRPOConfig, PPOConfig, make_train, use_cpu_cores
 from jaxgrpo.provenance import machine_info
 from jaxgrpo.sweeps import resolve_vmap_size, sweep
 
@@ -58,12 +62,14 @@ def block(tree):
     return jax.tree.map(lambda x: x.block_until_ready(), tree)
 
 
-def _timed_sweep(config, n, compiler_options, vmap_size):
+def _timed_sweep(config, n, compiler_options, vmap_size, devices):
+    go = lambda: sweep(config, {}, n, compiler_options=compiler_options, vmap_size=vmap_size,
+                       devices=devices)
     t = time.perf_counter()
-    sweep(config, {}, n, compiler_options=compiler_options, vmap_size=vmap_size)
+    go()
     first = time.perf_counter() - t
     t = time.perf_counter()
-    res = sweep(config, {}, n, compiler_options=compiler_options, vmap_size=vmap_size)
+    res = go()
     return first, time.perf_counter() - t, res
 
 
@@ -74,10 +80,13 @@ def run(config, counts, compiler_options=None, log=print) -> list[dict]:
     block(train(jax.random.key(0)))          # compile (+ one run)
     seq_first = time.perf_counter() - t
     rows = []
+    one, every = jax.devices()[:1], jax.devices()
     for n in counts:
-        vm_first, vm_run, res = _timed_sweep(config, n, compiler_options, None)
+        vm_first, vm_run, res = _timed_sweep(config, n, compiler_options, None, one)
         rss = peak_rss_mib()
-        map_first, map_run, _ = _timed_sweep(config, n, compiler_options, 1)
+        map_first, map_run, _ = _timed_sweep(config, n, compiler_options, 1, one)
+        dev_first, dev_run = (_timed_sweep(config, n, compiler_options, None, every)[:2]
+                              if len(every) > 1 else (None, None))
         keys = jax.random.split(jax.random.key(0), n)
         t = time.perf_counter()
         for s in range(n):
@@ -86,10 +95,12 @@ def run(config, counts, compiler_options=None, log=print) -> list[dict]:
         ret = np.nanmean(res.final_return())
         rows.append({"n": n, "seq_run": seq_run, "vm_run": vm_run, "vm_first": vm_first,
                      "map_run": map_run, "map_first": map_first, "seq_first": seq_first,
+                     "dev_run": dev_run, "dev_first": dev_first, "devices": len(every),
                      "rss": rss, "final_return": ret})
         log(f"n={n:3d}: sequential {seq_run:7.2f} s, vmapped {vm_run:7.2f} s (first call "
-            f"{vm_first:6.2f} s), vmap_size=1 {map_run:7.2f} s (first call {map_first:6.2f} s), "
-            f"peak RSS {rss:7.0f} MiB, mean final return {ret:.1f}")
+            f"{vm_first:6.2f} s), vmap_size=1 {map_run:7.2f} s (first call {map_first:6.2f} s)"
+            + (f", over {len(every)} devices {dev_run:7.2f} s" if dev_run else "")
+            + f", peak RSS {rss:7.0f} MiB, mean final return {ret:.1f}")
     return rows
 
 
@@ -112,6 +123,7 @@ def markdown(tables, info, note="") -> str:
     default_of = lambda c: ("vmap_size=1" if resolve_vmap_size("auto", platform, c.algo) == 1
                             else "vmapped")
     config0 = tables[0][0]
+    devs = tables[0][1][0].get("devices", 1)
     lines = [
         "# Sweep scaling: vmapped seeds vs sequential runs",
         "",
@@ -123,7 +135,12 @@ def markdown(tables, info, note="") -> str:
         "one after the other;",
         "- vmapped: `sweep(config, {}, n, vmap_size=None)`, all n runs in one vmapped batch;",
         "- vmap_size=1: `sweep(config, {}, n, vmap_size=1)`, one compiled program that loops over "
-        "the runs (`lax.map`).",
+        "the runs (`lax.map`)" + (";" if devs > 1 else "."),
+    ] + ([f"- over {devs} devices: `sweep(config, {{}}, n)` on all of the process's {devs} "
+          f"{platform} devices, each device's runs vmapped; the process started with one CPU "
+          "device per core (`jaxgrpo.use_cpu_cores()`, what `jaxgrpo sweep` does), and the "
+          "columns before run on the first device alone (`devices=[jax.devices()[0]]`)."]
+         if devs > 1 else []) + [
         "",
         "The default, `vmap_size=\"auto\"`, is "
         + ", ".join(dict.fromkeys(f"**{default_of(c)}** for {c.algo.upper()}" for c, _ in tables))
@@ -133,27 +150,39 @@ def markdown(tables, info, note="") -> str:
     ]
     for config, rows in tables:
         mark = lambda name: f"{name} (default)" if name == default_of(config) else name
+        over = f"over {devs} devices"
         lines += [
             "", f"## {describe(config)}", "",
             f"Sequential compile + one run: {rows[0]['seq_first']:.1f} s.", "",
             f"| runs n | sequential (s) | {mark('vmapped')} (s) | {mark('vmap_size=1')} (s) "
-            "| seq / vmapped | seq / vmap_size=1 | first call: vmapped, vmap_size=1 (s) "
-            "| peak RSS (MiB) | mean final return |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            + (f"| {over} (s) " if devs > 1 else "")
+            + "| seq / vmapped | seq / vmap_size=1 "
+            + (f"| seq / {over} " if devs > 1 else "")
+            + "| first call: vmapped, vmap_size=1" + (", over" if devs > 1 else "")
+            + " (s) | peak RSS (MiB) | mean final return |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if devs > 1 else ""),
         ]
         for r in rows:
+            d = devs > 1 and r.get("dev_run")
             lines.append(f"| {r['n']} | {r['seq_run']:.2f} | {r['vm_run']:.2f} "
-                         f"| {r['map_run']:.2f} | {r['seq_run'] / r['vm_run']:.2f} "
+                         f"| {r['map_run']:.2f} "
+                         + (f"| {r['dev_run']:.2f} " if d else "")
+                         + f"| {r['seq_run'] / r['vm_run']:.2f} "
                          f"| {r['seq_run'] / r['map_run']:.2f} "
-                         f"| {r['vm_first']:.1f}, {r['map_first']:.1f} | {r['rss']:.0f} "
-                         f"| {r['final_return']:.1f} |")
+                         + (f"| {r['seq_run'] / r['dev_run']:.2f} " if d else "")
+                         + f"| {r['vm_first']:.1f}, {r['map_first']:.1f}"
+                         + (f", {r['dev_first']:.1f}" if d else "")
+                         + f" | {r['rss']:.0f} | {r['final_return']:.1f} |")
     lines += ["", "Reading: vmapped runs move in lockstep. PPO's and the GRPO stream's "
               "iterations have a fixed length (num_steps steps of every lane, one update of a "
               "fixed size), so no run waits for another. On-policy GRPO's rollout loop runs "
               "until the longest episode of the whole vmapped batch has ended and its update's "
               "chunk loop until the largest batch is done, for every run, so vmapping makes "
               "each run wait for the slowest, while `vmap_size=1` keeps the one compilation "
-              "without the wait. Treat differences under ~10% as noise."]
+              "without the wait. Treat differences under ~10% as noise."
+              + (f" Over {devs} devices, each device trains its share of the runs at once: "
+                 "XLA:CPU runs one program on about one core, so one device per core is what "
+                 "puts the other cores to work." if devs > 1 else "")]
     lines += ["", "Machine:", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     if note:
@@ -167,9 +196,13 @@ def main(argv=None) -> int:
                    help="tiny config, n = 2, fast compile (-O0): ~20 s, mostly compiling")
     p.add_argument("--counts", type=int, nargs="+", help="run counts (default 1 8 64; tiny 2)")
     p.add_argument("--iterations", type=int, default=10, help="iterations per run (full mode)")
+    p.add_argument("--cpu-devices", type=int, help="CPU devices JAX starts with (full mode "
+                   "default: one per core, jaxgrpo.use_cpu_cores; tiny mode: as JAX has them)")
     p.add_argument("--out", help="markdown file to write (full mode default "
                    "benchmarks/sweep_scaling.md; tiny mode writes only when given)")
     a = p.parse_args(argv)
+    if a.cpu_devices or not a.tiny:   # before JAX starts (making a config starts it)
+        use_cpu_cores(a.cpu_devices)
     if a.tiny:
         # GRPO only: the PPO table is the same code, and the suite's time is short
         configs = [GRPOConfig(total_timesteps=2000, num_groups=2, group_size=4, num_iterations=3,

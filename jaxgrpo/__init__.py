@@ -10,14 +10,14 @@ __version__ = "0.1.1"
 _NAMES = {
     "GRPOConfig": "config", "PPOConfig": "config",
     "make_train": "train", "evaluate": "evaluation", "TrainState": "train",
-    "sweep": "sweeps", "SweepResult": "sweeps",
+    "sweep": "sweeps", "SweepResult": "sweeps", "use_cpu_cores": "cores",
     "preset": "presets",
     "run_training": "runs", "load_run": "runs", "sft": "runs",
     "plot_runs": "rundir",
 }
 _MODULES = ("advantages", "algorithm", "checkpoint", "checks", "cli", "compiled", "config",
-            "configio", "envs", "errors", "evaluation", "fileio", "grids", "grpo", "keys",
-            "loggers", "losses", "networks", "plots", "ppo", "preemption", "presets",
+            "configio", "cores", "envs", "errors", "evaluation", "fileio", "grids", "grpo",
+            "keys", "loggers", "losses", "networks", "plots", "ppo", "preemption", "presets",
             "provenance", "render", "rewards", "rollout", "rundir", "runs", "stats", "sweepdir",
             "sweeps", "text", "train", "update")
 

@@ -7,9 +7,7 @@ import functools
 import os
 from typing import NamedTuple
 
-import gymnax
 import jax.numpy as jnp
-from gymnax.environments import spaces
 
 from .text.tasks import make_task
 
@@ -69,6 +67,7 @@ def validate_env(env_id: str, env_kwargs: dict, env_params: dict) -> None:
             return
         _text_task(env_id, tuple(sorted(env_kwargs.items())))
         return
+    import gymnax         # here: importing gymnax starts JAX (jaxgrpo.cores must come first)
     if env_id not in gymnax.registered_envs:
         close = (difflib.get_close_matches(env_id, gymnax.registered_envs, n=1) or
                  [e for e in gymnax.registered_envs if env_id.lower().split("-")[0] in e.lower()])
@@ -80,6 +79,7 @@ def validate_env(env_id: str, env_kwargs: dict, env_params: dict) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _make(env_id, kwargs_items, params_items):
+    import gymnax
     try:
         env, params = gymnax.make(env_id, **dict(kwargs_items))
     except TypeError as e:
@@ -190,6 +190,7 @@ def max_episode_steps(config) -> int:
 
 
 def action_spec(env, env_params) -> ActionSpec:
+    from gymnax.environments import spaces
     space = env.action_space(env_params)
     if isinstance(space, spaces.Discrete):
         return ActionSpec(True, int(space.n), None, None)

@@ -24,6 +24,18 @@ def with_flags(flags: str, *extra: str) -> str:
 if os.environ.get("JAXGRPO_TEST_XLA_OPT") != "default":
     os.environ["XLA_FLAGS"] = with_flags(os.environ.get("XLA_FLAGS", ""), *_FLAGS)
 
+# One CPU device in every test process and the commands they start, whichever test first
+# starts JAX (``jaxgrpo sweep`` gives JAX one CPU device per core when the count is not chosen:
+# ``jaxgrpo.cores``). Tests of several devices set their own count (``env_without_cpu_count``).
+os.environ.setdefault("JAX_NUM_CPU_DEVICES", "1")
+
+
+def env_without_cpu_count(**extra) -> dict:
+    """The environment for a command that chooses its own CPU device count (``XLA_FLAGS``
+    ``--xla_force_host_platform_device_count`` or ``jaxgrpo sweep``'s one device per core)."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    return {**env, **extra}
+
 
 # compiler_options for tests that compare two different programs bit for bit (a run resumed
 # against one in one go, the early-stopped decode against the full one): XLA CPU's default

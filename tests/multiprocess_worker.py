@@ -2,7 +2,7 @@
 
     python tests/multiprocess_worker.py PORT PROCESS_ID OUT_DIR
 
-On every process (the caller sets ``--xla_force_host_platform_device_count``):
+On every process (the caller sets ``JAX_NUM_CPU_DEVICES``):
 
 0. runs ``jaxgrpo sweep YAML --out OUT_DIR/cli --coordinator 127.0.0.1:PORT --num-processes 2
    --process-id ID`` (``multiprocess_worker_spec.YAML``), which joins the 2-process

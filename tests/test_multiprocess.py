@@ -34,9 +34,7 @@ def free_port() -> int:
 def run_two(argv_for, cwd, timeout=150):
     """Start ``argv_for(port, i)`` for i = 0, 1 with 2 CPU devices each; wait for both (killing
     both when one fails or the time is up). Returns their (returncode, output) pairs."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                          " --xla_force_host_platform_device_count=2").strip())
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", JAX_NUM_CPU_DEVICES="2")
     port = free_port()
     logs = [open(os.path.join(cwd, f"log{i}"), "w+") for i in range(2)]
     procs = [subprocess.Popen(argv_for(port, i), cwd=cwd, env=env, stdout=logs[i],

@@ -64,6 +64,9 @@ def cmd_sweep(argv) -> int:
               "nothing to do")
         return 0
     multi = join(args)          # first: building a config starts JAX's backend
+    if not multi:               # one CPU device per core, unless the user chose (use_cpu_cores)
+        from ..cores import cpu_cores_by_default
+        cpu_cores_by_default()
     spec, out, error = _spec_or_error(args)
     if error is not None and not multi:
         raise error

@@ -15,7 +15,10 @@
   padded to a multiple of the device count, and a ``shard_map`` so that each device runs its
   own runs with no cross-device traffic (GRPO's episode ``while_loop`` stops per device, not
   when the slowest run on any device is done). Padding runs are dropped afterwards. Within a
-  device, ``vmap_size`` runs are vmapped at once (default: all of them).
+  device, ``vmap_size`` runs are vmapped at once (default: all of them). On a CPU,
+  ``use_cpu_cores()`` before JAX starts gives one device per core (XLA:CPU runs a program on
+  about one core); ``jaxgrpo sweep`` does it itself, and a sweep of several runs on one CPU
+  device of a machine with more cores says so with a ``OneCoreWarning``.
 - Seed ``s`` uses ``jax.random.split(jax.random.key(base_seed), seeds)[s]``, so
   ``make_train(config.replace(**combination))(key)`` with that key is the sweep's run (equal
   up to float rounding, which RL training amplifies over many iterations: see docs/sweeps.md).
@@ -31,11 +34,13 @@ sweeps) and ``driver`` (``sweep``).
 from ..checks import check_count
 from ..grids import expand_grid, grid_configs
 from .driver import StaticSweepWarning, sweep
-from .mesh import resolve_vmap_size, run_mesh, shard_runs
+from ..cores import usable_cores, use_cpu_cores
+from .mesh import OneCoreWarning, resolve_vmap_size, run_mesh, shard_runs
 from .processes import agree, describe
 from .result import SweepResult
 from .runner import last_valid_row
 
-__all__ = ["sweep", "SweepResult", "StaticSweepWarning", "shard_runs", "run_mesh",
+__all__ = ["sweep", "SweepResult", "StaticSweepWarning", "OneCoreWarning", "use_cpu_cores",
+           "usable_cores", "shard_runs", "run_mesh",
            "resolve_vmap_size", "agree", "describe", "expand_grid", "grid_configs",
            "last_valid_row", "check_count"]

@@ -18,7 +18,8 @@ from ..grids import check_checkpoint_every, check_vmap_size, grid_configs
 from ..configio import check_init_from
 from ..loggers import SINK
 from .checkpoints import SweepCheckpoints, batched, run_checkpointed
-from .mesh import check_devices, placement, resolve_vmap_size, run_mesh, to_host
+from .mesh import (check_devices, placement, resolve_vmap_size, run_mesh, to_host,
+                   warn_one_core)
 from .processes import agree, describe
 from .result import SweepResult
 from .runner import compiled_runner
@@ -94,6 +95,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
         error = e
     agree(desc, error)
     seeds, base_seed, log_every, vmap_size, checkpoint_every, combos, configs, mesh = checked
+    if devices is None:
+        warn_one_core(mesh, len(configs) * seeds)
     groups, static_in_grid = _compilations(configs, combos, seeds)
     keys = jax.random.split(jax.random.key(base_seed), seeds)
     key_impl = jax.random.key_impl(keys)

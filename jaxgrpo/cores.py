@@ -1,0 +1,72 @@
+"""One CPU device per core, so that a sweep on a CPU trains on all of its cores.
+
+This module imports nothing but JAX (no gymnax, no model code): ``use_cpu_cores`` has to run
+before anything starts JAX's backends, and importing gymnax does.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where
+    there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:               # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_devices_chosen() -> bool:
+    """Whether the number of CPU devices is already chosen: ``JAX_NUM_CPU_DEVICES`` or
+    ``jax.config.update("jax_num_cpu_devices", n)``, or
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=n``."""
+    return (jax.config.jax_num_cpu_devices >= 0
+            or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""))
+
+
+def use_cpu_cores(n: int | None = None) -> int:
+    """Give JAX ``n`` CPU devices (default: one per core, ``usable_cores()``), so that a sweep
+    on a CPU trains its runs on every core. Returns ``n``.
+
+    XLA:CPU runs one compiled program on about one core: at these networks' sizes neither its
+    matmuls nor independent loops of one program spread over the others. A sweep shards its
+    runs over ``jax.devices()``, and separate devices execute at once, so with one CPU device
+    per core each core trains its share of the runs (16 GRPO seeds on 2 cores: about 1.9x the
+    same seeds one after the other, where vmapping them on one device gives about 1.0x;
+    benchmarks/README.md, "Seeds"). ``jaxgrpo sweep`` does this itself unless the count is
+    already chosen (``cpu_devices_chosen``) or the sweep joins several processes.
+
+    Call it before JAX starts (before any JAX computation; in a notebook, right after the
+    imports); ``JAX_NUM_CPU_DEVICES=n`` in the environment does the same. It sets
+    ``jax_num_cpu_devices``, which only the CPU backend reads: on a GPU or TPU machine
+    ``jax.devices()`` is still the accelerators. A single run (``make_train``, ``jaxgrpo
+    train``) still runs on one device. ``RuntimeError`` when JAX has already started with
+    another number of CPU devices.
+    """
+    n = usable_cores() if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"use_cpu_cores: n must be an int >= 1, got {n!r}")
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:                 # JAX has started
+        have = len(jax.devices("cpu"))
+        if have != n:
+            raise RuntimeError(
+                f"use_cpu_cores({n}): JAX has already started with {have} CPU device"
+                f"{'s' if have > 1 else ''}; call it before any JAX computation, or start "
+                f"Python with JAX_NUM_CPU_DEVICES={n}") from None
+    return n
+
+
+def cpu_cores_by_default() -> int | None:
+    """``use_cpu_cores()`` unless the CPU device count is already chosen
+    (``cpu_devices_chosen``) or JAX has started; the count it set, or None."""
+    if cpu_devices_chosen():
+        return None
+    try:
+        return use_cpu_cores()
+    except RuntimeError:
+        return None

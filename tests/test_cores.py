@@ -1,0 +1,90 @@
+"""jaxgrpo.cores: one CPU device per core (``use_cpu_cores``), what ``jaxgrpo sweep`` does by
+default, and that importing the library leaves JAX unstarted so that it can still be called.
+
+Each case needs a fresh JAX, so it runs in its own Python process (started together).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import env_without_cpu_count
+from jaxgrpo import cli, cores
+
+SCRIPT = r"""
+import json, sys
+case = sys.argv[1]
+# the imports a notebook starts with: none of them may start JAX
+from jaxgrpo import GRPOConfig, make_train, sweep, use_cpu_cores
+from jaxgrpo.cores import cpu_cores_by_default, usable_cores
+from jax._src import xla_bridge
+out = {"started_by_imports": xla_bridge.backends_are_initialized(), "cores": usable_cores()}
+if case == "explicit":
+    out["returned"] = use_cpu_cores(3)
+    out["again"] = use_cpu_cores(3)         # the same count once JAX has started: fine
+else:
+    out["returned"] = cpu_cores_by_default()
+import jax
+out["devices"] = [d.platform for d in jax.devices()]
+if case == "explicit":
+    try:
+        use_cpu_cores(2)
+    except RuntimeError as e:
+        out["error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def cases():
+    envs = {"explicit": env_without_cpu_count(),
+            "default": env_without_cpu_count(),
+            "xla_flag": env_without_cpu_count(XLA_FLAGS="--xla_force_host_platform_device_count=3"),
+            "env_var": env_without_cpu_count(JAX_NUM_CPU_DEVICES="1")}
+    procs = {c: subprocess.Popen([sys.executable, "-c", SCRIPT, c], env={**e, "JAX_PLATFORMS": "cpu"},
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c, e in envs.items()}
+    out = {}
+    for c, p in procs.items():
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 0, (c, stderr[-2000:])
+        out[c] = json.loads(stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_importing_the_library_does_not_start_jax(cases):
+    assert not any(r["started_by_imports"] for r in cases.values())
+
+
+def test_use_cpu_cores_gives_that_many_cpu_devices(cases):
+    r = cases["explicit"]
+    assert r["returned"] == 3 and r["again"] == 3 and r["devices"] == ["cpu"] * 3
+    assert r["error"] == ("use_cpu_cores(2): JAX has already started with 3 CPU devices; call "
+                          "it before any JAX computation, or start Python with "
+                          "JAX_NUM_CPU_DEVICES=2")
+
+
+def test_default_is_one_device_per_core_unless_chosen(cases):
+    r = cases["default"]
+    assert r["returned"] == r["cores"] and len(r["devices"]) == r["cores"]
+    # a count the user chose is kept: the XLA flag, or JAX_NUM_CPU_DEVICES
+    assert cases["xla_flag"]["returned"] is None and len(cases["xla_flag"]["devices"]) == 3
+    assert cases["env_var"]["returned"] is None and len(cases["env_var"]["devices"]) == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "2", True])
+def test_bad_count_is_refused(bad):
+    with pytest.raises(ValueError, match=r"use_cpu_cores: n must be an int >= 1, got"):
+        cores.use_cpu_cores(bad)
+
+
+def test_jaxgrpo_sweep_asks_for_one_device_per_core(monkeypatch, tmp_path):
+    """The command calls ``cpu_cores_by_default`` first (here a recorder; the test process
+    keeps its one device), before it reads the YAML."""
+    calls = []
+    monkeypatch.setattr(cores, "cpu_cores_by_default", lambda: calls.append(1))
+    assert cli.main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    assert calls == [1]
