@@ -31,12 +31,11 @@ def use_cpu_cores(n: int | None = None) -> int:
     """Give JAX ``n`` CPU devices (default: one per core, ``usable_cores()``), so that a sweep
     on a CPU trains its runs on every core. Returns ``n``.
 
-    XLA:CPU runs one compiled program on about one core: at these networks' sizes neither its
-    matmuls nor independent loops of one program spread over the others. A sweep shards its
-    runs over ``jax.devices()``, and separate devices execute at once, so with one CPU device
-    per core each core trains its share of the runs (16 GRPO seeds on 2 cores: about 1.9x the
-    same seeds one after the other, where vmapping them on one device gives about 1.0x;
-    benchmarks/README.md, "Seeds"). ``jaxgrpo sweep`` does this itself unless the count is
+    XLA:CPU runs one compiled program of these networks' sizes on about one core
+    (benchmarks/FINDINGS.md, "Vmapped seeds"). A sweep shards its runs over ``jax.devices()``,
+    and separate devices execute at once, so with one CPU device per core each core trains its
+    share of the runs (16 GRPO seeds on 2 cores: 2.02x as fast as the same seeds one after
+    the other, where vmapping them on one device gives 1.07x; benchmarks/README.md, "Seeds"). ``jaxgrpo sweep`` does this itself unless the count is
     already chosen (``cpu_devices_chosen``) or the sweep joins several processes.
 
     Call it before JAX starts (before any JAX computation; in a notebook, right after the
