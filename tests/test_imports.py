@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "jaxgrpo"
 LAYERS = {
     # 0: imports nothing of jaxgrpo
     "errors": 0, "lazy": 0, "checks": 0, "fileio": 0, "stats": 0, "provenance": 0, "keys": 0,
-    "preemption": 0,
+    "preemption": 0, "cores": 0,
     "text.tokenizer": 0,
     # 1: environments and text tasks (what a config names)
     "envs": 1, "rewards": 1, "text": 1, "text.interface": 1, "text.datasets": 1,
