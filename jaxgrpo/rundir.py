@@ -142,9 +142,10 @@ def frame_to_metrics(df) -> dict:
 
 
 def summarize(config, metrics, *, seeds, base_seed, iterations_done, compile_seconds,
-              run_seconds, preset: str | None = None) -> dict:
+              run_seconds, preset: str | None = None, seed_devices: int = 1) -> dict:
     """The summary.json dict. final_return: per seed, ``episode_return`` of the last iteration
-    that ran (NaN-aware); mean and 95% percentile-bootstrap CI over seeds."""
+    that ran (NaN-aware); mean and 95% percentile-bootstrap CI over seeds. seed_devices: the
+    devices the seeds were spread over (``runs.seed_devices``)."""
     ret = np.asarray(metrics["episode_return"], np.float64)
     steps = np.asarray(metrics["env_steps"], np.float64)
     per_seed = last_valid(ret) if ret.shape[-1] else np.full(ret.shape[0], np.nan)
@@ -168,6 +169,7 @@ def summarize(config, metrics, *, seeds, base_seed, iterations_done, compile_sec
         "steps_per_second": (float(np.sum(final_steps)) / run_seconds if run_seconds > 0
                              else None),
         "preset": preset, "versions": versions(), "device": device(), "machine": machine(),
+        "seed_devices": seed_devices,
     }
 
 

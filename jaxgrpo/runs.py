@@ -4,9 +4,10 @@ and ``init_from`` resolved into the params a run starts from.
 The files of a run folder are described in ``jaxgrpo.rundir``. Seed ``s`` of a run with
 ``seeds=S, base_seed=b`` trains with ``jax.random.split(jax.random.key(b), S)[s]``: the run is
 ``jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.key(b), S))`` done in chunks
-of ``checkpoint_every`` iterations (``train.run``), which gives the same result. Compiled
-programs are kept in ``jaxgrpo.compiled``'s cache, keyed by the whole config (the hparams are
-constants of these programs).
+of ``checkpoint_every`` iterations (``train.run``), which gives the same result (with several
+devices, the seeds sharded over them: ``over_seeds``). Compiled programs are kept in
+``jaxgrpo.compiled``'s cache, keyed by the whole config (the hparams are constants of these
+programs).
 """
 from __future__ import annotations
 
@@ -87,34 +88,66 @@ def _train_fn(config, log_every):
                            lambda: build_train(config, SINK, log_every))[0]
 
 
+def seed_devices(seeds: int) -> int:
+    """How many devices a run of ``seeds`` seeds is spread over: the most of this process's
+    devices that divides ``seeds`` (on a CPU, ``jaxgrpo.use_cpu_cores`` gives one device per
+    core, and ``jaxgrpo train`` does so itself); 1 for one seed or in a multi-process job."""
+    if seeds < 2 or jax.process_count() > 1:
+        return 1
+    n = min(len(jax.local_devices()), seeds)
+    return max(d for d in range(1, n + 1) if seeds % d == 0)
+
+
+def over_seeds(fn, seeds: int, one_at_a_time: bool = False):
+    """``jax.jit`` of ``fn`` over a leading seed axis of every argument and output: on one
+    device ``jax.vmap(fn)``; over ``seed_devices(seeds)`` devices, the seed axis sharded
+    (``shard_map``) and each device's seeds vmapped, or with ``one_at_a_time`` run one after
+    the other (``lax.map``; the initialization: a vmapped orthogonal initializer's batched QR
+    fans out over XLA:CPU's thread pool from inside it, and with several CPU devices executing
+    at once that deadlocks, jaxlib 0.10.2)."""
+    k = seed_devices(seeds)
+    if k == 1:
+        return jax.jit(jax.vmap(fn))
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    mesh = Mesh(np.asarray(jax.local_devices()[:k]), ("seeds",))
+    local = (lambda *a: jax.lax.map(lambda x: fn(*x), a)) if one_at_a_time else jax.vmap(fn)
+    # check_vma=False: the training code is written for vmap (see sweeps.runner)
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=P("seeds"), out_specs=P("seeds"),
+                            check_vma=False)
+    return jax.jit(sharded, in_shardings=NamedSharding(mesh, P("seeds")),
+                   out_shardings=NamedSharding(mesh, P("seeds")))
+
+
 def _compiled_init(config, seeds, log_every, compiler_options=None):
     """Compiled ``keys [S] -> TrainState`` (leading seed axis) and its compile seconds. When
     ``init_from`` gives every seed its own params (``per_seed_params``), they are an argument
-    of the compiled program, vmapped with the keys."""
+    of the compiled program, vmapped with the keys. Over several devices (``over_seeds``)."""
     train = _train_fn(config, log_every)
     keys = jax.ShapeDtypeStruct((seeds,), jax.random.key(0).dtype)
-    key = ("runs.init", _config_key(config), seeds, compiled.options_key(compiler_options))
+    key = ("runs.init", _config_key(config), seeds, seed_devices(seeds),
+           compiled.options_key(compiler_options))
     if not per_seed_params(config, seeds):
-        return compiled.cached(key, lambda: jax.jit(jax.vmap(lambda k: train.init(k)))
+        return compiled.cached(key, lambda: over_seeds(lambda k: train.init(k), seeds, True)
                                .lower(keys).compile(compiler_options=compiler_options))
     params = init_params(config, seeds)
-    fn, dt = compiled.cached((*key, "per-seed params"), lambda: jax.jit(jax.vmap(
-        lambda k, p: train.init(k, params=p))).lower(keys, params)
+    fn, dt = compiled.cached((*key, "per-seed params"), lambda: over_seeds(
+        lambda k, p: train.init(k, params=p), seeds, True).lower(keys, params)
         .compile(compiler_options=compiler_options))
     return (lambda k: fn(k, params)), dt
 
 
 def _run_key(config, seeds, n, log_every, compiler_options=None):
-    return ("runs.run", _config_key(config), seeds, n, log_every,
+    return ("runs.run", _config_key(config), seeds, seed_devices(seeds), n, log_every,
             compiled.options_key(compiler_options))
 
 
 def _compiled_run(config, seeds, n, log_every, state_shape, compiler_options=None):
     """Compiled ``state [S, ...] -> (state, metrics {name: [S, n]})``: ``n`` iterations of
-    every seed (one ``train.run`` scan, vmapped), and its compile seconds."""
+    every seed (one ``train.run`` scan, vmapped, over several devices: ``over_seeds``), and
+    its compile seconds."""
     train = _train_fn(config, log_every)
     return compiled.cached(_run_key(config, seeds, n, log_every, compiler_options),
-                           lambda: jax.jit(jax.vmap(lambda s: train.run(s, None, n)))
+                           lambda: over_seeds(lambda s: train.run(s, None, n), seeds)
                            .lower(state_shape).compile(compiler_options=compiler_options))
 
 
@@ -124,7 +157,7 @@ def _compiled_spent(config, seeds, n, log_every, state_shape, compiler_options=N
     train = _train_fn(config, log_every)
     return compiled.cached(("runs.spent", *_run_key(config, seeds, n, log_every,
                                                     compiler_options)[1:]),
-                           lambda: jax.jit(jax.vmap(lambda s: train.run_spent(s, None, n)))
+                           lambda: over_seeds(lambda s: train.run_spent(s, None, n), seeds)
                            .lower(state_shape).compile(compiler_options=compiler_options))
 
 
@@ -165,7 +198,9 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
                  compiler_options: dict | None = None, preset: str | None = None,
                  echo=None) -> dict:
     """Train ``config`` with ``seeds`` vmapped seeds into the run folder ``out``; returns the
-    summary dict (also written to ``out/summary.json``).
+    summary dict (also written to ``out/summary.json``). The seeds are spread over this
+    process's devices (``seed_devices``: on a CPU one per core after
+    ``jaxgrpo.use_cpu_cores()``, which ``jaxgrpo train`` calls), each device vmapping its own.
 
     The compiled loop runs in chunks of ``chunk_length(log_every, checkpoint_every)``
     iterations; a checkpoint is written every ``checkpoint_every`` iterations and at the end
@@ -182,7 +217,8 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
     already holds results, or a path that is a file, is refused (``RunError``), as is a bad
     ``config.init_from``, or resuming a folder with results but no checkpoint, before anything
     is written. A resumed run ends with the same parameters and metrics, bitwise, as the run
-    done in one go.
+    done in one go (on the same number of devices: spread differently, the seeds round
+    differently).
 
     progress: show a progress bar on stderr; log_every: report every k iterations to the bar and
     the loggers (default: about 200 reports per run). compiler_options: XLA options for the
@@ -291,7 +327,8 @@ class _Run:
 def _summary(run: _Run) -> dict:
     return summarize(run.config, run.metrics(), seeds=run.seeds, base_seed=run.base_seed,
                      iterations_done=run.done, compile_seconds=run.compile_s,
-                     run_seconds=run.run_s, preset=run.preset)
+                     run_seconds=run.run_s, preset=run.preset,
+                     seed_devices=seed_devices(run.seeds))
 
 
 def _warn(line: str) -> None:

@@ -223,11 +223,13 @@ def test_unknown_preset_from_python_has_a_did_you_mean():
 
 def test_env_that_cannot_be_made_is_one_line(monkeypatch):
     """MNISTBandit-bsuite downloads MNIST when made: offline, its OSError is one line."""
+    import gymnax
+
     from jaxgrpo import envs
 
     def offline(*a, **k):
         raise OSError("<urlopen error [Errno -2] Name or service not known>")
-    monkeypatch.setattr(envs.gymnax, "make", offline)
+    monkeypatch.setattr(gymnax, "make", offline)      # envs imports gymnax when it makes one
     with pytest.raises(ValueError, match=r"^env: MNISTBandit-bsuite could not be made: <urlopen"):
         envs._make.__wrapped__("MNISTBandit-bsuite", (), ())
 

@@ -88,3 +88,50 @@ def test_jaxgrpo_sweep_asks_for_one_device_per_core(monkeypatch, tmp_path):
     monkeypatch.setattr(cores, "cpu_cores_by_default", lambda: calls.append(1))
     assert cli.main(["sweep", str(tmp_path / "missing.yaml")]) == 2
     assert calls == [1]
+
+
+RUNS = r"""
+import json, sys
+import numpy as np, pandas as pd
+from jaxgrpo import GRPOConfig, make_train, run_training, use_cpu_cores
+from jaxgrpo.cli.tables import result_table
+from jaxgrpo.runs import seed_devices
+use_cpu_cores(2)
+import jax
+out = sys.argv[1]
+opts = {"xla_cpu_use_fusion_emitters": True}          # conftest.BITWISE
+cfg = GRPOConfig(total_timesteps=4 * 8 * 16, num_groups=2, group_size=4, num_steps=16,
+                 env_params={"max_steps_in_episode": 50})
+whole = run_training(cfg, out + "/whole", seeds=4, compiler_options=opts)
+run_training(cfg, out + "/resumed", seeds=4, compiler_options=opts, checkpoint_every=2,
+             stop_after=2)
+resumed = run_training(cfg, out + "/resumed", seeds=4, resume=True)
+# the same seeds on device 0 alone: jax.jit(jax.vmap(make_train(cfg)))
+_, m = jax.jit(jax.vmap(make_train(cfg)))(jax.random.split(jax.random.key(0), 4))
+a = pd.read_csv(out + "/whole/metrics.csv")
+b = pd.read_csv(out + "/resumed/metrics.csv")
+ret = np.asarray(m["episode_return"])
+print(json.dumps({
+    "seed_devices": [whole["seed_devices"], seed_devices(3), seed_devices(1)],
+    "line": result_table(whole, out).splitlines()[-1],
+    "resumed_equal": bool(a.equals(b)),
+    "one_device_gap": float(np.nanmax(np.abs(
+        a.pivot(index="iteration", columns="seed", values="episode_return").to_numpy().T
+        - ret))),
+}))
+"""
+
+
+def test_run_training_spreads_seeds_over_the_devices(tmp_path):
+    """With 2 CPU devices, 4 seeds train 2 per device (3 seeds stay on one: 2 does not divide
+    3), the result line says so, a resumed run equals the run in one go bit for bit, and the
+    seeds' returns equal the same seeds vmapped on one device up to float rounding."""
+    p = subprocess.run([sys.executable, "-c", RUNS, str(tmp_path)],
+                       env=env_without_cpu_count(JAX_PLATFORMS="cpu"), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["seed_devices"] == [2, 1, 1]
+    assert r["line"].endswith(f"env steps/s, all seeds over 2 devices); wrote {tmp_path}")
+    assert r["resumed_equal"]
+    assert r["one_device_gap"] < 1e-3

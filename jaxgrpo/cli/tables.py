@@ -44,7 +44,9 @@ def result_table(summary: dict, out) -> str:
                   "final acc.": "  (final accuracy: each seed's last training batch, greedy "
                                 "by teacher forcing)"}[what])
     lines.append(f"compile {summary['compile_seconds']:.1f} s, run {summary['run_seconds']:.1f} s "
-                 f"({(summary['steps_per_second'] or 0):,.0f} env steps/s, all seeds); "
+                 f"({(summary['steps_per_second'] or 0):,.0f} env steps/s, all seeds"
+                 + (f" over {summary['seed_devices']} devices"
+                    if summary.get("seed_devices", 1) > 1 else "") + "); "
                  f"wrote {out}")
     return "\n".join(lines)
 

@@ -29,6 +29,9 @@ def _configure(args):
 def cmd_train(argv, sft: bool = False) -> int:
     args = train_parser(sft).parse_args(argv)
     name = "sft" if sft else "train"
+    from ..cores import cpu_cores_by_default
+    cpu_cores_by_default()      # one CPU device per core (the seeds spread over them), first:
+                                # building the config starts JAX
     config, seeds, base_seed, out = _configure(args)
     from .. import runs          # here: it imports JAX, which --help and bad input never need
     # --quiet: no status lines (None would turn run_training's notes into warnings)
