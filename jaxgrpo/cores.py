@@ -1,4 +1,5 @@
-"""One CPU device per core, so that a sweep on a CPU trains on all of its cores.
+"""One CPU device per core, so that a sweep, or a run of several seeds, trains on all of a
+CPU's cores.
 
 This module imports nothing but JAX (no gymnax, no model code): ``use_cpu_cores`` has to run
 before anything starts JAX's backends, and importing gymnax does.
@@ -28,22 +29,24 @@ def cpu_devices_chosen() -> bool:
 
 
 def use_cpu_cores(n: int | None = None) -> int:
-    """Give JAX ``n`` CPU devices (default: one per core, ``usable_cores()``), so that a sweep
-    on a CPU trains its runs on every core. Returns ``n``.
+    """Give JAX ``n`` CPU devices (default: one per core, ``usable_cores()``), so that a sweep,
+    or a run of several seeds, trains on every core of a CPU. Returns ``n``.
 
     XLA:CPU runs one compiled program of these networks' sizes on about one core
-    (benchmarks/FINDINGS.md, "Vmapped seeds"). A sweep shards its runs over ``jax.devices()``,
-    and separate devices execute at once, so with one CPU device per core each core trains its
-    share of the runs (16 GRPO seeds on 2 cores: 2.02x as fast as the same seeds one after
-    the other, where vmapping them on one device gives 1.07x; benchmarks/README.md, "Seeds"). ``jaxgrpo sweep`` does this itself unless the count is
-    already chosen (``cpu_devices_chosen``) or the sweep joins several processes.
+    (benchmarks/FINDINGS.md, "Vmapped seeds"). A sweep shards its runs over ``jax.devices()``
+    and ``run_training`` its seeds, and separate devices execute at once, so with one CPU
+    device per core each core trains its share (16 GRPO seeds on 2 cores: 2.02x as fast as the
+    same seeds one after the other, where vmapping them on one device gives 1.07x;
+    benchmarks/README.md, "Seeds"). ``jaxgrpo sweep`` and ``jaxgrpo train`` do this themselves
+    unless the count is already chosen (``cpu_devices_chosen``) or the sweep joins several
+    processes.
 
     Call it before JAX starts (before any JAX computation; in a notebook, right after the
     imports); ``JAX_NUM_CPU_DEVICES=n`` in the environment does the same. It sets
     ``jax_num_cpu_devices``, which only the CPU backend reads: on a GPU or TPU machine
-    ``jax.devices()`` is still the accelerators. A single run (``make_train``, ``jaxgrpo
-    train``) still runs on one device. ``RuntimeError`` when JAX has already started with
-    another number of CPU devices.
+    ``jax.devices()`` is still the accelerators. One seed, or ``jax.jit(make_train(...))``,
+    still runs on one device. ``RuntimeError`` when JAX has already started with another
+    number of CPU devices.
     """
     n = usable_cores() if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
