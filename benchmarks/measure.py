@@ -174,18 +174,22 @@ def _build(spec) -> dict:
 
 
 def sharded_seeds(train, seeds: int):
-    """``keys [seeds] -> train(keys)``: the seeds vmapped within each device and sharded over
-    ``jax.devices()`` (``shard_map``), as ``jaxgrpo.sweep`` runs its runs (on a CPU started
-    with one device per core, ``jaxgrpo.use_cpu_cores``, each core trains its share)."""
+    """``keys [seeds] -> train(keys)``: the seeds sharded over ``jaxgrpo.runs.seed_devices``
+    devices, as ``jaxgrpo.sweep`` and ``run_training`` run them: each device initializes its
+    seeds one at a time (``lax.map``: a vmapped orthogonal initializer can deadlock several CPU
+    devices, see ``runs.over_seeds``) and trains them vmapped. On a CPU started with one device
+    per core (``jaxgrpo.use_cpu_cores``), each core trains its share."""
     from jax.sharding import PartitionSpec as P
 
+    from jaxgrpo.runs import seed_devices
     from jaxgrpo.sweeps.mesh import RUN_AXIS, run_mesh
-    mesh = run_mesh()
-    if seeds % mesh.devices.size:
-        raise ValueError(f"seeds_mode 'shard': {seeds} seeds do not split over "
-                         f"{mesh.devices.size} devices")
-    return jax.shard_map(jax.vmap(train), mesh=mesh, in_specs=P(RUN_AXIS),
-                         out_specs=P(RUN_AXIS), check_vma=False)
+    mesh = run_mesh(jax.devices()[:seed_devices(seeds)])
+
+    def local(keys):
+        state = jax.lax.map(train.init, keys)
+        return jax.vmap(lambda s: train.run(s))(state)
+    return jax.shard_map(local, mesh=mesh, in_specs=P(RUN_AXIS), out_specs=P(RUN_AXIS),
+                         check_vma=False)
 
 
 def seed_keys(spec, key):
@@ -198,8 +202,10 @@ def seed_keys(spec, key):
     if spec.get("seeds_mode") == "shard":
         from jax.sharding import NamedSharding, PartitionSpec as P
 
+        from jaxgrpo.runs import seed_devices
         from jaxgrpo.sweeps.mesh import RUN_AXIS, run_mesh
-        keys = jax.device_put(keys, NamedSharding(run_mesh(), P(RUN_AXIS)))
+        mesh = run_mesh(jax.devices()[:seed_devices(seeds)])
+        keys = jax.device_put(keys, NamedSharding(mesh, P(RUN_AXIS)))
     return keys
 
 
@@ -223,7 +229,11 @@ def measure_train(spec) -> dict:
     if cfg.algo == "grpo":
         out["config_iterations"] = cfg.iterations
     # the devices the runs were spread over (seeds_mode "shard": all of them)
-    out["devices"] = jax.device_count() if spec.get("seeds_mode") == "shard" else 1
+    if spec.get("seeds_mode") == "shard":
+        from jaxgrpo.runs import seed_devices
+        out["devices"] = seed_devices(int(spec.get("seeds", 1)))
+    else:
+        out["devices"] = 1
     return out
 
 

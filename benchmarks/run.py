@@ -498,8 +498,10 @@ def seeds_verdict(d) -> float:
 def part_scaling(a, res):
     opts = a.compiler_options
     wp = width_points(tiny=a.tiny, compiler_options=opts)
+    from jaxgrpo.cores import usable_cores
     sp = seed_points(counts=TINY_SEED_COUNTS if a.tiny else SEED_COUNTS,
-                     steps=4096 if a.tiny else SEED_STEPS, tiny=a.tiny, compiler_options=opts)
+                     steps=4096 if a.tiny else SEED_STEPS, tiny=a.tiny, compiler_options=opts,
+                     shard=usable_cores() > 1)     # one core: nothing to spread the seeds over
     # one process per (env, width) and per seeds algorithm: its points compile once each, and
     # the repeats of GRPO and PPO alternate
     groups = {}
@@ -510,7 +512,6 @@ def part_scaling(a, res):
     for (axis, env, x), pts in groups.items():
         t = time.perf_counter()
         # the seeds processes: one CPU device per core, for "shard" (the other modes use one)
-        from jaxgrpo.cores import usable_cores
         cpu = {"cpu_devices": usable_cores()} if axis == "seeds" else {}
         try:
             rows = measure({"kind": "scaling", "points": pts, **cpu})["rows"]

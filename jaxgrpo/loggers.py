@@ -118,6 +118,7 @@ class Reporter:
         self._steps0 = 0.0
         self._want_bar, self._description = bar, description
         self._bar = None
+        self._lock = threading.Lock()
 
     def start(self, env_steps_per_seed: float = 0.0):
         """Call when the compiled loop starts running (after compilation)."""
@@ -131,7 +132,8 @@ class Reporter:
         it = self.offset + int(i)
         means = self._means.add(it, metrics)
         if means is not None:
-            self.update(it, means)
+            with self._lock:     # seeds spread over devices report from several threads
+                self.update(it, means)
 
     def update(self, it: int, means: dict):
         if np.isfinite(means.get("episode_return", np.nan)):

@@ -31,6 +31,7 @@ from .checkpoint import Checkpointer, config_diff
 from .checks import check_count
 from .config import SFTConfig
 from .configio import check_init_from, config_to_dict, load_config, save_config, source_run
+from .cores import warn_idle_cores
 from .errors import CheckpointError, RunError
 from .evaluation import seed_returns
 from .fileio import write_json
@@ -236,6 +237,8 @@ def run_training(config, out, *, seeds: int = 1, base_seed: int = 0,
     opts = {**(saved_opts or {}), **{k: v for k, v in given.items() if v is not None}}
     checkpoint_every, compiler_options = opts.get("checkpoint_every"), opts.get("compiler_options")
     note = _check_arguments(config, seeds, checkpoint_every, stop_after, resume, resume_step)
+    if seeds > 1:
+        warn_idle_cores("run_training", f"{seeds} seeds", jax.local_devices())
     run = _Run(config, out, seeds, base_seed, config_to_dict(config, seeds, base_seed),
                opts.get("log_every") or default_log_every(
                    getattr(config, "expected_iterations", config.iterations)), preset,
@@ -404,6 +407,10 @@ def _continue_from(ckpt, start: int, run: _Run):
         run.say(f"{run.out}: the run is complete ({run.done}/{I} iterations); nothing to do")
         return None
     run.say(f"resuming {run.out} at iteration {run.done}/{I}")
+    was, now = int(meta.get("seed_devices", 1)), seed_devices(run.seeds)
+    if was != now:
+        run.say(f"its seeds ran over {was} device(s) and continue over {now}: the rest rounds "
+                "differently from a run in one go on either count")
     return state
 
 
@@ -474,6 +481,7 @@ def _save(ckpt, run: _Run, state) -> None:
         "iteration": run.done, "num_iterations": run.config.iterations,
         "config": run.run_dict, "compile_seconds": run.compile_s,
         "run_seconds": run.run_s, "preset": run.preset,
+        "seed_devices": seed_devices(run.seeds),
         "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": versions()})
 

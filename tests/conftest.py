@@ -25,14 +25,17 @@ if os.environ.get("JAXGRPO_TEST_XLA_OPT") != "default":
     os.environ["XLA_FLAGS"] = with_flags(os.environ.get("XLA_FLAGS", ""), *_FLAGS)
 
 # One CPU device in every test process and the commands they start, whichever test first
-# starts JAX (``jaxgrpo sweep`` gives JAX one CPU device per core when the count is not chosen:
-# ``jaxgrpo.cores``). Tests of several devices set their own count (``env_without_cpu_count``).
-os.environ.setdefault("JAX_NUM_CPU_DEVICES", "1")
+# starts JAX (``jaxgrpo sweep`` and ``train`` give JAX one CPU device per core when the count
+# is not chosen: ``jaxgrpo.cores``). Tests of several devices set their own count
+# (``env_without_cpu_count``).
+os.environ["JAX_NUM_CPU_DEVICES"] = "1"
+os.environ["XLA_FLAGS"] = " ".join(w for w in os.environ.get("XLA_FLAGS", "").split()
+                                   if "xla_force_host_platform_device_count" not in w)
 
 
 def env_without_cpu_count(**extra) -> dict:
     """The environment for a command that chooses its own CPU device count (``XLA_FLAGS``
-    ``--xla_force_host_platform_device_count`` or ``jaxgrpo sweep``'s one device per core)."""
+    ``--xla_force_host_platform_device_count``, or ``jaxgrpo sweep``'s one device per core)."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
     return {**env, **extra}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -81,13 +82,57 @@ def test_bad_count_is_refused(bad):
         cores.use_cpu_cores(bad)
 
 
-def test_jaxgrpo_sweep_asks_for_one_device_per_core(monkeypatch, tmp_path):
-    """The command calls ``cpu_cores_by_default`` first (here a recorder; the test process
-    keeps its one device), before it reads the YAML."""
+@pytest.mark.parametrize("argv", [["sweep", "missing.yaml"], ["train", "--env", "NoSuchEnv"],
+                                  ["sft", "--env", "NoSuchEnv"]])
+def test_commands_ask_for_one_device_per_core(argv, monkeypatch, tmp_path):
+    """``jaxgrpo sweep``, ``train`` and ``sft`` call ``cpu_cores_by_default`` first (here a
+    recorder; the test process keeps its one device), before they read their input."""
     calls = []
     monkeypatch.setattr(cores, "cpu_cores_by_default", lambda: calls.append(1))
-    assert cli.main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
     assert calls == [1]
+
+
+def test_idle_cores_are_said_unless_the_count_was_chosen(monkeypatch):
+    """``OneCoreWarning`` for several runs or seeds on one CPU device of a multi-core machine;
+    nothing for several devices, an accelerator, one core, or a count the user chose."""
+    from types import SimpleNamespace
+    cpu, gpu = SimpleNamespace(platform="cpu"), SimpleNamespace(platform="gpu")
+
+    def said(n_cores, chosen, devices):
+        monkeypatch.setattr(cores, "usable_cores", lambda: n_cores)
+        monkeypatch.setattr(cores, "cpu_devices_chosen", lambda: chosen)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            cores.warn_idle_cores("run_training", "8 seeds", devices)
+        return [str(x.message) for x in w if issubclass(x.category, cores.OneCoreWarning)]
+
+    assert said(4, False, [cpu]) == [
+        "run_training: 8 seeds on 1 CPU device, but this machine has 4 cores and XLA:CPU runs "
+        "a program on about one of them; jaxgrpo.use_cpu_cores() before JAX starts (or "
+        "JAX_NUM_CPU_DEVICES=4) gives one device per core and spreads them over the cores"]
+    assert said(4, False, [cpu, cpu]) == said(4, False, [gpu]) == said(1, False, [cpu]) == []
+    assert said(4, True, [cpu]) == []
+
+
+def test_run_training_says_when_its_seeds_share_one_core(monkeypatch, tmp_path):
+    """run_training checks for idle cores with its seeds before it compiles (one seed: no
+    check)."""
+    from jaxgrpo import GRPOConfig, runs
+    seen = []
+    monkeypatch.setattr(runs, "warn_idle_cores", lambda *a: seen.append(a[:2]))
+
+    class Compiling(Exception):
+        pass
+
+    def compiling(*a, **k):
+        raise Compiling
+    monkeypatch.setattr(runs, "_compiled_init", compiling)
+    for seeds, out in ((3, "a"), (1, "b")):
+        with pytest.raises(Compiling):
+            runs.run_training(GRPOConfig(), tmp_path / out, seeds=seeds)
+    assert seen == [("run_training", "3 seeds")]
 
 
 RUNS = r"""

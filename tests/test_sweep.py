@@ -186,7 +186,7 @@ def test_static_fields_loop_over_compilations(monkeypatch):
     assert np.isnan(r.metrics["lr_seen"][:3, :, 2:]).all()       # group_size 2: 2 rows, padded
     assert (r.iteration[:3, 2:] == -1).all() and (r.iteration[3:] >= 0).all()
     with warnings.catch_warnings():
-        warnings.simplefilter("error", StaticSweepWarning)
+        warnings.simplefilter("error")
         sweep(CFG, {"lr": [0.1, 0.2]}, 2)     # dynamic only: one compilation, no warning
     assert calls == [2, 4]                    # group_size 4 was compiled (faked) already
 
@@ -418,25 +418,30 @@ def test_benchmark_tiny_smoke(tmp_path):
 
 def test_one_cpu_device_of_several_cores_is_said(result, monkeypatch):
     """A CPU sweep of several runs on one device, on a machine with more cores, says how to
-    use them (``OneCoreWarning``); not with one core, nor when ``devices`` is given. The
-    programs are ``result``'s, cached."""
+    use them (``OneCoreWarning``); not with one core, nor when ``devices`` is given, nor when
+    the user chose one device (``JAX_NUM_CPU_DEVICES``, as this suite does). The programs are
+    ``result``'s, cached."""
+    from jaxgrpo import cores
     from jaxgrpo.sweeps import OneCoreWarning
-    from jaxgrpo.sweeps import mesh as mesh_mod
 
-    def warned(cores, *args, **kw):
-        monkeypatch.setattr(mesh_mod, "usable_cores", lambda: cores)
+    def warned(n_cores, chosen, *args, **kw):
+        monkeypatch.setattr(cores, "usable_cores", lambda: n_cores)
+        monkeypatch.setattr(cores, "cpu_devices_chosen", lambda: chosen)
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             sweep(CFG, *args, compiler_options=O0, **kw)
-        return [str(x.message) for x in w if issubclass(x.category, OneCoreWarning)]
+        return [(str(x.message), os.path.basename(x.filename)) for x in w
+                if issubclass(x.category, OneCoreWarning)]
 
     assert len(jax.devices()) == 1
-    assert warned(4, GRID, SEEDS) == [
+    assert warned(4, False, GRID, SEEDS) == [(
         "sweep: 24 runs on 1 CPU device, but this machine has 4 cores and XLA:CPU runs a "
         "program on about one of them; jaxgrpo.use_cpu_cores() before JAX starts (or "
-        "JAX_NUM_CPU_DEVICES=4) gives one device per core and shards the runs over them"]
-    assert warned(1, GRID, SEEDS) == []
-    assert warned(4, GRID, SEEDS, devices=jax.devices()[:1]) == []
+        "JAX_NUM_CPU_DEVICES=4) gives one device per core and spreads them over the cores",
+        "test_sweep.py")]                                       # points at the caller
+    assert warned(1, False, GRID, SEEDS) == []
+    assert warned(4, True, GRID, SEEDS) == []
+    assert warned(4, False, GRID, SEEDS, devices=jax.devices()[:1]) == []
 
 
 def test_vmap_size_auto_resolves_per_backend_and_algorithm(result):

@@ -14,7 +14,8 @@ Bad input (an unknown env or field, a value of the wrong type, an unreadable fil
 is a file or a folder that already holds results) prints one line ``jaxgrpo CMD: error: ...``
 on stderr and exits with code 2, before anything is compiled. No command replaces an existing
 result unless told to with ``--overwrite`` (or continues a run, with ``--resume``). JAX is
-imported only after the arguments are checked, so ``--help`` is instant.
+imported only after the arguments are parsed, so ``--help`` is instant; ``train``, ``sft`` and
+``sweep`` then give it one CPU device per core (``jaxgrpo.cores``) before anything starts it.
 
 Modules: ``parsers`` (the argparse parsers; help defaults read from the config classes),
 ``build`` (configs from the arguments), one module per command (``train``: train and sft,

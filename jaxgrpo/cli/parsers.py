@@ -100,8 +100,8 @@ def train_parser(sft: bool = False) -> Parser:
     ``build.build_config`` knows which were given."""
     p = _sft_head() if sft else _train_head()
     p.add_argument("--seeds", type=count(1), metavar="N",
-                   help=f"number of seeds, vmapped, spread over the CPU's cores (one JAX "
-                   f"device per core) (default: {RUN_DEFAULTS['seeds']})")
+                   help=f"number of seeds, vmapped, spread over the devices (on a CPU one "
+                   f"per core) (default: {RUN_DEFAULTS['seeds']})")
     p.add_argument("--config", metavar="FILE.yaml",
                    help="YAML of config fields (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",

@@ -33,7 +33,7 @@ def cmd_train(argv, sft: bool = False) -> int:
     cpu_cores_by_default()      # one CPU device per core (the seeds spread over them), first:
                                 # building the config starts JAX
     config, seeds, base_seed, out = _configure(args)
-    from .. import runs          # here: it imports JAX, which --help and bad input never need
+    from .. import runs          # here: it imports JAX, which --help never needs
     # --quiet: no status lines (None would turn run_training's notes into warnings)
     echo = (lambda *a: None) if args.quiet else (
         lambda *a: print(*a, file=sys.stderr, flush=True))

@@ -18,7 +18,8 @@
   device, ``vmap_size`` runs are vmapped at once (default: all of them). On a CPU,
   ``use_cpu_cores()`` before JAX starts gives one device per core (XLA:CPU runs a program on
   about one core); ``jaxgrpo sweep`` does it itself, and a sweep of several runs on one CPU
-  device of a machine with more cores says so with a ``OneCoreWarning``.
+  device of a machine with more cores says so with a ``OneCoreWarning``. A single-process
+  sweep of fewer runs than devices uses as many devices as it has runs (no padding runs).
 - Seed ``s`` uses ``jax.random.split(jax.random.key(base_seed), seeds)[s]``, so
   ``make_train(config.replace(**combination))(key)`` with that key is the sweep's run (equal
   up to float rounding, which RL training amplifies over many iterations: see docs/sweeps.md).
@@ -34,8 +35,8 @@ sweeps) and ``driver`` (``sweep``).
 from ..checks import check_count
 from ..grids import expand_grid, grid_configs
 from .driver import StaticSweepWarning, sweep
-from ..cores import usable_cores, use_cpu_cores
-from .mesh import OneCoreWarning, resolve_vmap_size, run_mesh, shard_runs
+from ..cores import OneCoreWarning, usable_cores, use_cpu_cores
+from .mesh import resolve_vmap_size, run_mesh, shard_runs
 from .processes import agree, describe
 from .result import SweepResult
 from .runner import last_valid_row

@@ -18,8 +18,8 @@ from ..grids import check_checkpoint_every, check_vmap_size, grid_configs
 from ..configio import check_init_from
 from ..loggers import SINK
 from .checkpoints import SweepCheckpoints, batched, run_checkpointed
-from .mesh import (check_devices, placement, resolve_vmap_size, run_mesh, to_host,
-                   warn_one_core)
+from ..cores import warn_idle_cores
+from .mesh import check_devices, placement, resolve_vmap_size, run_mesh, to_host
 from .processes import agree, describe
 from .result import SweepResult
 from .runner import compiled_runner
@@ -48,7 +48,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
     log_every: keep one row per ``log_every`` iterations (and the last iteration), inside the
       compiled program: row ``j`` is iteration ``(j + 1) * log_every - 1`` with each metric's
       last non-NaN value over its chunk of ``log_every`` iterations.
-    devices: devices to shard the runs over (default ``jax.devices()``, all of them; in a
+    devices: devices to shard the runs over (default ``jax.devices()``: all of them, or in a
+      single process the first R when the sweep has R runs, fewer than the devices; in a
       multi-process job every process must own at least one).
     compiler_options: passed to ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}``
       to trade run speed for compile speed on CPU).
@@ -95,8 +96,8 @@ def sweep(config, grid: Mapping[str, Sequence] | None = None, seeds: int = 1, *,
         error = e
     agree(desc, error)
     seeds, base_seed, log_every, vmap_size, checkpoint_every, combos, configs, mesh = checked
-    if devices is None:
-        warn_one_core(mesh, len(configs) * seeds)
+    if devices is None and len(configs) * seeds > 1:
+        warn_idle_cores("sweep", f"{len(configs) * seeds} runs", list(mesh.devices.flat))
     groups, static_in_grid = _compilations(configs, combos, seeds)
     keys = jax.random.split(jax.random.key(base_seed), seeds)
     key_impl = jax.random.key_impl(keys)
@@ -148,6 +149,8 @@ def _check_call(config, grid, seeds, base_seed, log_every, devices, vmap_size,
         if getattr(cfg, "init_from", None) is not None and static_key(cfg) not in checked:
             check_init_from(cfg, per_seed=False)
             checked.add(static_key(cfg))
+    if devices is None and jax.process_count() == 1:    # no more devices than runs: no padding
+        devices = jax.devices()[:max(1, min(jax.device_count(), len(configs) * seeds))]
     mesh = run_mesh(devices)
     check_devices(mesh)
     return seeds, base_seed, log_every, vmap_size, checkpoint_every, combos, configs, mesh

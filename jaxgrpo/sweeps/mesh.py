@@ -1,15 +1,12 @@
-"""Devices of a sweep: the 1-D mesh of runs, rows placed on it and brought back, how many
-runs a device vmaps at once, and a warning when a CPU sweep leaves cores idle."""
+"""Devices of a sweep: the 1-D mesh of runs, rows placed on it and brought back, and how many
+runs a device vmaps at once."""
 from __future__ import annotations
-
-import warnings
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ..cores import usable_cores
 
 RUN_AXIS = "runs"
 
@@ -36,24 +33,6 @@ def check_devices(mesh: Mesh) -> None:
                          f"of process {', '.join(map(str, missing))} (its devices: "
                          f"{', '.join(f'{p}: {v}' for p, v in own.items())}); in a "
                          f"{n}-process sweep each process needs at least one device")
-
-
-class OneCoreWarning(UserWarning):
-    """A sweep of several runs on one CPU device of a machine with more cores: XLA:CPU runs a
-    program on about one core, so the other cores stay idle (``jaxgrpo.use_cpu_cores``)."""
-
-
-def warn_one_core(mesh: Mesh, runs: int) -> None:
-    """``OneCoreWarning`` when ``runs`` > 1 runs go to a mesh of one CPU device on a machine
-    with more cores (the others would stay idle)."""
-    cores = usable_cores()
-    if runs > 1 and mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu" \
-            and cores > 1 and jax.process_count() == 1:
-        warnings.warn(f"sweep: {runs} runs on 1 CPU device, but this machine has {cores} "
-                      "cores and XLA:CPU runs a program on about one of them; "
-                      f"jaxgrpo.use_cpu_cores() before JAX starts (or JAX_NUM_CPU_DEVICES="
-                      f"{cores}) gives one device per core and shards the runs over them",
-                      OneCoreWarning, stacklevel=3)
 
 
 def resolve_vmap_size(vmap_size, platform: str, algo: str = "grpo") -> int | None:

@@ -11,7 +11,8 @@ not apply.
 
 ``GRPOConfig(reward_funcs=(f, "module:function", ...), reward_weights=(1.0, 0.5, ...))``: each
 iteration the completions are decoded on the host (``jax.pure_callback``, one call for every
-seed of a vmapped run) and every function is called once on all of them; a completion's
+seed of a vmapped run; one per device when the seeds are spread over several, the calls taking
+turns) and every function is called once on all of them; a completion's
 reward is ``nansum_i(weight_i * reward_i)`` (a None counts as nothing), and a completion all
 of whose functions return None gets no advantage: it is left out of its group's statistics
 and of the loss (TRL's "unscorable" completions). Each function logs ``rewards/{name}/mean``
@@ -34,6 +35,7 @@ import functools
 import importlib
 import math
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
@@ -349,6 +351,10 @@ def _is_chat(prompt) -> bool:
     return is_conversational(prompt)
 
 
+_HOST_LOCK = threading.Lock()     # one reward-function call at a time (they need not be
+                                  # thread-safe: TRL calls them from one thread)
+
+
 class RewardFns(NamedTuple):
     """A run's reward functions, static (hashable by identity of its parts): ``funcs``,
     ``weights`` (float per function), ``names`` (metric names), the task's ``tokenizer``
@@ -408,8 +414,9 @@ class RewardFns(NamedTuple):
         if rows.size:
             args = self.inputs(index[rows], prompt_tokens[rows], answer_tokens[rows],
                                answer_len[rows], completion[rows], length[rows])
-            for j, (f, name) in enumerate(zip(self.funcs, self.names)):
-                out[rows, j] = call_reward_func(f, name, *args)
+            with _HOST_LOCK:     # seeds spread over devices call back from several threads
+                for j, (f, name) in enumerate(zip(self.funcs, self.names)):
+                    out[rows, j] = call_reward_func(f, name, *args)
         return out.reshape(*lead, len(self.funcs))
 
     def per_function(self, prompts, completion, length, valid):
