@@ -174,39 +174,21 @@ def _build(spec) -> dict:
 
 
 def sharded_seeds(train, seeds: int):
-    """``keys [seeds] -> train(keys)``: the seeds sharded over ``jaxgrpo.runs.seed_devices``
-    devices, as ``jaxgrpo.sweep`` and ``run_training`` run them: each device initializes its
-    seeds one at a time (``lax.map``: a vmapped orthogonal initializer can deadlock several CPU
-    devices, see ``runs.over_seeds``) and trains them vmapped. On a CPU started with one device
-    per core (``jaxgrpo.use_cpu_cores``), each core trains its share."""
-    from jax.sharding import PartitionSpec as P
-
-    from jaxgrpo.runs import seed_devices
-    from jaxgrpo.sweeps.mesh import RUN_AXIS, run_mesh
-    mesh = run_mesh(jax.devices()[:seed_devices(seeds)])
-
-    def local(keys):
-        state = jax.lax.map(train.init, keys)
-        return jax.vmap(lambda s: train.run(s))(state)
-    return jax.shard_map(local, mesh=mesh, in_specs=P(RUN_AXIS), out_specs=P(RUN_AXIS),
-                         check_vma=False)
+    """``keys [seeds] -> train(keys)`` with the seeds spread over the devices as
+    ``run_training`` spreads them (``jaxgrpo.runs.over_seeds``): each device initializes its
+    seeds one at a time and trains them vmapped. On a CPU started with one device per core
+    (``jaxgrpo.use_cpu_cores``), each core trains its share."""
+    from jaxgrpo.runs import over_seeds
+    init, run = over_seeds(train.init, seeds, True), over_seeds(lambda s: train.run(s), seeds)
+    return lambda keys: run(init(keys))
 
 
 def seed_keys(spec, key):
-    """The argument of a train spec's program: ``key`` (one seed) or ``split(key, seeds)``,
-    placed over the devices' run axis for ``seeds_mode`` "shard"."""
+    """The argument of a train spec's program: ``key`` (one seed) or ``split(key, seeds)``."""
     seeds = int(spec.get("seeds", 1))
     if seeds == 1:
         return key
-    keys = jax.random.split(key, seeds)
-    if spec.get("seeds_mode") == "shard":
-        from jax.sharding import NamedSharding, PartitionSpec as P
-
-        from jaxgrpo.runs import seed_devices
-        from jaxgrpo.sweeps.mesh import RUN_AXIS, run_mesh
-        mesh = run_mesh(jax.devices()[:seed_devices(seeds)])
-        keys = jax.device_put(keys, NamedSharding(mesh, P(RUN_AXIS)))
-    return keys
+    return jax.random.split(key, seeds)
 
 
 def measure_train(spec) -> dict:
