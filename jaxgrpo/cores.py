@@ -64,8 +64,8 @@ def use_cpu_cores(n: int | None = None) -> int:
     XLA:CPU runs one compiled program of these networks' sizes on about one core
     (benchmarks/FINDINGS.md, "Vmapped seeds"). A sweep shards its runs over ``jax.devices()``
     and ``run_training`` its seeds, and separate devices execute at once, so with one CPU
-    device per core each core trains its share (16 GRPO seeds on 2 cores: 2.02x as fast as the
-    same seeds one after the other, where vmapping them on one device gives 1.07x;
+    device per core each core trains its share (16 GRPO seeds on 2 cores: 1.90x as fast as the
+    same seeds one after the other, where vmapping them on one device gives 1.14x;
     benchmarks/README.md, "Seeds"). ``jaxgrpo sweep`` and ``jaxgrpo train`` do this themselves
     unless the count is already chosen (``cpu_devices_chosen``) or the sweep joins several
     processes.
