@@ -109,14 +109,23 @@ def over_seeds(fn, seeds: int, one_at_a_time: bool = False):
     k = seed_devices(seeds)
     if k == 1:
         return jax.jit(jax.vmap(fn))
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    mesh = Mesh(np.asarray(jax.local_devices()[:k]), ("seeds",))
+    from jax.sharding import Mesh
     local = (lambda *a: jax.lax.map(lambda x: fn(*x), a)) if one_at_a_time else jax.vmap(fn)
-    # check_vma=False: the training code is written for vmap (see sweeps.runner)
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=P("seeds"), out_specs=P("seeds"),
-                            check_vma=False)
-    return jax.jit(sharded, in_shardings=NamedSharding(mesh, P("seeds")),
-                   out_shardings=NamedSharding(mesh, P("seeds")))
+    return shard_jit(local, Mesh(np.asarray(jax.local_devices()[:k]), ("seeds",)))
+
+
+def shard_jit(local, mesh, compiler_options=None):
+    """``jax.jit`` of ``local`` on every device of the 1-D ``mesh``: every argument and output
+    split along its leading axis over the mesh's axis (``shard_map``), each device computing
+    its own rows with no traffic between devices. ``local`` sees ``[rows / devices, ...]``.
+    How run_training spreads seeds (``over_seeds``) and a sweep its runs (``sweeps.runner``)."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    spec = P(mesh.axis_names[0])
+    # check_vma=False: the training code is written for plain vmap, not for shard_map's
+    # varying-manual-axes types (a while_loop carry starting from constants would fail it)
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+    return jax.jit(sharded, in_shardings=NamedSharding(mesh, spec),
+                   out_shardings=NamedSharding(mesh, spec), compiler_options=compiler_options)
 
 
 def _compiled_init(config, seeds, log_every, compiler_options=None):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from .. import compiled
 from ..keys import key_data, wrap_keys
 from ..loggers import SINK
-from ..runs import build_train
+from ..runs import build_train, shard_jit
 from .mesh import RUN_AXIS, shard_runs
 
 
@@ -131,14 +130,8 @@ class Runner:
         return jax.lax.map(lambda a: run(*a), (state, hp, position), batch_size=self.vmap_size)
 
     def _compile(self, local):
-        spec = P(RUN_AXIS)
-        # check_vma=False: the training code is written for plain vmap, not for shard_map's
-        # varying-manual-axes types (a while_loop carry starting from constants would fail it).
-        sharded = jax.shard_map(local, mesh=self.mesh, in_specs=spec, out_specs=spec,
-                                check_vma=False)
-        out = NamedSharding(self.mesh, spec)
-        return jax.jit(lambda args: sharded(*args), in_shardings=(out,), out_shardings=out,
-                       compiler_options=self.compiler_options)
+        fn = shard_jit(local, self.mesh, self.compiler_options)
+        return lambda args: fn(*args)          # shard_runs passes the inputs as one tuple
 
     def __call__(self, keys_data, hparams):
         (state, metrics), R = shard_runs(self.fn, (keys_data, hparams), self.mesh)
